@@ -1,0 +1,33 @@
+"""What every backend produces: people with a box, a score and 17 COCO keypoints, in frame pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+COCO_KEYPOINTS: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+KEYPOINT_INDEX = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """One detected person.
+
+    ``box`` is (x1, y1, x2, y2) and ``keypoints`` is a (17, 3) float32 array of (x, y, score), all in
+    pixel coordinates of the frame the backend was given; ``score`` is the detection confidence in [0, 1].
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: npt.NDArray[np.float32]
+
+    def keypoint(self, name: str) -> tuple[float, float, float]:
+        x, y, s = self.keypoints[KEYPOINT_INDEX[name]]
+        return float(x), float(y), float(s)

@@ -1,0 +1,119 @@
+"""``wardsight device``: enroll this device and run the agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from firmware.config import DeviceConfig, load_device_config
+from firmware.identity import IdentityStore
+from firmware.runtime import device_dir, run_device
+from wardsight.clictx import Context, pass_context
+from wardsight.errors import WardSightError
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Device config file (TOML; default <data dir>/device.toml if present).",
+)  # fmt: skip
+
+
+@click.group()
+def device() -> None:
+    """The camera agent: enrollment and the capture -> model -> apps -> events loop.
+
+    \b
+    Example:
+        wardsight device enroll --server https://fleet.example.org --token wst.abc.def
+        wardsight device run
+    """
+
+
+@device.command()
+@click.option("--server", help="Fleet server URL (or take it from --bundle).")
+@click.option("--token", help="One-time enrollment token from 'wardsight fleet token create'.")
+@click.option("--bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Enrollment bundle written by 'wardsight provision bundle'.")
+@click.option("--name", default=None, help="Device name shown in the console (default: hostname).")
+@config_option
+@pass_context
+def enroll(ctx: Context, server: str | None, token: str | None, bundle: Path | None, name: str | None,
+           config_path: Path | None) -> None:  # fmt: skip
+    """Create this device's key (kept here, file mode 0600) and enroll it with a one-time token.
+
+    \b
+    Example:
+        wardsight device enroll --server http://127.0.0.1:8765 --token wst.1a2b3c4d5e6f.SECRET
+        wardsight device enroll --bundle /boot/firmware/wardsight-enroll.json
+    """
+    if bundle is not None:
+        try:
+            data = json.loads(bundle.read_text())
+            server, token = server or data["server_url"], token or data["token"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WardSightError(f"{bundle}: not a valid enrollment bundle ({exc})") from None
+    if not server or not token:
+        raise click.UsageError("give --server and --token, or --bundle")
+    config = load_device_config(ctx.data_dir, config_path, ctx.environ)
+    identity = IdentityStore(device_dir(ctx.data_dir)).enroll(server, token, name or config.name)
+    click.echo(f"enrolled as {identity.device_id} in room {identity.room} at {identity.server_url}")
+
+
+@device.command()
+@pass_context
+def show(ctx: Context) -> None:
+    """Show this device's identity (never its private key).
+
+    \b
+    Example:
+        wardsight device show
+    """
+    identity, _ = IdentityStore(device_dir(ctx.data_dir)).load()
+    click.echo(f"device {identity.device_id} ({identity.name}) in room {identity.room}, server {identity.server_url}")
+
+
+def apply_source_options(config: DeviceConfig, video: Path | None, camera: int | None, loop: bool) -> None:
+    if video is not None and camera is not None:
+        raise click.UsageError("--video and --camera are exclusive")
+    if video is not None:
+        config.source.kind, config.source.path = "file", video
+    if camera is not None:
+        config.source.kind, config.source.camera_index = "camera", camera
+    if loop:
+        config.source.loop = True
+
+
+source_options = [
+    click.option("--video", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Video file."),
+    click.option("--camera", type=click.IntRange(0, 63), default=None, help="Camera index (USB/V4L2)."),
+    click.option("--loop/--no-loop", default=False, help="Start a video file again at its end."),
+]
+
+
+def with_source_options(fn):  # type: ignore[no-untyped-def]
+    for option in reversed(source_options):
+        fn = option(fn)
+    return fn
+
+
+@device.command()
+@with_source_options
+@click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Stop after SECONDS.")
+@config_option
+@pass_context
+def run(ctx: Context, video: Path | None, camera: int | None, loop: bool, duration: float | None,
+        config_path: Path | None) -> None:  # fmt: skip
+    """Run the agent: capture, blackout, detect people, run the apps, send signed events.
+
+    \b
+    Example:
+        wardsight device run --camera 0
+        wardsight device run --video ward3.mp4 --duration 60
+    """
+    config = load_device_config(ctx.data_dir, config_path, ctx.environ)
+    apply_source_options(config, video, camera, loop)
+    result = run_device(config, ctx.data_dir, duration=duration)
+    click.echo(f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
+               f"{result.frames_dropped} dropped; events: {result.agent.events} raised, {result.sent} sent, "
+               f"{result.rejected} refused, {result.queued} unsent")  # fmt: skip

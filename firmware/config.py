@@ -1,0 +1,69 @@
+"""The device agent's configuration (one validated model; file + WARDSIGHT_DEVICE_* overrides)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from wardsight.settings import StrictModel, load_config
+from wardsight.wire import Identifier
+
+ENV_PREFIX = "WARDSIGHT_DEVICE_"
+
+Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
+
+
+def default_name() -> str:
+    name = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname())[:64].strip("-.")
+    return name or "wardsight-device"
+
+
+class SourceConfig(StrictModel):
+    kind: Literal["file", "camera"] = Field("file", description="Where frames come from.")
+    path: Path | None = Field(None, description="Video file for kind=file; the demo footage if unset.")
+    camera_index: Annotated[int, Field(ge=0, le=63)] = 0
+    loop: bool = Field(False, description="Start the file again at its end.")
+    realtime: bool = Field(True, description="Pace a file at its frame rate, dropping stale frames.")
+
+
+class PrivacyRegion(StrictModel):
+    """A polygon, in frame-relative coordinates (0..1), zeroed in every frame at capture."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    polygon: Annotated[list[Point], Field(min_length=3, max_length=64)]
+
+
+class OccupancyConfig(StrictModel):
+    stable_seconds: Annotated[float, Field(ge=0, le=60, description="A count must hold this long (s).")] = 1.0
+    min_score: Annotated[float, Field(ge=0, le=1, description="Person confidence to be counted.")] = 0.3
+
+
+class DeviceConfig(StrictModel):
+    name: Identifier = Field(default_factory=default_name)
+    server_url: str = Field("http://127.0.0.1:8765", description="Fleet server base URL.")
+    model: str = "movenet-multipose"
+    threads: Annotated[int, Field(ge=1, le=16)] = 2
+    min_person_score: Annotated[float, Field(ge=0, le=1)] = 0.2
+    model_mirrors: list[Path] = Field(default_factory=list, description="Offline mirror directories.")
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    privacy_regions: list[PrivacyRegion] = Field(default_factory=list)
+    occupancy: OccupancyConfig = Field(default_factory=OccupancyConfig)
+
+    @field_validator("server_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+def load_device_config(data_dir: Path, path: Path | None, environ: Mapping[str, str]) -> DeviceConfig:
+    """Load ``path`` (or ``<data dir>/device.toml`` if it exists) with environment overrides."""
+    if path is None and (data_dir / "device.toml").is_file():
+        path = data_dir / "device.toml"
+    return load_config(DeviceConfig, path=path, env_prefix=ENV_PREFIX, environ=environ)

@@ -1,0 +1,94 @@
+"""Wiring the agent from configuration: source, backend, apps, identity and sender."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerators.catalog import get_model
+from accelerators.cpu import CpuPoseBackend
+from firmware.agent import Agent, AgentStats, EventStamper
+from firmware.apps.base import AppEvent
+from firmware.apps.occupancy import OccupancyApp
+from firmware.config import DeviceConfig
+from wardsight.footage import DEMO_FOOTAGE
+from firmware.identity import IdentityStore
+from firmware.privacy import PrivacyMask
+from firmware.sender import EventSender
+from firmware.sources import CameraSource, FrameSource, VideoFileSource
+from wardsight import wire
+from wardsight.fetch import ArtifactStore
+from wardsight.paths import models_dir
+
+log = logging.getLogger("wardsight.device")
+
+
+def device_dir(data_dir: Path) -> Path:
+    return data_dir / "device"
+
+
+def artifact_store(data_dir: Path, config: DeviceConfig) -> ArtifactStore:
+    return ArtifactStore(models_dir(data_dir), mirrors=tuple(config.model_mirrors))
+
+
+def build_source(config: DeviceConfig, store: ArtifactStore) -> FrameSource:
+    privacy = PrivacyMask([r.polygon for r in config.privacy_regions])
+    src = config.source
+    if src.kind == "camera":
+        return CameraSource(src.camera_index, privacy=privacy)
+    path = src.path if src.path is not None else store.require(DEMO_FOOTAGE)
+    return VideoFileSource(path, realtime=src.realtime, loop=src.loop, privacy=privacy)
+
+
+def build_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
+    manifest = get_model(config.model)
+    return CpuPoseBackend(
+        store.require(manifest.artifact), manifest=manifest, num_threads=config.threads,
+        min_score=config.min_person_score,
+    )  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    agent: AgentStats
+    sent: int
+    rejected: int
+    queued: int
+    frames_captured: int
+    frames_dropped: int
+
+
+def run_device(
+    config: DeviceConfig,
+    data_dir: Path,
+    *,
+    duration: float | None = None,
+    stop: threading.Event | None = None,
+    store: ArtifactStore | None = None,
+) -> RunResult:
+    """Run the enrolled agent until the source ends, ``duration`` passes or ``stop`` is set."""
+    identity, key = IdentityStore(device_dir(data_dir)).load()
+    store = store or artifact_store(data_dir, config)
+    backend = build_backend(config, store)
+    source = build_source(config, store)
+    stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, key))
+    sender = EventSender(identity.server_url + "/api/v1/events").start()
+
+    def emit(event: AppEvent) -> None:
+        log.info("%s/%s %s", event.app, event.type, event.data)
+        sender.submit(stamp(event))
+
+    apps = [OccupancyApp(stable_seconds=config.occupancy.stable_seconds, min_score=config.occupancy.min_score)]
+    agent = Agent(source, backend, apps, emit)
+    deadline = time.monotonic() + duration if duration is not None else None
+    try:
+        stats = agent.run(stop, deadline)
+    finally:
+        source.close()
+        backend.close()
+        sender.stop()
+    return RunResult(stats, sender.stats.sent, sender.stats.rejected, sender.pending,
+                     source.stats.captured, source.stats.dropped)  # fmt: skip

@@ -1,0 +1,107 @@
+"""Sends signed events to the fleet server from a background thread, in order, with backoff.
+
+The queue is bounded (the oldest unsent event is dropped, and counted, when it overflows). A 4xx
+reply is final for that event (logged, not retried); an unreachable server is retried with
+exponential backoff, keeping order. A durable on-disk outbox replaces this queue in a later step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware.transport import Reply, UnreachableError, post_jws
+
+log = logging.getLogger("wardsight.device.sender")
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    retries: int = 0
+
+
+class EventSender:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_queue: int = 1000,
+        post: Callable[[str, str], Reply] = post_jws,
+        max_backoff: float = 30.0,  # seconds
+    ) -> None:
+        self.url = url
+        self.stats = SenderStats()
+        self._queue: deque[str] = deque()
+        self._max_queue = max_queue
+        self._post = post
+        self._max_backoff = max_backoff
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+
+    def start(self) -> EventSender:
+        self._thread.start()
+        return self
+
+    def submit(self, jws: str) -> None:
+        with self._cond:
+            if len(self._queue) >= self._max_queue:
+                self._queue.popleft()
+                self.stats.dropped += 1
+                log.error("event queue full (%d): dropped the oldest unsent event", self._max_queue)
+            self._queue.append(jws)
+            self._cond.notify()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                jws = self._queue[0]
+            try:
+                reply = self._post(self.url, jws)
+            except UnreachableError as exc:
+                self.stats.retries += 1
+                log.warning("%s; retrying in %.1fs (%d queued)", exc, backoff, self.pending)
+                with self._cond:
+                    if self._cond.wait_for(lambda: self._stopping, timeout=backoff):
+                        return
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = 0.5
+            with self._cond:
+                self._queue.popleft()
+            if reply.status in (200, 201):
+                self.stats.sent += 1
+            else:
+                self.stats.rejected += 1
+                log.error("server refused an event (HTTP %d): %s", reply.status, reply.error)
+
+    def stop(self, flush_timeout: float = 5.0) -> None:
+        """Try to send what is queued for up to ``flush_timeout`` seconds, then stop."""
+        deadline = threading.Event()
+        with self._cond:
+            self._cond.notify_all()
+        for _ in range(int(flush_timeout * 20)):
+            if self.pending == 0:
+                break
+            deadline.wait(0.05)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)

@@ -1,0 +1,224 @@
+"""Frame sources behind one small interface. Privacy blackout happens here, at the boundary.
+
+Every source implements ``_capture()``; the public ``read()`` applies the privacy mask to the buffer
+before returning it, so no caller ever holds an unmasked frame. Frames are RGB uint8 and are never
+written anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from firmware.privacy import PrivacyMask
+from wardsight.errors import WardSightError
+
+log = logging.getLogger("wardsight.device.source")
+Frame = npt.NDArray[np.uint8]
+
+
+class SourceError(WardSightError):
+    """A frame source cannot be opened or has failed."""
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    time: float  # seconds since the epoch for live sources; media time anchored at start for files
+    image: Frame
+
+
+@dataclass
+class SourceStats:
+    captured: int = 0
+    dropped: int = 0
+    errors: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class FrameSource(ABC):
+    """Yields privacy-masked RGB frames. ``read()`` returns None when the source has ended."""
+
+    def __init__(self, privacy: PrivacyMask | None = None) -> None:
+        self.privacy = privacy or PrivacyMask([])
+        self.stats = SourceStats()
+
+    @property
+    @abstractmethod
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+
+    @property
+    @abstractmethod
+    def fps(self) -> float:
+        """Nominal frames per second."""
+
+    @abstractmethod
+    def _capture(self) -> CapturedFrame | None:
+        """The next raw frame (RGB, writable), or None at the end."""
+
+    def read(self) -> CapturedFrame | None:
+        captured = self._capture()
+        if captured is None:
+            return None
+        self.privacy.apply(captured.image)  # before anyone else sees it
+        self.stats.captured += 1
+        return captured
+
+    def health(self) -> dict[str, float]:
+        w, h = self.frame_size
+        return {"width": w, "height": h, "fps": self.fps, "captured": self.stats.captured,
+                "dropped": self.stats.dropped, "errors": self.stats.errors}  # fmt: skip
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the device or file."""
+
+
+def _bgr_to_rgb(bgr: Frame) -> Frame:
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoFileSource(FrameSource):
+    """A video file, paced at its frame rate (dropping frames we are too slow for) or as fast as possible."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        realtime: bool = True,
+        loop: bool = False,
+        privacy: PrivacyMask | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(privacy)
+        if not Path(path).is_file():
+            raise SourceError(f"video file not found: {path}")
+        self.path = Path(path)
+        self._cap = cv2.VideoCapture(str(path))
+        if not self._cap.isOpened():
+            raise SourceError(f"cannot open video file {path} (not a video, or an unsupported codec)")
+        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 25.0
+        if not 1.0 <= self._fps <= 240.0:
+            self._fps = 25.0
+        self._size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if self._size[0] <= 0 or self._size[1] <= 0:
+            raise SourceError(f"{path}: cannot determine frame size")
+        self.realtime, self.loop = realtime, loop
+        self._clock, self._sleep = clock, sleep
+        self._start = clock()
+        self._index = 0  # frames consumed from the start (across loops)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def _grab(self) -> bool:
+        if self._cap.grab():
+            return True
+        if not self.loop:
+            return False
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        return bool(self._cap.grab())
+
+    def _capture(self) -> CapturedFrame | None:
+        while True:
+            if self.realtime:
+                self._pace()
+            if not self._grab():
+                return None
+            ok, bgr = self._cap.retrieve()
+            t = self._start + self._index / self._fps
+            self._index += 1
+            if ok and bgr is not None and bgr.ndim == 3:
+                return CapturedFrame(t, _bgr_to_rgb(bgr))
+            self.stats.errors += 1
+            log.warning("%s: undecodable frame %d skipped", self.path.name, self._index)
+
+    def _pace(self) -> None:
+        """Wait for the next frame's time, or skip the frames whose time has already passed."""
+        due = self._start + self._index / self._fps
+        now = self._clock()
+        if now < due:
+            self._sleep(due - now)
+            return
+        for _ in range(int((now - due) * self._fps)):
+            if not self._grab():
+                return
+            self._index += 1
+            self.stats.dropped += 1
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class CameraSource(FrameSource):
+    """A local camera through OpenCV (USB / V4L2), by index."""
+
+    def __init__(
+        self, index: int, *, privacy: PrivacyMask | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(privacy)
+        self.index = index
+        self._clock = clock
+        self._cap = cv2.VideoCapture(index)
+        if not self._cap.isOpened():
+            raise SourceError(f"cannot open camera {index} (no such device, or it is busy)")
+        self._size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def _capture(self) -> CapturedFrame | None:
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            self.stats.errors += 1
+            raise SourceError(f"camera {self.index} stopped delivering frames")
+        return CapturedFrame(self._clock(), _bgr_to_rgb(bgr))
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ReplaySource(FrameSource):
+    """Still images replayed at a fixed rate (for tests and for checking a site's zones)."""
+
+    def __init__(self, images: list[Frame], *, fps: float = 10.0, privacy: PrivacyMask | None = None,
+                 start: float = 0.0) -> None:  # fmt: skip
+        super().__init__(privacy)
+        if not images:
+            raise SourceError("replay source needs at least one image")
+        self._images, self._fps, self._start, self._i = images, fps, start, 0
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._images[0].shape[1], self._images[0].shape[0]
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def _capture(self) -> CapturedFrame | None:
+        if self._i >= len(self._images):
+            return None
+        image = self._images[self._i].copy()  # the caller owns (and may mask) its copy
+        t = self._start + self._i / self._fps
+        self._i += 1
+        return CapturedFrame(t, image)

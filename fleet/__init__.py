@@ -1,0 +1,1 @@
+"""The fleet server: enrollment, device identity, signed event intake and the web console."""

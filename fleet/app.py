@@ -1,0 +1,186 @@
+"""The fleet server's aiohttp application (app factory; ``run`` only starts it).
+
+Device endpoints take a compact JWS as an ``application/jose`` body. Every rejection is a 4xx with a
+JSON ``{"error": ...}`` and a warning in the server log naming the peer and the reason; nothing is
+stored for a rejected request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from fleet import tokens
+from fleet.config import ServerConfig
+from fleet.db import FleetDB
+from wardsight import wire
+
+log = logging.getLogger("wardsight.fleet")
+
+Clock = Callable[[], float]
+DB_KEY = web.AppKey("db", FleetDB)
+CONFIG_KEY = web.AppKey("config", ServerConfig)
+CLOCK_KEY = web.AppKey("clock", Clock)
+JOSE = "application/jose"
+
+
+class RejectedError(web.HTTPException):
+    """A 4xx with a JSON body; raised by handlers, logged by the middleware."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status_code = status
+        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
+        self.why = reason
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RejectedError as exc:
+        log.warning("%s %s from %s rejected (%d): %s", request.method, request.path, request.remote,
+                    exc.status_code, exc.why)  # fmt: skip
+        raise
+    except web.HTTPRequestEntityTooLarge:
+        log.warning("%s %s from %s rejected (413): body too large", request.method, request.path,
+                    request.remote)  # fmt: skip
+        raise RejectedError(413, "request body too large") from None
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'self'; img-src 'none'; frame-ancestors 'none'"
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+async def _read_jws(request: web.Request) -> str:
+    if request.content_type != JOSE:
+        raise RejectedError(415, f"content type must be {JOSE}")
+    body = await request.read()
+    if len(body) > wire.MAX_JWS_BYTES:
+        raise RejectedError(413, f"body larger than {wire.MAX_JWS_BYTES} bytes")
+    try:
+        return body.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise RejectedError(400, "body is not a compact JWS") from None
+
+
+async def enroll(request: web.Request) -> web.Response:
+    db, clock = request.app[DB_KEY], request.app[CLOCK_KEY]
+    try:
+        claim = wire.verify_enrollment(await _read_jws(request))
+    except wire.SignatureError as exc:
+        raise RejectedError(401, f"proof of key possession failed: {exc}") from None
+    except wire.MalformedError as exc:
+        raise RejectedError(400, str(exc)) from None
+    now = clock()
+    try:
+        token_id, secret = tokens.split(claim.token)
+        record = tokens.check(db.get_token(token_id), secret, now)
+    except tokens.TokenRejectedError as exc:
+        raise RejectedError(401, str(exc)) from None
+    if db.public_key_in_use(claim.public_key):
+        raise RejectedError(409, "this public key is already enrolled")
+    device_id = "dev-" + secrets.token_hex(8)
+    device = {"id": device_id, "name": claim.name, "room": record.room, "public_key": claim.public_key,
+              "enrolled_at": now, "last_seen": now, "token_id": record.id}  # fmt: skip
+    if not db.enroll(record.id, device, now):
+        raise RejectedError(401, "enrollment token already used")
+    log.info("enrolled device %s (%s) in room %s with token %s", device_id, claim.name, record.room, record.id)
+    body = wire.EnrollmentResponse(device_id=device_id, room=record.room)
+    return web.json_response(body.model_dump(), status=201)
+
+
+async def ingest_event(request: web.Request) -> web.Response:
+    db, clock = request.app[DB_KEY], request.app[CLOCK_KEY]
+
+    def resolve(kid: str) -> Any:
+        device = db.get_device(kid)
+        return wire.decode_public_key(device["public_key"]) if device else None
+
+    try:
+        event = wire.verify_event(await _read_jws(request), resolve)
+    except wire.UnknownSignerError as exc:
+        raise RejectedError(401, str(exc)) from None
+    except wire.SignatureError as exc:
+        raise RejectedError(401, str(exc)) from None
+    except wire.MalformedError as exc:
+        raise RejectedError(400, str(exc)) from None
+    stored = db.store_event(event, clock())
+    if stored:
+        log.info("event %s from %s: %s/%s", event.event_id, event.device_id, event.app, event.type)
+    return web.json_response({"event_id": event.event_id, "stored": stored}, status=201 if stored else 200)
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    return web.json_response({"devices": request.app[DB_KEY].list_devices(), "now": request.app[CLOCK_KEY]()})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        raise RejectedError(400, "limit must be an integer") from None
+    if not 1 <= limit <= 500:
+        raise RejectedError(400, "limit must be between 1 and 500")
+    return web.json_response({"events": request.app[DB_KEY].recent_events(limit)})
+
+
+def _static(name: str) -> bytes:
+    return resources.files("fleet").joinpath("static", name).read_bytes()
+
+
+async def console(request: web.Request) -> web.Response:
+    refresh = request.app[CONFIG_KEY].console_refresh_seconds
+    html = _static("console.html").decode("utf-8").replace("{{REFRESH_MS}}", str(int(refresh * 1000)))
+    return web.Response(text=html, content_type="text/html")
+
+
+async def console_js(request: web.Request) -> web.Response:
+    return web.Response(body=_static("console.js"), content_type="application/javascript")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Application:
+    """Build the fleet application; the database opens on startup and closes on cleanup."""
+    if config.database is None:
+        raise ValueError("config.database must be set (load_server_config sets it)")
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[security_headers, error_middleware])
+    app[CONFIG_KEY] = config
+    app[CLOCK_KEY] = clock
+
+    async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+        assert config.database is not None
+        app[DB_KEY] = FleetDB(config.database)
+        yield
+        app[DB_KEY].close()
+
+    app.cleanup_ctx.append(database_ctx)
+    app.router.add_post("/api/v1/enroll", enroll)
+    app.router.add_post("/api/v1/events", ingest_event)
+    app.router.add_get("/api/v1/devices", list_devices)
+    app.router.add_get("/api/v1/events", list_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", console)
+    app.router.add_get("/console.js", console_js)
+    return app

@@ -1,0 +1,1 @@
+"""Preparing devices: enrollment bundles now; SD-card images and flashing later."""

@@ -1,0 +1,3 @@
+from wardsight.cli import main
+
+main()

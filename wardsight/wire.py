@@ -1,0 +1,229 @@
+"""The wire contract between a device and the fleet server.
+
+Both sides import this module; it imports neither. It defines what may cross the wire (event and
+enrollment schemas) and how it is signed and verified: compact JWS with the device's Ed25519 key
+(PyJWT, ``EdDSA``). The schemas are closed (unknown fields are rejected) and hold only identifiers,
+enumerations, numbers and short strings, so no field can carry image bytes. A payload over
+:data:`MAX_JWS_BYTES` is refused before it is parsed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+
+from wardsight.errors import WardSightError
+
+SCHEMA_VERSION = 1
+MAX_JWS_BYTES = 8 * 1024
+EVENT_TYP = "wardsight-event+jws"
+ENROLL_TYP = "wardsight-enroll+jws"
+ENROLL_AUDIENCE = "wardsight:enroll"
+
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+DataKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Number = StrictInt | StrictFloat | StrictBool
+App = Literal["occupancy", "fall", "bed_exit", "hand_hygiene", "mask", "system"]
+Severity = Literal["info", "warning", "critical"]
+
+
+class WireError(WardSightError):
+    """Something that crossed the wire is not acceptable."""
+
+
+class MalformedError(WireError):
+    """Not a well-formed message of this contract (bad JWS, bad JSON, schema violation, too large)."""
+
+
+class SignatureError(WireError):
+    """The signature does not verify with the key it must verify with."""
+
+
+class UnknownSignerError(WireError):
+    """The key id names no key the verifier trusts."""
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Event(_Closed):
+    """One app event. Metadata only: identifiers, a clock reading, and a few explaining numbers."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    event_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    device_id: Identifier
+    room: Identifier
+    app: App
+    type: Identifier
+    severity: Severity = "info"
+    time: Annotated[float, Field(ge=0, le=1e11)]  # seconds since the Unix epoch, device clock
+    track_id: Annotated[int, Field(ge=0, lt=2**31)] | None = None
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    data: Annotated[dict[DataKey, Number], Field(max_length=16)] = Field(default_factory=dict)
+
+
+def is_identifier(text: str) -> bool:
+    """Whether ``text`` is a valid device, room or type identifier."""
+    return re.match(IDENTIFIER_PATTERN, text) is not None
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+class EnrollmentRequest(_Closed):
+    """Signed by the device's new key; the signature is the proof that the device holds it."""
+
+    aud: Literal["wardsight:enroll"] = ENROLL_AUDIENCE
+    token: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
+    public_key: Annotated[str, Field(min_length=43, max_length=43)]  # raw Ed25519 key, base64url
+    name: Identifier
+
+
+class EnrollmentResponse(_Closed):
+    device_id: Identifier
+    room: Identifier
+
+
+# ---- keys -------------------------------------------------------------------------------------------
+
+
+def generate_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
+    """Write ``key`` as PKCS#8 PEM to a file created with mode 0600 (never widened later)."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise WardSightError(f"cannot load device key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise WardSightError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def encode_public_key(key: Ed25519PublicKey) -> str:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_public_key(text: str) -> Ed25519PublicKey:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise MalformedError("public_key is not a base64url Ed25519 key") from None
+
+
+# ---- signing and verification -----------------------------------------------------------------------
+
+
+def sign_event(event: Event, key: Ed25519PrivateKey) -> str:
+    headers = {"kid": event.device_id, "typ": EVENT_TYP}
+    return jwt.encode(event.model_dump(mode="json"), key, algorithm="EdDSA", headers=headers)
+
+
+def _header(token: str, typ: str) -> dict[str, Any]:
+    if len(token) > MAX_JWS_BYTES:
+        raise MalformedError(f"message larger than {MAX_JWS_BYTES} bytes")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.DecodeError as exc:
+        raise MalformedError(f"not a compact JWS: {exc}") from None
+    if header.get("alg") != "EdDSA" or header.get("typ") != typ:
+        raise MalformedError(f"expected alg EdDSA and typ {typ}")
+    return header
+
+
+def _verified_payload(token: str, key: Ed25519PublicKey, audience: str | None = None) -> dict[str, Any]:
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=["EdDSA"],
+            audience=audience,
+            # Devices may boot with a wrong clock; freshness is not judged from device time here.
+            options={"verify_iat": False, "verify_nbf": False, "verify_exp": False},
+        )
+    except jwt.InvalidSignatureError:
+        raise SignatureError("signature does not verify") from None
+    except jwt.InvalidTokenError as exc:
+        raise MalformedError(f"invalid JWS: {exc}") from None
+
+
+def verify_event(token: str, resolve_key: Callable[[str], Ed25519PublicKey | None]) -> Event:
+    """Verify a device-signed event.
+
+    Raises:
+        MalformedError: not a well-formed event JWS, or the payload breaks the schema.
+        UnknownSignerError: ``resolve_key`` knows no key for the header's ``kid``.
+        SignatureError: the signature does not verify with that key, or the payload names another device.
+    """
+    kid = _header(token, EVENT_TYP).get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise MalformedError("JWS header has no kid")
+    key = resolve_key(kid)
+    if key is None:
+        raise UnknownSignerError(f"unknown device '{kid[:64]}'")
+    payload = _verified_payload(token, key)
+    try:
+        event = Event.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise MalformedError(f"event field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    if event.device_id != kid:
+        raise SignatureError("event names a different device than its signer")
+    return event
+
+
+def sign_enrollment(request: EnrollmentRequest, key: Ed25519PrivateKey) -> str:
+    return jwt.encode(request.model_dump(mode="json"), key, algorithm="EdDSA", headers={"typ": ENROLL_TYP})
+
+
+def verify_enrollment(token: str) -> EnrollmentRequest:
+    """Verify an enrollment request against the public key it carries (proof of possession).
+
+    Raises:
+        MalformedError: not a well-formed enrollment JWS or schema violation.
+        SignatureError: not signed by the private half of the key it presents.
+    """
+    _header(token, ENROLL_TYP)
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise MalformedError(f"invalid JWS: {exc}") from None
+    try:
+        claimed = EnrollmentRequest.model_validate(unverified)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise MalformedError(f"enrollment field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    payload = _verified_payload(token, decode_public_key(claimed.public_key), audience=ENROLL_AUDIENCE)
+    return EnrollmentRequest.model_validate(payload)
