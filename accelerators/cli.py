@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from accelerators.catalog import MODELS
-from wardsight.footage import DEMO_FOOTAGE
 from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
 from wardsight.fetch import Artifact, ArtifactStore
+from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
 
 ARTIFACTS: dict[str, Artifact] = {**{m.name: m.artifact for m in MODELS.values()}, DEMO_FOOTAGE.name: DEMO_FOOTAGE}
@@ -50,8 +50,13 @@ def list_models(ctx: Context) -> None:
 
 @models.command()
 @click.argument("names", nargs=-1)
-@click.option("--mirror", "mirrors", multiple=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Local mirror directory to try first (repeatable).")
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local mirror directory to try first (repeatable).",
+)
 @pass_context
 def fetch(ctx: Context, names: tuple[str, ...], mirrors: tuple[Path, ...]) -> None:
     """Download NAMES (default: all), verify each sha256 and store it in the data directory.

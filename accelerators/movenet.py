@@ -51,9 +51,7 @@ class Letterbox:
         out[:h, :w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def decode(
-    raw: npt.NDArray[np.float32], box: Letterbox, min_score: float = 0.2
-) -> list[Person]:
+def decode(raw: npt.NDArray[np.float32], box: Letterbox, min_score: float = 0.2) -> list[Person]:
     """Turn one [6, 56] output into people in frame pixels, dropping rows under ``min_score``."""
     if raw.shape != (MAX_PEOPLE, ROW):
         raise ValueError(f"MoveNet output must be ({MAX_PEOPLE}, {ROW}), got {raw.shape}")

@@ -37,10 +37,17 @@ class EventStamper:
 
     def __call__(self, ev: AppEvent) -> str:
         event = wire.Event(
-            event_id=wire.new_event_id(), device_id=self.device_id, room=self.room, app=ev.app,  # type: ignore[arg-type]
-            type=ev.type, severity=ev.severity, time=ev.time, track_id=ev.track_id,  # type: ignore[arg-type]
-            confidence=ev.confidence, data=ev.data,
-        )  # fmt: skip
+            event_id=wire.new_event_id(),
+            device_id=self.device_id,
+            room=self.room,
+            app=ev.app,
+            type=ev.type,
+            severity=ev.severity,
+            time=ev.time,
+            track_id=ev.track_id,
+            confidence=ev.confidence,
+            data=ev.data,
+        )
         return self._sign(event)
 
 
@@ -77,8 +84,12 @@ class Agent:
                 self.emit(event)
         return True
 
-    def run(self, stop: threading.Event | None = None, deadline: float | None = None,
-            clock: Callable[[], float] = time.monotonic) -> AgentStats:  # fmt: skip
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> AgentStats:
         stop = stop or threading.Event()
         try:
             while not stop.is_set() and (deadline is None or clock() < deadline):
@@ -90,5 +101,9 @@ class Agent:
         return self.stats
 
     def health(self) -> dict[str, float]:
-        return {**self.source.health(), "processed": self.stats.processed, "failed": self.stats.failed,
-                "events": self.stats.events}  # fmt: skip
+        return {
+            **self.source.health(),
+            "processed": self.stats.processed,
+            "failed": self.stats.failed,
+            "events": self.stats.events,
+        }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -14,9 +16,12 @@ from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Device config file (TOML; default <data dir>/device.toml if present).",
-)  # fmt: skip
+)
 
 
 @click.group()
@@ -33,13 +38,17 @@ def device() -> None:
 @device.command()
 @click.option("--server", help="Fleet server URL (or take it from --bundle).")
 @click.option("--token", help="One-time enrollment token from 'wardsight fleet token create'.")
-@click.option("--bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Enrollment bundle written by 'wardsight provision bundle'.")
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Enrollment bundle written by 'wardsight provision bundle'.",
+)
 @click.option("--name", default=None, help="Device name shown in the console (default: hostname).")
 @config_option
 @pass_context
-def enroll(ctx: Context, server: str | None, token: str | None, bundle: Path | None, name: str | None,
-           config_path: Path | None) -> None:  # fmt: skip
+def enroll(
+    ctx: Context, server: str | None, token: str | None, bundle: Path | None, name: str | None, config_path: Path | None
+) -> None:
     """Create this device's key (kept here, file mode 0600) and enroll it with a one-time token.
 
     \b
@@ -91,7 +100,10 @@ source_options = [
 ]
 
 
-def with_source_options(fn):  # type: ignore[no-untyped-def]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_source_options(fn: F) -> F:
     for option in reversed(source_options):
         fn = option(fn)
     return fn
@@ -102,8 +114,9 @@ def with_source_options(fn):  # type: ignore[no-untyped-def]
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Stop after SECONDS.")
 @config_option
 @pass_context
-def run(ctx: Context, video: Path | None, camera: int | None, loop: bool, duration: float | None,
-        config_path: Path | None) -> None:  # fmt: skip
+def run(
+    ctx: Context, video: Path | None, camera: int | None, loop: bool, duration: float | None, config_path: Path | None
+) -> None:
     """Run the agent: capture, blackout, detect people, run the apps, send signed events.
 
     \b
@@ -114,6 +127,8 @@ def run(ctx: Context, video: Path | None, camera: int | None, loop: bool, durati
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
     apply_source_options(config, video, camera, loop)
     result = run_device(config, ctx.data_dir, duration=duration)
-    click.echo(f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
-               f"{result.frames_dropped} dropped; events: {result.agent.events} raised, {result.sent} sent, "
-               f"{result.rejected} refused, {result.queued} unsent")  # fmt: skip
+    click.echo(
+        f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
+        f"{result.frames_dropped} dropped; events: {result.agent.events} raised, {result.sent} sent, "
+        f"{result.rejected} refused, {result.queued} unsent"
+    )

@@ -44,7 +44,9 @@ class IdentityStore:
 
     def load(self) -> tuple[Identity, Ed25519PrivateKey]:
         if not self.identity_path.exists():
-            raise WardSightError(f"this device is not enrolled (no {self.identity_path}); run 'wardsight device enroll'")
+            raise WardSightError(
+                f"this device is not enrolled (no {self.identity_path}); run 'wardsight device enroll'"
+            )
         try:
             identity = Identity(**json.loads(self.identity_path.read_text()))
         except (ValueError, TypeError) as exc:

@@ -14,13 +14,13 @@ from firmware.agent import Agent, AgentStats, EventStamper
 from firmware.apps.base import AppEvent
 from firmware.apps.occupancy import OccupancyApp
 from firmware.config import DeviceConfig
-from wardsight.footage import DEMO_FOOTAGE
 from firmware.identity import IdentityStore
 from firmware.privacy import PrivacyMask
 from firmware.sender import EventSender
 from firmware.sources import CameraSource, FrameSource, VideoFileSource
 from wardsight import wire
 from wardsight.fetch import ArtifactStore
+from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
 
 log = logging.getLogger("wardsight.device")
@@ -46,9 +46,11 @@ def build_source(config: DeviceConfig, store: ArtifactStore) -> FrameSource:
 def build_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
     manifest = get_model(config.model)
     return CpuPoseBackend(
-        store.require(manifest.artifact), manifest=manifest, num_threads=config.threads,
+        store.require(manifest.artifact),
+        manifest=manifest,
+        num_threads=config.threads,
         min_score=config.min_person_score,
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -90,5 +92,6 @@ def run_device(
         source.close()
         backend.close()
         sender.stop()
-    return RunResult(stats, sender.stats.sent, sender.stats.rejected, sender.pending,
-                     source.stats.captured, source.stats.dropped)  # fmt: skip
+    return RunResult(
+        stats, sender.stats.sent, sender.stats.rejected, sender.pending, source.stats.captured, source.stats.dropped
+    )

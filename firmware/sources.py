@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,15 +75,21 @@ class FrameSource(ABC):
 
     def health(self) -> dict[str, float]:
         w, h = self.frame_size
-        return {"width": w, "height": h, "fps": self.fps, "captured": self.stats.captured,
-                "dropped": self.stats.dropped, "errors": self.stats.errors}  # fmt: skip
+        return {
+            "width": w,
+            "height": h,
+            "fps": self.fps,
+            "captured": self.stats.captured,
+            "dropped": self.stats.dropped,
+            "errors": self.stats.errors,
+        }
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device or file."""
 
 
-def _bgr_to_rgb(bgr: Frame) -> Frame:
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def _bgr_to_rgb(bgr: npt.NDArray[Any]) -> Frame:
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 class VideoFileSource(FrameSource):
@@ -200,8 +207,9 @@ class CameraSource(FrameSource):
 class ReplaySource(FrameSource):
     """Still images replayed at a fixed rate (for tests and for checking a site's zones)."""
 
-    def __init__(self, images: list[Frame], *, fps: float = 10.0, privacy: PrivacyMask | None = None,
-                 start: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self, images: list[Frame], *, fps: float = 10.0, privacy: PrivacyMask | None = None, start: float = 0.0
+    ) -> None:
         super().__init__(privacy)
         if not images:
             raise SourceError("replay source needs at least one image")

@@ -31,7 +31,8 @@ def post_jws(url: str, jws: str, timeout: float = 10.0) -> Reply:
     """POST ``jws``; returns the reply for 2xx and 4xx, raises UnreachableError otherwise."""
     if not url.startswith(("http://", "https://")):
         raise WardSightError(f"not an http(s) URL: {url}")
-    request = urllib.request.Request(url, data=jws.encode("ascii"), method="POST", headers={"Content-Type": JOSE})
+    headers = {"Content-Type": JOSE}
+    request = urllib.request.Request(url, data=jws.encode("ascii"), method="POST", headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - scheme checked
             status, raw = resp.status, resp.read(64 * 1024)

@@ -27,7 +27,7 @@ log = logging.getLogger("wardsight.fleet")
 Clock = Callable[[], float]
 DB_KEY = web.AppKey("db", FleetDB)
 CONFIG_KEY = web.AppKey("config", ServerConfig)
-CLOCK_KEY = web.AppKey("clock", Clock)
+CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
 JOSE = "application/jose"
 
 
@@ -47,12 +47,12 @@ async def error_middleware(
     try:
         return await handler(request)
     except RejectedError as exc:
-        log.warning("%s %s from %s rejected (%d): %s", request.method, request.path, request.remote,
-                    exc.status_code, exc.why)  # fmt: skip
+        log.warning(
+            "%s %s from %s rejected (%d): %s", request.method, request.path, request.remote, exc.status_code, exc.why
+        )
         raise
     except web.HTTPRequestEntityTooLarge:
-        log.warning("%s %s from %s rejected (413): body too large", request.method, request.path,
-                    request.remote)  # fmt: skip
+        log.warning("%s %s from %s rejected (413): body too large", request.method, request.path, request.remote)
         raise RejectedError(413, "request body too large") from None
 
 
@@ -61,9 +61,7 @@ async def security_headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     response = await handler(request)
-    response.headers.setdefault(
-        "Content-Security-Policy", "default-src 'self'; img-src 'none'; frame-ancestors 'none'"
-    )
+    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'none'; frame-ancestors 'none'")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
@@ -99,8 +97,15 @@ async def enroll(request: web.Request) -> web.Response:
     if db.public_key_in_use(claim.public_key):
         raise RejectedError(409, "this public key is already enrolled")
     device_id = "dev-" + secrets.token_hex(8)
-    device = {"id": device_id, "name": claim.name, "room": record.room, "public_key": claim.public_key,
-              "enrolled_at": now, "last_seen": now, "token_id": record.id}  # fmt: skip
+    device = {
+        "id": device_id,
+        "name": claim.name,
+        "room": record.room,
+        "public_key": claim.public_key,
+        "enrolled_at": now,
+        "last_seen": now,
+        "token_id": record.id,
+    }
     if not db.enroll(record.id, device, now):
         raise RejectedError(401, "enrollment token already used")
     log.info("enrolled device %s (%s) in room %s with token %s", device_id, claim.name, record.room, record.id)

@@ -13,14 +13,17 @@ from fleet import tokens
 from fleet.config import ServerConfig, load_server_config
 from fleet.db import FleetDB
 from fleet.server import BackgroundServer
-from wardsight.clictx import Context, pass_context
 from wardsight import wire
+from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Server config file (TOML; default <data dir>/server.toml if present).",
-)  # fmt: skip
+)
 
 
 def _config(ctx: Context, config_path: Path | None) -> ServerConfig:
@@ -36,8 +39,9 @@ def create_token(config: ServerConfig, room: str, ttl: float | None, now: float 
     """Create and store a one-time token for ``room``; return the plaintext (shown once, never stored)."""
     if not wire.is_identifier(room):
         raise WardSightError(f"room '{room}' must be 1-64 letters, digits or _.:- characters")
-    plaintext, record = tokens.new_token(room, time.time() if now is None else now,
-                                         ttl if ttl is not None else config.token_ttl_seconds)  # fmt: skip
+    plaintext, record = tokens.new_token(
+        room, time.time() if now is None else now, ttl if ttl is not None else config.token_ttl_seconds
+    )
     db = _db(config)
     try:
         db.add_token(record)

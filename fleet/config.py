@@ -22,9 +22,7 @@ class ServerConfig(StrictModel):
     console_refresh_seconds: Annotated[float, Field(ge=0.5, le=300)] = 2.0
 
 
-def load_server_config(
-    data_dir: Path, path: Path | None, environ: Mapping[str, str]
-) -> ServerConfig:
+def load_server_config(data_dir: Path, path: Path | None, environ: Mapping[str, str]) -> ServerConfig:
     """Load ``path`` (or ``<data dir>/server.toml`` if it exists) with environment overrides."""
     if path is None and (data_dir / "server.toml").is_file():
         path = data_dir / "server.toml"

@@ -32,34 +32,62 @@ class FleetDB:
     def _migrate(self) -> None:
         db = self.db
         if "tokens" not in db.table_names():
-            db["tokens"].create(
-                {"id": str, "secret_hash": str, "room": str, "created_at": float, "expires_at": float,
-                 "used_at": float, "device_id": str},
-                pk="id", not_null={"secret_hash", "room", "created_at", "expires_at"},
-            )  # fmt: skip
+            db.table("tokens").create(
+                {
+                    "id": str,
+                    "secret_hash": str,
+                    "room": str,
+                    "created_at": float,
+                    "expires_at": float,
+                    "used_at": float,
+                    "device_id": str,
+                },
+                pk="id",
+                not_null={"secret_hash", "room", "created_at", "expires_at"},
+            )
         if "devices" not in db.table_names():
-            db["devices"].create(
-                {"id": str, "name": str, "room": str, "public_key": str, "enrolled_at": float,
-                 "last_seen": float, "token_id": str},
-                pk="id", not_null={"name", "room", "public_key", "enrolled_at"},
-            )  # fmt: skip
-            db["devices"].create_index(["public_key"], unique=True)
+            db.table("devices").create(
+                {
+                    "id": str,
+                    "name": str,
+                    "room": str,
+                    "public_key": str,
+                    "enrolled_at": float,
+                    "last_seen": float,
+                    "token_id": str,
+                },
+                pk="id",
+                not_null={"name", "room", "public_key", "enrolled_at"},
+            )
+            db.table("devices").create_index(["public_key"], unique=True)
         if "events" not in db.table_names():
-            db["events"].create(
-                {"event_id": str, "device_id": str, "room": str, "app": str, "type": str, "severity": str,
-                 "time": float, "received_at": float, "track_id": int, "confidence": float, "data": str},
-                pk="event_id", foreign_keys=[("device_id", "devices", "id")],
+            db.table("events").create(
+                {
+                    "event_id": str,
+                    "device_id": str,
+                    "room": str,
+                    "app": str,
+                    "type": str,
+                    "severity": str,
+                    "time": float,
+                    "received_at": float,
+                    "track_id": int,
+                    "confidence": float,
+                    "data": str,
+                },
+                pk="event_id",
+                foreign_keys=[("device_id", "devices", "id")],
                 not_null={"device_id", "room", "app", "type", "severity", "time", "received_at"},
-            )  # fmt: skip
-            db["events"].create_index(["received_at"])
+            )
+            db.table("events").create_index(["received_at"])
 
     # ---- tokens -------------------------------------------------------------------------------------
 
     def add_token(self, record: TokenRecord) -> None:
-        self.db["tokens"].insert(asdict(record))
+        self.db.table("tokens").insert(asdict(record))
 
     def get_token(self, token_id: str) -> TokenRecord | None:
-        rows = list(self.db["tokens"].rows_where("id = ?", [token_id]))
+        rows = list(self.db.table("tokens").rows_where("id = ?", [token_id]))
         return TokenRecord(**rows[0]) if rows else None
 
     def enroll(self, token_id: str, device: dict[str, Any], now: float) -> bool:
@@ -74,7 +102,7 @@ class FleetDB:
             if cur.rowcount != 1:
                 conn.execute("ROLLBACK")
                 return False
-            self.db["devices"].insert(device)
+            self.db.table("devices").insert(device)
             conn.execute("COMMIT")
             return True
         except BaseException:
@@ -84,15 +112,15 @@ class FleetDB:
     # ---- devices ------------------------------------------------------------------------------------
 
     def get_device(self, device_id: str) -> dict[str, Any] | None:
-        rows = list(self.db["devices"].rows_where("id = ?", [device_id]))
+        rows = list(self.db.table("devices").rows_where("id = ?", [device_id]))
         return rows[0] if rows else None
 
     def public_key_in_use(self, public_key: str) -> bool:
-        return bool(self.db["devices"].count_where("public_key = ?", [public_key]))
+        return bool(self.db.table("devices").count_where("public_key = ?", [public_key]))
 
     def list_devices(self) -> list[dict[str, Any]]:
         cols = "id, name, room, enrolled_at, last_seen"
-        return list(self.db["devices"].rows_where(select=cols, order_by="room, name"))
+        return list(self.db.table("devices").rows_where(select=cols, order_by="room, name"))
 
     # ---- events -------------------------------------------------------------------------------------
 
@@ -118,10 +146,10 @@ class FleetDB:
         return cur.rowcount == 1
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = list(self.db["events"].rows_where(order_by="received_at desc", limit=limit))
+        rows = list(self.db.table("events").rows_where(order_by="received_at desc", limit=limit))
         for row in rows:
             row["data"] = json.loads(row["data"] or "{}")
         return rows
 
     def count_events(self) -> int:
-        return self.db["events"].count
+        return self.db.table("events").count

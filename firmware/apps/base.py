@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from accelerators.types import Person
+from wardsight.wire import App as AppName
+from wardsight.wire import Severity
 
 
 @dataclass(frozen=True)
 class AppEvent:
-    app: str
+    app: AppName
     type: str
     time: float  # seconds, the frame's clock
-    severity: str = "info"
+    severity: Severity = "info"
     track_id: int | None = None
     confidence: float | None = None
     data: dict[str, float | int | bool] = field(default_factory=dict)

@@ -39,7 +39,7 @@ class OccupancyApp:
         confidence = round(min(1.0, sum(self._pending_scores) / len(self._pending_scores)), 3)
         return [
             AppEvent(
-                app=self.name,
+                app="occupancy",
                 type="count_changed",
                 time=time,
                 confidence=confidence,

@@ -1,0 +1,103 @@
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from fleet.config import ServerConfig
+from fleet.server import BackgroundServer
+from wardsight.cli import cli
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in all_commands(cli)], ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and "wardsight " in result.output.split("Example:")[1]
+
+
+def run(args, tmp_path, **kw):
+    return CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "data"), *args], **kw)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fleet", "token", "create", "--room", "bad room"], "room 'bad room' must be"),
+        (["device", "run"], "not enrolled"),
+        (["device", "show"], "not enrolled"),
+        (["models", "fetch", "nope"], "unknown model 'nope'"),
+        (["device", "enroll", "--server", "http://127.0.0.1:9", "--token", "wst.x.y"], "enroll: token is malformed"),
+        (["fleet", "serve", "--config", "/nonexistent.toml"], "config file not found"),
+        (
+            ["provision", "bundle", "--server", "ftp://x", "--token", "wst.a.b", "--out", "b.json"],
+            "http:// or https://",
+        ),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
+    result = run(args, tmp_path)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_corrupt_device_config_is_one_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "device.toml").write_text("threads = = 2")
+    result = run(["device", "run"], tmp_path)
+    assert result.exit_code == 1 and "not valid TOML" in result.output
+
+
+def test_token_bundle_enroll_show(tmp_path):
+    server_data = tmp_path / "server"
+    token = CliRunner().invoke(cli, ["--data-dir", str(server_data), "fleet", "token", "create", "--room", "4A-07"])
+    assert token.exit_code == 0, token.output
+    plaintext = token.output.strip()
+    assert plaintext.startswith("wst.")
+    server = BackgroundServer(ServerConfig(port=0, database=server_data / "fleet.db")).start()
+    try:
+        bundle = tmp_path / "bundle.json"
+        out = run(["provision", "bundle", "--server", server.url, "--token", plaintext, "--out", str(bundle)], tmp_path)
+        assert out.exit_code == 0 and bundle.stat().st_mode & 0o777 == 0o600
+        enrolled = run(["device", "enroll", "--bundle", str(bundle), "--name", "cam-4a07"], tmp_path)
+        assert enrolled.exit_code == 0, enrolled.output
+        assert "in room 4A-07" in enrolled.output
+        key = tmp_path / "data" / "device" / "key.pem"
+        assert key.stat().st_mode & 0o777 == 0o600
+        shown = run(["device", "show"], tmp_path)
+        assert "cam-4a07" in shown.output and "PRIVATE" not in shown.output
+        again = run(["device", "enroll", "--bundle", str(bundle)], tmp_path)
+        assert again.exit_code == 1 and "already enrolled" in again.output
+        listed = CliRunner().invoke(cli, ["--data-dir", str(server_data), "fleet", "devices"])
+        assert json.loads(listed.output.splitlines()[0])["name"] == "cam-4a07"
+    finally:
+        server.stop()
+
+
+def test_used_token_is_refused_to_a_second_device(tmp_path):
+    server_data = tmp_path / "server"
+    plaintext = (
+        CliRunner()
+        .invoke(cli, ["--data-dir", str(server_data), "fleet", "token", "create", "--room", "4A-07"])
+        .output.strip()
+    )
+    server = BackgroundServer(ServerConfig(port=0, database=server_data / "fleet.db")).start()
+    try:
+        first = CliRunner().invoke(
+            cli, ["--data-dir", str(tmp_path / "d1"), "device", "enroll", "--server", server.url, "--token", plaintext]
+        )
+        assert first.exit_code == 0
+        second = CliRunner().invoke(
+            cli, ["--data-dir", str(tmp_path / "d2"), "device", "enroll", "--server", server.url, "--token", plaintext]
+        )
+        assert second.exit_code == 1 and "already used" in second.output
+    finally:
+        server.stop()

@@ -1,0 +1,50 @@
+import pytest
+
+from firmware.config import load_device_config
+from fleet.config import load_server_config
+from wardsight.errors import ConfigError
+from wardsight.paths import data_dir
+
+
+def test_defaults_and_data_dir_resolution(tmp_path):
+    assert data_dir(None, {"XDG_DATA_HOME": str(tmp_path)}) == tmp_path / "wardsight"
+    assert data_dir(None, {"WARDSIGHT_DATA_DIR": str(tmp_path / "x"), "XDG_DATA_HOME": "/nope"}) == tmp_path / "x"
+    assert data_dir(tmp_path / "y", {"WARDSIGHT_DATA_DIR": "/nope"}) == tmp_path / "y"
+    config = load_server_config(tmp_path, None, {})
+    assert config.database == tmp_path / "fleet.db" and config.host == "127.0.0.1"
+
+
+def test_file_then_environment_overrides(tmp_path):
+    path = tmp_path / "device.toml"
+    path.write_text('server_url = "http://10.0.0.5:8765"\nthreads = 3\n[occupancy]\nstable_seconds = 2.5\n')
+    env = {"WARDSIGHT_DEVICE_THREADS": "4", "WARDSIGHT_DEVICE_OCCUPANCY__MIN_SCORE": "0.6"}
+    config = load_device_config(tmp_path, path, env)
+    assert config.threads == 4 and config.occupancy.stable_seconds == 2.5 and config.occupancy.min_score == 0.6
+    assert config.server_url == "http://10.0.0.5:8765"
+    # <data dir>/device.toml is picked up when no path is given
+    (tmp_path / "device.toml").write_text("threads = 1\n")
+    assert load_device_config(tmp_path, None, {}).threads == 1
+
+
+@pytest.mark.parametrize(
+    "text, env, message",
+    [
+        ("thread = 2\n", {}, "unknown key 'thread'"),
+        ("[occupancy]\nstable_second = 2\n", {}, "unknown key 'occupancy.stable_second'"),
+        ("", {"WARDSIGHT_DEVICE_SERVERURL": "x"}, "unknown key 'serverurl'"),
+        ("threads = 0\n", {}, "invalid value for 'threads'"),
+        ("threads = [\n", {}, "not valid TOML"),
+        ('server_url = "ftp://x"\n', {}, "invalid value for 'server_url'"),
+        ('[[privacy_regions]]\nname = "door"\npolygon = [[0, 0], [1.5, 0], [0, 1]]\n', {}, "privacy_regions.0.polygon"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, env, message):
+    path = tmp_path / "device.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_device_config(tmp_path, path, env)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_server_config(tmp_path, tmp_path / "nope.toml", {})

@@ -1,0 +1,196 @@
+"""Enrollment and event intake against the real aiohttp app and a real SQLite file."""
+
+import logging
+
+import pytest
+
+from fleet import tokens
+from fleet.app import create_app
+from fleet.config import ServerConfig
+from fleet.db import FleetDB
+from wardsight import wire
+
+JOSE = {"Content-Type": "application/jose"}
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "fleet.db"
+
+
+@pytest.fixture
+async def client(aiohttp_client, db_path, clock):
+    app = create_app(ServerConfig(database=db_path), clock=clock)
+    return await aiohttp_client(app)
+
+
+def issue_token(db_path, clock, room="3B-12", ttl=600.0):
+    plaintext, record = tokens.new_token(room, clock(), ttl)
+    db = FleetDB(db_path)
+    db.add_token(record)
+    db.close()
+    return plaintext
+
+
+def enrollment(token, key=None, name="cam-1", public_key=None):
+    key = key or wire.generate_key()
+    req = wire.EnrollmentRequest(
+        token=token, public_key=public_key or wire.encode_public_key(key.public_key()), name=name
+    )
+    return key, wire.sign_enrollment(req, key)
+
+
+def counts(db_path):
+    db = FleetDB(db_path)
+    try:
+        return db.db["devices"].count, db.db["events"].count
+    finally:
+        db.close()
+
+
+async def enroll_ok(client, db_path, clock):
+    key, body = enrollment(issue_token(db_path, clock))
+    resp = await client.post("/api/v1/enroll", data=body, headers=JOSE)
+    assert resp.status == 201, await resp.text()
+    return key, (await resp.json())["device_id"]
+
+
+def event_for(device_id, **over):
+    fields = dict(
+        event_id=wire.new_event_id(),
+        device_id=device_id,
+        room="3B-12",
+        app="occupancy",
+        type="count_changed",
+        time=1_800_000_000.0,
+        data={"count": 1, "previous": 0},
+    )
+    fields.update(over)
+    return wire.Event(**fields)
+
+
+async def test_enrollment_happy_path(client, db_path, clock):
+    key, device_id = await enroll_ok(client, db_path, clock)
+    db = FleetDB(db_path)
+    device = db.get_device(device_id)
+    token_row = next(db.db["tokens"].rows)
+    db.close()
+    assert device["room"] == "3B-12" and device["public_key"] == wire.encode_public_key(key.public_key())
+    # Only the hash of the secret is stored.
+    assert token_row["used_at"] == clock.now and len(token_row["secret_hash"]) == 64
+
+
+async def test_reused_token_is_refused(client, db_path, clock, caplog):
+    token = issue_token(db_path, clock)
+    _, first = enrollment(token)
+    assert (await client.post("/api/v1/enroll", data=first, headers=JOSE)).status == 201
+    _, second = enrollment(token, name="cam-2")
+    with caplog.at_level(logging.WARNING, logger="wardsight.fleet"):
+        resp = await client.post("/api/v1/enroll", data=second, headers=JOSE)
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "enrollment token already used"
+    assert "already used" in caplog.text
+    assert counts(db_path)[0] == 1
+
+
+async def test_expired_token_is_refused(client, db_path, clock, caplog):
+    token = issue_token(db_path, clock, ttl=60)
+    clock.now += 61
+    _, body = enrollment(token)
+    with caplog.at_level(logging.WARNING, logger="wardsight.fleet"):
+        resp = await client.post("/api/v1/enroll", data=body, headers=JOSE)
+    assert resp.status == 401 and "expired" in (await resp.json())["error"]
+    assert "expired" in caplog.text
+    assert counts(db_path) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-4] + "AAAA",  # wrong secret
+        lambda t: "wst.000000000000." + t.split(".")[2],  # unknown id
+        lambda t: "not-a-token-at-all",
+    ],
+)
+async def test_wrong_token_is_refused(client, db_path, clock, mangle):
+    _, body = enrollment(mangle(issue_token(db_path, clock)))
+    resp = await client.post("/api/v1/enroll", data=body, headers=JOSE)
+    assert resp.status == 401
+    assert counts(db_path) == (0, 0)
+
+
+async def test_enrollment_without_key_possession_is_refused(client, db_path, clock, caplog):
+    victim = wire.generate_key()
+    _, body = enrollment(issue_token(db_path, clock), public_key=wire.encode_public_key(victim.public_key()))
+    with caplog.at_level(logging.WARNING, logger="wardsight.fleet"):
+        resp = await client.post("/api/v1/enroll", data=body, headers=JOSE)
+    assert resp.status == 401 and "possession" in (await resp.json())["error"]
+    assert "possession" in caplog.text
+    assert counts(db_path) == (0, 0)
+
+
+async def test_event_accepted_once(client, db_path, clock):
+    key, device_id = await enroll_ok(client, db_path, clock)
+    body = wire.sign_event(event_for(device_id), key)
+    first = await client.post("/api/v1/events", data=body, headers=JOSE)
+    assert first.status == 201 and (await first.json())["stored"] is True
+    again = await client.post("/api/v1/events", data=body, headers=JOSE)
+    assert again.status == 200 and (await again.json())["stored"] is False
+    assert counts(db_path) == (1, 1)
+    listed = await (await client.get("/api/v1/events")).json()
+    assert listed["events"][0]["data"] == {"count": 1, "previous": 0}
+    devices = await (await client.get("/api/v1/devices")).json()
+    assert devices["devices"][0]["last_seen"] == clock.now
+
+
+async def test_unknown_device_and_bad_signature_store_nothing(client, db_path, clock, caplog):
+    key, device_id = await enroll_ok(client, db_path, clock)
+    stranger = wire.generate_key()
+    cases = [
+        (wire.sign_event(event_for("dev-unknown"), stranger), 401, "unknown device"),
+        (wire.sign_event(event_for(device_id), stranger), 401, "signature does not verify"),
+        ("garbage", 400, "compact JWS"),
+    ]
+    for body, status, reason in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="wardsight.fleet"):
+            resp = await client.post("/api/v1/events", data=body, headers=JOSE)
+        assert resp.status == status, (reason, await resp.text())
+        assert reason in (await resp.json())["error"]
+        assert reason in caplog.text
+    assert counts(db_path) == (1, 0)
+
+
+async def test_bad_requests_get_4xx_not_500(client, db_path, clock):
+    resp = await client.post("/api/v1/events", data=b"{}", headers={"Content-Type": "application/json"})
+    assert resp.status == 415
+    resp = await client.post("/api/v1/events", data=b"\xff\xfe", headers=JOSE)
+    assert resp.status == 400
+    resp = await client.post("/api/v1/events", data=b"a" * 40_000, headers=JOSE)
+    assert resp.status == 413
+    resp = await client.get("/api/v1/events?limit=abc")
+    assert resp.status == 400
+    assert counts(db_path) == (0, 0)
+
+
+async def test_console_page_is_served_with_a_strict_policy(client):
+    resp = await client.get("/")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "WardSight fleet console" in html and 'src="/console.js"' in html
+    assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+    js = await client.get("/console.js")
+    assert js.status == 200 and "textContent" in await js.text()

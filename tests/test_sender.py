@@ -1,0 +1,70 @@
+"""The agent's sender keeps events through a dead network and delivers them, in order, when it returns."""
+
+import socket
+import time
+
+from firmware.identity import IdentityStore
+from firmware.sender import EventSender
+from fleet import tokens
+from fleet.config import ServerConfig
+from fleet.db import FleetDB
+from fleet.server import BackgroundServer
+from wardsight import wire
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_events_survive_a_server_outage(tmp_path):
+    port = free_port()
+    db_path = tmp_path / "fleet.db"
+    plaintext, record = tokens.new_token("5C-01", time.time(), 600)
+    db = FleetDB(db_path)
+    db.add_token(record)
+    db.close()
+
+    server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()
+    identity = IdentityStore(tmp_path / "device").enroll(server.url, plaintext, "cam-5c01")
+    _, key = IdentityStore(tmp_path / "device").load()
+    server.stop()  # the network goes away
+
+    sender = EventSender(f"http://127.0.0.1:{port}/api/v1/events", max_backoff=0.5).start()
+    ids = []
+    for n in range(5):
+        event = wire.Event(
+            event_id=wire.new_event_id(),
+            device_id=identity.device_id,
+            room=identity.room,
+            app="occupancy",
+            type="count_changed",
+            time=1_800_000_000.0 + n,
+            data={"count": n},
+        )
+        ids.append(event.event_id)
+        sender.submit(wire.sign_event(event, key))
+    assert wait_for(lambda: sender.stats.retries >= 2)
+    assert sender.pending == 5 and sender.stats.sent == 0
+
+    server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()  # it comes back
+    try:
+        assert wait_for(lambda: sender.pending == 0)
+        sender.stop()
+        assert sender.stats.sent == 5 and sender.stats.rejected == 0
+        db = FleetDB(db_path)
+        stored = [r["event_id"] for r in db.db["events"].rows_where(order_by="received_at")]
+        db.close()
+        assert stored == ids
+    finally:
+        server.stop()

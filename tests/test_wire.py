@@ -1,0 +1,137 @@
+import base64
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from wardsight import wire
+
+
+def make_event(**over):
+    fields = dict(
+        event_id=wire.new_event_id(),
+        device_id="dev-1",
+        room="3B-12",
+        app="occupancy",
+        type="count_changed",
+        time=1_790_000_000.5,
+        confidence=0.8,
+        data={"count": 2, "previous": 1},
+    )
+    fields.update(over)
+    return wire.Event(**fields)
+
+
+def resolver(key):
+    return lambda kid: key.public_key() if kid == "dev-1" else None
+
+
+def test_sign_and_verify_roundtrip():
+    key = wire.generate_key()
+    event = make_event()
+    assert wire.verify_event(wire.sign_event(event, key), resolver(key)) == event
+
+
+def _tamper(token: str, change) -> str:
+    header, payload, sig = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    change(body)
+    new = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+    return f"{header}.{new}.{sig}"
+
+
+def test_tampered_event_is_refused():
+    key = wire.generate_key()
+    token = wire.sign_event(make_event(), key)
+    tampered = _tamper(token, lambda b: b["data"].update(count=0))
+    with pytest.raises(wire.SignatureError):
+        wire.verify_event(tampered, resolver(key))
+
+
+def test_wrong_key_is_refused():
+    key, other = wire.generate_key(), wire.generate_key()
+    token = wire.sign_event(make_event(), other)
+    with pytest.raises(wire.SignatureError):
+        wire.verify_event(token, resolver(key))
+
+
+def test_unknown_signer():
+    key = wire.generate_key()
+    token = wire.sign_event(make_event(device_id="dev-2"), key)
+    with pytest.raises(wire.UnknownSignerError):
+        wire.verify_event(token, resolver(key))
+
+
+def test_event_for_another_device_is_refused():
+    key = wire.generate_key()
+    event = make_event(device_id="dev-2")
+    token = wire.jwt.encode(event.model_dump(), key, algorithm="EdDSA", headers={"kid": "dev-1", "typ": wire.EVENT_TYP})
+    with pytest.raises(wire.SignatureError, match="different device"):
+        wire.verify_event(token, resolver(key))
+
+
+def test_other_algorithms_are_refused():
+    token = wire.jwt.encode(
+        make_event().model_dump(),
+        "secret-secret-secret-secret-1234",
+        algorithm="HS256",
+        headers={"kid": "dev-1", "typ": wire.EVENT_TYP},
+    )
+    with pytest.raises(wire.MalformedError):
+        wire.verify_event(token, resolver(wire.generate_key()))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"image": "iVBORw0KGgo="},  # unknown field
+        {"data": {"jpeg": "/9j/4AAQSkZJRg=="}},  # strings are not allowed as data values
+        {"data": {f"k{i}": i for i in range(17)}},  # too many numbers
+        {"type": "x" * 65},  # identifiers are short
+        {"room": "a b"},
+        {"confidence": 1.5},
+        {"app": "camera"},
+        {"time": float("nan")},
+    ],
+)
+def test_schema_cannot_carry_image_bytes_or_junk(bad):
+    with pytest.raises(ValidationError):
+        make_event(**bad)
+
+
+def test_signed_payload_with_extra_field_is_malformed():
+    key = wire.generate_key()
+    token = wire.jwt.encode(
+        {**make_event().model_dump(), "frame": "AAAA"},
+        key,
+        algorithm="EdDSA",
+        headers={"kid": "dev-1", "typ": wire.EVENT_TYP},
+    )
+    with pytest.raises(wire.MalformedError, match="frame"):
+        wire.verify_event(token, resolver(key))
+
+
+def test_oversized_message_is_refused_before_parsing():
+    with pytest.raises(wire.MalformedError, match="larger"):
+        wire.verify_event("a" * (wire.MAX_JWS_BYTES + 1), lambda kid: None)
+
+
+def test_enrollment_proof_of_possession():
+    key = wire.generate_key()
+    req = wire.EnrollmentRequest(
+        token="wst.abc.defghijk", public_key=wire.encode_public_key(key.public_key()), name="cam-1"
+    )
+    assert wire.verify_enrollment(wire.sign_enrollment(req, key)) == req
+    # Presenting someone else's public key but signing with our own key fails.
+    victim = wire.generate_key()
+    forged = req.model_copy(update={"public_key": wire.encode_public_key(victim.public_key())})
+    with pytest.raises(wire.SignatureError):
+        wire.verify_enrollment(wire.sign_enrollment(forged, key))
+
+
+def test_private_key_file_is_0600(tmp_path):
+    path = tmp_path / "k" / "key.pem"
+    key = wire.generate_key()
+    wire.write_private_key(key, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert wire.load_private_key(path).public_key() == key.public_key()
