@@ -162,6 +162,10 @@ async def console_js(request: web.Request) -> web.Response:
     return web.Response(body=_static("console.js"), content_type="application/javascript")
 
 
+async def console_css(request: web.Request) -> web.Response:
+    return web.Response(body=_static("console.css"), content_type="text/css")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -188,4 +192,5 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", console)
     app.router.add_get("/console.js", console_js)
+    app.router.add_get("/console.css", console_css)
     return app

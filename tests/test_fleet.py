@@ -192,5 +192,8 @@ async def test_console_page_is_served_with_a_strict_policy(client):
     html = await resp.text()
     assert "WardSight fleet console" in html and 'src="/console.js"' in html
     assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert "<style" not in html and "<script>" not in html  # everything inline would be blocked by the CSP
     js = await client.get("/console.js")
     assert js.status == 200 and "textContent" in await js.text()
+    css = await client.get("/console.css")
+    assert css.status == 200 and css.content_type == "text/css"
