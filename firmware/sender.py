@@ -1,7 +1,7 @@
 """Sends signed events to the fleet server from a background thread, in order, with backoff.
 
 The queue is bounded (the oldest unsent event is dropped, and counted, when it overflows). A 4xx
-reply is final for that event (logged, not retried); an unreachable server is retried with
+reply is final for that event (logged, not retried) except 408/425/429; those and an unreachable server are retried with
 exponential backoff, keeping order. A durable on-disk outbox replaces this queue in a later step.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from firmware.transport import Reply, UnreachableError, post_jws
 
 log = logging.getLogger("wardsight.device.sender")
+RETRY_STATUSES = frozenset({408, 425, 429})
 
 
 @dataclass
@@ -82,9 +83,19 @@ class EventSender:
                         return
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
+            if reply.status in RETRY_STATUSES:
+                self.stats.retries += 1
+                log.warning("server asked to retry (HTTP %d); retrying in %.1fs", reply.status, backoff)
+                with self._cond:
+                    if self._cond.wait_for(lambda: self._stopping, timeout=backoff):
+                        return
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
             backoff = 0.5
             with self._cond:
-                self._queue.popleft()
+                # The head may have been dropped by an overflow while we were sending it.
+                if self._queue and self._queue[0] is jws:
+                    self._queue.popleft()
             if reply.status in (200, 201):
                 self.stats.sent += 1
             else:

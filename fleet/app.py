@@ -7,6 +7,7 @@ stored for a rejected request.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import secrets
@@ -56,16 +57,12 @@ async def error_middleware(
         raise RejectedError(413, "request body too large") from None
 
 
-@web.middleware
-async def security_headers(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    response = await handler(request)
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Added on response prepare, so error responses carry them too."""
     response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'none'; frame-ancestors 'none'")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
-    return response
 
 
 async def _read_jws(request: web.Request) -> str:
@@ -116,9 +113,14 @@ async def enroll(request: web.Request) -> web.Response:
 async def ingest_event(request: web.Request) -> web.Response:
     db, clock = request.app[DB_KEY], request.app[CLOCK_KEY]
 
+    signer: dict[str, Any] = {}
+
     def resolve(kid: str) -> Any:
         device = db.get_device(kid)
-        return wire.decode_public_key(device["public_key"]) if device else None
+        if device is None:
+            return None
+        signer.update(device)
+        return wire.decode_public_key(device["public_key"])
 
     try:
         event = wire.verify_event(await _read_jws(request), resolve)
@@ -128,17 +130,31 @@ async def ingest_event(request: web.Request) -> web.Response:
         raise RejectedError(401, str(exc)) from None
     except wire.MalformedError as exc:
         raise RejectedError(400, str(exc)) from None
+    if event.room != signer["room"]:
+        raise RejectedError(403, f"device {event.device_id} belongs to room {signer['room']}, not {event.room}")
     stored = db.store_event(event, clock())
     if stored:
         log.info("event %s from %s: %s/%s", event.event_id, event.device_id, event.app, event.type)
     return web.json_response({"event_id": event.event_id, "stored": stored}, status=201 if stored else 200)
 
 
+def _loopback_only(request: web.Request) -> None:
+    """Until operator accounts exist, the read API and console answer only on the server's own machine."""
+    try:
+        local = request.remote is not None and ipaddress.ip_address(request.remote).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        raise RejectedError(403, "the console and read API are served to loopback clients only")
+
+
 async def list_devices(request: web.Request) -> web.Response:
+    _loopback_only(request)
     return web.json_response({"devices": request.app[DB_KEY].list_devices(), "now": request.app[CLOCK_KEY]()})
 
 
 async def list_events(request: web.Request) -> web.Response:
+    _loopback_only(request)
     try:
         limit = int(request.query.get("limit", "50"))
     except ValueError:
@@ -153,6 +169,7 @@ def _static(name: str) -> bytes:
 
 
 async def console(request: web.Request) -> web.Response:
+    _loopback_only(request)
     refresh = request.app[CONFIG_KEY].console_refresh_seconds
     html = _static("console.html").decode("utf-8").replace("{{REFRESH_MS}}", str(int(refresh * 1000)))
     return web.Response(text=html, content_type="text/html")
@@ -174,7 +191,8 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
     """Build the fleet application; the database opens on startup and closes on cleanup."""
     if config.database is None:
         raise ValueError("config.database must be set (load_server_config sets it)")
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[security_headers, error_middleware])
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
+    app.on_response_prepare.append(security_headers)
     app[CONFIG_KEY] = config
     app[CLOCK_KEY] = clock
 

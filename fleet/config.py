@@ -29,4 +29,6 @@ def load_server_config(data_dir: Path, path: Path | None, environ: Mapping[str, 
     config = load_config(ServerConfig, path=path, env_prefix=ENV_PREFIX, environ=environ)
     if config.database is None:
         config.database = data_dir / "fleet.db"
+    elif not config.database.is_absolute():
+        config.database = data_dir / config.database
     return config

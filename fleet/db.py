@@ -102,11 +102,16 @@ class FleetDB:
             if cur.rowcount != 1:
                 conn.execute("ROLLBACK")
                 return False
-            self.db.table("devices").insert(device)
+            conn.execute(
+                "INSERT INTO devices (id, name, room, public_key, enrolled_at, last_seen, token_id)"
+                " VALUES (:id, :name, :room, :public_key, :enrolled_at, :last_seen, :token_id)",
+                device,
+            )
             conn.execute("COMMIT")
             return True
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # ---- devices ------------------------------------------------------------------------------------
@@ -141,7 +146,8 @@ class FleetDB:
             conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [received_at, event.device_id])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         return cur.rowcount == 1
 

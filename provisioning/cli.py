@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
 from wardsight.errors import WardSightError
+from wardsight.paths import write_private_file
 
 
 def write_bundle(path: Path, server_url: str, token: str) -> None:
@@ -18,12 +18,7 @@ def write_bundle(path: Path, server_url: str, token: str) -> None:
     if not token.startswith("wst."):
         raise WardSightError("token must be one printed by 'wardsight fleet token create' (wst.<id>.<secret>)")
     body = json.dumps({"server_url": server_url.rstrip("/"), "token": token}, indent=2).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, body)
-    finally:
-        os.close(fd)
+    write_private_file(path, body)
 
 
 @click.group()

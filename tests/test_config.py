@@ -48,3 +48,19 @@ def test_bad_config_names_the_key(tmp_path, text, env, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_server_config(tmp_path, tmp_path / "nope.toml", {})
+
+
+def test_env_scalars_stay_strings_for_string_fields(tmp_path):
+    config = load_device_config(tmp_path, None, {"WARDSIGHT_DEVICE_NAME": "101", "WARDSIGHT_DEVICE_THREADS": "3"})
+    assert config.name == "101" and config.threads == 3
+    polygons = '[{"name": "door", "polygon": [[0, 0], [1, 0], [0, 1]]}]'
+    assert len(load_device_config(tmp_path, None, {"WARDSIGHT_DEVICE_PRIVACY_REGIONS": polygons}).privacy_regions) == 1
+
+
+def test_non_utf8_config_and_relative_database(tmp_path):
+    path = tmp_path / "device.toml"
+    path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_device_config(tmp_path, path, {})
+    (tmp_path / "server.toml").write_text('database = "db/fleet.db"\n')
+    assert load_server_config(tmp_path, None, {}).database == tmp_path / "db" / "fleet.db"

@@ -197,3 +197,56 @@ async def test_console_page_is_served_with_a_strict_policy(client):
     assert js.status == 200 and "textContent" in await js.text()
     css = await client.get("/console.css")
     assert css.status == 200 and css.content_type == "text/css"
+
+
+async def test_event_for_another_room_is_refused(client, db_path, clock):
+    key, device_id = await enroll_ok(client, db_path, clock)
+    body = wire.sign_event(event_for(device_id, room="ICU-9", app="fall", severity="critical"), key)
+    resp = await client.post("/api/v1/events", data=body, headers=JOSE)
+    assert resp.status == 403 and "belongs to room 3B-12" in (await resp.json())["error"]
+    assert counts(db_path) == (1, 0)
+
+
+@pytest.mark.parametrize("header", [
+    {"alg": "EdDSA", "typ": wire.EVENT_TYP, "kid": 123},
+    {"alg": "EdDSA", "typ": wire.EVENT_TYP, "kid": "dev-1", "crit": []},
+    {"alg": "none", "typ": wire.EVENT_TYP, "kid": "dev-1"},
+])  # fmt: skip
+async def test_malformed_headers_are_400_with_security_headers(client, header):
+    import base64
+    import json
+
+    def b64(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    body = f"{b64(header)}.{b64({'a': 1})}.AAAA"
+    for path in ("/api/v1/events", "/api/v1/enroll"):
+        resp = await client.post(path, data=body, headers=JOSE)
+        assert resp.status == 400, await resp.text()
+        assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_same_key_cannot_enroll_twice_under_another_spelling(client, db_path, clock):
+    key = wire.generate_key()
+    canonical = wire.encode_public_key(key.public_key())
+    _, body = enrollment(issue_token(db_path, clock), key=key)
+    assert (await client.post("/api/v1/enroll", data=body, headers=JOSE)).status == 201
+    alias = canonical.replace("-", "+").replace("_", "/")
+    if alias == canonical:
+        alias = canonical + "="
+    _, again = enrollment(issue_token(db_path, clock), key=key, public_key=alias)
+    resp = await client.post("/api/v1/enroll", data=again, headers=JOSE)
+    assert resp.status in (400, 409)
+    assert counts(db_path)[0] == 1
+
+
+async def test_read_api_and_console_refuse_non_loopback_clients(client):
+    from fleet.app import console, list_devices, list_events
+    from fleet.app import RejectedError
+    from aiohttp.test_utils import make_mocked_request
+
+    for handler, path in ((console, "/"), (list_devices, "/api/v1/devices"), (list_events, "/api/v1/events")):
+        request = make_mocked_request("GET", path, app=client.server.app).clone(remote="10.20.30.40")
+        with pytest.raises(RejectedError) as info:
+            await handler(request)
+        assert info.value.status_code == 403

@@ -68,3 +68,46 @@ def test_events_survive_a_server_outage(tmp_path):
         assert stored == ids
     finally:
         server.stop()
+
+
+def test_overflow_during_a_send_loses_no_unsent_event():
+    import threading
+
+    from firmware.transport import Reply
+
+    release = threading.Event()
+    delivered = []
+
+    def post(url, jws):
+        if jws == "e0":
+            release.wait(5)
+        delivered.append(jws)
+        return Reply(201, {})
+
+    sender = EventSender("http://unused", max_queue=3, post=post).start()
+    sender.submit("e0")
+    assert wait_for(lambda: delivered == [] and sender.pending == 1)
+    time.sleep(0.1)  # e0 is now in flight
+    for name in ("e1", "e2", "e3"):  # overflows: e0 (in flight) is the oldest and is dropped from the queue
+        sender.submit(name)
+    release.set()
+    assert wait_for(lambda: sender.pending == 0)
+    sender.stop()
+    assert delivered == ["e0", "e1", "e2", "e3"]
+
+
+def test_rate_limited_events_are_retried_not_dropped():
+    from firmware.transport import Reply
+
+    replies = [Reply(429, {"error": "slow down"})]
+    calls = []
+
+    def post(url, jws):
+        calls.append(jws)
+        return replies.pop(0) if replies else Reply(201, {})
+
+    sender = EventSender("http://unused", post=post, max_backoff=0.1).start()
+    sender.submit("e0")
+    assert wait_for(lambda: sender.stats.sent == 1)
+    sender.stop()
+    assert calls == ["e0", "e0"] and sender.stats.rejected == 0 and sender.stats.retries == 1

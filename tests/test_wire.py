@@ -135,3 +135,15 @@ def test_private_key_file_is_0600(tmp_path):
     wire.write_private_key(key, path)
     assert path.stat().st_mode & 0o777 == 0o600
     assert wire.load_private_key(path).public_key() == key.public_key()
+
+
+def test_key_file_replaces_wider_files_and_symlinks(tmp_path):
+    path = tmp_path / "key.pem"
+    path.write_text("old")
+    path.chmod(0o644)
+    target = tmp_path / "elsewhere"
+    (tmp_path / "key.pem.tmp").symlink_to(target)  # a planted link at the old fixed temp name
+    wire.write_private_key(wire.generate_key(), path)
+    assert path.stat().st_mode & 0o777 == 0o600 and not path.is_symlink()
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -15,7 +15,7 @@ import click
 
 from accelerators.catalog import get_model
 from firmware.cli import apply_source_options, with_source_options
-from firmware.config import DeviceConfig
+from firmware.config import load_device_config
 from firmware.identity import IdentityStore
 from firmware.runtime import device_dir, run_device
 from fleet.cli import create_token
@@ -60,7 +60,8 @@ def demo(ctx: Context, duration: float | None, port: int, video: Path | None, ca
     demo_dir.mkdir(parents=True, mode=0o700)
 
     store = ArtifactStore(models_dir(root))
-    device_config = DeviceConfig(name="demo-camera")
+    device_config = load_device_config(root, None, ctx.environ)  # keeps configured privacy regions
+    device_config.name = "demo-camera"
     for artifact in (get_model(device_config.model).artifact, DEMO_FOOTAGE):
         if not store.is_present(artifact):
             click.echo(f"fetching {artifact.name} ({artifact.size / 1e6:.1f} MB) ...")

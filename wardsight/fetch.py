@@ -11,6 +11,7 @@ renamed into place. A failure leaves no partial file behind.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import subprocess
@@ -19,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +235,8 @@ class ArtifactStore:
                 raise FetchError(f"sha256 mismatch: got {digest}, pinned {artifact.sha256}")
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
+        except (zlib.error, EOFError, http.client.HTTPException, zipfile.LargeZipFile, NotImplementedError) as exc:
+            raise FetchError(f"damaged download: {exc!r}") from None
         except OSError as exc:
             raise FetchError(f"cannot write {dest}: {exc.strerror or exc}") from None
         finally:

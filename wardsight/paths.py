@@ -7,6 +7,7 @@ then ``~/.local/share/wardsight``.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,7 +30,22 @@ def models_dir(root: Path) -> Path:
     return root / "models"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable only by the owner."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+def write_private_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with a new file of mode 0600 holding ``data``.
+
+    The bytes go to a fresh temporary file (created 0600 by mkstemp, never a fixed or pre-existing name)
+    in the same directory, which is then renamed over ``path``: an old file's mode, a planted symlink or a
+    concurrent writer cannot widen who reads it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

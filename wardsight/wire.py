@@ -10,7 +10,6 @@ enumerations, numbers and short strings, so no field can carry image bytes. A pa
 from __future__ import annotations
 
 import base64
-import os
 import re
 import uuid
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
 
 from wardsight.errors import WardSightError
+from wardsight.paths import write_private_file
 
 SCHEMA_VERSION = 1
 MAX_JWS_BYTES = 8 * 1024
@@ -107,15 +107,7 @@ def generate_key() -> Ed25519PrivateKey:
 def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """Write ``key`` as PKCS#8 PEM to a file created with mode 0600 (never widened later)."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private_file(path, pem)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -136,9 +128,12 @@ def encode_public_key(key: Ed25519PublicKey) -> str:
 def decode_public_key(text: str) -> Ed25519PublicKey:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return Ed25519PublicKey.from_public_bytes(raw)
+        key = Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:
         raise MalformedError("public_key is not a base64url Ed25519 key") from None
+    if encode_public_key(key) != text:  # one key, one spelling: no aliases past the uniqueness check
+        raise MalformedError("public_key is not in canonical unpadded base64url form")
+    return key
 
 
 # ---- signing and verification -----------------------------------------------------------------------
@@ -154,7 +149,7 @@ def _header(token: str, typ: str) -> dict[str, Any]:
         raise MalformedError(f"message larger than {MAX_JWS_BYTES} bytes")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
+    except jwt.InvalidTokenError as exc:
         raise MalformedError(f"not a compact JWS: {exc}") from None
     if header.get("alg") != "EdDSA" or header.get("typ") != typ:
         raise MalformedError(f"expected alg EdDSA and typ {typ}")
