@@ -7,20 +7,26 @@ from pathlib import Path
 import click
 
 from accelerators.catalog import MODELS
+from accelerators.facemask import FACEMASK_AIZOO
 from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
 from wardsight.fetch import Artifact, ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
 
-ARTIFACTS: dict[str, Artifact] = {**{m.name: m.artifact for m in MODELS.values()}, DEMO_FOOTAGE.name: DEMO_FOOTAGE}
+ARTIFACTS: dict[str, Artifact] = {
+    **{m.name: m.artifact for m in (*MODELS.values(), FACEMASK_AIZOO)},
+    DEMO_FOOTAGE.name: DEMO_FOOTAGE,
+}
+# What `wardsight models fetch` gets without names: what the default configuration and the demo need.
+DEFAULT_ARTIFACTS = ("movenet-multipose", DEMO_FOOTAGE.name)
 
 
 def _select(names: tuple[str, ...]) -> list[Artifact]:
     unknown = [n for n in names if n not in ARTIFACTS]
     if unknown:
         raise WardSightError(f"unknown model '{unknown[0]}' (known: {', '.join(sorted(ARTIFACTS))})")
-    return [ARTIFACTS[n] for n in names] if names else list(ARTIFACTS.values())
+    return [ARTIFACTS[n] for n in names or DEFAULT_ARTIFACTS]
 
 
 @click.group()
@@ -59,14 +65,14 @@ def list_models(ctx: Context) -> None:
 )
 @pass_context
 def fetch(ctx: Context, names: tuple[str, ...], mirrors: tuple[Path, ...]) -> None:
-    """Download NAMES (default: all), verify each sha256 and store it in the data directory.
+    """Download NAMES (default: the pose model and demo clip), verify each sha256 and store it in the data directory.
 
     A wrong hash, a truncated download or no network is an error and leaves no partial file.
 
     \b
     Example:
         wardsight models fetch movenet-multipose
-        wardsight models fetch --mirror /media/usb/wardsight-models
+        wardsight models fetch face-mask-aizoo --mirror /media/usb/wardsight-models
     """
     store = ArtifactStore(models_dir(ctx.data_dir), mirrors=mirrors)
     for art in _select(names):
