@@ -24,9 +24,13 @@ def default_name() -> str:
 
 
 class SourceConfig(StrictModel):
-    kind: Literal["file", "camera"] = Field("file", description="Where frames come from.")
+    kind: Literal["file", "camera", "picamera"] = Field(
+        "file", description="file: a video file; camera: USB/V4L2 by index; picamera: a Pi camera module."
+    )
     path: Path | None = Field(None, description="Video file for kind=file; the demo footage if unset.")
     camera_index: Annotated[int, Field(ge=0, le=63)] = 0
+    size: tuple[Annotated[int, Field(ge=64, le=4096)], Annotated[int, Field(ge=64, le=4096)]] = (1280, 720)
+    fps: Annotated[float, Field(gt=0, le=120, description="Pi camera frame rate.")] = 15.0
     loop: bool = Field(False, description="Start the file again at its end.")
     realtime: bool = Field(True, description="Pace a file at its frame rate, dropping stale frames.")
 

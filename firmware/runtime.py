@@ -39,6 +39,10 @@ def build_source(config: DeviceConfig, store: ArtifactStore) -> FrameSource:
     src = config.source
     if src.kind == "camera":
         return CameraSource(src.camera_index, privacy=privacy)
+    if src.kind == "picamera":
+        from firmware.picamera import Picamera2Source
+
+        return Picamera2Source(src.camera_index, size=src.size, fps=src.fps, privacy=privacy)
     path = src.path if src.path is not None else store.require(DEMO_FOOTAGE)
     return VideoFileSource(path, realtime=src.realtime, loop=src.loop, privacy=privacy)
 
