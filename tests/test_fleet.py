@@ -241,9 +241,9 @@ async def test_same_key_cannot_enroll_twice_under_another_spelling(client, db_pa
 
 
 async def test_read_api_and_console_refuse_non_loopback_clients(client):
-    from fleet.app import console, list_devices, list_events
-    from fleet.app import RejectedError
     from aiohttp.test_utils import make_mocked_request
+
+    from fleet.app import RejectedError, console, list_devices, list_events
 
     for handler, path in ((console, "/"), (list_devices, "/api/v1/devices"), (list_events, "/api/v1/events")):
         request = make_mocked_request("GET", path, app=client.server.app).clone(remote="10.20.30.40")
