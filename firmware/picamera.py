@@ -180,14 +180,6 @@ class Picamera2Source(FrameSource):
 
     # -- FrameSource ------------------------------------------------------------------------------------
 
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self._size
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
     def _fail(self, message: str) -> SourceError:
         self.stats.errors += 1
         log.error("%s", message)

@@ -47,19 +47,22 @@ class SourceStats:
 class FrameSource(ABC):
     """Yields privacy-masked RGB frames. ``read()`` returns None when the source has ended."""
 
+    _size: tuple[int, int] = (0, 0)  # set by each source once it knows its geometry
+    _fps: float = 0.0
+
     def __init__(self, privacy: PrivacyMask | None = None) -> None:
         self.privacy = privacy or PrivacyMask([])
         self.stats = SourceStats()
 
     @property
-    @abstractmethod
     def frame_size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
+        return self._size
 
     @property
-    @abstractmethod
     def fps(self) -> float:
         """Nominal frames per second."""
+        return self._fps
 
     @abstractmethod
     def _capture(self) -> CapturedFrame | None:
@@ -123,14 +126,6 @@ class VideoFileSource(FrameSource):
         self._start = clock()
         self._index = 0  # frames consumed from the start (across loops)
 
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self._size
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
     def _grab(self) -> bool:
         if self._cap.grab():
             return True
@@ -185,14 +180,6 @@ class CameraSource(FrameSource):
         self._size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
 
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self._size
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
     def _capture(self) -> CapturedFrame | None:
         ok, bgr = self._cap.read()
         if not ok or bgr is None:
@@ -214,14 +201,7 @@ class ReplaySource(FrameSource):
         if not images:
             raise SourceError("replay source needs at least one image")
         self._images, self._fps, self._start, self._i = images, fps, start, 0
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self._images[0].shape[1], self._images[0].shape[0]
-
-    @property
-    def fps(self) -> float:
-        return self._fps
+        self._size = (images[0].shape[1], images[0].shape[0])
 
     def _capture(self) -> CapturedFrame | None:
         if self._i >= len(self._images):
