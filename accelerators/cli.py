@@ -8,6 +8,7 @@ import click
 
 from accelerators.catalog import MODELS
 from accelerators.facemask import FACEMASK_AIZOO
+from accelerators.mediapipe_models import MEDIAPIPE_ARTIFACTS
 from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
 from wardsight.fetch import Artifact, ArtifactStore
@@ -16,6 +17,7 @@ from wardsight.paths import models_dir
 
 ARTIFACTS: dict[str, Artifact] = {
     **{m.name: m.artifact for m in (*MODELS.values(), FACEMASK_AIZOO)},
+    **{a.name: a for a in MEDIAPIPE_ARTIFACTS},
     DEMO_FOOTAGE.name: DEMO_FOOTAGE,
 }
 # What `wardsight models fetch` gets without names: what the default configuration and the demo need.
@@ -75,6 +77,6 @@ def fetch(ctx: Context, names: tuple[str, ...], mirrors: tuple[Path, ...]) -> No
         wardsight models fetch face-mask-aizoo --mirror /media/usb/wardsight-models
     """
     store = ArtifactStore(models_dir(ctx.data_dir), mirrors=mirrors)
-    for art in _select(names):
-        path = store.ensure(art)
+    selected = _select(names)
+    for art, path in zip(selected, store.ensure_all(selected), strict=True):
         click.echo(f"{art.name}: {path}")

