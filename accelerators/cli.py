@@ -53,7 +53,7 @@ def list_models(ctx: Context) -> None:
     store = ArtifactStore(models_dir(ctx.data_dir))
     for art in ARTIFACTS.values():
         state = "ok" if store.is_present(art) else "missing"
-        click.echo(f"{art.name:<20} {state:<8} {art.size:>10} B  {art.licence}")
+        click.echo(f"{art.name:<28} {state:<8} {art.size:>10} B  {art.licence}")
 
 
 @models.command()
