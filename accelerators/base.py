@@ -16,6 +16,8 @@ class Backend(ABC):
     """A people/pose detector on some runtime. ``detect`` must not keep a reference to ``frame``."""
 
     name: str
+    #: Seconds spent in the last ``detect`` per internal step (e.g. preprocess, invoke, decode).
+    last_timings: dict[str, float] = {}  # noqa: RUF012 - replaced per instance, never mutated in place
 
     @abstractmethod
     def detect(self, frame: Frame) -> list[Person]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,16 @@ class CpuPoseBackend(Backend):
     def detect(self, frame: Frame) -> list[Person]:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+        t0 = time.perf_counter()
         box = self._prepare(frame.shape[1], frame.shape[0])
         canvas = self._canvas
         assert canvas is not None
         box.apply(frame, canvas[0])
         self._interp.set_tensor(self._input["index"], canvas)
+        t1 = time.perf_counter()
         self._interp.invoke()
+        t2 = time.perf_counter()
         raw = self._interp.get_tensor(self._output["index"])[0]
-        return movenet.decode(raw, box, self.min_score)
+        people = movenet.decode(raw, box, self.min_score)
+        self.last_timings = {"preprocess": t1 - t0, "invoke": t2 - t1, "decode": time.perf_counter() - t2}
+        return people

@@ -1,4 +1,6 @@
-"""The agent loop: masked frame -> people -> apps -> signed events. Frames never leave this function.
+"""The agent loop: masked frame -> people -> tracks and zones -> apps -> signed events.
+
+Frames never leave ``Agent.step``.
 
 ``Agent.step`` handles one frame; ``Agent.run`` loops until the source ends, ``stop`` is set or the
 deadline passes. A failure on one frame (a corrupt frame, a backend error) is logged and counted and
@@ -11,14 +13,32 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from accelerators.base import Backend
 from firmware.apps.base import App, AppEvent
+from firmware.scene import Scene, ScenePerson
 from firmware.sources import FrameSource, SourceError
+from firmware.tracking import Tracker
+from firmware.zones import ZoneMap
 from wardsight import wire
 
 log = logging.getLogger("wardsight.device.agent")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per pipeline stage, summed, with how many frames each covers."""
+
+    total: dict[str, float] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.total[stage] = self.total.get(stage, 0.0) + seconds
+        self.count[stage] = self.count.get(stage, 0) + 1
+
+    def mean_ms(self) -> dict[str, float]:
+        return {k: 1000.0 * v / max(1, self.count[k]) for k, v in self.total.items()}
 
 
 @dataclass
@@ -27,6 +47,7 @@ class AgentStats:
     failed: int = 0
     events: int = 0
     people_last: int = 0
+    stages: StageTimes = field(default_factory=StageTimes)
 
 
 class EventStamper:
@@ -52,22 +73,33 @@ class EventStamper:
 
 
 class Agent:
+    """One camera's loop. ``tracker`` and ``zones`` default to a fresh tracker and no zones."""
+
     def __init__(
         self,
         source: FrameSource,
         backend: Backend,
         apps: Sequence[App],
         emit: Callable[[AppEvent], None],
+        *,
+        tracker: Tracker | None = None,
+        zones: ZoneMap | None = None,
     ) -> None:
         self.source, self.backend, self.apps, self.emit = source, backend, list(apps), emit
+        self.tracker = tracker or Tracker()
+        self.zones = zones or ZoneMap([])
         self.stats = AgentStats()
 
     def step(self) -> bool:
         """Process one frame; False when the source has ended."""
+        stages = self.stats.stages
+        t0 = time.perf_counter()
         captured = self.source.read()
+        t1 = time.perf_counter()
+        stages.add("capture", t1 - t0)
         if captured is None:
             return False
-        t = captured.time
+        t, size = captured.time, (captured.image.shape[1], captured.image.shape[0])
         try:
             people = self.backend.detect(captured.image)
         except (ValueError, RuntimeError) as exc:
@@ -76,12 +108,21 @@ class Agent:
             return True
         finally:
             del captured  # drop the only reference to the pixels as soon as inference is done
+        t2 = time.perf_counter()
+        stages.add("inference", t2 - t1)
+        for name, seconds in self.backend.last_timings.items():
+            stages.add(f"inference.{name}", seconds)
+        tracked = self.tracker.update(t, people)
+        scene = Scene(t, size, tuple(ScenePerson(p, self.zones.zones_of(p.person, size)) for p in tracked))
+        t3 = time.perf_counter()
+        stages.add("tracking", t3 - t2)
         self.stats.processed += 1
-        self.stats.people_last = len(people)
+        self.stats.people_last = len(scene.people)
         for app in self.apps:
-            for event in app.update(t, people):
+            for event in app.update(scene):
                 self.stats.events += 1
                 self.emit(event)
+        stages.add("apps", time.perf_counter() - t3)
         return True
 
     def run(
@@ -106,4 +147,5 @@ class Agent:
             "processed": self.stats.processed,
             "failed": self.stats.failed,
             "events": self.stats.events,
+            **{f"ms_{k}": v for k, v in self.stats.stages.mean_ms().items()},
         }

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from accelerators.types import KEYPOINT_INDEX
 from wardsight.settings import StrictModel, load_config
 from wardsight.wire import Identifier
 
@@ -42,6 +43,25 @@ class PrivacyRegion(StrictModel):
     polygon: Annotated[list[Point], Field(min_length=3, max_length=64)]
 
 
+class ZoneConfig(StrictModel):
+    """A named polygon (frame-relative) and which keypoints put a person in it."""
+
+    name: Identifier
+    kind: Literal["door", "dispenser", "bed", "floor", "room"]
+    polygon: Annotated[list[Point], Field(min_length=3, max_length=64)]
+    keypoints: list[str] = Field(default_factory=list, description="COCO keypoint names; empty: the kind's default.")
+    min_keypoints: Annotated[int, Field(ge=1, le=17)] = 1
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.3
+
+    @field_validator("keypoints")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [k for k in value if k not in KEYPOINT_INDEX]
+        if unknown:
+            raise ValueError(f"unknown keypoint '{unknown[0]}' (COCO names such as left_wrist)")
+        return value
+
+
 class OccupancyConfig(StrictModel):
     stable_seconds: Annotated[float, Field(ge=0, le=60, description="A count must hold this long (s).")] = 1.0
     min_score: Annotated[float, Field(ge=0, le=1, description="Person confidence to be counted.")] = 0.3
@@ -56,6 +76,7 @@ class DeviceConfig(StrictModel):
     model_mirrors: list[Path] = Field(default_factory=list, description="Offline mirror directories.")
     source: SourceConfig = Field(default_factory=SourceConfig)
     privacy_regions: list[PrivacyRegion] = Field(default_factory=list)
+    zones: list[ZoneConfig] = Field(default_factory=list)
     occupancy: OccupancyConfig = Field(default_factory=OccupancyConfig)
 
     @field_validator("server_url")

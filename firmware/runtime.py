@@ -18,6 +18,7 @@ from firmware.identity import IdentityStore
 from firmware.privacy import PrivacyMask
 from firmware.sender import EventSender
 from firmware.sources import CameraSource, FrameSource, VideoFileSource
+from firmware.zones import Zone, ZoneMap
 from wardsight import wire
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
@@ -45,6 +46,12 @@ def build_source(config: DeviceConfig, store: ArtifactStore) -> FrameSource:
         return Picamera2Source(src.camera_index, size=src.size, fps=src.fps, privacy=privacy)
     path = src.path if src.path is not None else store.require(DEMO_FOOTAGE)
     return VideoFileSource(path, realtime=src.realtime, loop=src.loop, privacy=privacy)
+
+
+def build_zones(config: DeviceConfig) -> ZoneMap:
+    return ZoneMap(
+        [Zone(z.name, z.kind, tuple(z.polygon), tuple(z.keypoints), z.min_keypoints, z.min_score) for z in config.zones]
+    )
 
 
 def build_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
@@ -88,7 +95,7 @@ def run_device(
         sender.submit(stamp(event))
 
     apps = [OccupancyApp(stable_seconds=config.occupancy.stable_seconds, min_score=config.occupancy.min_score)]
-    agent = Agent(source, backend, apps, emit)
+    agent = Agent(source, backend, apps, emit, zones=build_zones(config))
     deadline = time.monotonic() + duration if duration is not None else None
     try:
         stats = agent.run(stop, deadline)

@@ -2,10 +2,18 @@ import numpy as np
 
 from accelerators.types import Person
 from firmware.apps.occupancy import OccupancyApp
+from firmware.scene import Scene, ScenePerson
+from firmware.tracking import TrackedPerson
 
 
 def people(n, score=0.8):
     return [Person((0, 0, 10, 10), score, np.zeros((17, 3), np.float32)) for _ in range(n)]
+
+
+def scene(t, persons):
+    return Scene(
+        t, (640, 480), tuple(ScenePerson(TrackedPerson(i, p, 0.0, 1), frozenset()) for i, p in enumerate(persons))
+    )
 
 
 def run(app, script, fps=10.0):
@@ -13,7 +21,7 @@ def run(app, script, fps=10.0):
     events, t = [], 0.0
     for seconds, count in script:
         for _ in range(int(seconds * fps)):
-            events += app.update(t, people(count))
+            events += app.update(scene(t, people(count)))
             t += 1 / fps
     return events
 
@@ -32,8 +40,8 @@ def test_flicker_shorter_than_stable_time_is_ignored():
 
 def test_low_confidence_people_are_not_counted():
     app = OccupancyApp(stable_seconds=0.0, min_score=0.5)
-    assert app.update(0.0, people(2, score=0.3)) == []
-    (event,) = app.update(0.1, people(1, score=0.9))
+    assert app.update(scene(0.0, people(2, score=0.3))) == []
+    (event,) = app.update(scene(0.1, people(1, score=0.9)))
     assert event.data["count"] == 1 and event.confidence == 0.9
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from accelerators.types import Person
+from firmware.scene import Scene
 from wardsight.wire import App as AppName
 from wardsight.wire import Severity
 
@@ -25,6 +24,6 @@ class AppEvent:
 class App(Protocol):
     name: str
 
-    def update(self, time: float, people: Sequence[Person]) -> list[AppEvent]:
-        """Advance to ``time`` with the people seen in that frame; return any events."""
+    def update(self, scene: Scene) -> list[AppEvent]:
+        """Advance to ``scene.time`` with the people seen in that frame; return any events."""
         ...

@@ -6,10 +6,8 @@ person briefly occluded does not produce a pair of events. The room is assumed e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from accelerators.types import Person
 from firmware.apps.base import AppEvent
+from firmware.scene import Scene
 
 
 class OccupancyApp:
@@ -23,8 +21,9 @@ class OccupancyApp:
         self._pending_since = 0.0
         self._pending_scores: list[float] = []
 
-    def update(self, time: float, people: Sequence[Person]) -> list[AppEvent]:
-        scores = [p.score for p in people if p.score >= self.min_score]
+    def update(self, scene: Scene) -> list[AppEvent]:
+        time = scene.time
+        scores = [p.score for p in scene.people if p.score >= self.min_score]
         count = len(scores)
         if count == self.reported:
             self._pending = None
