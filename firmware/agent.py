@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from accelerators.base import Backend
 from firmware.apps.base import App, AppEvent
 from firmware.scene import Scene, ScenePerson
-from firmware.sources import FrameSource, SourceError
+from firmware.sources import FrameSource, SourceError, TransientSourceError
 from firmware.tracking import Tracker
 from firmware.zones import ZoneMap
 from wardsight import wire
@@ -132,13 +132,16 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
     ) -> AgentStats:
         stop = stop or threading.Event()
-        try:
-            while not stop.is_set() and (deadline is None or clock() < deadline):
+        while not stop.is_set() and (deadline is None or clock() < deadline):
+            try:
                 if not self.step():
                     log.info("source ended")
                     break
-        except SourceError as exc:
-            log.error("capture failed: %s", exc)
+            except TransientSourceError as exc:
+                log.debug("no frame yet: %s", exc)  # the source is reconnecting; keep checking stop/deadline
+            except SourceError as exc:
+                log.error("capture failed: %s", exc)
+                break
         return self.stats
 
     def health(self) -> dict[str, float]:

@@ -82,9 +82,13 @@ def show(ctx: Context) -> None:
     click.echo(f"device {identity.device_id} ({identity.name}) in room {identity.room}, server {identity.server_url}")
 
 
-def apply_source_options(config: DeviceConfig, video: Path | None, camera: int | None, loop: bool) -> None:
-    if video is not None and camera is not None:
-        raise click.UsageError("--video and --camera are exclusive")
+def apply_source_options(
+    config: DeviceConfig, video: Path | None, camera: int | None, loop: bool, stream: str | None = None
+) -> None:
+    if sum(x is not None for x in (video, camera, stream)) > 1:
+        raise click.UsageError("--video, --camera and --stream are exclusive")
+    if stream is not None:
+        config.source.kind, config.source.url = "stream", stream
     if video is not None:
         config.source.kind, config.source.path = "file", video
     if camera is not None:
@@ -96,6 +100,7 @@ def apply_source_options(config: DeviceConfig, video: Path | None, camera: int |
 source_options = [
     click.option("--video", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Video file."),
     click.option("--camera", type=click.IntRange(0, 63), default=None, help="Camera index (USB/V4L2)."),
+    click.option("--stream", default=None, help="Network camera URL (rtsp://user:pass@host/path or http://...)."),
     click.option("--loop/--no-loop", default=False, help="Start a video file again at its end."),
 ]
 
@@ -115,17 +120,24 @@ def with_source_options(fn: F) -> F:
 @config_option
 @pass_context
 def run(
-    ctx: Context, video: Path | None, camera: int | None, loop: bool, duration: float | None, config_path: Path | None
+    ctx: Context,
+    video: Path | None,
+    camera: int | None,
+    stream: str | None,
+    loop: bool,
+    duration: float | None,
+    config_path: Path | None,
 ) -> None:
     """Run the agent: capture, blackout, detect people, run the apps, send signed events.
 
     \b
     Example:
         wardsight device run --camera 0
+        wardsight device run --stream rtsp://cam:secret@10.1.2.3/stream1
         wardsight device run --video ward3.mp4 --duration 60
     """
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
-    apply_source_options(config, video, camera, loop)
+    apply_source_options(config, video, camera, loop, stream)
     result = run_device(config, ctx.data_dir, duration=duration)
     click.echo(
         f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "

@@ -25,9 +25,13 @@ def default_name() -> str:
 
 
 class SourceConfig(StrictModel):
-    kind: Literal["file", "camera", "picamera"] = Field(
-        "file", description="file: a video file; camera: USB/V4L2 by index; picamera: a Pi camera module."
+    kind: Literal["file", "camera", "stream", "picamera"] = Field(
+        "file",
+        description="file: a video file; camera: USB/V4L2 by index; stream: an RTSP/HTTP network camera;"
+        " picamera: a Pi camera module.",
     )
+    url: str | None = Field(None, description="rtsp:// or http(s):// URL for kind=stream (credentials allowed).")
+    stall_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
     path: Path | None = Field(None, description="Video file for kind=file; the demo footage if unset.")
     camera_index: Annotated[int, Field(ge=0, le=63)] = 0
     size: tuple[Annotated[int, Field(ge=64, le=4096)], Annotated[int, Field(ge=64, le=4096)]] = (1280, 720)

