@@ -23,14 +23,14 @@ import csv
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from accelerators.faces import TwoStageMaskDetector
 from accelerators.facemask import FACEMASK_AIZOO, CpuFaceMaskDetector
+from accelerators.faces import TwoStageMaskDetector
 from accelerators.mediapipe_models import FACE_FULL_RANGE
 from wardsight.fetch import ArtifactStore
 

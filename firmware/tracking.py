@@ -3,9 +3,13 @@
 Each frame, tracks predict their box with a constant-velocity model; detections at or above
 ``high_score`` are matched to tracks first by IoU, then the remaining tracks get a second chance with
 the low-score detections (``low_score`` to ``high_score``), which is what keeps an id through partial
-occlusion. Unmatched high-score detections start new tracks; a track unseen for ``max_age`` seconds
-ends. Matching is greedy by IoU (highest first), which for the handful of people in a room gives the
-same result as optimal assignment. Keypoints are smoothed with an exponential moving average whose
+occlusion. A third stage serves falls: a person's box changes from tall to wide in a fraction of a
+second, so IoU with the prediction collapses and the detector is often unsure of a person lying on the
+floor. Tracks still unmatched may take a remaining detection of any score from ``low_score`` whose
+centre lies within ``reacquire_heights`` of the track's own height from its last centre. Unmatched
+high-score detections start new tracks; a track unseen for ``max_age`` seconds ends. Matching is
+greedy (best pair first), which for the handful of people in a room gives the same result as optimal
+assignment. Keypoints are smoothed with an exponential moving average whose
 weight follows each keypoint's confidence.
 """
 
@@ -88,11 +92,12 @@ class Tracker:
         high_score: float = 0.35,
         low_score: float = 0.15,
         match_iou: float = 0.3,
-        max_age: float = 1.5,  # seconds a track survives without a detection
+        max_age: float = 3.0,  # seconds a track survives without a detection
         smoothing: float = 0.5,  # 0 = no smoothing, towards 1 = heavier
+        reacquire_heights: float = 0.8,  # third-stage gate, in track heights from its last centre
     ) -> None:
         self.high_score, self.low_score, self.match_iou = high_score, low_score, match_iou
-        self.max_age, self.smoothing = max_age, smoothing
+        self.max_age, self.smoothing, self.reacquire_heights = max_age, smoothing, reacquire_heights
         self._tracks: list[_Track] = []
         self._next_id = 1
 
@@ -109,6 +114,25 @@ class Tracker:
             [t for i, t in enumerate(tracks) if i not in matched_t],
             [p for i, p in enumerate(people) if i not in matched_p],
         )
+
+    def _reacquire(
+        self, tracks: list[_Track], fresh: list[Person], low: list[Person]
+    ) -> tuple[list[tuple[_Track, Person]], list[Person]]:
+        """Third stage: match by centre distance, gated by each track's height; returns pairs, unused fresh."""
+        candidates = fresh + low
+        if not tracks or not candidates:
+            return [], fresh
+        centres_t = np.array([[(t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2] for t in tracks])
+        heights = np.array([max(t.box[3] - t.box[1], 1.0) for t in tracks])
+        boxes = np.array([p.box for p in candidates], dtype=np.float64)
+        centres_p = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+        dist = np.linalg.norm(centres_t[:, None, :] - centres_p[None, :, :], axis=2) / heights[:, None]
+        # Closeness as a score in (0, 1] so greedy_match picks the nearest pairs first.
+        closeness = np.where(dist <= self.reacquire_heights, 1.0 / (1.0 + dist), 0.0)
+        pairs = greedy_match(closeness, 1.0 / (1.0 + self.reacquire_heights))
+        used = {c for _, c in pairs}
+        remaining_fresh = [p for i, p in enumerate(fresh) if i not in used]
+        return [(tracks[r], candidates[c]) for r, c in pairs], remaining_fresh
 
     def _absorb(self, track: _Track, person: Person, time: float) -> None:
         box = np.asarray(person.box, dtype=np.float64)
@@ -127,9 +151,10 @@ class Tracker:
         high = [p for p in people if p.score >= self.high_score]
         low = [p for p in people if self.low_score <= p.score < self.high_score]
         pairs, unmatched, fresh = self._associate(self._tracks, high, time)
-        pairs2, _, _ = self._associate(unmatched, low, time)
+        pairs2, unmatched, low_left = self._associate(unmatched, low, time)
+        pairs3, fresh = self._reacquire(unmatched, fresh, low_left)
         seen: list[_Track] = []
-        for track, person in pairs + pairs2:
+        for track, person in pairs + pairs2 + pairs3:
             self._absorb(track, person, time)
             seen.append(track)
         for person in fresh:
