@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from accelerators.base import Backend
 from firmware.apps.base import App, AppEvent
+from firmware.perception import Analyzer
 from firmware.scene import Scene, ScenePerson
 from firmware.sources import FrameSource, SourceError, TransientSourceError
 from firmware.tracking import Tracker
@@ -84,10 +86,17 @@ class Agent:
         *,
         tracker: Tracker | None = None,
         zones: ZoneMap | None = None,
+        analyzers: Sequence[Analyzer] = (),
     ) -> None:
         self.source, self.backend, self.apps, self.emit = source, backend, list(apps), emit
         self.tracker = tracker or Tracker()
         self.zones = zones or ZoneMap([])
+        needed = set().union(*(app.needs for app in self.apps)) if self.apps else set()
+        missing = needed - {a.need for a in analyzers}
+        if missing:
+            raise ValueError(f"an app needs {', '.join(sorted(missing))} but no such analyzer was given")
+        # Only what some app asks for runs per frame.
+        self.analyzers = [a for a in analyzers if a.need in needed]
         self.stats = AgentStats()
 
     def step(self) -> bool:
@@ -100,29 +109,43 @@ class Agent:
         if captured is None:
             return False
         t, size = captured.time, (captured.image.shape[1], captured.image.shape[0])
+        extra: dict[str, dict[int, Any]] = {}
+        timings: list[tuple[str, float]] = []
         try:
             people = self.backend.detect(captured.image)
+            t2 = time.perf_counter()
+            tracked = self.tracker.update(t, people)
+            t3 = time.perf_counter()
+            timings += [("inference", t2 - t1), ("tracking", t3 - t2)]
+            for analyzer in self.analyzers:
+                extra[analyzer.need] = analyzer.annotate(captured.image, tracked)
+                t4 = time.perf_counter()
+                timings.append((analyzer.need, t4 - t3))
+                t3 = t4
         except (ValueError, RuntimeError) as exc:
             self.stats.failed += 1
             log.warning("frame skipped: inference failed: %s", exc)
             return True
         finally:
-            del captured  # drop the only reference to the pixels as soon as inference is done
-        t2 = time.perf_counter()
-        stages.add("inference", t2 - t1)
-        for name, seconds in self.backend.last_timings.items():
-            stages.add(f"inference.{name}", seconds)
-        tracked = self.tracker.update(t, people)
-        scene = Scene(t, size, tuple(ScenePerson(p, self.zones.zones_of(p.person, size)) for p in tracked))
-        t3 = time.perf_counter()
-        stages.add("tracking", t3 - t2)
+            del captured  # drop the only reference to the pixels as soon as the models are done
+        for name, seconds in (*timings, *((f"inference.{k}", v) for k, v in self.backend.last_timings.items())):
+            stages.add(name, seconds)
+        faces, hands = extra.get("faces", {}), extra.get("hands", {})
+        scene = Scene(
+            t,
+            size,
+            tuple(
+                ScenePerson(p, self.zones.zones_of(p.person, size), faces.get(p.track_id), hands.get(p.track_id, ()))
+                for p in tracked
+            ),
+        )
         self.stats.processed += 1
         self.stats.people_last = len(scene.people)
         for app in self.apps:
             for event in app.update(scene):
                 self.stats.events += 1
                 self.emit(event)
-        stages.add("apps", time.perf_counter() - t3)
+        stages.add("scene+apps", time.perf_counter() - t3)
         return True
 
     def run(

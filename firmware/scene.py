@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accelerators.faces import MaskedFace
+from accelerators.hands import Hand
 from firmware.tracking import TrackedPerson
 
 
@@ -11,6 +13,8 @@ from firmware.tracking import TrackedPerson
 class ScenePerson:
     track: TrackedPerson
     zones: frozenset[str]
+    face: MaskedFace | None = None  # only when an app needs "faces" and a face was found for this person
+    hands: tuple[Hand, ...] = ()  # only when an app needs "hands"
 
     @property
     def track_id(self) -> int:

@@ -23,6 +23,7 @@ class AppEvent:
 
 class App(Protocol):
     name: str
+    needs: frozenset[str]  # extra analyzers this app uses: "faces", "hands"
 
     def update(self, scene: Scene) -> list[AppEvent]:
         """Advance to ``scene.time`` with the people seen in that frame; return any events."""

@@ -12,6 +12,7 @@ from firmware.scene import Scene
 
 class OccupancyApp:
     name = "occupancy"
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, *, stable_seconds: float = 1.0, min_score: float = 0.3) -> None:
         self.stable_seconds = stable_seconds
