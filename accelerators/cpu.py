@@ -27,7 +27,7 @@ class CpuPoseBackend(Backend):
         *,
         manifest: ModelManifest = MOVENET_MULTIPOSE,
         num_threads: int = 2,
-        min_score: float = 0.2,
+        min_score: float = 0.15,
     ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 

@@ -76,7 +76,7 @@ class DeviceConfig(StrictModel):
     server_url: str = Field("http://127.0.0.1:8765", description="Fleet server base URL.")
     model: str = "movenet-multipose"
     threads: Annotated[int, Field(ge=1, le=16)] = 2
-    min_person_score: Annotated[float, Field(ge=0, le=1)] = 0.2
+    min_person_score: Annotated[float, Field(ge=0, le=1)] = 0.15
     model_mirrors: list[Path] = Field(default_factory=list, description="Offline mirror directories.")
     source: SourceConfig = Field(default_factory=SourceConfig)
     privacy_regions: list[PrivacyRegion] = Field(default_factory=list)
