@@ -55,11 +55,12 @@ def cli(ctx: click.Context, data_dir: Path | None, verbose: int) -> None:
 def _register() -> None:
     from accelerators.cli import models
     from firmware.cli import device
+    from firmware.evaluation import eval_command
     from fleet.cli import fleet
     from provisioning.cli import provision
     from wardsight.demo import demo
 
-    for command in (fleet, device, provision, models, demo):
+    for command in (fleet, device, provision, models, demo, eval_command):
         cli.add_command(command)
 
 
