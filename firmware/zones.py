@@ -25,6 +25,14 @@ DEFAULT_KEYPOINTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def points_inside(
+    polygon: Sequence[tuple[float, float]], frame_size: tuple[int, int], points: npt.NDArray[np.float32]
+) -> list[bool]:
+    """For each (x, y, ...) row of ``points`` in pixels: inside the frame-relative ``polygon``?"""
+    poly = (np.array(polygon, dtype=np.float32) * np.array(frame_size, dtype=np.float32)).reshape(-1, 1, 2)
+    return [cv2.pointPolygonTest(poly, (float(p[0]), float(p[1])), False) >= 0 for p in points]
+
+
 @dataclass(frozen=True)
 class Zone:
     name: str
