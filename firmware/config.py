@@ -71,6 +71,26 @@ class OccupancyConfig(StrictModel):
     min_score: Annotated[float, Field(ge=0, le=1, description="Person confidence to be counted.")] = 0.3
 
 
+class FallSettings(StrictModel):
+    """The fall app (firmware/apps/fall.py); zones of kind "bed" are never fall locations."""
+
+    enabled: bool = True
+    window_seconds: Annotated[float, Field(gt=0, le=10, description="Standing to down within (s).")] = 2.5
+    min_drop: Annotated[float, Field(gt=0, le=2, description="Body-centre drop (standing heights).")] = 0.3
+    confirm_seconds: Annotated[float, Field(ge=0, le=30, description="Down this long before alerting (s).")] = 1.0
+    still_down_seconds: Annotated[float, Field(gt=0, le=3600, description="Follow-up after (s).")] = 60.0
+    get_up_seconds: Annotated[float, Field(gt=0, le=60, description="Standing this long resolves (s).")] = 2.0
+    attended_seconds: Annotated[float, Field(gt=0, le=600, description="Someone beside this long resolves (s).")] = 5.0
+
+
+class BedExitSettings(StrictModel):
+    """Bed-exit warnings, per room policy (high fall-risk rooms); needs a zone of kind "bed"."""
+
+    enabled: bool = False
+    bed_zone: Identifier | None = Field(None, description="Name of the bed zone; default: the first zone of kind bed.")
+    memory_seconds: Annotated[float, Field(gt=0, le=86400, description="Lying in bed within (s).")] = 600.0
+
+
 class DeviceConfig(StrictModel):
     name: Identifier = Field(default_factory=default_name)
     server_url: str = Field("http://127.0.0.1:8765", description="Fleet server base URL.")
@@ -82,6 +102,8 @@ class DeviceConfig(StrictModel):
     privacy_regions: list[PrivacyRegion] = Field(default_factory=list)
     zones: list[ZoneConfig] = Field(default_factory=list)
     occupancy: OccupancyConfig = Field(default_factory=OccupancyConfig)
+    fall: FallSettings = Field(default_factory=FallSettings)
+    bed_exit: BedExitSettings = Field(default_factory=BedExitSettings)
 
     @field_validator("server_url")
     @classmethod

@@ -11,7 +11,9 @@ from pathlib import Path
 from accelerators.catalog import get_model
 from accelerators.cpu import CpuPoseBackend
 from firmware.agent import Agent, AgentStats, EventStamper
-from firmware.apps.base import AppEvent
+from firmware.apps.base import App, AppEvent
+from firmware.apps.bed_exit import BedExitApp, BedExitConfig
+from firmware.apps.fall import FallApp, FallConfig
 from firmware.apps.occupancy import OccupancyApp
 from firmware.config import DeviceConfig
 from firmware.identity import IdentityStore
@@ -21,6 +23,7 @@ from firmware.sender import EventSender
 from firmware.sources import FrameSource, SourceError, VideoFileSource
 from firmware.zones import Zone, ZoneMap
 from wardsight import wire
+from wardsight.errors import ConfigError
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
@@ -57,6 +60,26 @@ def build_zones(config: DeviceConfig) -> ZoneMap:
     return ZoneMap(
         [Zone(z.name, z.kind, tuple(z.polygon), tuple(z.keypoints), z.min_keypoints, z.min_score) for z in config.zones]
     )
+
+
+def build_apps(config: DeviceConfig) -> list[App]:
+    """The apps this room's configuration enables, with their thresholds."""
+    apps: list[App] = [
+        OccupancyApp(stable_seconds=config.occupancy.stable_seconds, min_score=config.occupancy.min_score)
+    ]
+    beds = [z for z in config.zones if z.kind == "bed"]
+    if config.fall.enabled:
+        settings = config.fall.model_dump(exclude={"enabled"})
+        apps.append(FallApp(FallConfig(**settings, bed_zones=frozenset(z.name for z in beds))))
+    if config.bed_exit.enabled:
+        wanted = config.bed_exit.bed_zone
+        bed = next((z for z in beds if wanted is None or z.name == wanted), None)
+        if bed is None:
+            raise ConfigError(
+                "bed_exit is enabled but no zone of kind 'bed'" + (f" named '{wanted}'" if wanted else "")
+            )
+        apps.append(BedExitApp(BedExitConfig(tuple(bed.polygon), memory_seconds=config.bed_exit.memory_seconds)))
+    return apps
 
 
 def build_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
@@ -99,7 +122,7 @@ def run_device(
         log.info("%s/%s %s", event.app, event.type, event.data)
         sender.submit(stamp(event))
 
-    apps = [OccupancyApp(stable_seconds=config.occupancy.stable_seconds, min_score=config.occupancy.min_score)]
+    apps = build_apps(config)
     agent = Agent(source, backend, apps, emit, zones=build_zones(config))
     deadline = time.monotonic() + duration if duration is not None else None
     try:

@@ -69,3 +69,21 @@ def test_real_person_in_a_zone(movenet_path, shared):
     zones = ZoneMap([Zone("left", "room", LEFT), Zone("corner", "room", ((0.8, 0.0), (1.0, 0.0), (1.0, 0.2)))])
     # Her shoulders span the middle of the photo: the left half holds at least one; the top-right corner none.
     assert zones.zones_of(person, (512, 512)) == {"left"}
+
+
+def test_apps_from_device_config(tmp_path):
+    from firmware.apps.bed_exit import BedExitApp
+    from firmware.apps.fall import FallApp
+    from firmware.runtime import build_apps
+
+    (tmp_path / "device.toml").write_text(
+        '[[zones]]\nname = "bed-1"\nkind = "bed"\npolygon = [[0.4, 0.2], [1, 0.2], [1, 1], [0.4, 1]]\n'
+        "[fall]\nconfirm_seconds = 2\n[bed_exit]\nenabled = true\n"
+    )
+    apps = build_apps(load_device_config(tmp_path, None, {}))
+    fall = next(a for a in apps if isinstance(a, FallApp))
+    assert fall.config.confirm_seconds == 2 and fall.config.bed_zones == {"bed-1"}
+    assert any(isinstance(a, BedExitApp) for a in apps)
+    (tmp_path / "device.toml").write_text("[bed_exit]\nenabled = true\n")
+    with pytest.raises(ConfigError, match="no zone of kind 'bed'"):
+        build_apps(load_device_config(tmp_path, None, {}))
