@@ -69,6 +69,14 @@ class ZoneConfig(StrictModel):
 class OccupancyConfig(StrictModel):
     stable_seconds: Annotated[float, Field(ge=0, le=60, description="A count must hold this long (s).")] = 1.0
     min_score: Annotated[float, Field(ge=0, le=1, description="Person confidence to be counted.")] = 0.3
+    zones: list[Identifier] = Field(default_factory=list, description="Zones counted separately (zone_index order).")
+    patient_zone: Identifier | None = Field(None, description="The patient's bed zone, for patient-alone time.")
+    patient_alone_seconds: Annotated[float, Field(gt=0, le=86400, description="Alone this long alerts (s).")] = 1800
+    max_people: Annotated[int, Field(ge=1, le=50)] | None = Field(None, description="Over-capacity above this.")
+    visiting_hours: tuple[Annotated[float, Field(ge=0, le=24)], Annotated[float, Field(ge=0, le=24)]] | None = None
+    after_hours_max_people: Annotated[int, Field(ge=1, le=50)] = 2
+    utc_offset_hours: Annotated[float, Field(ge=-14, le=14, description="Local time = UTC + this (h).")] = 0.0
+    cooldown_seconds: Annotated[float, Field(ge=0, le=86400)] = 600.0
 
 
 class FallSettings(StrictModel):
@@ -91,6 +99,16 @@ class BedExitSettings(StrictModel):
     memory_seconds: Annotated[float, Field(gt=0, le=86400, description="Lying in bed within (s).")] = 600.0
 
 
+class MaskSettings(StrictModel):
+    """Mask compliance; alerts only where the room policy requires masks. Runs the face models."""
+
+    enabled: bool = False
+    masks_required: bool = False
+    grace_seconds: Annotated[float, Field(ge=0, le=3600, description="Unmasked this long alerts (s).")] = 30.0
+    window_seconds: Annotated[float, Field(gt=0, le=86400, description="Counts per window (s).")] = 300.0
+    cooldown_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+
+
 class DeviceConfig(StrictModel):
     name: Identifier = Field(default_factory=default_name)
     server_url: str = Field("http://127.0.0.1:8765", description="Fleet server base URL.")
@@ -104,6 +122,7 @@ class DeviceConfig(StrictModel):
     occupancy: OccupancyConfig = Field(default_factory=OccupancyConfig)
     fall: FallSettings = Field(default_factory=FallSettings)
     bed_exit: BedExitSettings = Field(default_factory=BedExitSettings)
+    mask: MaskSettings = Field(default_factory=MaskSettings)
 
     @field_validator("server_url")
     @classmethod

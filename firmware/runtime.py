@@ -14,10 +14,12 @@ from firmware.agent import Agent, AgentStats, EventStamper
 from firmware.apps.base import App, AppEvent
 from firmware.apps.bed_exit import BedExitApp, BedExitConfig
 from firmware.apps.fall import FallApp, FallConfig
-from firmware.apps.occupancy import OccupancyApp
+from firmware.apps.mask import MaskApp, MaskConfig
+from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
 from firmware.config import DeviceConfig
 from firmware.identity import IdentityStore
 from firmware.live import StreamSource
+from firmware.perception import Analyzer
 from firmware.privacy import PrivacyMask
 from firmware.sender import EventSender
 from firmware.sources import FrameSource, SourceError, VideoFileSource
@@ -64,9 +66,9 @@ def build_zones(config: DeviceConfig) -> ZoneMap:
 
 def build_apps(config: DeviceConfig) -> list[App]:
     """The apps this room's configuration enables, with their thresholds."""
-    apps: list[App] = [
-        OccupancyApp(stable_seconds=config.occupancy.stable_seconds, min_score=config.occupancy.min_score)
-    ]
+    occ = config.occupancy.model_dump()
+    occ["zones"] = tuple(occ["zones"])
+    apps: list[App] = [OccupancyApp(OccupancyAppConfig(**occ))]
     beds = [z for z in config.zones if z.kind == "bed"]
     if config.fall.enabled:
         settings = config.fall.model_dump(exclude={"enabled"})
@@ -79,7 +81,32 @@ def build_apps(config: DeviceConfig) -> list[App]:
                 "bed_exit is enabled but no zone of kind 'bed'" + (f" named '{wanted}'" if wanted else "")
             )
         apps.append(BedExitApp(BedExitConfig(tuple(bed.polygon), memory_seconds=config.bed_exit.memory_seconds)))
+    if config.mask.enabled:
+        apps.append(MaskApp(MaskConfig(**config.mask.model_dump(exclude={"enabled"}))))
     return apps
+
+
+def build_analyzers(apps: list[App], store: ArtifactStore, threads: int) -> list[Analyzer]:
+    """The extra models the enabled apps need (their files must have been fetched)."""
+    needed = set().union(*(a.needs for a in apps))
+    analyzers: list[Analyzer] = []
+    if "faces" in needed:
+        from accelerators.facemask import FACEMASK_AIZOO
+        from accelerators.faces import TwoStageMaskDetector
+        from accelerators.mediapipe_models import FACE_FULL_RANGE
+        from firmware.perception import FaceAnalyzer
+
+        detector = TwoStageMaskDetector(store.require(FACE_FULL_RANGE), store.require(FACEMASK_AIZOO.artifact), threads)
+        analyzers.append(FaceAnalyzer(detector))
+    if "hands" in needed:
+        from accelerators.hands import HandDetector
+        from accelerators.mediapipe_models import HAND_LANDMARK, PALM_DETECTION
+        from firmware.perception import HandAnalyzer
+
+        analyzers.append(
+            HandAnalyzer(HandDetector(store.require(PALM_DETECTION), store.require(HAND_LANDMARK), threads))
+        )
+    return analyzers
 
 
 def build_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
@@ -113,6 +140,10 @@ def run_device(
     """Run the enrolled agent until the source ends, ``duration`` passes or ``stop`` is set."""
     identity, key = IdentityStore(device_dir(data_dir)).load()
     store = store or artifact_store(data_dir, config)
+    # Everything that can fail on bad config or missing models fails before anything starts.
+    apps = build_apps(config)
+    analyzers = build_analyzers(apps, store, config.threads)
+    zones = build_zones(config)
     backend = build_backend(config, store)
     source = build_source(config, store)
     stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, key))
@@ -122,8 +153,7 @@ def run_device(
         log.info("%s/%s %s", event.app, event.type, event.data)
         sender.submit(stamp(event))
 
-    apps = build_apps(config)
-    agent = Agent(source, backend, apps, emit, zones=build_zones(config))
+    agent = Agent(source, backend, apps, emit, zones=zones, analyzers=analyzers)
     deadline = time.monotonic() + duration if duration is not None else None
     try:
         stats = agent.run(stop, deadline)

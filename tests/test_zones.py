@@ -87,3 +87,23 @@ def test_apps_from_device_config(tmp_path):
     (tmp_path / "device.toml").write_text("[bed_exit]\nenabled = true\n")
     with pytest.raises(ConfigError, match="no zone of kind 'bed'"):
         build_apps(load_device_config(tmp_path, None, {}))
+
+
+def test_mask_and_occupancy_settings_from_device_config(tmp_path, shared, model_store):
+    from firmware.apps.mask import MaskApp
+    from firmware.apps.occupancy import OccupancyApp
+    from firmware.runtime import build_analyzers, build_apps
+    from wardsight.fetch import ArtifactStore
+
+    (tmp_path / "device.toml").write_text(
+        '[occupancy]\nmax_people = 3\nvisiting_hours = [8, 20]\nzones = ["door"]\n'
+        "[mask]\nenabled = true\nmasks_required = true\ngrace_seconds = 10\n"
+    )
+    apps = build_apps(load_device_config(tmp_path, None, {}))
+    occupancy = next(a for a in apps if isinstance(a, OccupancyApp))
+    assert occupancy.config.max_people == 3 and occupancy.config.visiting_hours == (8, 20)
+    mask = next(a for a in apps if isinstance(a, MaskApp))
+    assert mask.config.masks_required and mask.config.grace_seconds == 10
+    # The face models must be present: a clear error names the fetch command when they are not.
+    with pytest.raises(Exception, match="models fetch"):
+        build_analyzers(apps, ArtifactStore(tmp_path / "empty"), 2)
