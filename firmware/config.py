@@ -99,6 +99,19 @@ class BedExitSettings(StrictModel):
     memory_seconds: Annotated[float, Field(gt=0, le=86400, description="Lying in bed within (s).")] = 600.0
 
 
+class HygieneSettings(StrictModel):
+    """Hand hygiene at the door; zones default to every zone of kind door, dispenser and bed."""
+
+    enabled: bool = False
+    door_zones: list[Identifier] | None = None
+    dispenser_zones: list[Identifier] | None = None
+    patient_zones: list[Identifier] | None = None
+    rub_seconds: Annotated[float, Field(gt=0, le=120, description="Rubbing needed (s); WHO: 20-30.")] = 20.0
+    dispenser_dwell_seconds: Annotated[float, Field(gt=0, le=30, description="Wrists at the dispenser (s).")] = 1.0
+    lost_seconds: Annotated[float, Field(gt=0, le=60, description="Unseen this long: unknown (s).")] = 3.0
+    use_hands: bool = Field(True, description="Use hand landmarks (runs the hand models) besides pose wrists.")
+
+
 class MaskSettings(StrictModel):
     """Mask compliance; alerts only where the room policy requires masks. Runs the face models."""
 
@@ -123,6 +136,7 @@ class DeviceConfig(StrictModel):
     fall: FallSettings = Field(default_factory=FallSettings)
     bed_exit: BedExitSettings = Field(default_factory=BedExitSettings)
     mask: MaskSettings = Field(default_factory=MaskSettings)
+    hand_hygiene: HygieneSettings = Field(default_factory=HygieneSettings)
 
     @field_validator("server_url")
     @classmethod

@@ -14,6 +14,7 @@ from firmware.agent import Agent, AgentStats, EventStamper
 from firmware.apps.base import App, AppEvent
 from firmware.apps.bed_exit import BedExitApp, BedExitConfig
 from firmware.apps.fall import FallApp, FallConfig
+from firmware.apps.hygiene import HandHygieneApp, HygieneConfig
 from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
 from firmware.config import DeviceConfig
@@ -81,6 +82,28 @@ def build_apps(config: DeviceConfig) -> list[App]:
                 "bed_exit is enabled but no zone of kind 'bed'" + (f" named '{wanted}'" if wanted else "")
             )
         apps.append(BedExitApp(BedExitConfig(tuple(bed.polygon), memory_seconds=config.bed_exit.memory_seconds)))
+    if config.hand_hygiene.enabled:
+        h = config.hand_hygiene
+
+        def names(given: list[str] | None, kind: str) -> frozenset[str]:
+            chosen = frozenset(given if given is not None else (z.name for z in config.zones if z.kind == kind))
+            if not chosen:
+                raise ConfigError(f"hand_hygiene is enabled but there is no {kind} zone")
+            return chosen
+
+        apps.append(
+            HandHygieneApp(
+                HygieneConfig(
+                    door_zones=names(h.door_zones, "door"),
+                    dispenser_zones=names(h.dispenser_zones, "dispenser"),
+                    patient_zones=names(h.patient_zones, "bed"),
+                    rub_seconds=h.rub_seconds,
+                    dispenser_dwell_seconds=h.dispenser_dwell_seconds,
+                    lost_seconds=h.lost_seconds,
+                    use_hands=h.use_hands,
+                )
+            )
+        )
     if config.mask.enabled:
         apps.append(MaskApp(MaskConfig(**config.mask.model_dump(exclude={"enabled"}))))
     return apps

@@ -107,3 +107,20 @@ def test_mask_and_occupancy_settings_from_device_config(tmp_path, shared, model_
     # The face models must be present: a clear error names the fetch command when they are not.
     with pytest.raises(Exception, match="models fetch"):
         build_analyzers(apps, ArtifactStore(tmp_path / "empty"), 2)
+
+
+def test_hand_hygiene_from_device_config(tmp_path):
+    from firmware.apps.hygiene import HandHygieneApp
+    from firmware.runtime import build_apps
+
+    zones = (
+        '[[zones]]\nname = "door"\nkind = "door"\npolygon = [[0, 0], [0.2, 0], [0.2, 1]]\n'
+        '[[zones]]\nname = "rub-1"\nkind = "dispenser"\npolygon = [[0.3, 0], [0.4, 0], [0.4, 0.2]]\n'
+        '[[zones]]\nname = "bed"\nkind = "bed"\npolygon = [[0.5, 0.2], [1, 0.2], [1, 1]]\n'
+    )
+    (tmp_path / "device.toml").write_text(zones + "[hand_hygiene]\nenabled = true\nrub_seconds = 25\n")
+    app = next(a for a in build_apps(load_device_config(tmp_path, None, {})) if isinstance(a, HandHygieneApp))
+    assert app.config.dispenser_zones == {"rub-1"} and app.config.rub_seconds == 25 and app.needs == {"hands"}
+    (tmp_path / "device.toml").write_text("[hand_hygiene]\nenabled = true\n")
+    with pytest.raises(ConfigError, match="no door zone"):
+        build_apps(load_device_config(tmp_path, None, {}))
