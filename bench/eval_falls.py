@@ -62,9 +62,8 @@ def main() -> None:
     print("WardSight: " + format_summary(summarize(ours)))
     if peer:
         falls = sum(r.has_fall for r in ours)
-        print(
-            f"peer: falls alerted {peer_hits}/{falls}; clips without a fall that alerted: {peer_false}/{len(ours) - falls}"
-        )
+        non_falls = len(ours) - falls
+        print(f"peer: falls alerted {peer_hits}/{falls}; clips without a fall that alerted: {peer_false}/{non_falls}")
 
 
 if __name__ == "__main__":
