@@ -10,12 +10,8 @@ import numpy as np
 from accelerators import movenet
 from accelerators.base import Backend, Frame
 from accelerators.catalog import MOVENET_MULTIPOSE, ModelManifest
+from accelerators.litert import ModelLoadError
 from accelerators.types import Person
-from wardsight.errors import WardSightError
-
-
-class ModelLoadError(WardSightError):
-    """A model file could not be loaded by the runtime (truncated, corrupt, wrong format)."""
 
 
 class CpuPoseBackend(Backend):

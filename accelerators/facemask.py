@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from accelerators.base import Frame
 from accelerators.catalog import ModelManifest
-from accelerators.cpu import ModelLoadError
+from accelerators.litert import ModelLoadError, load_interpreter, outputs_by_shape
 from wardsight.fetch import Artifact, UrlSource
 
 INPUT_SIZE = 260  # pixels, square
@@ -182,25 +182,17 @@ class CpuFaceMaskDetector:
         *,
         manifest: ModelManifest = FACEMASK_AIZOO,
     ) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.manifest = manifest
         self.min_score = min_score
         self.iou = iou
+        self._interp, self._input_index = load_interpreter(
+            model_path, num_threads, INPUT_SIZE, "the AIZOO face-mask model"
+        )
+        # loc is [1, N, 4], cls is [1, N, 2]
+        outputs = outputs_by_shape(self._interp)
         try:
-            self._interp = Interpreter(model_path=str(model_path), num_threads=num_threads)
-            self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"cannot load model {model_path}: {exc}") from None
-        inp = self._interp.get_input_details()[0]
-        if tuple(inp["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3) or inp["dtype"] != np.float32:
-            raise ModelLoadError(f"{model_path} is not the AIZOO face-mask model (input {inp['shape']})")
-        self._input_index: int = inp["index"]
-        # Pick the outputs by shape rather than by position: loc is [1, N, 4], cls is [1, N, 2].
-        outputs = {tuple(d["shape"]): d["index"] for d in self._interp.get_output_details()}
-        try:
-            self._loc_index: int = outputs[(1, NUM_ANCHORS, 4)]
-            self._cls_index: int = outputs[(1, NUM_ANCHORS, 2)]
+            self._loc_index: int = outputs[(1, NUM_ANCHORS, 4)][0]
+            self._cls_index: int = outputs[(1, NUM_ANCHORS, 2)][0]
         except KeyError:
             raise ModelLoadError(f"{model_path} is not the AIZOO face-mask model (outputs {list(outputs)})") from None
         self._tensor = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)

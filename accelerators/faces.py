@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from accelerators.base import Frame
-from accelerators.cpu import ModelLoadError
 from accelerators.facemask import CpuFaceMaskDetector, Face
+from accelerators.litert import ModelLoadError, load_interpreter, outputs_by_shape
 
 INPUT_SIZE = 192  # pixels, square
 STRIDE = 4
@@ -203,24 +203,14 @@ class FaceDetector:
         iou: float = 0.3,
         tile_grid: int = 1,
     ) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.min_score = min_score
         self.iou = iou
         self.tile_grid = tile_grid
+        self._interp, self._input_index = load_interpreter(model_path, num_threads, INPUT_SIZE, "BlazeFace full range")
+        outputs = outputs_by_shape(self._interp)
         try:
-            self._interp = Interpreter(model_path=str(model_path), num_threads=num_threads)
-            self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"cannot load model {model_path}: {exc}") from None
-        inp = self._interp.get_input_details()[0]
-        if tuple(inp["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3) or inp["dtype"] != np.float32:
-            raise ModelLoadError(f"{model_path} is not BlazeFace full range (input {inp['shape']})")
-        self._input_index: int = inp["index"]
-        outputs = {tuple(d["shape"]): d["index"] for d in self._interp.get_output_details()}
-        try:
-            self._raw_index: int = outputs[(1, NUM_ANCHORS, NUM_COORDS)]
-            self._score_index: int = outputs[(1, NUM_ANCHORS, 1)]
+            self._raw_index: int = outputs[(1, NUM_ANCHORS, NUM_COORDS)][0]
+            self._score_index: int = outputs[(1, NUM_ANCHORS, 1)][0]
         except KeyError:
             raise ModelLoadError(f"{model_path} is not BlazeFace full range (outputs {list(outputs)})") from None
         self._tensor = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)

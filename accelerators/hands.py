@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from accelerators.cpu import ModelLoadError
+from accelerators.litert import ModelLoadError, load_interpreter, outputs_by_shape
 from accelerators.types import Person
 
 Box = tuple[float, float, float, float]  # (x1, y1, x2, y2)
@@ -321,29 +321,6 @@ def wrist_regions(person: Person, scale: float = 2.5, min_size: float = 32.0) ->
 # --- the runner --------------------------------------------------------------------------------------------------
 
 
-def _load(path: Path, num_threads: int, size: int) -> tuple[object, int]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        interp = Interpreter(model_path=str(path), num_threads=num_threads)
-        interp.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"cannot load model {path}: {exc}") from None
-    inp = interp.get_input_details()[0]
-    if tuple(inp["shape"]) != (1, size, size, 3) or inp["dtype"] != np.float32:
-        raise ModelLoadError(f"{path} does not take a [1, {size}, {size}, 3] float32 input (got {inp['shape']})")
-    return interp, int(inp["index"])
-
-
-def _outputs(interp: object) -> dict[tuple[int, ...], list[int]]:
-    """Output tensor indices grouped by shape, each group ordered by tensor name."""
-    details = sorted(interp.get_output_details(), key=lambda d: d["name"])  # type: ignore[attr-defined]
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for d in details:
-        by_shape.setdefault(tuple(int(v) for v in d["shape"]), []).append(int(d["index"]))
-    return by_shape
-
-
 class HandDetector:
     """Palm detection + hand landmarks on LiteRT. ``detect`` keeps no reference to the frame."""
 
@@ -360,15 +337,17 @@ class HandDetector:
         self.min_palm_score = min_palm_score
         self.min_presence = min_presence
         self.max_hands = max_hands
-        self._palm, self._palm_input = _load(palm_model_path, num_threads, PALM_INPUT)
-        outs = _outputs(self._palm)
+        self._palm, self._palm_input = load_interpreter(palm_model_path, num_threads, PALM_INPUT, "a palm detector")
+        outs = outputs_by_shape(self._palm)
         try:
             (self._palm_reg,) = outs[(1, NUM_ANCHORS, PALM_COORDS)]
             (self._palm_cls,) = outs[(1, NUM_ANCHORS, 1)]
         except (KeyError, ValueError):
             raise ModelLoadError(f"{palm_model_path} is not the palm detection model (outputs {list(outs)})") from None
-        self._hand, self._hand_input = _load(landmark_model_path, num_threads, HAND_INPUT)
-        outs = _outputs(self._hand)
+        self._hand, self._hand_input = load_interpreter(
+            landmark_model_path, num_threads, HAND_INPUT, "a hand-landmark model"
+        )
+        outs = outputs_by_shape(self._hand)
         try:
             self._lm, self._world = outs[(1, NUM_LANDMARKS * 3)]
             self._presence, self._handedness = outs[(1, 1)]
@@ -394,10 +373,10 @@ class HandDetector:
             m = np.array([[s, 0.0, x0], [0.0, s, y0]], dtype=np.float64)
             crop = _warp(frame_rgb, m, PALM_INPUT, cv2.BORDER_CONSTANT)
             np.multiply(crop, np.float32(1.0 / 255.0), out=self._palm_tensor[0], casting="unsafe")
-            self._palm.set_tensor(self._palm_input, self._palm_tensor)  # type: ignore[attr-defined]
-            self._palm.invoke()  # type: ignore[attr-defined]
-            reg = self._palm.get_tensor(self._palm_reg)[0]  # type: ignore[attr-defined]
-            cls = self._palm.get_tensor(self._palm_cls)[0]  # type: ignore[attr-defined]
+            self._palm.set_tensor(self._palm_input, self._palm_tensor)
+            self._palm.invoke()
+            reg = self._palm.get_tensor(self._palm_reg)[0]
+            cls = self._palm.get_tensor(self._palm_cls)[0]
             palms.extend(p.to_frame(x0, y0, side) for p in decode_palms(reg, cls, self.min_palm_score))
         return weighted_nms(palms) if len(squares) > 1 else palms
 
@@ -405,11 +384,11 @@ class HandDetector:
         """(21, 3) landmarks in frame pixels, presence and raw handedness score for one ROI."""
         crop = _warp(frame_rgb, roi_affine(roi, HAND_INPUT), HAND_INPUT, cv2.BORDER_REPLICATE)
         np.multiply(crop, np.float32(1.0 / 255.0), out=self._hand_tensor[0], casting="unsafe")
-        self._hand.set_tensor(self._hand_input, self._hand_tensor)  # type: ignore[attr-defined]
-        self._hand.invoke()  # type: ignore[attr-defined]
-        lm = self._hand.get_tensor(self._lm).reshape(NUM_LANDMARKS, 3)  # type: ignore[attr-defined]
-        presence = float(self._hand.get_tensor(self._presence).reshape(-1)[0])  # type: ignore[attr-defined]
-        handed = float(self._hand.get_tensor(self._handedness).reshape(-1)[0])  # type: ignore[attr-defined]
+        self._hand.set_tensor(self._hand_input, self._hand_tensor)
+        self._hand.invoke()
+        lm = self._hand.get_tensor(self._lm).reshape(NUM_LANDMARKS, 3)
+        presence = float(self._hand.get_tensor(self._presence).reshape(-1)[0])
+        handed = float(self._hand.get_tensor(self._handedness).reshape(-1)[0])
         return landmarks_to_frame(lm, roi), presence, handed
 
     def detect(self, frame_rgb: np.ndarray, regions: Sequence[Box] | None = None) -> list[Hand]:
