@@ -48,7 +48,7 @@ class Letterbox:
     def apply(self, frame: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8]) -> None:
         """Write the scaled frame into ``out`` (in_h, in_w, 3); the rest of ``out`` stays zero."""
         w, h = self.scaled_size
-        out[:h, :w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        out[:h, :w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)  # bilinear, as resize_with_pad
 
 
 def decode(raw: npt.NDArray[np.float32], box: Letterbox, min_score: float = 0.2) -> list[Person]:
