@@ -49,6 +49,7 @@ class AgentStats:
     failed: int = 0
     events: int = 0
     people_last: int = 0
+    app_errors: int = 0
     stages: StageTimes = field(default_factory=StageTimes)
 
 
@@ -122,12 +123,14 @@ class Agent:
                 t4 = time.perf_counter()
                 timings.append((analyzer.need, t4 - t3))
                 t3 = t4
-        except (ValueError, RuntimeError) as exc:
+        except Exception as exc:  # one bad frame or model error must not end the agent
             self.stats.failed += 1
-            log.warning("frame skipped: inference failed: %s", exc)
+            log.warning("frame skipped: inference failed: %s: %s", type(exc).__name__, exc)
             return True
         finally:
-            del captured  # drop the only reference to the pixels as soon as the models are done
+            # Drop our reference to the frame as soon as the models are done. (A model's input tensor still
+            # holds its own downscaled copy of the already-blacked-out frame until the next frame.)
+            del captured
         for name, seconds in (*timings, *((f"inference.{k}", v) for k, v in self.backend.last_timings.items())):
             stages.add(name, seconds)
         faces, hands = extra.get("faces", {}), extra.get("hands", {})
@@ -142,9 +145,13 @@ class Agent:
         self.stats.processed += 1
         self.stats.people_last = len(scene.people)
         for app in self.apps:
-            for event in app.update(scene):
-                self.stats.events += 1
-                self.emit(event)
+            try:
+                for event in app.update(scene):
+                    self.stats.events += 1
+                    self.emit(event)
+            except Exception:  # an app's bug must not stop the other apps or the agent
+                self.stats.app_errors += 1
+                log.exception("app %s failed on a frame; it keeps running", app.name)
         stages.add("scene+apps", time.perf_counter() - t3)
         return True
 

@@ -110,11 +110,44 @@ def test_sitting_fast_into_a_chair_is_not_a_fall():
 
 
 def test_picking_something_up_is_not_a_fall():
-    # bending over, torso horizontal, for under a second, then straight again
+    # bending low over, torso horizontal: a fall candidate, but it does not last the confirmation time
     s = Script().frames(3, standing())
-    s.frames(0.8, lambda f: [(1, pose(400, 650, 80, height=0.7 * H, width=0.6 * H), ())])
+    s.frames(0.8, lambda f: [(1, pose(400, 650, 80, height=0.4 * H, width=0.7 * H), ())])
+    assert s.app._tracks[1].state == "pending"  # it did look like a fall for a moment
     s.frames(3, standing())
     assert s.types() == []
+
+
+def test_bending_then_squatting_is_not_a_fall():
+    # bend (fall candidate), then squat or kneel for a while: neither down nor standing, so no alert
+    s = Script().frames(3, standing())
+    s.frames(0.5, lambda f: [(1, pose(400, 650, 80, height=0.4 * H, width=0.7 * H), ())])
+    s.frames(1.5, lambda f: [(1, pose(400, 650, 40, height=0.55 * H, width=0.5 * H), ())])
+    s.frames(3, standing())
+    assert s.types() == []
+
+
+def test_incident_continues_when_the_fallen_person_is_found_again_under_a_new_track():
+    s = Script(FallConfig(still_down_seconds=20)).frames(3, standing()).frames(0.8, falling()).frames(2, lying())
+    assert s.types() == ["fall"]
+    s.frames(4, lambda f: [])  # not detected for 4 s: the tracker ends track 1
+    s.frames(25, lambda f: [(2, pose(410, 670, 88), ())])  # found again, lying, as track 2
+    assert s.types() == ["fall", "still_on_floor"] and s.events[-1].track_id == 2
+    s.frames(3, lambda f: [(2, pose(410, 650, 2), ())])
+    assert s.types() == ["fall", "still_on_floor", "resolved"]
+
+
+def test_still_on_floor_goes_out_even_when_the_person_is_out_of_sight():
+    s = Script(FallConfig(still_down_seconds=10)).frames(3, standing()).frames(0.8, falling()).frames(2, lying())
+    s.frames(12, lambda f: [])
+    assert s.types() == ["fall", "still_on_floor"] and s.events[-1].data["in_view"] is False
+
+
+def test_time_since_fall_runs_from_the_last_moment_standing():
+    s = Script().frames(3, standing()).frames(0.5, falling()).frames(4, lying())
+    (fall,) = s.events
+    # standing until t=3.0, down by 3.5, alert 1 s later: about 1.5 s after the fall began
+    assert 1.0 <= fall.data["seconds_since_fall"] <= 2.0 and fall.data["descent_speed"] > 0.3
 
 
 def test_person_already_lying_when_watching_starts_is_not_a_fall():

@@ -444,3 +444,16 @@ def test_rubbing_on_real_handwash_footage(hand_detector, capsys):
     assert judged >= 0.6 * all_windows
     assert rubbing_windows >= 0.85 * judged
     assert two_hand_together >= 0.9 * two_hand_frames
+
+
+def test_in_through_the_door_and_straight_back_out_is_no_opportunity():
+    s = Script().frames(1, (1, 100, DOOR, at_sides)).frames(2, (1, walk(120, 500), (), at_sides))
+    s.frames(2, (1, walk(500, 120), (), at_sides)).frames(1, (1, 100, DOOR, at_sides)).nobody(10)
+    assert s.events == []
+
+
+def test_staff_doing_long_bedside_care_are_not_taken_for_the_patient():
+    s = entry(Script(), dispenser=0, rub=0)  # came in through the door, no hygiene: missed entry
+    s.frames(300, (1, 900, BED, at_sides))  # five minutes of care at the bed
+    leave(s, dispenser=0, rub=0, bed=0)
+    assert [(e.type, e.data["entry"]) for e in s.events] == [("missed", True), ("missed", False)]

@@ -95,3 +95,31 @@ def test_sources_report_health(model_store):
     source.read()
     health = source.health()
     assert health["width"] == 640 and health["height"] == 272 and health["captured"] == 1
+
+
+def test_a_failing_model_or_app_does_not_end_the_agent(shared):
+    import cv2
+
+    photo = read_rgb(shared / "media" / "astronaut.png")
+
+    class Flaky(Backend):
+        name = "flaky"
+
+        def __init__(self):
+            self.calls = 0
+
+        def detect(self, frame):
+            self.calls += 1
+            if self.calls % 2:
+                raise cv2.error("decoder failed")
+            return []
+
+    class Broken:
+        name, needs = "broken", frozenset()
+
+        def update(self, scene):
+            raise KeyError("bug")
+
+    emitted = []
+    stats = Agent(ReplaySource([photo] * 6), Flaky(), [Broken(), OccupancyApp()], emit=emitted.append).run()
+    assert stats.failed == 3 and stats.processed == 3 and stats.app_errors == 3

@@ -49,6 +49,8 @@ class FallConfig:
     horizontal_angle: float = 55.0  # degrees from vertical
     horizontal_aspect: float = 1.3  # box width / height
     keypoint_score: float = 0.2
+    pose_tolerance_seconds: float = 0.5  # a pending fall survives this long without looking down
+    handover_heights: float = 1.5  # a new track this close to a lost fallen person continues the incident
     bed_zones: frozenset[str] = frozenset()
     forget_seconds: float = 30.0  # drop state of people unseen this long
 
@@ -87,6 +89,7 @@ class _Track:
     fell_at: float = 0.0  # the last moment seen standing before the fall
     ref_height: float = 1.0
     up_since: float | None = None
+    not_down_since: float | None = None
     attended_since: float | None = None
     followed_up: bool = False
     last_seen: float = 0.0
@@ -101,6 +104,18 @@ class FallApp:
         self.config = config or FallConfig()
         self._tracks: dict[int, _Track] = {}
 
+    def _handover(self, track_id: int, centre: tuple[float, float], t: float) -> _Track:
+        """A new track lying where a fallen (or falling) person was lost continues that person's incident."""
+        for tid, old in self._tracks.items():
+            if (
+                old.state in ("pending", "fallen")
+                and t - old.last_seen > 0.2
+                and math.dist(old.centre, centre) < self.config.handover_heights * old.ref_height
+            ):
+                del self._tracks[tid]
+                return old
+        return _Track()
+
     def is_upright(self, p: Posture) -> bool:
         return p.angle is not None and p.angle < self.config.upright_angle and p.aspect < 0.8
 
@@ -112,9 +127,11 @@ class FallApp:
         c, t = self.config, scene.time
         events: list[AppEvent] = []
         for person in scene.people:
-            track = self._tracks.setdefault(person.track_id, _Track())
             pose = posture(person, c.keypoint_score)
             x1, _, x2, _ = person.track.person.box
+            if person.track_id not in self._tracks:
+                self._tracks[person.track_id] = self._handover(person.track_id, ((x1 + x2) / 2, pose.centre_y), t)
+            track = self._tracks[person.track_id]
             track.last_seen, track.centre = t, ((x1 + x2) / 2, pose.centre_y)
             standing = track.standing
             while standing and standing[0][0] < t - c.window_seconds:
@@ -127,19 +144,31 @@ class FallApp:
                 if pose.height >= c.standing_fraction * max(h for _, h in heights):
                     standing.append((t, pose.centre_y, pose.height))
             events += self._step(person, track, pose, scene)
-        for tid in [tid for tid, tr in self._tracks.items() if t - tr.last_seen > c.forget_seconds]:
-            del self._tracks[tid]
+        seen = {p.track_id for p in scene.people}
+        for tid, track in list(self._tracks.items()):
+            if tid in seen:
+                continue
+            if track.state == "fallen":
+                # Out of sight after a fall: the follow-up still goes out; the incident is kept until then.
+                if not track.followed_up and t - track.down_since >= c.still_down_seconds:
+                    track.followed_up = True
+                    events.append(self._event(None, track, "still_on_floor", "critical", t, track_id=tid))
+                if track.followed_up and t - track.last_seen > c.forget_seconds:
+                    del self._tracks[tid]
+            elif t - track.last_seen > c.forget_seconds:
+                del self._tracks[tid]
         return events
 
     def _down(self, track: _Track, pose: Posture) -> tuple[float, float, float] | None:
         """(drop, time last standing, standing height) if the person is down relative to a recent standing sample."""
         if not self.is_horizontal(pose) or not track.standing:
             return None
-        t_ref, cy_ref, h_ref = min(track.standing, key=lambda s: s[1])  # highest body centre in the window
-        drop = (pose.centre_y - cy_ref) / h_ref
-        if drop < self.config.min_drop:
+        # The last moment the person stood at least min_drop standing heights higher than now.
+        qualifying = [s for s in track.standing if (pose.centre_y - s[1]) / s[2] >= self.config.min_drop]
+        if not qualifying:
             return None
-        return drop, t_ref, h_ref
+        t_ref, cy_ref, h_ref = max(qualifying, key=lambda s: s[0])
+        return (pose.centre_y - cy_ref) / h_ref, t_ref, h_ref
 
     def _beside_someone_down(self, person: ScenePerson, track: _Track) -> bool:
         for tid, other in self._tracks.items():
@@ -168,7 +197,10 @@ class FallApp:
                 track.speed = track.drop / max(t - track.fell_at, 1e-3)
             return []
         if track.state == "pending":
-            if self.is_upright(pose) or in_bed:
+            # Stays pending only while the person stays down (a short wobble of the pose estimate is tolerated).
+            track.not_down_since = None if self.is_horizontal(pose) else (track.not_down_since or t)
+            not_down_for = 0.0 if track.not_down_since is None else t - track.not_down_since
+            if self.is_upright(pose) or in_bed or not_down_for >= c.pose_tolerance_seconds:
                 track.state = "up"
             elif t - track.down_since >= c.confirm_seconds:
                 track.state, track.alerted_at, track.followed_up = "fallen", t, False
@@ -191,12 +223,13 @@ class FallApp:
 
     def _event(
         self,
-        person: ScenePerson,
+        person: ScenePerson | None,
         track: _Track,
         kind: str,
         severity: Severity,
         t: float,
         reason_got_up: bool | None = None,
+        track_id: int | None = None,
     ) -> AppEvent:
         data: dict[str, float | int | bool] = {
             "drop_heights": round(track.drop, 2),
@@ -206,12 +239,14 @@ class FallApp:
         }
         if reason_got_up is not None:
             data["got_up"] = reason_got_up
+        if person is None:
+            data["in_view"] = False
         return AppEvent(
             app="fall",
             type=kind,
             time=t,
             severity=severity,
-            track_id=person.track_id,
-            confidence=round(float(np.clip(person.score, 0.0, 1.0)), 3),
+            track_id=person.track_id if person is not None else track_id,
+            confidence=round(float(np.clip(person.score, 0.0, 1.0)), 3) if person is not None else None,
             data=data,
         )

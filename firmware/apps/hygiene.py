@@ -192,6 +192,7 @@ class _Track:
     origin: str | None = None  # "door" | "patient": where the current opportunity started
     started: float = 0.0  # when it started
     on_the_way: bool = False  # seen outside the origin zone since
+    came_through_door: bool = False  # in a door zone before ever being in a patient zone: a visitor or staff
     window: deque[WristSample] = field(default_factory=deque)
     dwell: float = 0.0  # current dispenser dwell, seconds
     dwell_last: float | None = None  # last time in a dispenser zone
@@ -224,7 +225,10 @@ class HandHygieneApp:
         return out
 
     def is_patient(self, track: _Track, t: float) -> bool:
+        """Mostly in the patient zone, and did not come in through the door (staff doing long bedside care did)."""
         c = self.config
+        if track.came_through_door:
+            return False
         observed = t - track.first_seen
         return observed >= c.patient_min_seconds and track.patient_time > c.patient_fraction * observed
 
@@ -290,8 +294,11 @@ class HandHygieneApp:
         elif in_door:
             if track.origin == "patient":
                 event = self._close(tid, track, t, entry=False)
+            track.on_the_way = False  # back at the door: not on the way anywhere (nothing to lose)
+            if track.patient_time == 0.0:
+                track.came_through_door = True
             if track.origin != "door":
-                track.origin, track.started, track.on_the_way = "door", t, False
+                track.origin, track.started = "door", t
                 track.reset_hygiene()
         elif track.origin is not None:
             track.on_the_way = True
