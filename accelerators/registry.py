@@ -20,7 +20,12 @@ from wardsight.errors import WardSightError
 log = logging.getLogger("wardsight.accelerators")
 
 PREFERENCE = ("hailo", "coral", "imx500", "cpu")
-PLUGINS: tuple[str, ...] = ("accelerators.cpu_plugin",)
+PLUGINS: tuple[str, ...] = (
+    "accelerators.cpu_plugin",
+    "accelerators.hailo",
+    "accelerators.coral",
+    "accelerators.imx500",
+)
 
 
 class BackendUnavailableError(WardSightError):
@@ -41,6 +46,7 @@ class BackendEntry:
 
 
 _REGISTRY: dict[str, BackendEntry] = {}
+_loaded = False
 
 
 def register(entry: BackendEntry) -> None:
@@ -48,6 +54,8 @@ def register(entry: BackendEntry) -> None:
 
 
 def _load_plugins() -> None:
+    global _loaded
+    _loaded = True
     for module in PLUGINS:
         try:
             importlib.import_module(module)
@@ -56,7 +64,7 @@ def _load_plugins() -> None:
 
 
 def entries() -> dict[str, BackendEntry]:
-    if not _REGISTRY:
+    if not _loaded:
         _load_plugins()
     return dict(_REGISTRY)
 

@@ -1,0 +1,3 @@
+from .imx500 import FULL_SENSOR, IMX500, FakeNetwork, NetworkIntrinsics, pack_output_tensor_info
+
+__all__ = ["FULL_SENSOR", "IMX500", "FakeNetwork", "NetworkIntrinsics", "pack_output_tensor_info"]
