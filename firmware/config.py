@@ -68,7 +68,7 @@ class ZoneConfig(StrictModel):
 
 class OccupancyConfig(StrictModel):
     stable_seconds: Annotated[float, Field(ge=0, le=60, description="A count must hold this long (s).")] = 1.0
-    min_score: Annotated[float, Field(ge=0, le=1, description="Person confidence to be counted.")] = 0.3
+    min_score: Annotated[float, Field(ge=0, le=1, description="Person confidence to be counted.")] = 0.15
     zones: list[Identifier] = Field(default_factory=list, description="Zones counted separately (zone_index order).")
     patient_zone: Identifier | None = Field(None, description="The patient's bed zone, for patient-alone time.")
     patient_alone_seconds: Annotated[float, Field(gt=0, le=86400, description="Alone this long alerts (s).")] = 1800

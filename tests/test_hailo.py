@@ -511,3 +511,43 @@ def test_import_failure_off_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "hailo_platform", None)
     with pytest.raises(ImportError):
         import hailo_platform  # noqa: F401
+
+
+def test_same_clip_same_people_and_same_events_on_cpu_and_hailo(hp, cpu, shared: Path) -> None:
+    """A fall clip through the CPU and through the fake Hailo (replaying CPU results in Hailo's tensor layout)."""
+    from firmware.agent import Agent
+    from firmware.apps.fall import FallApp
+    from firmware.apps.occupancy import OccupancyApp
+    from firmware.sources import VideoFileSource
+
+    clip = shared / "data" / "upfall-dev" / "a01_t1_cam1.mp4"
+
+    def run(backend) -> tuple[list, list[int]]:
+        events: list = []
+        counts: list[int] = []
+
+        class Counter:
+            name, needs = "counter", frozenset()
+
+            def update(self, scene):  # type: ignore[no-untyped-def]
+                counts.append(len(scene.people))
+                return []
+
+        source = VideoFileSource(clip, realtime=False, clock=lambda: 0.0)
+        Agent(source, backend, [FallApp(), OccupancyApp(), Counter()], emit=events.append).run()
+        return events, counts
+
+    _fake.add_device("0001:01:00.0", ARCH.HAILO8L)
+    _fake.register_hef("/models/yolov8s_pose_h8l.hef", pose_hef(cpu))
+    hailo_backend = hailo.create(hef_path="/models/yolov8s_pose_h8l.hef", min_score=0.15)
+    try:
+        on_hailo, hailo_counts = run(hailo_backend)
+    finally:
+        hailo_backend.close()
+    on_cpu, cpu_counts = run(cpu)
+    assert [(e.app, e.type) for e in on_hailo] == [(e.app, e.type) for e in on_cpu]
+    assert any(e.type == "fall" for e in on_cpu)
+    for a, b in zip(on_hailo, on_cpu, strict=True):
+        assert abs(a.time - b.time) <= 0.5
+    agree = sum(a == b for a, b in zip(hailo_counts, cpu_counts, strict=True)) / len(cpu_counts)
+    assert agree >= 0.95

@@ -45,7 +45,8 @@ class OccupancyAppConfig:
     """The occupancy app's rules (named apart from ``firmware.config.OccupancyConfig``, the device TOML model)."""
 
     stable_seconds: float = 1.0  # seconds a new count must hold before it is reported
-    min_score: float = 0.3  # person confidence (0..1) to be counted
+    min_score: float = 0.15  # person confidence (0..1) to be counted; tracks start only at 0.35, so a person
+    # lying on the floor after a fall (scores near 0.2) still counts as present
     zones: tuple[str, ...] = ()  # zone names counted separately; an event's zone_index is the position here
     patient_zone: str | None = None  # zone name of the patient's bed; None: no patient-alone timing
     patient_alone_seconds: float = 1800.0  # seconds alone before patient_alone
