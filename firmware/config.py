@@ -122,10 +122,21 @@ class MaskSettings(StrictModel):
     cooldown_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
 
 
+class AcceleratorSettings(StrictModel):
+    """Which inference backend runs the pose model. The CPU is always the fallback."""
+
+    kind: Literal["auto", "cpu", "hailo", "coral"] = Field(
+        "auto", description="auto: a Hailo or Coral when one is present and has a model file below, else the CPU."
+    )
+    hailo_hef: Path | None = Field(None, description="YOLOv8-pose HEF compiled for this chip (hailo8 or hailo8l).")
+    coral_model: Path | None = Field(None, description="Edge TPU compiled person detector (.tflite).")
+
+
 class DeviceConfig(StrictModel):
     name: Identifier = Field(default_factory=default_name)
     server_url: str = Field("http://127.0.0.1:8765", description="Fleet server base URL.")
     model: str = "movenet-multipose"
+    accelerator: AcceleratorSettings = Field(default_factory=AcceleratorSettings)
     threads: Annotated[int, Field(ge=1, le=16)] = 2
     min_person_score: Annotated[float, Field(ge=0, le=1)] = 0.15
     model_mirrors: list[Path] = Field(default_factory=list, description="Offline mirror directories.")

@@ -8,8 +8,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelerators import registry
+from accelerators.base import Backend
 from accelerators.catalog import get_model
 from accelerators.cpu import CpuPoseBackend
+from accelerators.fallback import FallbackBackend
 from firmware.agent import Agent, AgentStats, EventStamper
 from firmware.apps.base import App, AppEvent
 from firmware.apps.bed_exit import BedExitApp, BedExitConfig
@@ -26,7 +29,7 @@ from firmware.sender import EventSender
 from firmware.sources import FrameSource, SourceError, VideoFileSource
 from firmware.zones import Zone, ZoneMap
 from wardsight import wire
-from wardsight.errors import ConfigError
+from wardsight.errors import ConfigError, WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
@@ -132,7 +135,7 @@ def build_analyzers(apps: list[App], store: ArtifactStore, threads: int) -> list
     return analyzers
 
 
-def build_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
+def build_cpu_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
     manifest = get_model(config.model)
     return CpuPoseBackend(
         store.require(manifest.artifact),
@@ -140,6 +143,31 @@ def build_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:
         num_threads=config.threads,
         min_score=config.min_person_score,
     )
+
+
+def build_backend(config: DeviceConfig, store: ArtifactStore) -> Backend:
+    """The configured accelerator with the CPU behind it, or the CPU when no accelerator can run (logged)."""
+    acc = config.accelerator
+    settings: dict[str, dict[str, object]] = {
+        "hailo": {"hef_path": acc.hailo_hef, "min_score": config.min_person_score},
+        "coral": {"model_path": acc.coral_model},
+    }
+    configured = {"hailo": acc.hailo_hef, "coral": acc.coral_model}
+    if acc.kind == "cpu":
+        return build_cpu_backend(config, store)
+    candidates = [acc.kind] if acc.kind != "auto" else [n for n in ("hailo", "coral") if configured[n]]
+    for name in candidates:
+        if configured[name] is None:
+            log.warning("accelerator %s selected but no model file is configured for it; using the CPU", name)
+            continue
+        try:
+            primary = registry.create(name, **settings[name])
+        except WardSightError as exc:
+            log.warning("accelerator %s unavailable (%s); using the CPU", name, exc)
+            continue
+        log.info("accelerator: %s", name)
+        return FallbackBackend(primary, lambda: build_cpu_backend(config, store))
+    return build_cpu_backend(config, store)
 
 
 @dataclass

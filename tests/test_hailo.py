@@ -24,9 +24,7 @@ from tests.fakes import hailo_platform as fake_hp
 from tests.fakes.hailo_platform import _fake
 from tests.fakes.hailo_platform.pyhailort import pyhailort as rt
 
-# Importing accelerators.hailo registered it. registry.entries() loads PLUGINS only while the registry is empty, so
-# leaving it there would hide the CPU plugin from tests that run later: keep the entry here and take it out.
-HAILO_ENTRY = registry._REGISTRY.pop("hailo")
+HAILO_ENTRY = registry.entries()["hailo"]
 ARCH = rt.DeviceArchitectureTypes
 FT = rt.FormatType
 IN = 640
@@ -551,3 +549,40 @@ def test_same_clip_same_people_and_same_events_on_cpu_and_hailo(hp, cpu, shared:
         assert abs(a.time - b.time) <= 0.5
     agree = sum(a == b for a, b in zip(hailo_counts, cpu_counts, strict=True)) / len(cpu_counts)
     assert agree >= 0.95
+
+
+def test_device_config_hailo_falls_back_to_the_cpu_when_the_device_goes(hp, cpu, astronaut, tmp_path, model_store):
+    from accelerators.fallback import FallbackBackend
+    from firmware.agent import Agent
+    from firmware.apps.occupancy import OccupancyApp
+    from firmware.config import load_device_config
+    from firmware.runtime import build_backend
+    from firmware.sources import ReplaySource
+
+    _fake.add_device("0001:01:00.0", ARCH.HAILO8L)
+    hef = _fake.register_hef("/models/pose.hef", pose_hef(cpu))
+    (tmp_path / "device.toml").write_text('[accelerator]\nkind = "hailo"\nhailo_hef = "/models/pose.hef"\n')
+    backend = build_backend(load_device_config(tmp_path, None, {}), model_store)
+    assert isinstance(backend, FallbackBackend) and backend.active.name == "hailo"
+    app = OccupancyApp(stable_seconds=0.0)
+    agent = Agent(ReplaySource([astronaut] * 3), backend, [app], emit=lambda e: None)
+    agent.run()
+    assert agent.stats.processed == 3 and app.reported == 1
+    hef.fail_with = rt.HailoRTStreamAborted("Stream was aborted")  # the device is gone
+    agent = Agent(ReplaySource([astronaut] * 12), backend, [app], emit=lambda e: None)
+    stats = agent.run()
+    assert stats.failed == 5 and stats.processed == 7  # five failures, then the CPU took over
+    assert backend.health() == {"accelerator": "cpu (fallback from hailo)", "accelerator_fallback": 1.0}
+    backend.close()
+
+
+def test_device_config_auto_without_accelerators_uses_the_cpu(tmp_path, model_store, caplog):
+    from accelerators.cpu import CpuPoseBackend
+    from firmware.config import load_device_config
+    from firmware.runtime import build_backend
+
+    assert isinstance(build_backend(load_device_config(tmp_path, None, {}), model_store), CpuPoseBackend)
+    (tmp_path / "device.toml").write_text('[accelerator]\nkind = "coral"\n')
+    with caplog.at_level("WARNING"):
+        assert isinstance(build_backend(load_device_config(tmp_path, None, {}), model_store), CpuPoseBackend)
+    assert "no model file is configured" in caplog.text
