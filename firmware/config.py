@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from accelerators.types import KEYPOINT_INDEX
+from firmware.zones import DEFAULT_KEYPOINTS
 from wardsight.settings import StrictModel, load_config
 from wardsight.wire import Identifier
 
@@ -155,6 +156,33 @@ class DeviceConfig(StrictModel):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _references(self) -> DeviceConfig:
+        """Zone names used by the apps must exist; a zone must be enterable; visiting hours must be a range."""
+        names = {z.name for z in self.zones}
+        used = [("occupancy.zones", n) for n in self.occupancy.zones] + [
+            ("occupancy.patient_zone", self.occupancy.patient_zone),
+            ("bed_exit.bed_zone", self.bed_exit.bed_zone),
+        ]
+        h = self.hand_hygiene
+        for key in ("door_zones", "dispenser_zones", "patient_zones"):
+            used += [(f"hand_hygiene.{key}", n) for n in getattr(h, key) or []]
+        for key, name in used:
+            if name is not None and name not in names:
+                raise ValueError(
+                    f"{key} names zone '{name}', which is not among the zones ({', '.join(sorted(names))})"
+                )
+        for z in self.zones:
+            parts = z.keypoints or DEFAULT_KEYPOINTS.get(z.kind, ())
+            if z.min_keypoints > len(parts):
+                raise ValueError(
+                    f"zone {z.name}: min_keypoints {z.min_keypoints} but only {len(parts)} keypoints count"
+                )
+        hours = self.occupancy.visiting_hours
+        if hours is not None and hours[0] == hours[1]:
+            raise ValueError("occupancy.visiting_hours must be two different hours")
+        return self
 
 
 def load_device_config(data_dir: Path, path: Path | None, environ: Mapping[str, str]) -> DeviceConfig:

@@ -194,6 +194,7 @@ class StreamSource(FrameSource):
         if open_timeout <= 0 or stall_timeout <= 0 or (max_wait is not None and max_wait <= 0):
             raise SourceError("open_timeout, stall_timeout and max_wait must be positive")
         self._url = url
+        self._crashed: str | None = None
         self._secrets = _secrets_of(url)
         self.open_timeout, self.stall_timeout, self.max_wait = open_timeout, stall_timeout, max_wait
         self.backoff = backoff or Backoff()
@@ -252,6 +253,8 @@ class StreamSource(FrameSource):
 
     def _capture(self) -> CapturedFrame | None:
         frame = self._mailbox.take(self.max_wait)
+        if frame is None and self._crashed is not None:
+            raise SourceError(f"{self.name}: {self._crashed}")  # not a clean end: let a supervisor restart us
         if frame is not None or self._mailbox.closed:
             return frame
         raise StreamUnavailable(
@@ -280,7 +283,8 @@ class StreamSource(FrameSource):
                 log.info("%s: retrying in %.1f s (attempt %d)", self.name, delay, attempts + 1)
                 self._sleep(delay)
         except Exception as exc:  # never die silently: the source would look alive and deliver nothing
-            self._error(f"capture thread failed: {self._scrub(str(exc))}", level=logging.ERROR)
+            self._crashed = f"capture thread failed: {self._scrub(str(exc))}"
+            self._error(self._crashed, level=logging.ERROR)
             self._mailbox.close()
 
     def _open(self) -> Any:

@@ -64,3 +64,17 @@ def test_non_utf8_config_and_relative_database(tmp_path):
         load_device_config(tmp_path, path, {})
     (tmp_path / "server.toml").write_text('database = "db/fleet.db"\n')
     assert load_server_config(tmp_path, None, {}).database == tmp_path / "db" / "fleet.db"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[occupancy]\npatient_zone = "bed-1"\n', "occupancy.patient_zone names zone 'bed-1'"),
+    ('[hand_hygiene]\npatient_zones = ["Bed"]\n', "hand_hygiene.patient_zones names zone 'Bed'"),
+    ('[[zones]]\nname = "d"\nkind = "dispenser"\npolygon = [[0, 0], [1, 0], [1, 1]]\nmin_keypoints = 3\n',
+     "only 2 keypoints count"),
+    ("[occupancy]\nvisiting_hours = [8, 8]\n", "two different hours"),
+])  # fmt: skip
+def test_config_references_are_checked(tmp_path, text, message):
+    path = tmp_path / "device.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_device_config(tmp_path, path, {})

@@ -96,6 +96,7 @@ def test_mask_and_occupancy_settings_from_device_config(tmp_path, shared, model_
     from wardsight.fetch import ArtifactStore
 
     (tmp_path / "device.toml").write_text(
+        '[[zones]]\nname = "door"\nkind = "door"\npolygon = [[0, 0], [0.2, 0], [0.2, 1]]\n'
         '[occupancy]\nmax_people = 3\nvisiting_hours = [8, 20]\nzones = ["door"]\n'
         "[mask]\nenabled = true\nmasks_required = true\ngrace_seconds = 10\n"
     )

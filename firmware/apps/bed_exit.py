@@ -34,6 +34,7 @@ class BedExitConfig:
 class _State:
     lay_at: float | None = None  # last time seen lying in the bed
     warned: bool = False
+    last_seen: float = 0.0
 
 
 class BedExitApp:
@@ -49,8 +50,11 @@ class BedExitApp:
     def update(self, scene: Scene) -> list[AppEvent]:
         c, t = self.config, scene.time
         events: list[AppEvent] = []
+        for tid in [tid for tid, st in self._states.items() if t - st.last_seen > c.memory_seconds]:
+            del self._states[tid]  # tracks long gone
         for sp in scene.people:
             state = self._states.setdefault(sp.track_id, _State())
+            state.last_seen = t
             kp = sp.track.person.keypoints
             hips = kp[self._hips]
             hips = hips[hips[:, 2] >= c.keypoint_score]
