@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from accelerators.base import Frame
+from accelerators.blaze import weighted_nms
 from accelerators.facemask import CpuFaceMaskDetector, Face
 from accelerators.litert import ModelLoadError, load_interpreter, outputs_by_shape
 
@@ -101,41 +102,6 @@ def scores_from_logits(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float3
     if flat.shape != (NUM_ANCHORS,):
         raise ValueError(f"BlazeFace scores must hold {NUM_ANCHORS} values, got {np.shape(logits)}")
     return (1.0 / (1.0 + np.exp(-np.clip(flat, -SCORE_CLIP, SCORE_CLIP)))).astype(np.float32)
-
-
-def _iou_one(box: npt.NDArray[np.float32], others: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    w = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0)
-    h = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0)
-    inter = w * h
-    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 0.0)
-    areas = np.maximum(others[:, 2] - others[:, 0], 0) * np.maximum(others[:, 3] - others[:, 1], 0)
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def weighted_nms(
-    boxes: npt.NDArray[np.float32],
-    scores: npt.NDArray[np.float32],
-    keypoints: npt.NDArray[np.float32],
-    iou: float,
-) -> list[tuple[npt.NDArray[np.float32], float, npt.NDArray[np.float32]]]:
-    """MediaPipe's WEIGHTED non-maximum suppression: each cluster (IoU > ``iou`` with its best box) becomes the
-    score-weighted mean of its boxes and keypoints, with the best score. Returns (box, score, keypoints), best first.
-    """
-    order = np.argsort(-scores, kind="stable")
-    out: list[tuple[npt.NDArray[np.float32], float, npt.NDArray[np.float32]]] = []
-    while order.size:
-        best = int(order[0])
-        overlap = _iou_one(boxes[best], boxes[order])
-        members = order[overlap > iou]
-        members = members if members.size else order[:1]
-        weights = scores[members][:, None]
-        box = (boxes[members] * weights).sum(axis=0) / weights.sum()
-        kp = (keypoints[members] * weights[:, :, None]).sum(axis=0) / weights.sum()
-        out.append((box.astype(np.float32), float(scores[best]), kp.astype(np.float32)))
-        order = order[overlap <= iou]
-        order = order[order != best]
-    return out
 
 
 def decode(

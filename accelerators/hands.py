@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from accelerators import blaze
 from accelerators.litert import ModelLoadError, load_interpreter, outputs_by_shape
 from accelerators.types import Person
 
@@ -154,40 +155,17 @@ def anchors() -> npt.NDArray[np.float32]:
     return _anchors().copy()
 
 
-def _iou(box: npt.NDArray[np.float32], others: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    w = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0)
-    h = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0)
-    inter = w * h
-    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 0.0)
-    areas = np.maximum(others[:, 2] - others[:, 0], 0) * np.maximum(others[:, 3] - others[:, 1], 0)
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def weighted_nms(palms: Sequence[Palm], iou: float = 0.3) -> list[Palm]:
-    """MediaPipe's WEIGHTED non-maximum suppression: each kept palm is the score-weighted mean of the palms
-    overlapping the best remaining one by more than ``iou`` (box and keypoints), with the best one's score."""
+    """MediaPipe's WEIGHTED non-maximum suppression over palms (box and keypoints averaged by score)."""
     if not palms:
         return []
-    order = sorted(range(len(palms)), key=lambda i: -palms[i].score)
-    boxes = np.array([palms[i].box for i in order], dtype=np.float32)
-    kps = np.stack([palms[i].keypoints for i in order]).astype(np.float32)
-    scores = np.array([palms[i].score for i in order], dtype=np.float32)
-    remaining = np.arange(len(order))
-    kept: list[Palm] = []
-    while remaining.size:
-        best = remaining[0]
-        overlap = _iou(boxes[best], boxes[remaining])
-        group = remaining[overlap > iou]
-        if group.size == 0 or group[0] != best:
-            group = np.concatenate([[best], group[group != best]])
-        w = scores[group] / scores[group].sum()
-        box = (boxes[group] * w[:, None]).sum(axis=0)
-        kp = (kps[group] * w[:, None, None]).sum(axis=0)
-        kept.append(Palm(box=tuple(float(v) for v in box), keypoints=kp.astype(np.float32), score=float(scores[best])))  # type: ignore[arg-type]
-        remaining = remaining[overlap <= iou]
-        remaining = remaining[remaining != best]
-    return kept
+    boxes = np.array([p.box for p in palms], dtype=np.float32)
+    scores = np.array([p.score for p in palms], dtype=np.float32)
+    kps = np.stack([p.keypoints for p in palms]).astype(np.float32)
+    return [
+        Palm(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), keypoints=k, score=score)
+        for b, score, k in blaze.weighted_nms(boxes, scores, kps, iou)
+    ]
 
 
 def decode_palms(
@@ -417,7 +395,7 @@ class HandDetector:
 
 
 def _box_iou(a: Box, b: Box) -> float:
-    return float(_iou(np.array(a, dtype=np.float32), np.array([b], dtype=np.float32))[0])
+    return float(blaze.iou_one(np.array(a, dtype=np.float32), np.array([b], dtype=np.float32))[0])
 
 
 def _check_frame(frame: np.ndarray) -> None:

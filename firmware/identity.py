@@ -53,7 +53,7 @@ class IdentityStore:
             raise WardSightError(f"{self.identity_path} is damaged ({exc}); enroll again") from None
         return identity, wire.load_private_key(self.key_path)
 
-    def save(self, identity: Identity) -> None:
+    def write_identity(self, identity: Identity) -> None:
         tmp = self.identity_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(identity), indent=2))
         os.replace(tmp, self.identity_path)
@@ -74,6 +74,6 @@ class IdentityStore:
             raise WardSightError(f"enrollment refused by {server_url}: {reply.error}")
         answer = wire.EnrollmentResponse.model_validate(reply.body)
         identity = Identity(answer.device_id, answer.room, server_url.rstrip("/"), name)
-        self.save(identity)
+        self.write_identity(identity)
         log.info("enrolled as %s in room %s", identity.device_id, identity.room)
         return identity
