@@ -76,7 +76,8 @@ def extra_models(store: ArtifactStore, threads: int, mirrors: list[Path]) -> lis
 
     store.mirrors = mirrors
     face, mask, palm, hand = store.ensure_all([FACE_FULL_RANGE, FACEMASK_AIZOO.artifact, PALM_DETECTION, HAND_LANDMARK])
-    return [FaceAnalyzer(TwoStageMaskDetector(face, mask, threads)), HandAnalyzer(HandDetector(palm, hand, threads))]
+    faces = FaceAnalyzer(TwoStageMaskDetector(face, mask, threads), every_frames=5)  # the device default
+    return [faces, HandAnalyzer(HandDetector(palm, hand, threads))]
 
 
 def run_ours(clips: list[Path], threads: int, all_models: bool, mirrors: list[Path]) -> dict:  # type: ignore[type-arg]

@@ -121,6 +121,7 @@ class MaskSettings(StrictModel):
     grace_seconds: Annotated[float, Field(ge=0, le=3600, description="Unmasked this long alerts (s).")] = 30.0
     window_seconds: Annotated[float, Field(gt=0, le=86400, description="Counts per window (s).")] = 300.0
     cooldown_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    face_every_frames: Annotated[int, Field(ge=1, le=100, description="Run the face models every Nth frame.")] = 5
 
 
 class AcceleratorSettings(StrictModel):

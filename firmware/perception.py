@@ -44,15 +44,23 @@ def _face_owner(face: MaskedFace, people: Sequence[TrackedPerson]) -> int | None
 
 
 class FaceAnalyzer:
-    """Mask calls per person: the two-stage face detector, faces assigned to tracks by head position."""
+    """Mask calls per person: the two-stage face detector, faces assigned to tracks by head position.
+
+    Masks change slowly next to the grace periods that matter (tens of seconds), so the detector runs on
+    every ``every_frames``-th frame only; the frames between carry no face observation (not a stale one).
+    """
 
     need = "faces"
 
-    def __init__(self, detector: TwoStageMaskDetector) -> None:
-        self.detector = detector
+    def __init__(self, detector: TwoStageMaskDetector, every_frames: int = 1) -> None:
+        if every_frames < 1:
+            raise ValueError("every_frames must be at least 1")
+        self.detector, self.every_frames = detector, every_frames
+        self._frame = -1
 
     def annotate(self, frame: Frame, people: Sequence[TrackedPerson]) -> dict[int, MaskedFace]:
-        if not people:
+        self._frame += 1
+        if not people or self._frame % self.every_frames:
             return {}
         out: dict[int, MaskedFace] = {}
         for face in self.detector.detect_all(frame):

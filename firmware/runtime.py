@@ -108,11 +108,11 @@ def build_apps(config: DeviceConfig) -> list[App]:
             )
         )
     if config.mask.enabled:
-        apps.append(MaskApp(MaskConfig(**config.mask.model_dump(exclude={"enabled"}))))
+        apps.append(MaskApp(MaskConfig(**config.mask.model_dump(exclude={"enabled", "face_every_frames"}))))
     return apps
 
 
-def build_analyzers(apps: list[App], store: ArtifactStore, threads: int) -> list[Analyzer]:
+def build_analyzers(apps: list[App], store: ArtifactStore, threads: int, face_every_frames: int = 1) -> list[Analyzer]:
     """The extra models the enabled apps need (their files must have been fetched)."""
     needed = set().union(*(a.needs for a in apps))
     analyzers: list[Analyzer] = []
@@ -123,7 +123,7 @@ def build_analyzers(apps: list[App], store: ArtifactStore, threads: int) -> list
         from firmware.perception import FaceAnalyzer
 
         detector = TwoStageMaskDetector(store.require(FACE_FULL_RANGE), store.require(FACEMASK_AIZOO.artifact), threads)
-        analyzers.append(FaceAnalyzer(detector))
+        analyzers.append(FaceAnalyzer(detector, every_frames=face_every_frames))
     if "hands" in needed:
         from accelerators.hands import HandDetector
         from accelerators.mediapipe_models import HAND_LANDMARK, PALM_DETECTION
@@ -193,7 +193,7 @@ def run_device(
     store = store or artifact_store(data_dir, config)
     # Everything that can fail on bad config or missing models fails before anything starts.
     apps = build_apps(config)
-    analyzers = build_analyzers(apps, store, config.threads)
+    analyzers = build_analyzers(apps, store, config.threads, config.mask.face_every_frames)
     zones = build_zones(config)
     backend = build_backend(config, store)
     source = build_source(config, store)

@@ -89,3 +89,12 @@ def test_an_app_needing_a_missing_analyzer_is_refused(movenet_path, shared):
     photo = read_rgb(shared / "media" / "astronaut.png")
     with pytest.raises(ValueError, match="needs hands"):
         Agent(ReplaySource([photo]), CpuPoseBackend(movenet_path), [Recorder({"hands"})], lambda e: None)
+
+
+def test_faces_every_nth_frame_leave_the_frames_between_without_an_observation(movenet_path, shared, analyzers):
+    photo = read_rgb(shared / "media" / "astronaut.png")
+    app = Recorder({"faces"})
+    faces = FaceAnalyzer(analyzers[0].detector, every_frames=3)
+    Agent(ReplaySource([photo] * 6), CpuPoseBackend(movenet_path), [app], lambda e: None, analyzers=[faces]).run()
+    seen = [scene.people[0].face is not None for scene in app.scenes]
+    assert seen == [True, False, False, True, False, False]
