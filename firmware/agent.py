@@ -18,6 +18,7 @@ from typing import Any
 
 from accelerators.base import Backend
 from firmware.apps.base import App, AppEvent
+from firmware.clock import STEADY
 from firmware.perception import Analyzer
 from firmware.scene import Scene, ScenePerson
 from firmware.sources import FrameSource, SourceError, TransientSourceError
@@ -56,8 +57,14 @@ class AgentStats:
 class EventStamper:
     """Turns an app's event into a signed wire event for this device (the device's key stays here)."""
 
-    def __init__(self, device_id: str, room: str, sign: Callable[[wire.Event], str]) -> None:
-        self.device_id, self.room, self._sign = device_id, room, sign
+    def __init__(
+        self,
+        device_id: str,
+        room: str,
+        sign: Callable[[wire.Event], str],
+        to_wall: Callable[[float], float] = STEADY.to_wall,
+    ) -> None:
+        self.device_id, self.room, self._sign, self._to_wall = device_id, room, sign, to_wall
 
     def __call__(self, ev: AppEvent) -> str:
         event = wire.Event(
@@ -67,7 +74,7 @@ class EventStamper:
             app=ev.app,
             type=ev.type,
             severity=ev.severity,
-            time=ev.time,
+            time=self._to_wall(ev.time),
             track_id=ev.track_id,
             confidence=ev.confidence,
             data=ev.data,

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from firmware.clock import STEADY
 from firmware.privacy import PrivacyMask
 from firmware.sources import CapturedFrame, Frame, FrameSource, SourceError, TransientSourceError
 
@@ -173,7 +174,7 @@ class StreamSource(FrameSource):
         stall_timeout: float = 5.0,
         max_wait: float | None = None,
         backoff: Backoff | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = STEADY,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
     ) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from firmware.clock import STEADY
 from firmware.privacy import PrivacyMask
 from firmware.sources import CapturedFrame, FrameSource, SourceError
 
@@ -57,7 +57,7 @@ class Picamera2Source(FrameSource):
         lores_format: str = "YUV420",
         capture_timeout: float | None = None,  # seconds; default: 3 frame periods, at least 2 s
         privacy: PrivacyMask | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = STEADY,
     ) -> None:
         super().__init__(privacy)
         self.camera_num = camera_num

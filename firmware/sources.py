@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from firmware.clock import STEADY
 from firmware.privacy import PrivacyMask
 from wardsight.errors import WardSightError
 
@@ -109,7 +110,7 @@ class VideoFileSource(FrameSource):
         realtime: bool = True,
         loop: bool = False,
         privacy: PrivacyMask | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = STEADY,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(privacy)
