@@ -23,6 +23,7 @@ from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
 from firmware.config import DeviceConfig
 from firmware.identity import IdentityStore
 from firmware.live import StreamSource
+from firmware.outbox import SqliteOutbox
 from firmware.perception import Analyzer
 from firmware.privacy import PrivacyMask
 from firmware.sender import EventSender
@@ -198,7 +199,8 @@ def run_device(
     backend = build_backend(config, store)
     source = build_source(config, store)
     stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, key))
-    sender = EventSender(identity.server_url + "/api/v1/events").start()
+    outbox = SqliteOutbox(device_dir(data_dir) / "outbox.db")  # events survive outages and restarts
+    sender = EventSender(identity.server_url + "/api/v1/events", queue=outbox).start()
 
     def emit(event: AppEvent) -> None:
         log.info("%s/%s %s", event.app, event.type, event.data)
@@ -212,6 +214,8 @@ def run_device(
         source.close()
         backend.close()
         sender.stop()
+        queued = sender.pending  # still in the outbox: sent after the next start
+        outbox.close()
     return RunResult(
-        stats, sender.stats.sent, sender.stats.rejected, sender.pending, source.stats.captured, source.stats.dropped
+        stats, sender.stats.sent, sender.stats.rejected, queued, source.stats.captured, source.stats.dropped
     )

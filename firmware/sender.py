@@ -1,18 +1,20 @@
 """Sends signed events to the fleet server from a background thread, in order, with backoff.
 
-The queue is bounded (the oldest unsent event is dropped, and counted, when it overflows). A 4xx
-reply is final for that event (logged, not retried) except 408/425/429; those and an unreachable server are retried with
-exponential backoff, keeping order. A durable on-disk outbox replaces this queue in a later step.
+Events wait in an :class:`firmware.outbox.EventQueue` (in memory, or the on-disk SQLite outbox the agent
+uses), bounded (the oldest unsent event is dropped, and counted, when it overflows). A 4xx reply is final
+for that event (logged, not retried) except 408/425/429; those and an unreachable server are retried
+with exponential backoff, keeping order.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from firmware.outbox import EventQueue, MemoryQueue
 from firmware.transport import Reply, UnreachableError, post_jws
 
 log = logging.getLogger("wardsight.device.sender")
@@ -32,14 +34,14 @@ class EventSender:
         self,
         url: str,
         *,
+        queue: EventQueue | None = None,
         max_queue: int = 1000,
         post: Callable[[str, str], Reply] = post_jws,
         max_backoff: float = 30.0,  # seconds
     ) -> None:
         self.url = url
         self.stats = SenderStats()
-        self._queue: deque[str] = deque()
-        self._max_queue = max_queue
+        self._queue: EventQueue = queue if queue is not None else MemoryQueue(max_queue)
         self._post = post
         self._max_backoff = max_backoff
         self._cond = threading.Condition()
@@ -52,11 +54,15 @@ class EventSender:
 
     def submit(self, jws: str) -> None:
         with self._cond:
-            if len(self._queue) >= self._max_queue:
-                self._queue.popleft()
+            try:
+                dropped = self._queue.push(jws)
+            except sqlite3.Error as exc:  # e.g. a full disk: lose this event, keep the agent running
                 self.stats.dropped += 1
-                log.error("event queue full (%d): dropped the oldest unsent event", self._max_queue)
-            self._queue.append(jws)
+                log.error("cannot queue an event (%s): dropped", exc)
+                return
+            if dropped:
+                self.stats.dropped += dropped
+                log.error("event queue full: dropped the %d oldest unsent event(s)", dropped)
             self._cond.notify()
 
     @property
@@ -64,38 +70,40 @@ class EventSender:
         with self._cond:
             return len(self._queue)
 
+    def _wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when stopping."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._stopping, timeout=seconds)
+
     def _run(self) -> None:
         backoff = 0.5
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while not len(self._queue) and not self._stopping:
                     self._cond.wait()
-                if not self._queue:
+                entry = self._queue.head()
+                if entry is None:
                     return
-                jws = self._queue[0]
+            key, jws = entry
             try:
                 reply = self._post(self.url, jws)
             except UnreachableError as exc:
                 self.stats.retries += 1
                 log.warning("%s; retrying in %.1fs (%d queued)", exc, backoff, self.pending)
-                with self._cond:
-                    if self._cond.wait_for(lambda: self._stopping, timeout=backoff):
-                        return
+                if self._wait(backoff):
+                    return
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             if reply.status in RETRY_STATUSES:
                 self.stats.retries += 1
                 log.warning("server asked to retry (HTTP %d); retrying in %.1fs", reply.status, backoff)
-                with self._cond:
-                    if self._cond.wait_for(lambda: self._stopping, timeout=backoff):
-                        return
+                if self._wait(backoff):
+                    return
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = 0.5
             with self._cond:
-                # The head may have been dropped by an overflow while we were sending it.
-                if self._queue and self._queue[0] is jws:
-                    self._queue.popleft()
+                self._queue.remove(key)  # exactly the entry sent, even if the bound dropped it meanwhile
             if reply.status in (200, 201):
                 self.stats.sent += 1
             else:

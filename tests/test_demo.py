@@ -65,7 +65,13 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
 
     # Nothing but the database, the identity and the fetched files exist: no frame was written anywhere.
     written = {p.relative_to(data_dir_with_models).as_posix() for p in data_dir_with_models.rglob("*") if p.is_file()}
-    allowed_prefixes = ("models/", "demo/fleet.db", "demo/device/key.pem", "demo/device/identity.json")
+    allowed_prefixes = (
+        "models/",
+        "demo/fleet.db",
+        "demo/device/key.pem",
+        "demo/device/identity.json",
+        "demo/device/outbox.db",
+    )  # the outbox holds signed metadata events only
     assert all(p.startswith(allowed_prefixes) for p in written), written
     assert not list(tmp_path.glob("*.*")), "the demo wrote into its working directory"
     assert (ROOT / "wardsight").is_dir()

@@ -111,3 +111,54 @@ def test_rate_limited_events_are_retried_not_dropped():
     assert wait_for(lambda: sender.stats.sent == 1)
     sender.stop()
     assert calls == ["e0", "e0"] and sender.stats.rejected == 0 and sender.stats.retries == 1
+
+
+def test_outbox_survives_an_agent_restart_and_delivers_in_order_exactly_once(tmp_path):
+    from firmware.outbox import SqliteOutbox
+
+    port = free_port()
+    db_path = tmp_path / "fleet.db"
+    plaintext, record = tokens.new_token("5C-02", time.time(), 600)
+    db = FleetDB(db_path)
+    db.add_token(record)
+    db.close()
+    server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()
+    identity = IdentityStore(tmp_path / "device").enroll(server.url, plaintext, "cam-5c02")
+    _, key = IdentityStore(tmp_path / "device").load()
+    server.stop()  # the network is down while the agent raises events
+
+    url = f"http://127.0.0.1:{port}/api/v1/events"
+    outbox_path = tmp_path / "device" / "outbox.db"
+    first = EventSender(url, queue=SqliteOutbox(outbox_path), max_backoff=0.2).start()
+    ids = []
+    for n in range(4):
+        event = wire.Event(event_id=wire.new_event_id(), device_id=identity.device_id, room=identity.room,
+                           app="fall", type="fall", time=1_800_000_000.0 + n, data={"n": n})  # fmt: skip
+        ids.append(event.event_id)
+        first.submit(wire.sign_event(event, key))
+    assert wait_for(lambda: first.stats.retries >= 1)
+    first.stop(flush_timeout=0.1)  # the agent is killed (nothing was sent)
+
+    server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()
+    try:
+        again = EventSender(url, queue=SqliteOutbox(outbox_path), max_backoff=0.2).start()  # after the restart
+        assert wait_for(lambda: again.pending == 0)
+        again.stop()
+        db = FleetDB(db_path)
+        stored = [r["event_id"] for r in db.db["events"].rows_where(order_by="received_at")]
+        db.close()
+        assert stored == ids  # all, in order, once
+    finally:
+        server.stop()
+
+
+def test_outbox_bound_drops_the_oldest(tmp_path):
+    from firmware.outbox import SqliteOutbox
+
+    box = SqliteOutbox(tmp_path / "o.db", max_entries=3)
+    dropped = [box.push(f"e{i}") for i in range(5)]
+    assert dropped == [0, 0, 0, 1, 1] and len(box) == 3
+    key, jws = box.head()
+    assert jws == "e2"
+    box.remove(key)
+    assert box.head()[1] == "e3"

@@ -59,8 +59,9 @@ def _register() -> None:
     from fleet.cli import fleet
     from provisioning.cli import provision
     from wardsight.demo import demo
+    from wardsight.webhooks import verify_webhook
 
-    for command in (fleet, device, provision, models, demo, eval_command):
+    for command in (fleet, device, provision, models, demo, eval_command, verify_webhook):
         cli.add_command(command)
 
 
