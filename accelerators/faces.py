@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from accelerators.base import Frame
-from accelerators.blaze import weighted_nms
+from accelerators.blaze import box_iou, weighted_nms
 from accelerators.facemask import CpuFaceMaskDetector, Face
 from accelerators.litert import ModelLoadError, load_interpreter, outputs_by_shape
 
@@ -225,16 +225,6 @@ class FaceDetector:
         return faces
 
 
-def _iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class TwoStageMaskDetector:
     """Faces from BlazeFace (full frame and tiles) and AIZOO (whole frame), merged; then AIZOO on each face crop.
 
@@ -274,7 +264,7 @@ class TwoStageMaskDetector:
         boxes.sort(key=lambda bs: -bs[1])
         kept: list[tuple[Box, float]] = []
         for box, score in boxes:
-            if all(_iou(box, k) <= self.merge_iou for k, _ in kept):
+            if all(box_iou(box, k) <= self.merge_iou for k, _ in kept):
                 kept.append((box, score))
         return kept
 

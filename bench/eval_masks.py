@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from accelerators.blaze import box_iou
 from accelerators.facemask import FACEMASK_AIZOO, CpuFaceMaskDetector
 from accelerators.faces import TwoStageMaskDetector
 from accelerators.mediapipe_models import FACE_FULL_RANGE
@@ -45,20 +46,10 @@ Detection = tuple[Box, str, float]  # box, call ("mask" | "no_mask" | "unknown")
 Detect = Callable[[np.ndarray], list[Detection]]
 
 
-def iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(faces: list[tuple[Box, str]], dets: list[Detection], threshold: float) -> dict[int, int]:
     """Greedy one-to-one matching, highest IoU first: {face index: detection index}."""
     pairs = sorted(
-        ((iou(fb, d[0]), fi, di) for fi, (fb, _) in enumerate(faces) for di, d in enumerate(dets)),
+        ((box_iou(fb, d[0]), fi, di) for fi, (fb, _) in enumerate(faces) for di, d in enumerate(dets)),
         reverse=True,
     )
     taken_f: dict[int, int] = {}
