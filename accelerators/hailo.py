@@ -192,7 +192,6 @@ class HailoPoseBackend(Backend):
         if c != 3:
             raise HailoError(f"{hef}: input shape {inp.shape} is not (H, W, 3) RGB")
         self.input_shape = (h, w, c)
-        self._input_name = inp.name
         self._canvas = np.full((h, w, 3), yolov8.PAD_VALUE, dtype=np.uint8)
         self._box: Letterbox | None = None
         self._outputs: dict[str, npt.NDArray[Any]] = {}

@@ -35,7 +35,6 @@ import numpy.typing as npt
 from accelerators.movenet import Letterbox
 from accelerators.types import Person
 
-STRIDES = (8, 16, 32)
 REG_MAX = 15  # DFL regression length: 16 bins per side
 BOX_CHANNELS = 4 * (REG_MAX + 1)
 KEYPOINT_CHANNELS = 17 * 3

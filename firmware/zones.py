@@ -29,7 +29,14 @@ def points_inside(
     polygon: Sequence[tuple[float, float]], frame_size: tuple[int, int], points: npt.NDArray[np.float32]
 ) -> list[bool]:
     """For each (x, y, ...) row of ``points`` in pixels: inside the frame-relative ``polygon``?"""
-    poly = (np.array(polygon, dtype=np.float32) * np.array(frame_size, dtype=np.float32)).reshape(-1, 1, 2)
+    return _inside(_to_pixels(polygon, frame_size), points)
+
+
+def _to_pixels(polygon: Sequence[tuple[float, float]], frame_size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    return (np.array(polygon, dtype=np.float32) * np.array(frame_size, dtype=np.float32)).reshape(-1, 1, 2)
+
+
+def _inside(poly: npt.NDArray[np.float32], points: npt.NDArray[np.float32]) -> list[bool]:
     return [cv2.pointPolygonTest(poly, (float(p[0]), float(p[1])), False) >= 0 for p in points]
 
 
@@ -68,8 +75,7 @@ class ZoneMap:
 
     def _polygons(self, size: tuple[int, int]) -> list[npt.NDArray[np.float32]]:
         if size != self._size:
-            scale = np.array(size, dtype=np.float32)
-            self._pixels = [(np.array(z.polygon, dtype=np.float32) * scale).reshape(-1, 1, 2) for z in self.zones]
+            self._pixels = [_to_pixels(z.polygon, size) for z in self.zones]
             self._size = size
         return self._pixels
 
@@ -79,7 +85,6 @@ class ZoneMap:
         for zone, poly, idx in zip(self.zones, self._polygons(frame_size), self._index, strict=True):
             kps = person.keypoints[idx]
             seen = kps[kps[:, 2] >= zone.min_score]
-            inside = sum(cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y, _ in seen)
-            if inside >= zone.min_keypoints:
+            if sum(_inside(poly, seen)) >= zone.min_keypoints:
                 found.append(zone.name)
         return frozenset(found)

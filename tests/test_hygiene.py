@@ -25,7 +25,7 @@ from firmware.apps.hygiene import (
 from firmware.scene import Scene, ScenePerson
 from firmware.tracking import TrackedPerson
 from firmware.zones import Zone, ZoneMap
-from tests.conftest import SHARED
+from tests.conftest import SHARED, assert_on_the_wire
 from wardsight.fetch import ArtifactStore
 
 FPS = 10.0
@@ -279,16 +279,11 @@ def test_rates():
 
 
 def test_events_fit_the_wire_contract():
-    import re
-
     s = entry(Script())
     leave(s, tid=2, rub=0)
     s.frames(1, (4, 100, DOOR, at_sides)).frames(1, (4, 300, (), at_sides)).nobody(5)
     assert len(s.events) == 3
-    for e in s.events:
-        assert len(e.data) <= 16
-        assert all(re.fullmatch(r"[a-z][a-z0-9_]{0,31}", k) for k in e.data)
-        assert all(isinstance(v, int | float | bool) for v in e.data.values())
+    assert_on_the_wire(s.events)
 
 
 def test_hands_are_used_when_two_are_found_and_pose_wrists_otherwise():

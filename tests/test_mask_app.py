@@ -8,6 +8,7 @@ from accelerators.types import Person
 from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.scene import Scene, ScenePerson
 from firmware.tracking import TrackedPerson
+from tests.conftest import assert_on_the_wire
 
 FPS = 10
 
@@ -203,21 +204,7 @@ def test_a_gap_in_frames_does_not_emit_empty_windows():
 
 
 def test_events_fit_the_wire_schema():
-    from wardsight import wire
-
     s = Script(MaskConfig(masks_required=True, window_seconds=40.0)).frames(35, steady("no_mask"))
     s.frames(10, steady("mask"))
     assert s.types() == ["no_mask", "mask_on", "window_counts"]
-    for e in s.events:
-        wire.Event(
-            event_id=wire.new_event_id(),
-            device_id="dev-1",
-            room="3B-12",
-            app=e.app,
-            type=e.type,
-            severity=e.severity,
-            time=1.7e9 + e.time,
-            track_id=e.track_id,
-            confidence=e.confidence,
-            data=e.data,
-        )
+    assert_on_the_wire(s.events)

@@ -5,6 +5,7 @@ from accelerators.types import Person
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
 from firmware.scene import Scene, ScenePerson
 from firmware.tracking import TrackedPerson
+from tests.conftest import assert_on_the_wire
 
 
 def people(n, score=0.8):
@@ -259,23 +260,9 @@ def test_injected_hour_of_and_visiting_hours_past_midnight():
 
 
 def test_occupancy_events_fit_the_wire_schema():
-    from wardsight import wire
-
     config = alone_config(zones=("bed", "door"), max_people=1, visiting_hours=(8, 20))
     s = Script(config, start=local(21, offset=0.0)).frames(70, [("bed",)]).frames(5, [("bed",), ("door",)])
     assert {"count_changed", "zone_count_changed", "patient_alone", "patient_attended", "over_capacity"} <= set(
         s.types()
     )
-    for e in s.events:
-        wire.Event(
-            event_id=wire.new_event_id(),
-            device_id="dev-1",
-            room="3B-12",
-            app=e.app,
-            type=e.type,
-            severity=e.severity,
-            time=e.time,
-            track_id=e.track_id,
-            confidence=e.confidence,
-            data=e.data,
-        )
+    assert_on_the_wire(s.events)

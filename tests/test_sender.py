@@ -27,18 +27,23 @@ def wait_for(predicate, timeout=20.0):
     return False
 
 
-def test_events_survive_a_server_outage(tmp_path):
+def enrolled_then_offline(tmp_path, room):
+    """A device enrolled with a real server on a fixed port, which then goes away: (port, db, identity, key)."""
     port = free_port()
     db_path = tmp_path / "fleet.db"
-    plaintext, record = tokens.new_token("5C-01", time.time(), 600)
+    plaintext, record = tokens.new_token(room, time.time(), 600)
     db = FleetDB(db_path)
     db.add_token(record)
     db.close()
-
     server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()
-    identity = IdentityStore(tmp_path / "device").enroll(server.url, plaintext, "cam-5c01")
+    identity = IdentityStore(tmp_path / "device").enroll(server.url, plaintext, "cam-" + room.lower())
     _, key = IdentityStore(tmp_path / "device").load()
     server.stop()  # the network goes away
+    return port, db_path, identity, key
+
+
+def test_events_survive_a_server_outage(tmp_path):
+    port, db_path, identity, key = enrolled_then_offline(tmp_path, "5C-01")
 
     sender = EventSender(f"http://127.0.0.1:{port}/api/v1/events", max_backoff=0.5).start()
     ids = []
@@ -116,16 +121,7 @@ def test_rate_limited_events_are_retried_not_dropped():
 def test_outbox_survives_an_agent_restart_and_delivers_in_order_exactly_once(tmp_path):
     from firmware.outbox import SqliteOutbox
 
-    port = free_port()
-    db_path = tmp_path / "fleet.db"
-    plaintext, record = tokens.new_token("5C-02", time.time(), 600)
-    db = FleetDB(db_path)
-    db.add_token(record)
-    db.close()
-    server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()
-    identity = IdentityStore(tmp_path / "device").enroll(server.url, plaintext, "cam-5c02")
-    _, key = IdentityStore(tmp_path / "device").load()
-    server.stop()  # the network is down while the agent raises events
+    port, db_path, identity, key = enrolled_then_offline(tmp_path, "5C-02")  # down while events are raised
 
     url = f"http://127.0.0.1:{port}/api/v1/events"
     outbox_path = tmp_path / "device" / "outbox.db"

@@ -83,7 +83,6 @@ class _Track:
     upright_heights: deque[tuple[float, float]] = field(default_factory=deque)  # (t, height)
     state: str = "up"  # up | pending | fallen
     down_since: float = 0.0
-    alerted_at: float = 0.0
     drop: float = 0.0
     speed: float = 0.0
     fell_at: float = 0.0  # the last moment seen standing before the fall
@@ -203,7 +202,7 @@ class FallApp:
             if self.is_upright(pose) or in_bed or not_down_for >= c.pose_tolerance_seconds:
                 track.state = "up"
             elif t - track.down_since >= c.confirm_seconds:
-                track.state, track.alerted_at, track.followed_up = "fallen", t, False
+                track.state, track.followed_up = "fallen", False
                 track.up_since = track.attended_since = None
                 return [self._event(person, track, "fall", "critical", t)]
             return []
