@@ -8,7 +8,6 @@ stored for a rejected request.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import secrets
 import time
@@ -18,27 +17,16 @@ from typing import Any
 
 from aiohttp import web
 
-from fleet import tokens
+from fleet import delivery, health, operators, tokens
+from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, Clock
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
+from fleet.errors import RejectedError
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet")
 
-Clock = Callable[[], float]
-DB_KEY = web.AppKey("db", FleetDB)
-CONFIG_KEY = web.AppKey("config", ServerConfig)
-CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
 JOSE = "application/jose"
-
-
-class RejectedError(web.HTTPException):
-    """A 4xx with a JSON body; raised by handlers, logged by the middleware."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        self.status_code = status
-        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
-        self.why = reason
 
 
 @web.middleware
@@ -211,4 +199,6 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
     app.router.add_get("/", console)
     app.router.add_get("/console.js", console_js)
     app.router.add_get("/console.css", console_css)
+    for module in (operators, delivery, health):
+        module.setup(app)
     return app

@@ -80,6 +80,11 @@ class FleetDB:
                 not_null={"device_id", "room", "app", "type", "severity", "time", "received_at"},
             )
             db.table("events").create_index(["received_at"])
+        # Tables owned by the server's other modules (imported here so the dependency stays one way).
+        from fleet import audit, delivery, health, operators
+
+        for module in (audit, operators, delivery, health):
+            module.migrate(db)
 
     # ---- tokens -------------------------------------------------------------------------------------
 

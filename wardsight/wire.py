@@ -97,6 +97,34 @@ class EnrollmentResponse(_Closed):
     room: Identifier
 
 
+Version = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")]
+
+
+class Health(_Closed):
+    """A device heartbeat: how the agent and its hardware are doing. Numbers and identifiers only."""
+
+    v: Literal[1] = 1
+    device_id: Identifier
+    sent_at: Annotated[float, Field(ge=0, le=1e11)]  # device clock; the server compares it with its own
+    uptime_s: Annotated[float, Field(ge=0, le=1e9)]
+    agent_version: Version
+    accelerator: Identifier  # the backend actually running (e.g. "cpu" after a fallback)
+    accelerator_configured: Identifier | None = None  # what the config asked for, when it differs
+    cpu_temp_c: Annotated[float, Field(ge=-60, le=200)] | None = None
+    accelerator_temp_c: Annotated[float, Field(ge=-60, le=200)] | None = None
+    mem_used_mb: Annotated[float, Field(ge=0, le=1e7)] | None = None
+    mem_total_mb: Annotated[float, Field(ge=0, le=1e7)] | None = None
+    fps: Annotated[float, Field(ge=0, le=1000)] | None = None
+    frames_processed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    frames_dropped: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    outbox_pending: Annotated[int, Field(ge=0, lt=2**31)] = 0
+    stage_ms: Annotated[dict[DataKey, Annotated[float, Field(ge=0, le=1e6)]], Field(max_length=16)] = Field(
+        default_factory=dict
+    )
+    models: Annotated[dict[DataKey, Version], Field(max_length=8)] = Field(default_factory=dict)
+    warnings: Annotated[list[Identifier], Field(max_length=16)] = Field(default_factory=list)
+
+
 # ---- keys -------------------------------------------------------------------------------------------
 
 
