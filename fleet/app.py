@@ -18,10 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from fleet import delivery, health, operators, tokens
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, Clock
+from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY, Clock
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.errors import RejectedError
+from fleet.keys import load_server_keys
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet")
@@ -122,6 +123,7 @@ async def ingest_event(request: web.Request) -> web.Response:
         raise RejectedError(403, f"device {event.device_id} belongs to room {signer['room']}, not {event.room}")
     stored = db.store_event(event, clock())
     if stored:
+        delivery.wake(request.app)
         log.info("event %s from %s: %s/%s", event.event_id, event.device_id, event.app, event.type)
     return web.json_response({"event_id": event.event_id, "stored": stored}, status=201 if stored else 200)
 
@@ -183,6 +185,7 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
     app.on_response_prepare.append(security_headers)
     app[CONFIG_KEY] = config
     app[CLOCK_KEY] = clock
+    app[KEYS_KEY] = load_server_keys(config.keys_dir or config.database.parent / "fleet-keys")
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         assert config.database is not None

@@ -8,8 +8,10 @@ from aiohttp import web
 
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
+from fleet.keys import ServerKeys
 
 Clock = Callable[[], float]
 DB_KEY = web.AppKey("db", FleetDB)
 CONFIG_KEY = web.AppKey("config", ServerConfig)
 CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
+KEYS_KEY = web.AppKey("keys", ServerKeys)

@@ -20,6 +20,39 @@ class ServerConfig(StrictModel):
     token_ttl_seconds: Annotated[int, Field(gt=0, le=30 * 24 * 3600)] = 3600
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
     console_refresh_seconds: Annotated[float, Field(ge=0.5, le=300)] = 2.0
+    keys_dir: Path | None = Field(None, description="Server keys and the fleet CA; default <data dir>/fleet-keys.")
+
+    # TLS (the fleet's own CA by default); plain HTTP only with this explicit development flag.
+    insecure_http: bool = False
+    tls_hostnames: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1"])
+    public_url: str | None = Field(None, description="URL devices reach this server at (written into bundles).")
+
+    # Device identity.
+    require_approval: bool = Field(False, description="New devices wait as pending until an operator approves.")
+    credential_ttl_seconds: Annotated[int, Field(ge=300, le=30 * 24 * 3600)] = 24 * 3600
+    nonce_ttl_seconds: Annotated[int, Field(ge=10, le=3600)] = 300
+
+    # Health.
+    offline_grace_seconds: Annotated[float, Field(ge=5, le=24 * 3600)] = 90.0
+    offline_check_seconds: Annotated[float, Field(ge=0.05, le=600)] = 5.0
+
+    # Operators.
+    session_idle_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 30 * 60
+    session_max_seconds: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = 12 * 3600
+    password_memory_kib: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 64 * 1024  # argon2id
+    password_time_cost: Annotated[int, Field(ge=1, le=20)] = 3
+    max_login_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    login_lockout_seconds: Annotated[int, Field(ge=1, le=24 * 3600)] = 300
+
+    # Webhook delivery (Standard Webhooks schedule by default: now, 5 s, 5 min, 30 min, 2, 5, 10, 14, 20, 24 h).
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 15.0
+    webhook_retry_schedule: list[Annotated[float, Field(ge=0, le=7 * 24 * 3600)]] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0],
+        min_length=1,
+    )
+    webhook_allow_insecure: bool = Field(
+        False, description="Development only: allow http:// and loopback webhook targets."
+    )
 
 
 def load_server_config(data_dir: Path, path: Path | None, environ: Mapping[str, str]) -> ServerConfig:
@@ -31,4 +64,8 @@ def load_server_config(data_dir: Path, path: Path | None, environ: Mapping[str, 
         config.database = data_dir / "fleet.db"
     elif not config.database.is_absolute():
         config.database = data_dir / config.database
+    if config.keys_dir is None:
+        config.keys_dir = data_dir / "fleet-keys"
+    elif not config.keys_dir.is_absolute():
+        config.keys_dir = data_dir / config.keys_dir
     return config

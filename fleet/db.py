@@ -148,13 +148,18 @@ class FleetDB:
                 " :type, :severity, :time, :received_at, :track_id, :confidence, :data)",
                 row,
             )
+            stored = cur.rowcount == 1
             conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [received_at, event.device_id])
+            if stored:
+                from fleet import delivery
+
+                delivery.enqueue_for_event(self.db, event, received_at)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return cur.rowcount == 1
+        return stored
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = list(self.db.table("events").rows_where(order_by="received_at desc", limit=limit))
