@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,8 +11,8 @@ import click
 from firmware.config import DeviceConfig, load_device_config
 from firmware.identity import IdentityStore
 from firmware.runtime import device_dir, run_device
+from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
-from wardsight.errors import WardSightError
 
 config_option = click.option(
     "--config",
@@ -43,30 +42,43 @@ def device() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Enrollment bundle written by 'wardsight provision bundle'.",
 )
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Fleet CA certificate (PEM) to pin, with --server https://...",
+)
+@click.option("--insecure-http", is_flag=True, help="Development only: allow an http:// server.")
 @click.option("--name", default=None, help="Device name shown in the console (default: hostname).")
 @config_option
 @pass_context
 def enroll(
-    ctx: Context, server: str | None, token: str | None, bundle: Path | None, name: str | None, config_path: Path | None
+    ctx: Context,
+    server: str | None,
+    token: str | None,
+    bundle: Path | None,
+    ca: Path | None,
+    insecure_http: bool,
+    name: str | None,
+    config_path: Path | None,
 ) -> None:
     """Create this device's key (kept here, file mode 0600) and enroll it with a one-time token.
 
     \b
     Example:
-        wardsight device enroll --server http://127.0.0.1:8765 --token wst.1a2b3c4d5e6f.SECRET
+        wardsight device enroll --server https://fleet.local:8765 --ca fleet-ca.pem --token wst.1a2b3c4d5e6f.SECRET
         wardsight device enroll --bundle /boot/firmware/wardsight-enroll.json
     """
     if bundle is not None:
-        try:
-            data = json.loads(bundle.read_text())
-            server, token = server or data["server_url"], token or data["token"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise WardSightError(f"{bundle}: not a valid enrollment bundle ({exc})") from None
-    if not server or not token:
-        raise click.UsageError("give --server and --token, or --bundle")
+        enrollment = Bundle.load(bundle)
+    elif server and token:
+        enrollment = Bundle(server, token, ca.read_text() if ca is not None else None, insecure_http)
+    else:
+        raise click.UsageError("give --bundle, or --server and --token (and --ca for https)")
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
-    identity = IdentityStore(device_dir(ctx.data_dir)).enroll(server, token, name or config.name)
-    click.echo(f"enrolled as {identity.device_id} in room {identity.room} at {identity.server_url}")
+    identity, status = IdentityStore(device_dir(ctx.data_dir)).enroll(enrollment, name or config.name)
+    click.echo(f"enrolled as {identity.device_id} in room {identity.room} at {identity.server_url} ({status})")
+    if status == "pending":
+        click.echo("an operator must approve this device before it is trusted; the agent waits until then")
 
 
 @device.command()

@@ -150,6 +150,7 @@ class DeviceConfig(StrictModel):
     bed_exit: BedExitSettings = Field(default_factory=BedExitSettings)
     mask: MaskSettings = Field(default_factory=MaskSettings)
     hand_hygiene: HygieneSettings = Field(default_factory=HygieneSettings)
+    heartbeat_seconds: Annotated[float, Field(ge=0.05, le=3600, description="Health report interval.")] = 30.0
 
     @field_validator("server_url")
     @classmethod

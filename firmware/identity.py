@@ -1,18 +1,22 @@
-"""The device's identity: an Ed25519 key made here (file 0600, never sent) and its enrollment."""
+"""The device's identity: an Ed25519 key made here (file 0600, never sent), its enrollment and its fleet CA."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import ssl
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from firmware.transport import post_jws
-from wardsight import wire
+from firmware.transport import CredentialFile, FleetClient, post_jws
+from wardsight import tls, wire
+from wardsight.bundle import Bundle
 from wardsight.errors import WardSightError
 
 log = logging.getLogger("wardsight.device.identity")
@@ -24,15 +28,28 @@ class Identity:
     room: str
     server_url: str
     name: str
+    site: str | None = None
+    ward: str | None = None
+
+
+def tls_context(server_url: str, ca_pem: str | None) -> ssl.SSLContext | None:
+    """Trust only the fleet CA; certificate dates are not judged by this device's clock (it may have no RTC)."""
+    if not server_url.startswith("https://"):
+        return None
+    if not ca_pem:
+        raise WardSightError("https needs the fleet CA from the enrollment bundle")
+    return tls.pinned_context(ca_pem, ignore_clock=True)
 
 
 class IdentityStore:
-    """``<dir>/key.pem`` (0600) and ``<dir>/identity.json``."""
+    """``<dir>/key.pem`` (0600), ``<dir>/identity.json``, ``<dir>/fleet-ca.pem`` and ``<dir>/credential.json``."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.key_path = directory / "key.pem"
         self.identity_path = directory / "identity.json"
+        self.ca_path = directory / "fleet-ca.pem"
+        self.credential_path = directory / "credential.json"
 
     def load_or_create_key(self) -> Ed25519PrivateKey:
         if self.key_path.exists():
@@ -53,27 +70,50 @@ class IdentityStore:
             raise WardSightError(f"{self.identity_path} is damaged ({exc}); enroll again") from None
         return identity, wire.load_private_key(self.key_path)
 
-    def write_identity(self, identity: Identity) -> None:
-        tmp = self.identity_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(identity), indent=2))
-        os.replace(tmp, self.identity_path)
+    def ca_pem(self) -> str | None:
+        return self.ca_path.read_text() if self.ca_path.exists() else None
 
-    def enroll(self, server_url: str, token: str, name: str, timeout: float = 15.0) -> Identity:
-        """Prove possession of this device's key to the server and record the identity it assigns."""
+    def client(self, *, clock: Callable[[], float] = time.time, timeout: float = 10.0) -> tuple[Identity, FleetClient]:
+        """The enrolled identity and an authenticated client for its server."""
+        identity, key = self.load()
+        context = tls_context(identity.server_url, self.ca_pem())
+        client = FleetClient(
+            identity.server_url,
+            identity.device_id,
+            key,
+            CredentialFile(self.credential_path),
+            context=context,
+            clock=clock,
+            timeout=timeout,
+        )
+        return identity, client
+
+    def _write(self, path: Path, text: str) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def enroll(self, bundle: Bundle, name: str, timeout: float = 15.0) -> tuple[Identity, str]:
+        """Prove possession of this device's key to the server; record the identity it assigns and its status."""
         if self.identity_path.exists():
             raise WardSightError(f"already enrolled ({self.identity_path}); remove it to enroll again")
+        bundle.check()
+        context = tls_context(bundle.server_url, bundle.ca_pem)
         key = self.load_or_create_key()
         try:
             request = wire.EnrollmentRequest(
-                token=token, public_key=wire.encode_public_key(key.public_key()), name=name
+                token=bundle.token, public_key=wire.encode_public_key(key.public_key()), name=name
             )
         except ValidationError as exc:
             raise WardSightError(f"cannot enroll: {exc.errors()[0]['loc'][0]} is malformed") from None
-        reply = post_jws(server_url.rstrip("/") + "/api/v1/enroll", wire.sign_enrollment(request, key), timeout)
+        url = bundle.server_url.rstrip("/")
+        reply = post_jws(url + "/api/v1/enroll", wire.sign_enrollment(request, key), timeout, context)
         if reply.status != 201:
-            raise WardSightError(f"enrollment refused by {server_url}: {reply.error}")
+            raise WardSightError(f"enrollment refused by {url}: {reply.error}")
         answer = wire.EnrollmentResponse.model_validate(reply.body)
-        identity = Identity(answer.device_id, answer.room, server_url.rstrip("/"), name)
-        self.write_identity(identity)
-        log.info("enrolled as %s in room %s", identity.device_id, identity.room)
-        return identity
+        identity = Identity(answer.device_id, answer.room, url, name, answer.site, answer.ward)
+        if bundle.ca_pem:
+            self._write(self.ca_path, bundle.ca_pem)
+        self._write(self.identity_path, json.dumps(asdict(identity), indent=2))
+        log.info("enrolled as %s in room %s (%s)", identity.device_id, identity.room, answer.status)
+        return identity, answer.status

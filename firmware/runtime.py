@@ -21,6 +21,7 @@ from firmware.apps.hygiene import HandHygieneApp, HygieneConfig
 from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
 from firmware.config import DeviceConfig
+from firmware.heartbeat import AgentReadings, HeartbeatLoop, build_health, read_system
 from firmware.identity import IdentityStore
 from firmware.live import StreamSource
 from firmware.outbox import SqliteOutbox
@@ -171,6 +172,34 @@ def build_backend(config: DeviceConfig, store: ArtifactStore) -> Backend:
     return build_cpu_backend(config, store)
 
 
+def agent_readings(
+    agent: Agent, source: FrameSource, backend: Backend, pending: int, model: str, version: str, started: float
+) -> AgentReadings:
+    elapsed = max(1e-6, time.monotonic() - started)
+    configured = None
+    accelerator, accel_temp = backend.name, None
+    if isinstance(backend, FallbackBackend):
+        accelerator = "cpu" if backend.fallback_reason else backend.primary.name
+        configured = backend.primary.name
+        primary_health = getattr(backend.active, "health", None)
+        if backend.fallback_reason is None and callable(primary_health):
+            try:
+                accel_temp = primary_health().get("temperature_c")
+            except Exception:  # health must never take the agent down
+                log.debug("accelerator health failed", exc_info=True)
+    return AgentReadings(
+        frames_processed=agent.stats.processed,
+        frames_dropped=source.stats.dropped,
+        fps=round(agent.stats.processed / elapsed, 2),
+        stage_ms=agent.stats.stages.mean_ms(),
+        accelerator=accelerator,
+        accelerator_configured=configured,
+        accelerator_temp_c=accel_temp if isinstance(accel_temp, int | float) else None,
+        models={model: version},
+        outbox_pending=pending,
+    )
+
+
 @dataclass
 class RunResult:
     agent: AgentStats
@@ -190,7 +219,9 @@ def run_device(
     store: ArtifactStore | None = None,
 ) -> RunResult:
     """Run the enrolled agent until the source ends, ``duration`` passes or ``stop`` is set."""
-    identity, key = IdentityStore(device_dir(data_dir)).load()
+    ids = IdentityStore(device_dir(data_dir))
+    identity, key = ids.load()
+    _, client = ids.client()
     store = store or artifact_store(data_dir, config)
     # Everything that can fail on bad config or missing models fails before anything starts.
     apps = build_apps(config)
@@ -200,17 +231,28 @@ def run_device(
     source = build_source(config, store)
     stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, key))
     outbox = SqliteOutbox(device_dir(data_dir) / "outbox.db")  # events survive outages and restarts
-    sender = EventSender(identity.server_url + "/api/v1/events", queue=outbox).start()
+    sender = EventSender(identity.server_url, queue=outbox, post=client.post_event).start()
 
     def emit(event: AppEvent) -> None:
         log.info("%s/%s %s", event.app, event.type, event.data)
         sender.submit(stamp(event))
 
     agent = Agent(source, backend, apps, emit, zones=zones, analyzers=analyzers)
-    deadline = time.monotonic() + duration if duration is not None else None
+    started = time.monotonic()
+    model = get_model(config.model)
+
+    def report() -> wire.Health:
+        readings = agent_readings(agent, source, backend, sender.pending, model.name, model.version, started)
+        return build_health(
+            identity.device_id, readings, read_system(), uptime_s=time.monotonic() - started, sent_at=time.time()
+        )
+
+    beats = HeartbeatLoop(client, report, config.heartbeat_seconds).start()
+    deadline = started + duration if duration is not None else None
     try:
         stats = agent.run(stop, deadline)
     finally:
+        beats.stop()
         source.close()
         backend.close()
         sender.stop()

@@ -1,9 +1,10 @@
 """Sends signed events to the fleet server from a background thread, in order, with backoff.
 
 Events wait in an :class:`firmware.outbox.EventQueue` (in memory, or the on-disk SQLite outbox the agent
-uses), bounded (the oldest unsent event is dropped, and counted, when it overflows). A 4xx reply is final
-for that event (logged, not retried) except 408/425/429; those and an unreachable server are retried
-with exponential backoff, keeping order.
+uses), bounded (the oldest unsent event is dropped, and counted, when it overflows). A 4xx reply about the
+event itself is final for that event (logged, not retried); 408/425/429, an unreachable server and a
+server that does not accept the device right now (pending, quarantined, credential lost) are retried with
+exponential backoff, keeping order and keeping the event.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from firmware.outbox import EventQueue, MemoryQueue
-from firmware.transport import Reply, UnreachableError, post_jws
+from firmware.transport import NotAuthorizedError, Reply, UnreachableError, post_jws
 
 log = logging.getLogger("wardsight.device.sender")
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -87,7 +88,7 @@ class EventSender:
             key, jws = entry
             try:
                 reply = self._post(self.url, jws)
-            except UnreachableError as exc:
+            except (UnreachableError, NotAuthorizedError) as exc:
                 self.stats.retries += 1
                 log.warning("%s; retrying in %.1fs (%d queued)", exc, backoff, self.pending)
                 if self._wait(backoff):

@@ -1,50 +1,293 @@
-"""The device's HTTP client for the fleet server: compact JWS bodies out, JSON back. Thin I/O only."""
+"""The device's authenticated channel to the fleet server. Thin I/O around ``wardsight.wire``.
+
+:func:`http` does one HTTP(S) exchange (urllib, with the fleet CA pinned for https). :class:`FleetClient`
+adds what every device request needs: a server nonce (taken from the last response, fetched when absent),
+a fresh proof signed by the device key and bound to method, path and body, and the device's short-lived
+credential, obtained after enrollment and renewed at two thirds of its life. Time comes from the server
+(every response carries it), so a device whose clock is years off still renews on time.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from wardsight import wire
 from wardsight.errors import WardSightError
+from wardsight.paths import write_private_file
+
+log = logging.getLogger("wardsight.device.transport")
 
 JOSE = "application/jose"
+MAX_REPLY_BYTES = 64 * 1024
+# Refusals that say nothing about the message itself: keep it and try again later.
+AUTH_CODES = frozenset(
+    {
+        "use_nonce",
+        "replay",
+        "credential_expired",
+        "credential_revoked",
+        "credential_issued",
+        "quarantined",
+        "pending",
+        "revoked",
+        "unauthorized",
+    }
+)
 
 
 class UnreachableError(WardSightError):
     """The server could not be reached or answered with a server-side error; worth retrying."""
 
 
+class NotAuthorizedError(WardSightError):
+    """The server does not accept this device right now (pending, quarantined, revoked, credential lost).
+
+    Nothing is wrong with the message: keep it and retry later; ``code`` says why.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
     body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def error(self) -> str:
         return str(self.body.get("error", f"HTTP {self.status}"))
 
+    @property
+    def code(self) -> str | None:
+        code = self.body.get("code")
+        return code if isinstance(code, str) else None
 
-def post_jws(url: str, jws: str, timeout: float = 10.0) -> Reply:
-    """POST ``jws``; returns the reply for 2xx and 4xx, raises UnreachableError otherwise."""
+
+Http = Callable[[str, str, bytes, Mapping[str, str], "ssl.SSLContext | None", float], Reply]
+
+
+def http(
+    method: str, url: str, body: bytes, headers: Mapping[str, str], context: ssl.SSLContext | None, timeout: float
+) -> Reply:
+    """One exchange; returns the reply for 2xx-4xx, raises UnreachableError for transport errors and 5xx."""
     if not url.startswith(("http://", "https://")):
         raise WardSightError(f"not an http(s) URL: {url}")
-    headers = {"Content-Type": JOSE}
-    request = urllib.request.Request(url, data=jws.encode("ascii"), method="POST", headers=headers)  # noqa: S310
+    if url.startswith("https://") and context is None:
+        raise WardSightError("https needs the fleet CA (from the enrollment bundle) to verify the server")
+    request = urllib.request.Request(url, data=body if method != "GET" else None, method=method, headers=dict(headers))  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - scheme checked
-            status, raw = resp.status, resp.read(64 * 1024)
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310 - scheme checked
+            status, raw, got = resp.status, resp.read(MAX_REPLY_BYTES), dict(resp.headers)
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read(64 * 1024)
+        status, raw, got = exc.code, exc.read(MAX_REPLY_BYTES), dict(exc.headers or {})
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UnreachableError(f"cannot reach {url}: {reason}") from None
     if status >= 500:
         raise UnreachableError(f"{url} answered HTTP {status}")
     try:
-        body = json.loads(raw or b"{}")
+        parsed = json.loads(raw or b"{}")
     except ValueError:
-        body = {"error": f"HTTP {status} with a non-JSON body"}
-    return Reply(status, body if isinstance(body, dict) else {})
+        parsed = {"error": f"HTTP {status} with a non-JSON body"}
+    return Reply(status, parsed if isinstance(parsed, dict) else {}, got)
+
+
+def post_jws(url: str, jws: str, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> Reply:
+    """POST a compact JWS without device authentication (enrollment)."""
+    return http("POST", url, jws.encode("ascii"), {"Content-Type": JOSE}, context, timeout)
+
+
+class CredentialFile:
+    """The device's current credential, kept 0600 beside its key, with its expiry by the server's clock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> tuple[str, float] | None:
+        try:
+            data = json.loads(self.path.read_text())
+            return str(data["credential"]), float(data["expires_at"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("credential file %s is damaged; a new credential will be requested", self.path)
+            return None
+
+    def save(self, credential: str, expires_at: float) -> None:
+        write_private_file(self.path, json.dumps({"credential": credential, "expires_at": expires_at}).encode())
+
+    def clear(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class FleetClient:
+    """Authenticated requests for one enrolled device; safe to share between threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        device_id: str,
+        key: Ed25519PrivateKey,
+        credentials: CredentialFile,
+        *,
+        context: ssl.SSLContext | None,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
+        transport: Http = http,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.device_id = device_id
+        self._key = key
+        self._credentials = credentials
+        self._context = context
+        self._clock = clock
+        self._timeout = timeout
+        self._http = transport
+        self._lock = threading.RLock()
+        self._nonce: str | None = None
+        self._offset: float | None = None  # server time minus device time, from the last response
+        stored = credentials.load()
+        self._credential: str | None = stored[0] if stored else None
+        self._expires_at = stored[1] if stored else 0.0
+        self._lifetime = 0.0
+
+    # ---- time ---------------------------------------------------------------------------------------
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Server time minus this device's time (seconds), once a response has told us."""
+        return self._offset
+
+    def server_now(self) -> float:
+        return self._clock() + (self._offset or 0.0)
+
+    def _learn(self, reply: Reply) -> None:
+        nonce = reply.headers.get(wire.NONCE_HEADER)
+        if nonce:
+            self._nonce = nonce
+        stamp = reply.headers.get(wire.TIME_HEADER)
+        if stamp:
+            with contextlib.suppress(ValueError):
+                self._offset = float(stamp) - self._clock()
+
+    # ---- one exchange -------------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, body: bytes, content_type: str | None, credential: str | None) -> Reply:
+        if self._nonce is None:
+            self._learn(
+                self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout)
+            )
+            if self._nonce is None:
+                raise UnreachableError("the server gave no nonce")
+        proof = wire.sign_proof(
+            self._key,
+            self.device_id,
+            method=method,
+            path=path,
+            body=body,
+            nonce=self._nonce,
+            credential=credential,
+            now=self._clock(),
+        )
+        headers = {wire.PROOF_HEADER: proof}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        if credential is not None:
+            headers["Authorization"] = f"{wire.AUTH_SCHEME} {credential}"
+        self._nonce = None  # one proof per nonce on our side; the reply brings the next one
+        reply = self._http(method, self.base_url + path, body, headers, self._context, self._timeout)
+        self._learn(reply)
+        return reply
+
+    def _exchange(self, method: str, path: str, body: bytes, content_type: str | None, credential: str | None) -> Reply:
+        reply = self._send(method, path, body, content_type, credential)
+        if reply.status == 401 and reply.code == "use_nonce":  # our nonce went stale: once more with the new one
+            reply = self._send(method, path, body, content_type, credential)
+        return reply
+
+    # ---- credential ---------------------------------------------------------------------------------
+
+    def _grant(self, reply: Reply) -> None:
+        try:
+            grant = wire.CredentialGrant.model_validate(reply.body)
+        except ValidationError:
+            raise UnreachableError("the server's credential reply is malformed") from None
+        self._offset = grant.server_time - self._clock()
+        self._credential = grant.credential
+        self._expires_at = grant.server_time + grant.expires_in
+        self._lifetime = grant.expires_in
+        self._credentials.save(grant.credential, self._expires_at)
+
+    def _ensure_credential(self) -> str:
+        path = "/api/v1/device/credential"
+        if self._credential is None:
+            reply = self._exchange("POST", path, b"", None, None)
+            if reply.status != 200:
+                raise NotAuthorizedError(f"no credential: {reply.error}", reply.code or "unauthorized")
+            self._grant(reply)
+            log.info("obtained a device credential (valid %.0f s)", self._lifetime)
+        elif self._offset is not None and self.server_now() >= self._expires_at - self._renew_margin():
+            reply = self._exchange("POST", path, b"", None, self._credential)
+            if reply.status == 200:
+                self._grant(reply)
+                log.info("renewed the device credential (valid %.0f s)", self._lifetime)
+            elif reply.code in ("credential_expired", "credential_revoked"):
+                self._drop_credential(reply)
+                raise NotAuthorizedError(f"credential lost: {reply.error}", reply.code or "unauthorized")
+            else:
+                log.warning("credential renewal refused (HTTP %d): %s; will retry", reply.status, reply.error)
+        assert self._credential is not None
+        return self._credential
+
+    def _renew_margin(self) -> float:
+        lifetime = self._lifetime or max(0.0, self._expires_at - self.server_now())
+        return lifetime / 3  # renew at two thirds of the life, as step-ca does
+
+    def _drop_credential(self, reply: Reply) -> None:
+        log.error(
+            "the server no longer accepts this device's credential (%s); an operator must reissue it", reply.error
+        )
+        self._credential = None
+        self._credentials.clear()
+
+    def request(self, method: str, path: str, body: bytes = b"", content_type: str | None = None) -> Reply:
+        """An authenticated request. Raises NotAuthorizedError when the device is not accepted right now."""
+        with self._lock:
+            if self._offset is None:  # learn the server's time (and a nonce) before judging the credential
+                self._learn(
+                    self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout)
+                )
+            credential = self._ensure_credential()
+            reply = self._exchange(method, path, body, content_type, credential)
+            if reply.status in (401, 403) and reply.code in AUTH_CODES:
+                if reply.code in ("credential_expired", "credential_revoked"):
+                    self._drop_credential(reply)
+                raise NotAuthorizedError(reply.error, reply.code or "unauthorized")
+            return reply
+
+    def post_event(self, url: str, jws: str) -> Reply:
+        """The sender's ``post``: ``url`` is ignored (the client knows its server)."""
+        return self.request("POST", "/api/v1/device/events", jws.encode("ascii"), JOSE)
+
+    def heartbeat(self, report: wire.Health) -> Reply:
+        body = report.model_dump_json(exclude_none=True).encode()
+        return self.request("POST", "/api/v1/device/heartbeat", body, "application/json")

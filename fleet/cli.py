@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import getpass
 import json
-import threading
 import time
 from pathlib import Path
 
 import click
 
-from fleet import tokens
+from fleet import admin_api, audit, tokens
 from fleet.config import ServerConfig, load_server_config
 from fleet.db import FleetDB
-from fleet.server import BackgroundServer
+from fleet.pki import CA_CERT
+from fleet.server import keys_dir, serve_forever
 from wardsight import wire
+from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
 
@@ -35,19 +37,54 @@ def _db(config: ServerConfig) -> FleetDB:
     return FleetDB(config.database)
 
 
-def create_token(config: ServerConfig, room: str, ttl: float | None, now: float | None = None) -> str:
-    """Create and store a one-time token for ``room``; return the plaintext (shown once, never stored)."""
-    if not wire.is_identifier(room):
-        raise WardSightError(f"room '{room}' must be 1-64 letters, digits or _.:- characters")
+def create_token(
+    config: ServerConfig,
+    room: str,
+    ttl: float | None,
+    now: float | None = None,
+    *,
+    site: str | None = None,
+    ward: str | None = None,
+    require_approval: bool = False,
+) -> str:
+    """Create and store a one-time token for a room; return the plaintext (shown once, never stored)."""
+    for what, value in (("room", room), ("site", site), ("ward", ward)):
+        if value is not None and not wire.is_identifier(value):
+            raise WardSightError(f"{what} '{value}' must be 1-64 letters, digits or _.:- characters")
+    now = time.time() if now is None else now
     plaintext, record = tokens.new_token(
-        room, time.time() if now is None else now, ttl if ttl is not None else config.token_ttl_seconds
+        room,
+        now,
+        ttl if ttl is not None else config.token_ttl_seconds,
+        site=site,
+        ward=ward,
+        require_approval=require_approval or config.require_approval,
+        created_by=cli_actor(),
     )
     db = _db(config)
     try:
         db.add_token(record)
+        details = {"room": room, "site": site, "ward": ward, "require_approval": record.require_approval}
+        audit.record(
+            db.db, actor=cli_actor(), action="token.create", target=f"token:{record.id}", details=details, now=now
+        )
     finally:
         db.close()
     return plaintext
+
+
+def default_url(config: ServerConfig) -> str:
+    scheme = "http" if config.insecure_http else "https"
+    host = config.tls_hostnames[0] if config.tls_hostnames else config.host
+    return f"{scheme}://{host}:{config.port}"
+
+
+def cli_actor() -> str:
+    """Who ran a CLI command, for the audit log."""
+    try:
+        return "cli:" + getpass.getuser()
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 @click.group()
@@ -63,9 +100,10 @@ def fleet() -> None:
 @fleet.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="TCP port (default 8765).")
+@click.option("--insecure-http", is_flag=True, help="Development only: serve plain HTTP instead of TLS.")
 @config_option
 @pass_context
-def serve(ctx: Context, host: str | None, port: int | None, config_path: Path | None) -> None:
+def serve(ctx: Context, host: str | None, port: int | None, insecure_http: bool, config_path: Path | None) -> None:
     """Run the fleet server until Ctrl-C.
 
     \b
@@ -78,17 +116,9 @@ def serve(ctx: Context, host: str | None, port: int | None, config_path: Path | 
         config.host = host
     if port is not None:
         config.port = port
-    try:
-        server = BackgroundServer(config).start()
-    except OSError as exc:
-        raise WardSightError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
-    click.echo(f"fleet server on {server.url} (console: {server.url}/), database {config.database}")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    if insecure_http:
+        config.insecure_http = True
+    serve_forever(config, announce=click.echo)
 
 
 @fleet.group()
@@ -103,17 +133,115 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--room", required=True, help="Room the enrolled device will belong to.")
+@click.option("--site", default=None, help="Site (hospital) the device will belong to.")
+@click.option("--ward", default=None, help="Ward the device will belong to.")
 @click.option("--ttl", type=click.IntRange(1, 30 * 24 * 3600), default=None, help="Lifetime in seconds.")
+@click.option("--approval", is_flag=True, help="The enrolled device waits as pending until an operator approves it.")
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write an enrollment bundle (server URL, token, fleet CA) to this file, mode 0600.",
+)
+@click.option("--server", default=None, help="Server URL for the bundle (default: public_url, else from host/port).")
 @config_option
 @pass_context
-def token_create(ctx: Context, room: str, ttl: int | None, config_path: Path | None) -> None:
-    """Create a one-time enrollment token for a room and print it (it is stored only hashed).
+def token_create(
+    ctx: Context,
+    room: str,
+    site: str | None,
+    ward: str | None,
+    ttl: int | None,
+    approval: bool,
+    bundle: Path | None,
+    server: str | None,
+    config_path: Path | None,
+) -> None:
+    """Create a one-time enrollment token scoped to a room and print it (it is stored only hashed).
 
     \b
     Example:
-        wardsight fleet token create --room 3B-12 --ttl 3600
+        wardsight fleet token create --site st-marys --ward 3B --room 3B-12 --ttl 3600
+        wardsight fleet token create --room 3B-12 --approval --bundle /media/sd/wardsight-enroll.json
     """
-    click.echo(create_token(_config(ctx, config_path), room, ttl))
+    config = _config(ctx, config_path)
+    plaintext = create_token(config, room, ttl, site=site, ward=ward, require_approval=approval)
+    click.echo(plaintext)
+    if bundle is not None:
+        url = server or config.public_url or default_url(config)
+        ca_path = keys_dir(config) / CA_CERT
+        if url.startswith("https://") and not ca_path.exists():
+            raise WardSightError(f"no fleet CA at {ca_path} yet: start the server once ('wardsight fleet serve')")
+        ca_pem = ca_path.read_text() if url.startswith("https://") else None
+        Bundle(url, plaintext, ca_pem, insecure_http=url.startswith("http://")).write(bundle)
+        click.echo(f"wrote {bundle}")
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@config_option
+@pass_context
+def token_revoke(ctx: Context, token_id: str, config_path: Path | None) -> None:
+    """Revoke an unused token (its id is the part between the dots).
+
+    \b
+    Example:
+        wardsight fleet token revoke 1a2b3c4d5e6f
+    """
+    db = _db(_config(ctx, config_path))
+    try:
+        now = time.time()
+        if not db.revoke_token(token_id, now):
+            raise WardSightError(f"no unused, unrevoked token {token_id}")
+        audit.record(db.db, actor=cli_actor(), action="token.revoke", target=f"token:{token_id}", now=now)
+    finally:
+        db.close()
+    click.echo(f"revoked {token_id}")
+
+
+@fleet.group("device")
+def device_group() -> None:
+    """Approve, quarantine, release or revoke an enrolled device.
+
+    \b
+    Example:
+        wardsight fleet device quarantine dev-0123456789abcdef --reason "camera moved"
+    """
+
+
+def _device_action(action: str) -> None:
+    role, status, allowed = admin_api.TRANSITIONS[action]
+
+    @device_group.command(
+        action,
+        help=f"{action.capitalize()} a device (as the {role} role would).\n\n"
+        f"\b\nExample:\n    wardsight fleet device {action} dev-0123456789abcdef",
+    )
+    @click.argument("device_id")
+    @click.option("--reason", default=None, help="Why, for the audit log.")
+    @config_option
+    @pass_context
+    def command(ctx: Context, device_id: str, reason: str | None, config_path: Path | None) -> None:
+        db = _db(_config(ctx, config_path))
+        try:
+            now = time.time()
+            if not db.set_status(device_id, status, reason=reason, by=cli_actor(), now=now, allowed_from=allowed):
+                raise WardSightError(f"cannot {action} {device_id}: unknown, or not {' or '.join(allowed)}")
+            audit.record(
+                db.db,
+                actor=cli_actor(),
+                action=f"device.{action}",
+                target=device_id,
+                details={"reason": reason, "status": status},
+                now=now,
+            )
+        finally:
+            db.close()
+        click.echo(f"{device_id}: {status}")
+
+
+for _action in admin_api.TRANSITIONS:
+    _device_action(_action)
 
 
 @fleet.command()

@@ -14,6 +14,12 @@ from fleet.tokens import TokenRecord
 from wardsight.wire import Event
 
 
+def _add_columns(table: Any, columns: dict[str, type]) -> None:
+    for name, kind in columns.items():
+        if name not in table.columns_dict:
+            table.add_column(name, kind)
+
+
 class FleetDB:
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
@@ -45,6 +51,10 @@ class FleetDB:
                 pk="id",
                 not_null={"secret_hash", "room", "created_at", "expires_at"},
             )
+        _add_columns(
+            db["tokens"],
+            {"site": str, "ward": str, "require_approval": int, "revoked_at": float, "created_by": str},
+        )
         if "devices" not in db.table_names():
             db.table("devices").create(
                 {
@@ -60,6 +70,25 @@ class FleetDB:
                 not_null={"name", "room", "public_key", "enrolled_at"},
             )
             db.table("devices").create_index(["public_key"], unique=True)
+        _add_columns(
+            db["devices"],
+            {
+                "site": str,
+                "ward": str,
+                "status": str,  # pending | active | quarantined | revoked
+                "status_reason": str,
+                "status_changed_at": float,
+                "status_changed_by": str,
+                "credential_id": str,  # the one current credential; None until issued (or after a reissue)
+                "credential_expires_at": float,
+                "tags": str,  # JSON list
+            },
+        )
+        if "proof_jti" not in db.table_names():
+            db.table("proof_jti").create(
+                {"device_id": str, "jti": str, "expires_at": float}, pk=("device_id", "jti"), not_null={"expires_at"}
+            )
+            db.table("proof_jti").create_index(["expires_at"])
         if "events" not in db.table_names():
             db.table("events").create(
                 {
@@ -93,7 +122,28 @@ class FleetDB:
 
     def get_token(self, token_id: str) -> TokenRecord | None:
         rows = list(self.db.table("tokens").rows_where("id = ?", [token_id]))
-        return TokenRecord(**rows[0]) if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        row["require_approval"] = bool(row["require_approval"])
+        return TokenRecord(**row)
+
+    def list_tokens(self, now: float, include_finished: bool = False) -> list[dict[str, Any]]:
+        """Tokens without their hashes; by default only those that can still enroll a device."""
+        cols = (
+            "id, room, site, ward, require_approval, created_at, created_by, expires_at, used_at, device_id, revoked_at"
+        )
+        where = None if include_finished else "used_at IS NULL AND revoked_at IS NULL AND expires_at > ?"
+        rows = self.db.table("tokens").rows_where(
+            where, [] if include_finished else [now], select=cols, order_by="created_at desc"
+        )
+        return [dict(r, require_approval=bool(r["require_approval"])) for r in rows]
+
+    def revoke_token(self, token_id: str, now: float) -> bool:
+        cur = self.db.conn.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL AND used_at IS NULL", [now, token_id]
+        )
+        return cur.rowcount == 1
 
     def enroll(self, token_id: str, device: dict[str, Any], now: float) -> bool:
         """Consume the token and add the device atomically; False if the token was used meanwhile."""
@@ -107,9 +157,9 @@ class FleetDB:
             if cur.rowcount != 1:
                 conn.execute("ROLLBACK")
                 return False
+            columns = ", ".join(device)
             conn.execute(
-                "INSERT INTO devices (id, name, room, public_key, enrolled_at, last_seen, token_id)"
-                " VALUES (:id, :name, :room, :public_key, :enrolled_at, :last_seen, :token_id)",
+                f"INSERT INTO devices ({columns}) VALUES ({', '.join(':' + c for c in device)})",  # noqa: S608 - our keys
                 device,
             )
             conn.execute("COMMIT")
@@ -128,9 +178,66 @@ class FleetDB:
     def public_key_in_use(self, public_key: str) -> bool:
         return bool(self.db.table("devices").count_where("public_key = ?", [public_key]))
 
+    DEVICE_COLUMNS = (
+        "id, name, site, ward, room, status, status_reason, status_changed_at, status_changed_by, enrolled_at,"
+        " last_seen, credential_expires_at, tags"
+    )
+
     def list_devices(self) -> list[dict[str, Any]]:
-        cols = "id, name, room, enrolled_at, last_seen"
-        return list(self.db.table("devices").rows_where(select=cols, order_by="room, name"))
+        rows = self.db.table("devices").rows_where(select=self.DEVICE_COLUMNS, order_by="site, ward, room, name")
+        return [_device_view(r) for r in rows]
+
+    def device_view(self, device_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.table("devices").rows_where("id = ?", [device_id], select=self.DEVICE_COLUMNS))
+        return _device_view(rows[0]) if rows else None
+
+    def set_status(
+        self, device_id: str, status: str, *, reason: str | None, by: str, now: float, allowed_from: tuple[str, ...]
+    ) -> bool:
+        """Move a device to ``status`` if it is in one of ``allowed_from``; revoking also ends its credential."""
+        marks = ", ".join("?" for _ in allowed_from)
+        clear = ", credential_id = NULL, credential_expires_at = NULL" if status == "revoked" else ""
+        cur = self.db.conn.execute(
+            f"UPDATE devices SET status = ?, status_reason = ?, status_changed_at = ?, status_changed_by = ?{clear}"  # noqa: S608
+            f" WHERE id = ? AND status IN ({marks})",
+            [status, reason, now, by, device_id, *allowed_from],
+        )
+        return cur.rowcount == 1
+
+    def set_credential(self, device_id: str, credential_id: str | None, expires_at: float | None) -> None:
+        self.db.conn.execute(
+            "UPDATE devices SET credential_id = ?, credential_expires_at = ? WHERE id = ?",
+            [credential_id, expires_at, device_id],
+        )
+
+    def replace_credential(self, device_id: str, old_id: str | None, new_id: str, expires_at: float) -> bool:
+        """Swap the current credential atomically: False if ``old_id`` is no longer current (a race or reuse)."""
+        if old_id is None:
+            cur = self.db.conn.execute(
+                "UPDATE devices SET credential_id = ?, credential_expires_at = ?"
+                " WHERE id = ? AND credential_id IS NULL AND status = 'active'",
+                [new_id, expires_at, device_id],
+            )
+        else:
+            cur = self.db.conn.execute(
+                "UPDATE devices SET credential_id = ?, credential_expires_at = ?"
+                " WHERE id = ? AND credential_id = ? AND status = 'active'",
+                [new_id, expires_at, device_id, old_id],
+            )
+        return cur.rowcount == 1
+
+    def remember_jti(self, device_id: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record a proof id; False if it was seen before (a replay). Forgets ids past their window."""
+        conn = self.db.conn
+        conn.execute("DELETE FROM proof_jti WHERE expires_at < ?", [now])
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO proof_jti (device_id, jti, expires_at) VALUES (?, ?, ?)",
+            [device_id, jti, expires_at],
+        )
+        return cur.rowcount == 1
+
+    def touch(self, device_id: str, now: float) -> None:
+        self.db.conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [now, device_id])
 
     # ---- events -------------------------------------------------------------------------------------
 
@@ -169,3 +276,9 @@ class FleetDB:
 
     def count_events(self) -> int:
         return self.db.table("events").count
+
+
+def _device_view(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["tags"] = json.loads(row["tags"]) if row.get("tags") else []
+    return row

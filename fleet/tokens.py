@@ -20,6 +20,8 @@ class TokenRejectedError(Exception):
 
 @dataclass(frozen=True)
 class TokenRecord:
+    """One token's stored form. Scope: a device enrolled with it lands in this site, ward and room."""
+
     id: str
     secret_hash: str
     room: str
@@ -27,17 +29,41 @@ class TokenRecord:
     expires_at: float
     used_at: float | None = None
     device_id: str | None = None
+    site: str | None = None
+    ward: str | None = None
+    require_approval: bool = False
+    revoked_at: float | None = None
+    created_by: str | None = None
 
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def new_token(room: str, now: float, ttl: float) -> tuple[str, TokenRecord]:
+def new_token(
+    room: str,
+    now: float,
+    ttl: float,
+    *,
+    site: str | None = None,
+    ward: str | None = None,
+    require_approval: bool = False,
+    created_by: str | None = None,
+) -> tuple[str, TokenRecord]:
     """Return (plaintext token to hand to IT once, record to store)."""
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(24)
-    record = TokenRecord(token_id, _hash(secret), room, now, now + ttl)
+    record = TokenRecord(
+        token_id,
+        _hash(secret),
+        room,
+        now,
+        now + ttl,
+        site=site,
+        ward=ward,
+        require_approval=require_approval,
+        created_by=created_by,
+    )
     return f"{PREFIX}.{token_id}.{secret}", record
 
 
@@ -55,6 +81,8 @@ def check(record: TokenRecord | None, secret: str, now: float) -> TokenRecord:
     matches = hmac.compare_digest(_hash(secret), expected)
     if record is None or not matches:
         raise TokenRejectedError("invalid enrollment token")
+    if record.revoked_at is not None:
+        raise TokenRejectedError("enrollment token revoked")
     if record.used_at is not None:
         raise TokenRejectedError("enrollment token already used")
     if now >= record.expires_at:

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from wardsight.errors import WardSightError
-from wardsight.paths import write_private_file
-
-
-def write_bundle(path: Path, server_url: str, token: str) -> None:
-    """Write an enrollment bundle (server URL + one-time token) readable only by its owner."""
-    if not server_url.startswith(("http://", "https://")):
-        raise WardSightError(f"server URL must start with http:// or https://, got '{server_url}'")
-    if not token.startswith("wst."):
-        raise WardSightError("token must be one printed by 'wardsight fleet token create' (wst.<id>.<secret>)")
-    body = json.dumps({"server_url": server_url.rstrip("/"), "token": token}, indent=2).encode()
-    write_private_file(path, body)
+from wardsight.bundle import Bundle
 
 
 @click.group()
@@ -27,20 +15,29 @@ def provision() -> None:
 
     \b
     Example:
-        wardsight provision bundle --server https://fleet.example.org --token wst.abc.def --out bundle.json
+        wardsight provision bundle --server https://fleet.example.org:8765 --ca fleet-ca.pem \\
+            --token wst.abc.def --out bundle.json
     """
 
 
 @provision.command()
 @click.option("--server", required=True, help="Fleet server URL the device will enroll with.")
 @click.option("--token", required=True, help="One-time token from 'wardsight fleet token create'.")
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The fleet CA certificate (PEM) the device will pin; required for https.",
+)
+@click.option("--insecure-http", is_flag=True, help="Development only: allow an http:// server.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Bundle file to write.")
-def bundle(server: str, token: str, out: Path) -> None:
+def bundle(server: str, token: str, ca: Path | None, insecure_http: bool, out: Path) -> None:
     """Write an enrollment bundle (mode 0600) for 'wardsight device enroll --bundle'.
 
     \b
     Example:
-        wardsight provision bundle --server http://127.0.0.1:8765 --token wst.1a2b.SECRET --out bundle.json
+        wardsight provision bundle --server https://fleet.local:8765 --ca ~/.local/share/wardsight/fleet-keys/ca.crt \\
+            --token wst.1a2b.SECRET --out bundle.json
     """
-    write_bundle(out, server, token)
+    Bundle(server.rstrip("/"), token, ca.read_text() if ca is not None else None, insecure_http).write(out)
     click.echo(f"wrote {out}")

@@ -22,6 +22,7 @@ from fleet.cli import create_token
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.server import BackgroundServer
+from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
@@ -85,7 +86,8 @@ def demo(
         raise WardSightError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); try --port 0") from None
     try:
         token = create_token(server_config, DEMO_ROOM, ttl=300)
-        identity = IdentityStore(device_dir(demo_dir)).enroll(server.url, token, device_config.name)
+        bundle = Bundle(server.url, token, server.ca_pem, insecure_http=server.ca_pem is None)
+        identity, _ = IdentityStore(device_dir(demo_dir)).enroll(bundle, device_config.name)
         click.echo(f"enrolled {identity.device_id} in room {identity.room}")
         click.echo(f"console: {server.url}/")
         click.echo(

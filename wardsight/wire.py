@@ -10,7 +10,9 @@ enumerations, numbers and short strings, so no field can carry image bytes. A pa
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+import secrets
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,11 @@ from wardsight.paths import write_private_file
 SCHEMA_VERSION = 1
 MAX_JWS_BYTES = 8 * 1024
 EVENT_TYP = "wardsight-event+jws"
+PROOF_TYP = "wardsight-proof+jws"
+PROOF_HEADER = "WardSight-Proof"  # the proof JWS
+NONCE_HEADER = "WardSight-Nonce"  # a fresh server nonce, on every device-API response
+TIME_HEADER = "WardSight-Time"  # the server's clock, on every device-API response
+AUTH_SCHEME = "WardSight"  # Authorization: WardSight <credential>
 ENROLL_TYP = "wardsight-enroll+jws"
 ENROLL_AUDIENCE = "wardsight:enroll"
 
@@ -92,9 +99,40 @@ class EnrollmentRequest(_Closed):
     name: Identifier
 
 
+DeviceStatus = Literal["pending", "active", "quarantined", "revoked"]
+
+
 class EnrollmentResponse(_Closed):
     device_id: Identifier
     room: Identifier
+    site: Identifier | None = None
+    ward: Identifier | None = None
+    status: DeviceStatus = "active"
+    server_time: Annotated[float, Field(ge=0, le=1e11)] | None = None
+
+
+class CredentialGrant(_Closed):
+    """A short-lived device credential (opaque to the device) and how long it lasts by the server's clock."""
+
+    credential: Annotated[str, Field(min_length=16, max_length=4096)]
+    expires_in: Annotated[float, Field(gt=0, le=366 * 24 * 3600)]
+    server_time: Annotated[float, Field(ge=0, le=1e11)]
+
+
+class Proof(_Closed):
+    """A per-request proof of key possession (DPoP-style), bound to method, path, body, credential and nonce.
+
+    Freshness comes from ``nonce``, which only the server issues and which expires by the server's clock;
+    ``iat`` is the device's clock and informational only, so a device whose clock is years off still works.
+    """
+
+    jti: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+    htm: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    htu: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]{0,255}$")]
+    bh: Annotated[str, Field(min_length=43, max_length=43)]  # base64url sha256 of the exact body bytes
+    nonce: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
+    ath: Annotated[str, Field(min_length=43, max_length=43)] | None = None  # base64url sha256 of the credential
+    iat: Annotated[float, Field(ge=0, le=1e11)]
 
 
 Version = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")]
@@ -162,6 +200,16 @@ def decode_public_key(text: str) -> Ed25519PublicKey:
     if encode_public_key(key) != text:  # one key, one spelling: no aliases past the uniqueness check
         raise MalformedError("public_key is not in canonical unpadded base64url form")
     return key
+
+
+def b64url_sha256(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+
+
+def thumbprint(key: Ed25519PublicKey) -> str:
+    """The RFC 7638 JWK thumbprint of an Ed25519 public key (base64url sha256 of its canonical JWK)."""
+    jwk = '{"crv":"Ed25519","kty":"OKP","x":"' + encode_public_key(key) + '"}'
+    return b64url_sha256(jwk.encode("ascii"))
 
 
 # ---- signing and verification -----------------------------------------------------------------------
@@ -248,3 +296,47 @@ def verify_enrollment(token: str) -> EnrollmentRequest:
         raise MalformedError(f"enrollment field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
     payload = _verified_payload(token, decode_public_key(claimed.public_key), audience=ENROLL_AUDIENCE)
     return EnrollmentRequest.model_validate(payload)
+
+
+def sign_proof(
+    key: Ed25519PrivateKey,
+    device_id: str,
+    *,
+    method: str,
+    path: str,
+    body: bytes,
+    nonce: str,
+    credential: str | None,
+    now: float,
+) -> str:
+    """A proof for one request; a fresh random ``jti`` every call."""
+    proof = Proof(
+        jti=secrets.token_urlsafe(18),
+        htm=method.upper(),  # validated by the model
+        htu=path,
+        bh=b64url_sha256(body),
+        nonce=nonce,
+        ath=b64url_sha256(credential.encode("ascii")) if credential is not None else None,
+        iat=max(0.0, now),
+    )
+    headers = {"kid": device_id, "typ": PROOF_TYP}
+    return jwt.encode(proof.model_dump(mode="json", exclude_none=True), key, algorithm="EdDSA", headers=headers)
+
+
+def proof_signer(token: str) -> str:
+    """The device id a proof claims to come from (unverified: look its key up, then :func:`verify_proof`)."""
+    kid = _header(token, PROOF_TYP).get("kid")
+    if not isinstance(kid, str) or not is_identifier(kid):
+        raise MalformedError("proof header has no valid kid")
+    return kid
+
+
+def verify_proof(token: str, key: Ed25519PublicKey) -> Proof:
+    """Check a proof's signature and shape; the caller checks what it is bound to (method, path, body, nonce)."""
+    _header(token, PROOF_TYP)
+    payload = _verified_payload(token, key)
+    try:
+        return Proof.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise MalformedError(f"proof field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None

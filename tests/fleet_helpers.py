@@ -1,0 +1,132 @@
+"""Shared pieces for tests that talk to the real fleet app as a device would (hand-built, not the firmware)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet import tokens
+from fleet.db import FleetDB
+from wardsight import wire
+
+JOSE = {"Content-Type": "application/jose"}
+KEEP = object()
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def issue_token(db_path, clock, room="3B-12", ttl=600.0, **scope):
+    plaintext, record = tokens.new_token(room, clock(), ttl, **scope)
+    db = FleetDB(db_path)
+    db.add_token(record)
+    db.close()
+    return plaintext
+
+
+def enrollment(token, key=None, name="cam-1", public_key=None):
+    key = key or wire.generate_key()
+    req = wire.EnrollmentRequest(
+        token=token, public_key=public_key or wire.encode_public_key(key.public_key()), name=name
+    )
+    return key, wire.sign_enrollment(req, key)
+
+
+def counts(db_path):
+    db = FleetDB(db_path)
+    try:
+        return db.db["devices"].count, db.db["events"].count
+    finally:
+        db.close()
+
+
+def event_for(device_id, **over):
+    fields: dict[str, Any] = dict(
+        event_id=wire.new_event_id(),
+        device_id=device_id,
+        room="3B-12",
+        app="occupancy",
+        type="count_changed",
+        time=1_800_000_000.0,
+        data={"count": 1, "previous": 0},
+    )
+    fields.update(over)
+    return wire.Event(**fields)
+
+
+class DeviceSession:
+    """One device speaking the device API by hand, so tests can bend any part of a request."""
+
+    def __init__(self, client, key, device_id, device_clock=None) -> None:
+        self.client, self.key, self.device_id = client, key, device_id
+        self.device_clock = device_clock or (lambda: 1_800_000_000.0)
+        self.nonce: str | None = None
+        self.credential: str | None = None
+
+    def _learn(self, resp) -> None:
+        if wire.NONCE_HEADER in resp.headers:
+            self.nonce = resp.headers[wire.NONCE_HEADER]
+
+    async def fetch_nonce(self) -> str:
+        resp = await self.client.get("/api/v1/device/nonce")
+        assert resp.status == 200
+        self._learn(resp)
+        self.nonce = (await resp.json())["nonce"]
+        return self.nonce
+
+    def proof(self, method, path, body=b"", *, credential=KEEP, nonce=None, key=None, kid=None) -> str:
+        cred = self.credential if credential is KEEP else credential
+        return wire.sign_proof(
+            key or self.key,
+            kid or self.device_id,
+            method=method,
+            path=path,
+            body=body,
+            nonce=nonce or self.nonce,
+            credential=cred,
+            now=self.device_clock(),
+        )
+
+    async def send(self, method, path, body=b"", content_type=None, *, credential=KEEP, proof=None, **proof_over):
+        if self.nonce is None and "nonce" not in proof_over:
+            await self.fetch_nonce()
+        cred = self.credential if credential is KEEP else credential
+        headers = {wire.PROOF_HEADER: proof or self.proof(method, path, body, credential=cred, **proof_over)}
+        if cred is not None:
+            headers["Authorization"] = f"{wire.AUTH_SCHEME} {cred}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        resp = await self.client.request(method, path, data=body, headers=headers)
+        self._learn(resp)
+        return resp
+
+    async def obtain_credential(self):
+        resp = await self.send("POST", "/api/v1/device/credential", credential=None)
+        if resp.status == 200:
+            self.credential = (await resp.json())["credential"]
+        return resp
+
+    async def renew(self):
+        resp = await self.send("POST", "/api/v1/device/credential")
+        if resp.status == 200:
+            self.credential = (await resp.json())["credential"]
+        return resp
+
+    async def post_event(self, event=None, *, jws=None, **over):
+        body = (jws or wire.sign_event(event or event_for(self.device_id), self.key)).encode()
+        return await self.send("POST", "/api/v1/device/events", body, "application/jose", **over)
+
+
+async def enroll_device(client, db_path, clock, *, name="cam-1", credential=True, **scope):
+    key, body = enrollment(issue_token(db_path, clock, **scope), name=name)
+    resp = await client.post("/api/v1/enroll", data=body, headers=JOSE)
+    assert resp.status == 201, await resp.text()
+    session = DeviceSession(client, key, (await resp.json())["device_id"])
+    if credential:
+        got = await session.obtain_credential()
+        assert got.status == 200, await got.text()
+    return session
