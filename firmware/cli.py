@@ -49,6 +49,7 @@ def device() -> None:
 )
 @click.option("--insecure-http", is_flag=True, help="Development only: allow an http:// server.")
 @click.option("--name", default=None, help="Device name shown in the console (default: hostname).")
+@click.option("--room", default=None, help="The room this device is mounted in; refused if the token is for another.")
 @config_option
 @pass_context
 def enroll(
@@ -59,6 +60,7 @@ def enroll(
     ca: Path | None,
     insecure_http: bool,
     name: str | None,
+    room: str | None,
     config_path: Path | None,
 ) -> None:
     """Create this device's key (kept here, file mode 0600) and enroll it with a one-time token.
@@ -75,7 +77,7 @@ def enroll(
     else:
         raise click.UsageError("give --bundle, or --server and --token (and --ca for https)")
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
-    identity, status = IdentityStore(device_dir(ctx.data_dir)).enroll(enrollment, name or config.name)
+    identity, status = IdentityStore(device_dir(ctx.data_dir)).enroll(enrollment, name or config.name, room=room)
     click.echo(f"enrolled as {identity.device_id} in room {identity.room} at {identity.server_url} ({status})")
     if status == "pending":
         click.echo("an operator must approve this device before it is trusted; the agent waits until then")

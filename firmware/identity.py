@@ -93,7 +93,9 @@ class IdentityStore:
         tmp.write_text(text)
         os.replace(tmp, path)
 
-    def enroll(self, bundle: Bundle, name: str, timeout: float = 15.0) -> tuple[Identity, str]:
+    def enroll(
+        self, bundle: Bundle, name: str, *, room: str | None = None, timeout: float = 15.0
+    ) -> tuple[Identity, str]:
         """Prove possession of this device's key to the server; record the identity it assigns and its status."""
         if self.identity_path.exists():
             raise WardSightError(f"already enrolled ({self.identity_path}); remove it to enroll again")
@@ -102,7 +104,7 @@ class IdentityStore:
         key = self.load_or_create_key()
         try:
             request = wire.EnrollmentRequest(
-                token=bundle.token, public_key=wire.encode_public_key(key.public_key()), name=name
+                token=bundle.token, public_key=wire.encode_public_key(key.public_key()), name=name, room=room
             )
         except ValidationError as exc:
             raise WardSightError(f"cannot enroll: {exc.errors()[0]['loc'][0]} is malformed") from None

@@ -98,6 +98,8 @@ async def enroll(request: web.Request) -> web.Response:
         record = tokens.check(db.get_token(token_id), secret, now)
     except tokens.TokenRejectedError as exc:
         raise RejectedError(401, str(exc)) from None
+    if claim.room is not None and claim.room != record.room:
+        raise RejectedError(403, f"this token is scoped to room {record.room}, not {claim.room}")
     if db.public_key_in_use(claim.public_key):
         raise RejectedError(409, "this public key is already enrolled")
     status = "pending" if (record.require_approval or config.require_approval) else "active"

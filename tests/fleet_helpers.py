@@ -102,6 +102,11 @@ class DeviceSession:
             headers["Content-Type"] = content_type
         resp = await self.client.request(method, path, data=body, headers=headers)
         self._learn(resp)
+        if resp.status == 401 and proof is None and not proof_over and (await resp.json()).get("code") == "use_nonce":
+            # Like the real client: the refusal carries a fresh nonce; try once more with it.
+            headers[wire.PROOF_HEADER] = self.proof(method, path, body, credential=cred)
+            resp = await self.client.request(method, path, data=body, headers=headers)
+            self._learn(resp)
         return resp
 
     async def obtain_credential(self):

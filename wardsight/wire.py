@@ -97,6 +97,8 @@ class EnrollmentRequest(_Closed):
     token: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
     public_key: Annotated[str, Field(min_length=43, max_length=43)]  # raw Ed25519 key, base64url
     name: Identifier
+    # Where the installer says this device is; enrollment fails if the token is scoped elsewhere.
+    room: Identifier | None = None
 
 
 DeviceStatus = Literal["pending", "active", "quarantined", "revoked"]
