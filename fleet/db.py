@@ -256,7 +256,8 @@ class FleetDB:
                 row,
             )
             stored = cur.rowcount == 1
-            conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [received_at, event.device_id])
+            if event.app != "system":  # the server's own notes about a device are not signs of life
+                conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [received_at, event.device_id])
             if stored:
                 from fleet import delivery
 

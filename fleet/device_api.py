@@ -211,7 +211,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     if report.device_id != verdict.device_id:
         raise RejectedError(403, "a device may only report its own health")
     now = request.app[CLOCK_KEY]()
-    health.record_heartbeat(request.app[DB_KEY].db, verdict.device_id, report, now)
+    health.accept_heartbeat(request.app, verdict.device_id, report)
     return web.json_response({"ok": True, "server_time": now})
 
 

@@ -34,11 +34,16 @@ def run(args, tmp_path, **kw):
         (["device", "run"], "not enrolled"),
         (["device", "show"], "not enrolled"),
         (["models", "fetch", "nope"], "unknown model 'nope'"),
-        (["device", "enroll", "--server", "http://127.0.0.1:9", "--token", "wst.x.y"], "enroll: token is malformed"),
+        (
+            ["device", "enroll", "--server", "http://127.0.0.1:9", "--token", "wst.x.y", "--insecure-http"],
+            "enroll: token is malformed",
+        ),
+        (["device", "enroll", "--server", "http://127.0.0.1:9", "--token", "wst.x.y"], "development flag"),
+        (["device", "enroll", "--server", "https://127.0.0.1:9", "--token", "wst.x.y"], "fleet CA"),
         (["fleet", "serve", "--config", "/nonexistent.toml"], "config file not found"),
         (
             ["provision", "bundle", "--server", "ftp://x", "--token", "wst.a.b", "--out", "b.json"],
-            "http:// or https://",
+            "must start with https://",
         ),
     ],
 )
@@ -65,7 +70,10 @@ def test_token_bundle_enroll_show(tmp_path):
     server = BackgroundServer(ServerConfig(port=0, database=server_data / "fleet.db")).start()
     try:
         bundle = tmp_path / "bundle.json"
-        out = run(["provision", "bundle", "--server", server.url, "--token", plaintext, "--out", str(bundle)], tmp_path)
+        ca = ["--ca", str(server.ca_path)]
+        out = run(
+            ["provision", "bundle", "--server", server.url, "--token", plaintext, *ca, "--out", str(bundle)], tmp_path
+        )
         assert out.exit_code == 0 and bundle.stat().st_mode & 0o777 == 0o600
         enrolled = run(["device", "enroll", "--bundle", str(bundle), "--name", "cam-4a07"], tmp_path)
         assert enrolled.exit_code == 0, enrolled.output
@@ -91,13 +99,10 @@ def test_used_token_is_refused_to_a_second_device(tmp_path):
     )
     server = BackgroundServer(ServerConfig(port=0, database=server_data / "fleet.db")).start()
     try:
-        first = CliRunner().invoke(
-            cli, ["--data-dir", str(tmp_path / "d1"), "device", "enroll", "--server", server.url, "--token", plaintext]
-        )
-        assert first.exit_code == 0
-        second = CliRunner().invoke(
-            cli, ["--data-dir", str(tmp_path / "d2"), "device", "enroll", "--server", server.url, "--token", plaintext]
-        )
+        args = ["device", "enroll", "--server", server.url, "--token", plaintext, "--ca", str(server.ca_path)]
+        first = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d1"), *args])
+        assert first.exit_code == 0, first.output
+        second = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d2"), *args])
         assert second.exit_code == 1 and "already used" in second.output
     finally:
         server.stop()

@@ -10,6 +10,7 @@ from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.server import BackgroundServer
 from wardsight import wire
+from wardsight.bundle import Bundle
 
 
 def free_port() -> int:
@@ -36,16 +37,22 @@ def enrolled_then_offline(tmp_path, room):
     db.add_token(record)
     db.close()
     server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()
-    identity = IdentityStore(tmp_path / "device").enroll(server.url, plaintext, "cam-" + room.lower())
-    _, key = IdentityStore(tmp_path / "device").load()
+    store = IdentityStore(tmp_path / "device")
+    identity, _ = store.enroll(Bundle(server.url, plaintext, server.ca_pem), "cam-" + room.lower())
+    _, key = store.load()
     server.stop()  # the network goes away
     return port, db_path, identity, key
+
+
+def device_post(tmp_path):
+    """The agent's authenticated post (pinned TLS, proofs, credential) for the device enrolled in ``tmp_path``."""
+    return IdentityStore(tmp_path / "device").client(timeout=2.0)[1].post_event
 
 
 def test_events_survive_a_server_outage(tmp_path):
     port, db_path, identity, key = enrolled_then_offline(tmp_path, "5C-01")
 
-    sender = EventSender(f"http://127.0.0.1:{port}/api/v1/events", max_backoff=0.5).start()
+    sender = EventSender(identity.server_url, max_backoff=0.5, post=device_post(tmp_path)).start()
     ids = []
     for n in range(5):
         event = wire.Event(
@@ -123,9 +130,9 @@ def test_outbox_survives_an_agent_restart_and_delivers_in_order_exactly_once(tmp
 
     port, db_path, identity, key = enrolled_then_offline(tmp_path, "5C-02")  # down while events are raised
 
-    url = f"http://127.0.0.1:{port}/api/v1/events"
+    url = identity.server_url
     outbox_path = tmp_path / "device" / "outbox.db"
-    first = EventSender(url, queue=SqliteOutbox(outbox_path), max_backoff=0.2).start()
+    first = EventSender(url, queue=SqliteOutbox(outbox_path), max_backoff=0.2, post=device_post(tmp_path)).start()
     ids = []
     for n in range(4):
         event = wire.Event(event_id=wire.new_event_id(), device_id=identity.device_id, room=identity.room,
@@ -137,7 +144,9 @@ def test_outbox_survives_an_agent_restart_and_delivers_in_order_exactly_once(tmp
 
     server = BackgroundServer(ServerConfig(port=port, database=db_path)).start()
     try:
-        again = EventSender(url, queue=SqliteOutbox(outbox_path), max_backoff=0.2).start()  # after the restart
+        again = EventSender(  # after the restart
+            url, queue=SqliteOutbox(outbox_path), max_backoff=0.2, post=device_post(tmp_path)
+        ).start()
         assert wait_for(lambda: again.pending == 0)
         again.stop()
         db = FleetDB(db_path)
