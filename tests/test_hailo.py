@@ -553,6 +553,7 @@ def test_same_clip_same_people_and_same_events_on_cpu_and_hailo(hp, cpu, shared:
 
 def test_device_config_hailo_falls_back_to_the_cpu_when_the_device_goes(hp, cpu, astronaut, tmp_path, model_store):
     from accelerators.fallback import FallbackBackend
+    from fleet.health import degraded_reasons
     from firmware.agent import Agent
     from firmware.apps.occupancy import OccupancyApp
     from firmware.config import load_device_config
@@ -565,15 +566,35 @@ def test_device_config_hailo_falls_back_to_the_cpu_when_the_device_goes(hp, cpu,
     backend = build_backend(load_device_config(tmp_path, None, {}), model_store)
     assert isinstance(backend, FallbackBackend) and backend.active.name == "hailo"
     app = OccupancyApp(stable_seconds=0.0)
-    agent = Agent(ReplaySource([astronaut] * 3), backend, [app], emit=lambda e: None)
+    source = ReplaySource([astronaut] * 3)
+    agent = Agent(source, backend, [app], emit=lambda e: None)
     agent.run()
     assert agent.stats.processed == 3 and app.reported == 1
+    before = heartbeat(agent, source, backend)
+    assert (before.accelerator, before.accelerator_configured, before.warnings) == ("hailo", "hailo", [])
+    assert before.accelerator_temp_c is not None  # the chip's temperature, read through HailoRT's control API
     hef.fail_with = rt.HailoRTStreamAborted("Stream was aborted")  # the device is gone
-    agent = Agent(ReplaySource([astronaut] * 12), backend, [app], emit=lambda e: None)
+    source = ReplaySource([astronaut] * 12)
+    agent = Agent(source, backend, [app], emit=lambda e: None)
     stats = agent.run()
     assert stats.failed == 5 and stats.processed == 7  # five failures, then the CPU took over
     assert backend.health() == {"accelerator": "cpu (fallback from hailo)", "accelerator_fallback": 1.0}
+    # The fleet hears of it in the next heartbeat, and counts the device as degraded.
+    after = heartbeat(agent, source, backend)
+    assert (after.accelerator, after.accelerator_configured) == ("cpu", "hailo")
+    assert "accelerator_fallback" in after.warnings
+    assert "accelerator_fallback" in degraded_reasons(after.model_dump())
     backend.close()
+
+
+def heartbeat(agent, source, backend):
+    import time
+
+    from firmware.heartbeat import SystemReadings, build_health
+    from firmware.runtime import agent_readings
+
+    readings = agent_readings(agent, source, backend, 0, "pose", "1", time.monotonic() - 1)
+    return build_health("dev-1", readings, SystemReadings(), uptime_s=1.0, sent_at=1.8e9)
 
 
 def test_device_config_auto_without_accelerators_uses_the_cpu(tmp_path, model_store, caplog):
