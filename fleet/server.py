@@ -1,22 +1,81 @@
-"""Running the fleet app: in the foreground (``wardsight fleet serve``) or on a background thread."""
+"""Running the fleet app: in the foreground (``wardsight fleet serve``) or on a background thread.
+
+The server speaks HTTPS with a certificate from the fleet's own CA (``fleet.pki``, in the keys directory);
+plain HTTP only when ``insecure_http`` is set, for development.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 
+from fleet import pki
 from fleet.app import create_app
 from fleet.config import ServerConfig
+from wardsight.errors import WardSightError
+
+log = logging.getLogger(__name__)
+
+RENEW_CHECK_SECONDS = 6 * 3600.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def keys_dir(config: ServerConfig) -> Path:
+    """Where the server's keys and the fleet CA live (``load_server_config`` always sets ``keys_dir``)."""
+    if config.keys_dir is not None:
+        return config.keys_dir
+    if config.database is None:
+        raise ValueError("config.database must be set (load_server_config sets it)")
+    return config.database.parent / "fleet-keys"
+
+
+def _url_host(host: str) -> str:
+    """The host part of a URL that reaches a server bound to ``host`` on this machine."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        address = ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
+    return f"[{address}]" if address.version == 6 else str(address)
 
 
 class BackgroundServer:
-    """The fleet server on its own thread and event loop; ``url`` is known once ``start`` returns."""
+    """The fleet server on its own thread and event loop; ``url`` is known once ``start`` returns.
 
-    def __init__(self, config: ServerConfig) -> None:
+    With TLS (the default) ``ca_pem`` holds the fleet CA certificate devices pin and the server certificate
+    is checked for renewal every ``renew_check_seconds`` (new connections get the new one).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        renew_check_seconds: float = RENEW_CHECK_SECONDS,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self.config = config
         self.url = ""
+        self.ca_pem: str | None = None
+        self.ca_fingerprint: str | None = None
+        self.ca_path: Path | None = None
+        self._clock = clock
+        self._renew_check_seconds = renew_check_seconds
+        self._ca: pki.FleetCA | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
@@ -29,6 +88,9 @@ class BackgroundServer:
             self._loop.run_until_complete(self._start())
         except BaseException as exc:
             self._error = exc
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(self._cleanup())  # e.g. the port was taken after setup
+            self._loop.close()
             self._ready.set()
             return
         self._ready.set()
@@ -36,16 +98,68 @@ class BackgroundServer:
         self._loop.run_until_complete(self._cleanup())
         self._loop.close()
 
+    def _setup_tls(self) -> ssl.SSLContext:
+        directory = keys_dir(self.config)
+        now = self._clock()
+        try:
+            self._ca = pki.ensure_ca(directory, now=now)
+            cert_path, key_path = pki.ensure_server_cert(self._ca, directory, self.config.tls_hostnames, now=now)
+        except OSError as exc:  # not a listening problem: say which directory
+            raise pki.PKIError(f"cannot use the keys directory {directory}: {exc}") from None
+        self.ca_pem = pki.ca_pem(self._ca)
+        self.ca_fingerprint = pki.fingerprint(self._ca.cert)
+        self.ca_path = self._ca.cert_path
+        return pki.server_ssl_context(cert_path, key_path)
+
     async def _start(self) -> None:
+        if not self.config.insecure_http:
+            self._ssl = self._setup_tls()
         self._runner = web.AppRunner(create_app(self.config), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=self._ssl)
         await site.start()
         addresses = self._runner.addresses
         port = addresses[0][1] if addresses else self.config.port
-        self.url = f"http://{self.config.host}:{port}"
+        scheme = "http" if self._ssl is None else "https"
+        self.url = f"{scheme}://{_url_host(self.config.host)}:{port}"
+        if self._ssl is not None and self._renew_check_seconds > 0:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_periodically())
+
+    async def _renew_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._renew_check_seconds)
+            try:
+                if self._renew(self._clock()):
+                    log.info("server certificate renewed")
+            except (WardSightError, OSError, ssl.SSLError) as exc:  # keep serving the current one; retry later
+                log.warning("server certificate renewal failed: %s", exc)
+
+    def _renew(self, now: datetime) -> bool:
+        """Reissue the server certificate if due and load it for new connections; True if it changed."""
+        if self._ca is None or self._ssl is None:
+            return False
+        directory = keys_dir(self.config)
+        cert_path = directory / pki.SERVER_CERT
+        before = cert_path.read_bytes() if cert_path.is_file() else b""
+        cert_path, key_path = pki.ensure_server_cert(self._ca, directory, self.config.tls_hostnames, now=now)
+        if cert_path.read_bytes() == before:
+            return False
+        self._ssl.load_cert_chain(cert_path, key_path)
+        return True
+
+    def renew_certificate(self, now: datetime | None = None, timeout: float = 15.0) -> bool:
+        """Run the renewal check now on the server's loop (``now`` for tests); True if a new one is served."""
+
+        async def renew() -> bool:
+            return self._renew(now or self._clock())
+
+        return asyncio.run_coroutine_threadsafe(renew(), self._loop).result(timeout)
 
     async def _cleanup(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(BaseException):
+                await self._renewer
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -61,3 +175,27 @@ class BackgroundServer:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+
+
+def serve_forever(
+    config: ServerConfig,
+    *,
+    announce: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run the server until Ctrl-C (or ``stop`` is set), telling the operator where it is and what to pin."""
+    try:
+        server = BackgroundServer(config).start()
+    except OSError as exc:
+        raise WardSightError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    try:
+        announce(f"fleet server on {server.url} (console: {server.url}/), database {config.database}")
+        if server.ca_pem is None:
+            announce("WARNING: plain HTTP (insecure_http): for development only; devices send events unencrypted")
+        else:
+            announce(f"fleet CA {server.ca_path} (sha256 {server.ca_fingerprint}); bundles carry it to devices")
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
