@@ -57,10 +57,12 @@ def _register() -> None:
     from firmware.cli import device
     from firmware.evaluation import eval_command
     from fleet.cli import fleet
+    from fleet.operators_cli import operators_cli
     from provisioning.cli import provision
     from wardsight.demo import demo
     from wardsight.webhooks import verify_webhook
 
+    fleet.add_command(operators_cli)
     for command in (fleet, device, provision, models, demo, eval_command, verify_webhook):
         cli.add_command(command)
 
