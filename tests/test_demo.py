@@ -3,10 +3,14 @@
 import json
 import os
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -33,20 +37,31 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
         env=env,
     )
     lines = []
-    url = None
+    url = login = None
     deadline = time.monotonic() + 60
-    while url is None and time.monotonic() < deadline:
+    while login is None and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
         if line.startswith("console: "):
             url = line.split()[1]
-    assert url and url.startswith("http://127.0.0.1:"), lines
-    # While it runs, the console and its API answer.
-    page = urllib.request.urlopen(url, timeout=5).read().decode()
+        if line.startswith("sign in as "):
+            login = line.split()[3], line.split()[5]
+    assert url and url.startswith("https://127.0.0.1:") and login, lines
+    # While it runs, the console answers over TLS with the fleet's own CA, and its API only after signing in.
+    tls = ssl.create_default_context(cafile=str(data_dir_with_models / "demo" / "fleet-keys" / "ca.crt"))
+    page = urllib.request.urlopen(url, timeout=5, context=tls).read().decode()
     assert "WardSight fleet console" in page
-    devices = json.loads(urllib.request.urlopen(url + "api/v1/devices", timeout=5).read())["devices"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url + "api/v1/devices", timeout=5, context=tls)
+    assert refused.value.code == 401
+    body = json.dumps({"username": login[0], "password": login[1]}).encode()
+    signin = urllib.request.Request(url + "api/v1/session", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(signin, timeout=10, context=tls) as resp:
+        cookie = resp.headers["Set-Cookie"].split(";")[0]
+    listed = urllib.request.Request(url + "api/v1/devices", headers={"Cookie": cookie})
+    devices = json.loads(urllib.request.urlopen(listed, timeout=5, context=tls).read())["devices"]
     assert [d["name"] for d in devices] == ["demo-camera"]
 
     out, err = proc.communicate(timeout=90)
@@ -68,8 +83,11 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
     allowed_prefixes = (
         "models/",
         "demo/fleet.db",
+        "demo/fleet-keys/",  # the fleet CA, the server's certificate and signing keys
         "demo/device/key.pem",
         "demo/device/identity.json",
+        "demo/device/fleet-ca.pem",
+        "demo/device/credential.json",
         "demo/device/outbox.db",
     )  # the outbox holds signed metadata events only
     assert all(p.startswith(allowed_prefixes) for p in written), written

@@ -8,7 +8,9 @@ time) and leaves the console open until Ctrl-C or ``--duration``. Demo state liv
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import time
 from pathlib import Path
 
 import click
@@ -18,6 +20,7 @@ from firmware.cli import apply_source_options, with_source_options
 from firmware.config import load_device_config
 from firmware.identity import IdentityStore
 from firmware.runtime import device_dir, run_device
+from fleet import operators
 from fleet.cli import create_token
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
@@ -30,6 +33,7 @@ from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
 
 DEMO_ROOM = "demo-room-101"
+DEMO_USER = "demo"
 
 
 @click.command()
@@ -89,7 +93,15 @@ def demo(
         bundle = Bundle(server.url, token, server.ca_pem, insecure_http=server.ca_pem is None)
         identity, _ = IdentityStore(device_dir(demo_dir)).enroll(bundle, device_config.name)
         click.echo(f"enrolled {identity.device_id} in room {identity.room}")
+        password = secrets.token_urlsafe(12)
+        db = FleetDB(server_config.database)  # type: ignore[arg-type]
+        try:
+            operators.create_operator(db.db, DEMO_USER, password, "viewer", time.time(), server_config)
+        finally:
+            db.close()
         click.echo(f"console: {server.url}/")
+        click.echo(f"sign in as {DEMO_USER} / {password} (a viewer account made for this demo only)")
+        click.echo(f"the browser will not know the fleet's own CA: {server.ca_path} (sha256 {server.ca_fingerprint})")
         click.echo(
             "running the device on "
             + ("a live source" if camera is not None or stream is not None else str(device_config.source.path))
