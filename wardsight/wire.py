@@ -165,6 +165,34 @@ class Health(_Closed):
     warnings: Annotated[list[Identifier], Field(max_length=16)] = Field(default_factory=list)
 
 
+UpdateState = Literal[
+    "downloading", "downloaded", "installed", "activated", "healthy", "failed", "rolled_back", "deferred"
+]
+
+
+class UpdateOffer(_Closed):
+    """What the server wants a device to run (``GET /api/v1/device/update``); the model file itself comes via TUF."""
+
+    rollout_id: Identifier
+    model: Identifier
+    version: Version
+    target: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")]  # TUF target path
+    # Maintenance window by the server's clock: download now, switch only inside [start, end).
+    window_start: Annotated[float, Field(ge=0, le=1e11)] | None = None
+    window_end: Annotated[float, Field(ge=0, le=1e11)] | None = None
+
+
+class UpdateReport(_Closed):
+    """A device's progress on an offer (``POST /api/v1/device/update``)."""
+
+    rollout_id: Identifier
+    model: Identifier
+    version: Version
+    state: UpdateState
+    reason: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None  # e.g. self_test_failed
+    progress: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
 # ---- keys -------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,181 @@
+"""The model package: one file that carries a model's builds for every backend and a manifest saying how to run them.
+
+A package is an uncompressed POSIX tar (``.wsm``) holding ``manifest.json`` and the model files it names. One
+package serves CPU, Hailo and Coral builds of a model: each *build* names its backend, runtime, file, sha256 and
+size, and the input and decoder settings the agent needs. The OTA system signs and ships packages whole (TUF
+checks the package's length and hashes); the device then extracts only the build for its backend and checks that
+file's sha256 against the manifest.
+
+Reading is defensive: member names are plain file names (no directories, links or ``..``), sizes are capped, and
+nothing is extracted that the manifest does not name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wardsight.errors import WardSightError
+
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_FILE_BYTES = 512 * 1024 * 1024
+FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+VERSION = r"^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$"  # numeric dotted: ordered without ambiguity
+
+Backend = Literal["cpu", "hailo", "coral", "imx500"]
+Runtime = Literal["litert", "onnxruntime", "hailort", "edgetpu", "imx500"]
+
+
+class PackageError(WardSightError):
+    """Not a usable model package (malformed, unsafe, or a file that does not match its manifest)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Build(_Strict):
+    backend: Backend
+    runtime: Runtime
+    file: Annotated[str, Field(pattern=FILE_NAME)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(gt=0, le=MAX_FILE_BYTES)]
+    input: Mapping[str, int | float | str] = Field(default_factory=dict)  # e.g. long_side, multiple, dtype
+    decoder: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    hardware: Annotated[str, Field(max_length=64)] | None = None  # e.g. "hailo8l" (a HEF runs on one arch)
+
+
+class Manifest(_Strict):
+    format: Literal[1] = 1
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    version: Annotated[str, Field(pattern=VERSION)]
+    task: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]  # "pose", "face_mask", ...
+    license: Annotated[str, Field(min_length=1, max_length=64)]
+    min_agent_version: Annotated[str, Field(pattern=VERSION)] = "0.1"
+    builds: Annotated[list[Build], Field(min_length=1, max_length=8)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Manifest:
+        files = [b.file for b in self.builds]
+        if len(set(files)) != len(files) or MANIFEST in files:
+            raise ValueError("each build needs its own file, not named manifest.json")
+        keys = [(b.backend, b.hardware) for b in self.builds]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two builds for the same backend and hardware")
+        return self
+
+    def build_for(self, backend: str, hardware: str | None = None) -> Build:
+        """The build for ``backend`` (and ``hardware``, when the build names one)."""
+        for build in self.builds:
+            if build.backend == backend and (build.hardware is None or build.hardware == hardware):
+                return build
+        raise PackageError(
+            f"model {self.name} {self.version} has no build for {backend}{'/' + hardware if hardware else ''}"
+        )
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    if not re.match(VERSION, version):
+        raise PackageError(f"'{version}' is not a dotted numeric version")
+    return tuple(int(p) for p in version.split("."))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(path: Path) -> tuple[str, int]:
+    """(sha256, size) of a model file, for writing a manifest."""
+    return _sha256(path), path.stat().st_size
+
+
+def write_package(out: Path, manifest: Manifest, files: Mapping[str, Path]) -> None:
+    """Write a package: ``files`` maps each build's file name to the file on disk (checked against the manifest)."""
+    named = {b.file: b for b in manifest.builds}
+    if set(files) != set(named):
+        raise PackageError(f"files {sorted(files)} do not match the manifest's builds {sorted(named)}")
+    for name, path in files.items():
+        digest, size = describe_file(path)
+        if (digest, size) != (named[name].sha256, named[name].size):
+            raise PackageError(f"{path} does not match the manifest's sha256/size for {name}")
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        data = manifest.model_dump_json(indent=2).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        tar.addfile(info, io.BytesIO(data))
+        for name in sorted(files):
+            info = tar.gettarinfo(str(files[name]), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime, info.mode = 0, 0o644
+            with open(files[name], "rb") as fh:
+                tar.addfile(info, fh)
+    os.replace(tmp, out)
+
+
+def _open(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:")  # uncompressed only: no decompression bombs
+    except (OSError, tarfile.TarError) as exc:
+        raise PackageError(f"{path} is not a model package: {exc}") from None
+
+
+def _member(tar: tarfile.TarFile, name: str, limit: int) -> tarfile.TarInfo:
+    try:
+        info = tar.getmember(name)
+    except KeyError:
+        raise PackageError(f"package has no {name}") from None
+    if not info.isfile() or info.size > limit:
+        raise PackageError(f"package member {name} is not a regular file under {limit} bytes")
+    return info
+
+
+def read_manifest(path: Path) -> Manifest:
+    with _open(path) as tar:
+        for info in tar.getmembers():
+            if not re.match(FILE_NAME, info.name) or not info.isfile():
+                raise PackageError(f"package member '{info.name[:80]}' is not a plain file name")
+        fh = tar.extractfile(_member(tar, MANIFEST, MAX_MANIFEST_BYTES))
+        assert fh is not None
+        try:
+            return Manifest.model_validate(json.loads(fh.read()))
+        except (ValueError, ValidationError) as exc:
+            raise PackageError(f"package manifest is invalid: {exc}") from None
+
+
+def extract_build(path: Path, build: Build, dest: Path) -> Path:
+    """Copy one build's file out of the package to ``dest`` (a file path), checking its size and sha256."""
+    with _open(path) as tar:
+        info = _member(tar, build.file, MAX_FILE_BYTES)
+        if info.size != build.size:
+            raise PackageError(f"{build.file} is {info.size} bytes, the manifest says {build.size}")
+        src = tar.extractfile(info)
+        assert src is not None
+        digest = hashlib.sha256()
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as out:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+    if digest.hexdigest() != build.sha256:
+        tmp.unlink(missing_ok=True)
+        raise PackageError(f"{build.file} does not match its sha256 in the manifest")
+    os.replace(tmp, dest)
+    return dest
