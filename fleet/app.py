@@ -20,6 +20,7 @@ from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.errors import RejectedError
 from fleet.keys import load_server_keys
+from fleet.ota import repository, rollouts
 
 log = logging.getLogger("wardsight.fleet")
 
@@ -96,6 +97,6 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
     app.router.add_get("/", console)
     app.router.add_get("/console.js", console_js)
     app.router.add_get("/console.css", console_css)
-    for module in (device_api, admin_api, operators, delivery, health):
+    for module in (device_api, admin_api, operators, delivery, health, repository, rollouts):
         module.setup(app)
     return app

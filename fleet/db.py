@@ -111,8 +111,9 @@ class FleetDB:
             db.table("events").create_index(["received_at"])
         # Tables owned by the server's other modules (imported here so the dependency stays one way).
         from fleet import audit, delivery, health, operators
+        from fleet.ota import repository, rollouts
 
-        for module in (audit, operators, delivery, health):
+        for module in (audit, operators, delivery, health, repository, rollouts):
             module.migrate(db)
 
     # ---- tokens -------------------------------------------------------------------------------------

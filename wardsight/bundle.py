@@ -24,6 +24,7 @@ class Bundle:
     token: str
     ca_pem: str | None = None  # required for https
     insecure_http: bool = False  # required for http
+    tuf_root: str | None = None  # the OTA repository's trusted root.json (TUF), when the fleet has one
 
     def check(self) -> Bundle:
         url = self.server_url
@@ -50,6 +51,7 @@ class Bundle:
                 str(data["token"]),
                 data.get("ca_pem"),
                 bool(data.get("insecure_http", False)),
+                data.get("tuf_root"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise WardSightError(f"cannot read enrollment bundle {path}: {exc}") from None
@@ -62,4 +64,6 @@ class Bundle:
             body["ca_pem"] = self.ca_pem
         if self.insecure_http:
             body["insecure_http"] = True
+        if self.tuf_root:
+            body["tuf_root"] = self.tuf_root
         write_private_file(path, json.dumps(body, indent=2).encode())

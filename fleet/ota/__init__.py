@@ -1,0 +1,1 @@
+"""Signed OTA model updates on the server: the TUF repository and model library, and staged rollouts."""
