@@ -79,37 +79,46 @@ class EventSender:
     def _run(self) -> None:
         backoff = 0.5
         while True:
-            with self._cond:
-                while not len(self._queue) and not self._stopping:
-                    self._cond.wait()
-                entry = self._queue.head()
-                if entry is None:
-                    return
-            key, jws = entry
             try:
-                reply = self._post(self.url, jws)
-            except (UnreachableError, NotAuthorizedError) as exc:
+                outcome = self._send_head(backoff)
+            except Exception:  # a locked outbox, a bug in a transport: never end the sender thread
+                log.exception("event sender: unexpected error; retrying in %.1fs", backoff)
+                outcome = "retry"
+            if outcome == "stop":
+                return
+            if outcome == "retry":
                 self.stats.retries += 1
-                log.warning("%s; retrying in %.1fs (%d queued)", exc, backoff, self.pending)
                 if self._wait(backoff):
                     return
                 backoff = min(backoff * 2, self._max_backoff)
-                continue
-            if reply.status in RETRY_STATUSES:
-                self.stats.retries += 1
-                log.warning("server asked to retry (HTTP %d); retrying in %.1fs", reply.status, backoff)
-                if self._wait(backoff):
-                    return
-                backoff = min(backoff * 2, self._max_backoff)
-                continue
-            backoff = 0.5
-            with self._cond:
-                self._queue.remove(key)  # exactly the entry sent, even if the bound dropped it meanwhile
-            if reply.status in (200, 201):
-                self.stats.sent += 1
             else:
-                self.stats.rejected += 1
-                log.error("server refused an event (HTTP %d): %s", reply.status, reply.error)
+                backoff = 0.5
+
+    def _send_head(self, backoff: float) -> str:
+        """Send the oldest queued event once: "stop", "retry" (keep it, back off) or "done" (removed)."""
+        with self._cond:
+            while not len(self._queue) and not self._stopping:
+                self._cond.wait()
+            entry = self._queue.head()
+            if entry is None:
+                return "stop"
+        key, jws = entry
+        try:
+            reply = self._post(self.url, jws)
+        except (UnreachableError, NotAuthorizedError) as exc:
+            log.warning("%s; retrying in %.1fs (%d queued)", exc, backoff, self.pending)
+            return "retry"
+        if reply.status in RETRY_STATUSES:
+            log.warning("server asked to retry (HTTP %d); retrying in %.1fs", reply.status, backoff)
+            return "retry"
+        with self._cond:
+            self._queue.remove(key)  # exactly the entry sent, even if the bound dropped it meanwhile
+        if reply.status in (200, 201):
+            self.stats.sent += 1
+        else:
+            self.stats.rejected += 1
+            log.error("server refused an event (HTTP %d): %s", reply.status, reply.error)
+        return "done"
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Try to send what is queued for up to ``flush_timeout`` seconds, then stop."""

@@ -167,3 +167,21 @@ def test_outbox_bound_drops_the_oldest(tmp_path):
     assert jws == "e2"
     box.remove(key)
     assert box.head()[1] == "e3"
+
+
+def test_an_unexpected_error_does_not_end_the_sender():
+    from firmware.transport import Reply
+
+    calls = []
+
+    def post(url, jws):
+        calls.append(jws)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a transport")
+        return Reply(201, {})
+
+    sender = EventSender("http://unused", post=post, max_backoff=0.05).start()
+    sender.submit("e0")
+    assert wait_for(lambda: sender.stats.sent == 1)
+    sender.stop()
+    assert calls == ["e0", "e0"] and sender.stats.retries == 1
