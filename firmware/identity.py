@@ -30,6 +30,7 @@ class Identity:
     name: str
     site: str | None = None
     ward: str | None = None
+    job_key: str | None = None  # the server's public key for maintenance jobs (base64url Ed25519)
 
 
 def tls_context(server_url: str, ca_pem: str | None) -> ssl.SSLContext | None:
@@ -113,7 +114,7 @@ class IdentityStore:
         if reply.status != 201:
             raise WardSightError(f"enrollment refused by {url}: {reply.error}")
         answer = wire.EnrollmentResponse.model_validate(reply.body)
-        identity = Identity(answer.device_id, answer.room, url, name, answer.site, answer.ward)
+        identity = Identity(answer.device_id, answer.room, url, name, answer.site, answer.ward, answer.job_key)
         if bundle.ca_pem:
             self._write(self.ca_path, bundle.ca_pem)
         self._write(self.identity_path, json.dumps(asdict(identity), indent=2))

@@ -133,7 +133,13 @@ async def enroll(request: web.Request) -> web.Response:
         "enrolled device %s (%s) in room %s with token %s: %s", device_id, claim.name, record.room, record.id, status
     )
     body = wire.EnrollmentResponse(
-        device_id=device_id, room=record.room, site=record.site, ward=record.ward, status=status, server_time=now
+        device_id=device_id,
+        room=record.room,
+        site=record.site,
+        ward=record.ward,
+        status=status,
+        server_time=now,
+        job_key=wire.encode_public_key(request.app[KEYS_KEY].jobs.public_key()),
     )
     return web.json_response(body.model_dump(), status=201)
 

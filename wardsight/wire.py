@@ -111,6 +111,7 @@ class EnrollmentResponse(_Closed):
     ward: Identifier | None = None
     status: DeviceStatus = "active"
     server_time: Annotated[float, Field(ge=0, le=1e11)] | None = None
+    job_key: Annotated[str, Field(min_length=43, max_length=43)] | None = None  # verifies maintenance jobs
 
 
 class CredentialGrant(_Closed):
@@ -193,6 +194,66 @@ class UpdateReport(_Closed):
     progress: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
+JOB_TYP = "wardsight-job+jws"
+MAX_JOB_BYTES = 64 * 1024
+JobKind = Literal[
+    "restart_agent",
+    "reboot",
+    "push_config",
+    "collect_diagnostics",
+    "self_test",
+    "rotate_key",
+    "set_log_level",
+    "factory_reset",
+]
+JobParam = StrictInt | StrictFloat | StrictBool | Annotated[str, Field(max_length=256)]
+
+
+class Job(_Closed):
+    """A maintenance job for one device, signed by the server's job key; runs at most once, before it expires.
+
+    ``issued_at`` and ``expires_at`` are server time: the device judges expiry by the server's clock as it
+    learned it (``WardSight-Time``), not by its own.
+    """
+
+    job_id: Annotated[str, Field(pattern=r"^job-[0-9a-f]{16,32}$")]
+    device_id: Identifier
+    kind: JobKind
+    params: Annotated[dict[DataKey, JobParam], Field(max_length=16)] = Field(default_factory=dict)
+    config: Annotated[str, Field(max_length=32 * 1024)] | None = None  # push_config: the device.toml text
+    issued_at: Annotated[float, Field(ge=0, le=1e11)]
+    expires_at: Annotated[float, Field(ge=0, le=1e11)]
+
+
+JobState = Literal["received", "running", "succeeded", "failed", "refused"]
+
+
+class JobReport(_Closed):
+    """A device's progress or result for a job (numbers and identifiers; diagnostics go in ``output``)."""
+
+    job_id: Annotated[str, Field(pattern=r"^job-[0-9a-f]{16,32}$")]
+    state: JobState
+    reason: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None
+    progress: Annotated[float, Field(ge=0, le=1)] | None = None
+    # collect_diagnostics: printable text only (checked on the device and again on the server), capped.
+    output: Annotated[str, Field(max_length=256 * 1024)] | None = None
+
+
+def sign_job(job: Job, key: Ed25519PrivateKey) -> str:
+    return jwt.encode(job.model_dump(mode="json"), key, algorithm="EdDSA", headers={"typ": JOB_TYP})
+
+
+def verify_job(token: str, server_key: Ed25519PublicKey) -> Job:
+    """Check a job's signature (the server's job key) and shape; the device then checks expiry and replay."""
+    _header(token, JOB_TYP, MAX_JOB_BYTES)
+    payload = _verified_payload(token, server_key)
+    try:
+        return Job.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise MalformedError(f"job field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+
+
 # ---- keys -------------------------------------------------------------------------------------------
 
 
@@ -250,9 +311,9 @@ def sign_event(event: Event, key: Ed25519PrivateKey) -> str:
     return jwt.encode(event.model_dump(mode="json"), key, algorithm="EdDSA", headers=headers)
 
 
-def _header(token: str, typ: str) -> dict[str, Any]:
-    if len(token) > MAX_JWS_BYTES:
-        raise MalformedError(f"message larger than {MAX_JWS_BYTES} bytes")
+def _header(token: str, typ: str, max_bytes: int = MAX_JWS_BYTES) -> dict[str, Any]:
+    if len(token) > max_bytes:
+        raise MalformedError(f"message larger than {max_bytes} bytes")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:
