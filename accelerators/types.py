@@ -7,26 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-COCO_KEYPOINTS: tuple[str, ...] = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
-KEYPOINT_INDEX = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
+from wardsight.keypoints import COCO_KEYPOINTS, KEYPOINT_INDEX
+
+__all__ = ["COCO_KEYPOINTS", "KEYPOINT_INDEX", "Person"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 
 import click
 
-from firmware.config import DeviceConfig, load_device_config
 from firmware.identity import IdentityStore
 from firmware.runtime import device_dir, run_device
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
+from wardsight.device_config import DeviceConfig, load_device_config
 
 config_option = click.option(
     "--config",

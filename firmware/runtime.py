@@ -20,7 +20,6 @@ from firmware.apps.fall import FallApp, FallConfig
 from firmware.apps.hygiene import HandHygieneApp, HygieneConfig
 from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
-from firmware.config import DeviceConfig
 from firmware.heartbeat import AgentReadings, HeartbeatLoop, build_health, read_system
 from firmware.identity import IdentityStore
 from firmware.live import StreamSource
@@ -31,6 +30,7 @@ from firmware.sender import EventSender
 from firmware.sources import FrameSource, SourceError, VideoFileSource
 from firmware.zones import Zone, ZoneMap
 from wardsight import wire
+from wardsight.device_config import DeviceConfig
 from wardsight.errors import ConfigError, WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE

@@ -14,15 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from accelerators.types import KEYPOINT_INDEX, Person
-
-# Which body parts count for each kind of zone (overridable per zone).
-DEFAULT_KEYPOINTS: dict[str, tuple[str, ...]] = {
-    "door": ("left_ankle", "right_ankle", "left_hip", "right_hip"),
-    "dispenser": ("left_wrist", "right_wrist"),
-    "bed": ("left_hip", "right_hip", "left_shoulder", "right_shoulder"),
-    "floor": ("left_hip", "right_hip", "left_shoulder", "right_shoulder"),
-    "room": ("left_hip", "right_hip", "left_shoulder", "right_shoulder"),
-}
+from wardsight.keypoints import DEFAULT_KEYPOINTS
 
 
 def points_inside(

@@ -1,7 +1,7 @@
 import pytest
 
-from firmware.config import load_device_config
 from fleet.config import load_server_config
+from wardsight.device_config import load_device_config
 from wardsight.errors import ConfigError
 from wardsight.paths import data_dir
 

@@ -553,12 +553,12 @@ def test_same_clip_same_people_and_same_events_on_cpu_and_hailo(hp, cpu, shared:
 
 def test_device_config_hailo_falls_back_to_the_cpu_when_the_device_goes(hp, cpu, astronaut, tmp_path, model_store):
     from accelerators.fallback import FallbackBackend
-    from fleet.health import degraded_reasons
     from firmware.agent import Agent
     from firmware.apps.occupancy import OccupancyApp
-    from firmware.config import load_device_config
     from firmware.runtime import build_backend
     from firmware.sources import ReplaySource
+    from fleet.health import degraded_reasons
+    from wardsight.device_config import load_device_config
 
     _fake.add_device("0001:01:00.0", ARCH.HAILO8L)
     hef = _fake.register_hef("/models/pose.hef", pose_hef(cpu))
@@ -599,8 +599,8 @@ def heartbeat(agent, source, backend):
 
 def test_device_config_auto_without_accelerators_uses_the_cpu(tmp_path, model_store, caplog):
     from accelerators.cpu import CpuPoseBackend
-    from firmware.config import load_device_config
     from firmware.runtime import build_backend
+    from wardsight.device_config import load_device_config
 
     assert isinstance(build_backend(load_device_config(tmp_path, None, {}), model_store), CpuPoseBackend)
     (tmp_path / "device.toml").write_text('[accelerator]\nkind = "coral"\n')

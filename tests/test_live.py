@@ -396,8 +396,8 @@ def test_bad_stream_specs_are_refused_at_once(url):
 
 def test_device_config_stream_source_keeps_the_agent_alive_while_down(tmp_path):
     """kind = "stream" builds a StreamSource; with nothing listening, the agent's run ends at its deadline."""
-    from firmware.config import load_device_config
     from firmware.runtime import artifact_store, build_source
+    from wardsight.device_config import load_device_config
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

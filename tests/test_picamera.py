@@ -415,8 +415,8 @@ def test_fake_opens_only_attached_cameras_once(fake, scenes):
 
 def test_device_config_builds_a_picamera_source(fake, scenes, tmp_path):
     """`source.kind = "picamera"` in device.toml gives a Picamera2Source with the privacy regions applied."""
-    from firmware.config import load_device_config
     from firmware.runtime import artifact_store, build_source
+    from wardsight.device_config import load_device_config
 
     fake.add_camera(scenes)
     (tmp_path / "device.toml").write_text(

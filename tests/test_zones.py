@@ -3,10 +3,10 @@ import pytest
 
 from accelerators.cpu import CpuPoseBackend
 from accelerators.types import KEYPOINT_INDEX, Person
-from firmware.config import load_device_config
 from firmware.runtime import build_zones
 from firmware.zones import Zone, ZoneMap
 from tests.conftest import read_rgb
+from wardsight.device_config import load_device_config
 from wardsight.errors import ConfigError
 
 LEFT = ((0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0))

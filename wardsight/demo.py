@@ -17,7 +17,6 @@ import click
 
 from accelerators.catalog import get_model
 from firmware.cli import apply_source_options, with_source_options
-from firmware.config import load_device_config
 from firmware.identity import IdentityStore
 from firmware.runtime import device_dir, run_device
 from fleet import operators
@@ -27,6 +26,7 @@ from fleet.db import FleetDB
 from fleet.server import BackgroundServer
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
+from wardsight.device_config import load_device_config
 from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE

@@ -1,4 +1,8 @@
-"""The device agent's configuration (one validated model; file + WARDSIGHT_DEVICE_* overrides)."""
+"""The device agent's configuration schema (one validated model; file + WARDSIGHT_DEVICE_* overrides).
+
+Part of the shared contract: the device loads it, and the fleet server validates configurations it pushes
+with the same model before a job carries them to the device, which validates again before applying.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from accelerators.types import KEYPOINT_INDEX
-from firmware.zones import DEFAULT_KEYPOINTS
+from wardsight.keypoints import DEFAULT_KEYPOINTS, KEYPOINT_INDEX
 from wardsight.settings import StrictModel, load_config
 from wardsight.wire import Identifier
 
