@@ -169,6 +169,7 @@ class FleetClient:
         self._credential: str | None = stored[0] if stored else None
         self._expires_at = stored[1] if stored else 0.0
         self._lifetime = 0.0
+        self._renew_due = False  # the server said the credential is due for renewal
 
     # ---- time ---------------------------------------------------------------------------------------
 
@@ -184,6 +185,8 @@ class FleetClient:
         nonce = reply.headers.get(wire.NONCE_HEADER)
         if nonce:
             self._nonce = nonce
+        if reply.headers.get(wire.RENEW_HEADER) == "1":
+            self._renew_due = True
         stamp = reply.headers.get(wire.TIME_HEADER)
         if stamp:
             with contextlib.suppress(ValueError):
@@ -245,9 +248,12 @@ class FleetClient:
                 raise NotAuthorizedError(f"no credential: {reply.error}", reply.code or "unauthorized")
             self._grant(reply)
             log.info("obtained a device credential (valid %.0f s)", self._lifetime)
-        elif self._offset is not None and self.server_now() >= self._expires_at - self._renew_margin():
+        elif self._renew_due or (
+            self._offset is not None and self.server_now() >= self._expires_at - self._renew_margin()
+        ):
             reply = self._exchange("POST", path, b"", None, self._credential)
             if reply.status == 200:
+                self._renew_due = False
                 self._grant(reply)
                 log.info("renewed the device credential (valid %.0f s)", self._lifetime)
             elif reply.code in ("credential_expired", "credential_revoked"):

@@ -26,6 +26,7 @@ JOSE = "application/jose"
 NONCES_KEY = web.AppKey("nonces", deviceauth.NonceIssuer)
 DEVICE_PREFIX = "/api/v1/device/"
 ENROLL_PATH = "/api/v1/enroll"
+RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for renewal
 
 
 async def _body(request: web.Request, content_type: str) -> bytes:
@@ -81,6 +82,12 @@ async def authenticate(request: web.Request, body: bytes, *, credential: str = "
     if not db.remember_jti(verdict.device_id, verdict.proof.jti, window, now):
         raise RejectedError(401, "proof already used (replay)", code="replay")
     health.mark_heard(db.db, verdict.device_id, now)
+    if verdict.credential_id is not None:
+        row = db.get_device(verdict.device_id)
+        expires = row["credential_expires_at"] if row else None
+        ttl = request.app[CONFIG_KEY].credential_ttl_seconds
+        if expires is not None and now >= expires - ttl / 3:  # the server says when, whatever the device's clock
+            request[RENEW_KEY] = True
     return verdict
 
 
@@ -227,6 +234,8 @@ async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
         now = request.app[CLOCK_KEY]()
         response.headers[wire.NONCE_HEADER] = request.app[NONCES_KEY].issue(now)
         response.headers[wire.TIME_HEADER] = json.dumps(now)
+        if request.get(RENEW_KEY):
+            response.headers[wire.RENEW_HEADER] = "1"
 
 
 def setup(app: web.Application) -> None:

@@ -65,6 +65,7 @@ class BackgroundServer:
         *,
         renew_check_seconds: float = RENEW_CHECK_SECONDS,
         clock: Callable[[], datetime] = _utcnow,
+        app_clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.url = ""
@@ -72,6 +73,7 @@ class BackgroundServer:
         self.ca_fingerprint: str | None = None
         self.ca_path: Path | None = None
         self._clock = clock
+        self._app_clock = app_clock  # the application's clock (tests move it); TLS renewal keeps ``clock``
         self._renew_check_seconds = renew_check_seconds
         self._ca: pki.FleetCA | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -114,7 +116,8 @@ class BackgroundServer:
     async def _start(self) -> None:
         if not self.config.insecure_http:
             self._ssl = self._setup_tls()
-        self._runner = web.AppRunner(create_app(self.config), access_log=None)
+        app = create_app(self.config, clock=self._app_clock) if self._app_clock else create_app(self.config)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=self._ssl)
         await site.start()

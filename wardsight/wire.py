@@ -33,6 +33,7 @@ PROOF_TYP = "wardsight-proof+jws"
 PROOF_HEADER = "WardSight-Proof"  # the proof JWS
 NONCE_HEADER = "WardSight-Nonce"  # a fresh server nonce, on every device-API response
 TIME_HEADER = "WardSight-Time"  # the server's clock, on every device-API response
+RENEW_HEADER = "WardSight-Renew"  # "1" when the credential used is past two thirds of its life
 AUTH_SCHEME = "WardSight"  # Authorization: WardSight <credential>
 ENROLL_TYP = "wardsight-enroll+jws"
 ENROLL_AUDIENCE = "wardsight:enroll"
