@@ -312,10 +312,10 @@ class _DeviceRow:
 
 
 def _device_rows(db: sqlite_utils.Database) -> list[_DeviceRow]:
-    has_status = "status" in db["devices"].columns_dict
-    status = "d.status" if has_status else "'active'"
+    # Silence counts from enrollment, or from the last status change (an approval, a release) if later.
     cur = db.conn.execute(
-        f"SELECT d.id, d.room, d.enrolled_at, {status}, p.last_heard_at, p.offline_since, p.returned_at"  # noqa: S608
+        "SELECT d.id, d.room, MAX(d.enrolled_at, COALESCE(d.status_changed_at, d.enrolled_at)),"
+        " COALESCE(d.status, 'active'), p.last_heard_at, p.offline_since, p.returned_at"
         " FROM devices d LEFT JOIN presence p ON p.device_id = d.id ORDER BY d.id"
     )
     return [

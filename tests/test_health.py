@@ -331,6 +331,15 @@ def test_devices_that_are_not_active_are_not_announced(fleet):
     assert system_events(fleet) == []
 
 
+def test_silence_counts_from_approval_for_a_device_that_waited_as_pending(fleet):
+    add_device(fleet, "dev-late", status="pending")
+    approved_at = T0 + 10 * GRACE  # an operator approves it long after it enrolled
+    assert fleet.set_status("dev-late", "active", reason=None, by="t", now=approved_at, allowed_from=("pending",))
+    assert health.check_presence(fleet, approved_at + 1, grace_s=GRACE) == []
+    went = health.check_presence(fleet, approved_at + GRACE + 1, grace_s=GRACE)
+    assert [t.kind for t in went] == ["offline"]
+
+
 # ---- fleet summary ----------------------------------------------------------------------------------------
 
 
