@@ -12,6 +12,7 @@ import click
 from fleet import admin_api, audit, tokens
 from fleet.config import ServerConfig, load_server_config
 from fleet.db import FleetDB
+from fleet.ota.repository import bundle_root
 from fleet.pki import CA_CERT
 from fleet.server import keys_dir, serve_forever
 from wardsight import wire
@@ -173,7 +174,8 @@ def token_create(
         if url.startswith("https://") and not ca_path.exists():
             raise WardSightError(f"no fleet CA at {ca_path} yet: start the server once ('wardsight fleet serve')")
         ca_pem = ca_path.read_text() if url.startswith("https://") else None
-        Bundle(url, plaintext, ca_pem, insecure_http=url.startswith("http://")).write(bundle)
+        tuf_root = bundle_root(config)
+        Bundle(url, plaintext, ca_pem, insecure_http=url.startswith("http://"), tuf_root=tuf_root).write(bundle)
         click.echo(f"wrote {bundle}")
 
 

@@ -20,6 +20,7 @@ from fleet.config import ServerConfig, load_server_config
 from fleet.db import FleetDB
 from fleet.operators import COOKIE_NAME, CSRF_HEADER
 from fleet.operators_cli import cli_actor, operators_cli
+from fleet.ota import rollouts
 from wardsight import wire
 from wardsight.clictx import Context
 
@@ -133,6 +134,17 @@ class Route(NamedTuple):
     ok_type: str = "application/json"  # the content type of a permitted answer
 
 
+ROLLOUT_BODY = {
+    "model": "movenet",
+    "version": "2.0",
+    "selector": {"room": "3B-12"},
+    "groups": [{"percent": 100}],
+    "success_threshold": 1.0,
+    "error_threshold": {"count": 0},
+    "in_progress_timeout_s": 600,
+}
+
+
 # Add a row per route (and any object it needs to fresh_objects); every caller below is checked against it.
 ROLE_MATRIX = [
     Route("POST", "/api/v1/session", None, {"username": "target", "password": PASSWORD}),
@@ -174,6 +186,20 @@ ROLE_MATRIX = [
     Route("POST", "/api/v1/webhooks/deliveries/{dead_delivery_id}/redeliver", "admin"),
     Route("GET", "/api/v1/webhooks/public-key", "operator"),
     Route("GET", "/metrics", "viewer", ok_type="text/plain"),
+    # Rollouts (fleet/ota/rollouts.py).
+    Route("POST", "/api/v1/rollouts", "operator", ROLLOUT_BODY, 400),  # nothing published: refused after the role
+    Route("GET", "/api/v1/rollouts", "viewer"),
+    Route("GET", "/api/v1/rollouts/{rollout_id}", "viewer"),
+    Route("POST", "/api/v1/rollouts/{rollout_id}/pause", "operator", {"reason": "matrix"}),
+    Route("POST", "/api/v1/rollouts/{paused_rollout_id}/resume", "operator"),
+    Route("POST", "/api/v1/rollouts/{rollout_id}/abort", "operator"),
+    Route("POST", "/api/v1/rollouts/{rollout_id}/rollback", "operator"),
+    # The OTA repository and model library (fleet/ota/repository.py): bodies are refused after the role check.
+    Route("GET", "/api/v1/ota/status", "viewer"),
+    Route("GET", "/api/v1/models", "viewer"),
+    Route("POST", "/api/v1/models", "operator", {"not": "a package"}, 415),
+    Route("POST", "/api/v1/ota/root", "admin", {"root": {}}, 400),
+    Route("POST", "/api/v1/ota/targets", "admin", {}, 400),
 ]
 CALLERS = ["anonymous", "viewer", "operator", "admin", "token:viewer", "token:operator", "token:admin"]
 
@@ -200,7 +226,13 @@ def fresh_objects(client):
     client.server.app[DB_KEY].store_event(event, now)
     db.execute("UPDATE webhook_deliveries SET status = 'dead' WHERE event_id = ?", [event.event_id])
     dead = next(db.query("SELECT id FROM webhook_deliveries WHERE event_id = ?", [event.event_id]))["id"]
+    new_rollout = rollouts.NewRollout.model_validate(ROLLOUT_BODY)
+    rollout_id = rollouts.create_rollout(db, new_rollout, actor="test", now=now)["id"]
+    paused_id = rollouts.create_rollout(db, new_rollout, actor="test", now=now)["id"]
+    rollouts.apply_command(db, paused_id, "pause", actor="test", now=now)
     return {
+        "rollout_id": rollout_id,
+        "paused_rollout_id": paused_id,
         "token_id": add_token(client, "viewer", "to-revoke").split(".")[1],
         "enroll_token_id": record.id,
         "webhook_id": endpoint["id"],

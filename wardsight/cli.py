@@ -60,10 +60,11 @@ def _register() -> None:
     from fleet.operators_cli import operators_cli
     from provisioning.cli import provision
     from wardsight.demo import demo
+    from wardsight.ota_cli import ota
     from wardsight.webhooks import verify_webhook
 
     fleet.add_command(operators_cli)
-    for command in (fleet, device, provision, models, demo, eval_command, verify_webhook):
+    for command in (fleet, device, provision, models, ota, demo, eval_command, verify_webhook):
         cli.add_command(command)
 
 
