@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from firmware.identity import IdentityStore
+from firmware.ota.manager import RESTART_EXIT_CODE
 from firmware.runtime import device_dir, run_device
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
@@ -158,3 +159,6 @@ def run(
         f"{result.frames_dropped} dropped; events: {result.agent.events} raised, {result.sent} sent, "
         f"{result.rejected} refused, {result.queued} unsent"
     )
+    if result.restart is not None:
+        click.echo(f"restarting: {result.restart} (exit {RESTART_EXIT_CODE}; the supervisor starts the agent again)")
+        raise SystemExit(RESTART_EXIT_CODE)

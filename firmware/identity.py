@@ -117,6 +117,9 @@ class IdentityStore:
         identity = Identity(answer.device_id, answer.room, url, name, answer.site, answer.ward, answer.job_key)
         if bundle.ca_pem:
             self._write(self.ca_path, bundle.ca_pem)
+        if bundle.tuf_root:  # the OTA repository's root of trust, for the TUF client
+            (self.dir / "ota").mkdir(parents=True, exist_ok=True)
+            self._write(self.dir / "ota" / "root.json", bundle.tuf_root)
         self._write(self.identity_path, json.dumps(asdict(identity), indent=2))
         log.info("enrolled as %s in room %s (%s)", identity.device_id, identity.room, answer.status)
         return identity, answer.status

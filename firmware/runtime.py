@@ -21,8 +21,12 @@ from firmware.apps.hygiene import HandHygieneApp, HygieneConfig
 from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
 from firmware.heartbeat import AgentReadings, HeartbeatLoop, build_health, read_system
-from firmware.identity import IdentityStore
+from firmware.identity import IdentityStore, tls_context
 from firmware.live import StreamSource
+from firmware.ota.download import TargetDownloader
+from firmware.ota.manager import FleetChannel, FrameCounts, OtaManager, open_model, slot_backend
+from firmware.ota.slots import Choice, SlotStore
+from firmware.ota.tufclient import TufClient
 from firmware.outbox import SqliteOutbox
 from firmware.perception import Analyzer
 from firmware.privacy import PrivacyMask
@@ -208,6 +212,7 @@ class RunResult:
     queued: int
     frames_captured: int
     frames_dropped: int
+    restart: str | None = None  # why the agent stopped to be started again (e.g. to switch to a new model)
 
 
 def run_device(
@@ -227,7 +232,16 @@ def run_device(
     apps = build_apps(config)
     analyzers = build_analyzers(apps, store, config.threads, config.mask.face_every_frames)
     zones = build_zones(config)
-    backend = build_backend(config, store)
+    # The model this start runs: an OTA slot (a trial, the active one, the previous one) or the factory model.
+    slots = SlotStore(device_dir(data_dir) / "models" / "slots")
+    if config.accelerator.kind == "cpu":
+        backend, choice = open_model(
+            slots,
+            lambda c: slot_backend(c, threads=config.threads, min_score=config.min_person_score),
+            lambda: build_backend(config, store),
+        )
+    else:  # accelerator builds are not delivered over the air yet: the configured model runs
+        backend, choice = build_backend(config, store), Choice(None)
     source = build_source(config, store)
     stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, key))
     outbox = SqliteOutbox(device_dir(data_dir) / "outbox.db")  # events survive outages and restarts
@@ -240,9 +254,32 @@ def run_device(
     agent = Agent(source, backend, apps, emit, zones=zones, analyzers=analyzers)
     started = time.monotonic()
     model = get_model(config.model)
+    model_name = choice.record.name if choice.record else model.name
+    model_version = choice.version or model.version
+    stop = stop or threading.Event()
+    restart: list[str] = []
+
+    def request_restart(reason: str) -> None:
+        restart.append(reason)
+        stop.set()
+
+    ota_dir = device_dir(data_dir) / "ota"
+    manager: OtaManager | None = None
+    if (ota_dir / "root.json").exists():
+        context = tls_context(identity.server_url, ids.ca_pem())
+        manager = OtaManager(
+            slots,
+            FleetChannel(client),
+            TufClient(ota_dir, identity.server_url, context, reference_time=client.server_now),
+            TargetDownloader(ota_dir, context),
+            running=choice,
+            restart=request_restart,
+            frames=lambda: FrameCounts(source.stats.captured, agent.stats.processed, agent.stats.failed),
+            server_now=client.server_now,
+        ).start()
 
     def report() -> wire.Health:
-        readings = agent_readings(agent, source, backend, sender.pending, model.name, model.version, started)
+        readings = agent_readings(agent, source, backend, sender.pending, model_name, model_version, started)
         return build_health(
             identity.device_id, readings, read_system(), uptime_s=time.monotonic() - started, sent_at=time.time()
         )
@@ -252,6 +289,8 @@ def run_device(
     try:
         stats = agent.run(stop, deadline)
     finally:
+        if manager is not None:
+            manager.stop()
         beats.stop()
         source.close()
         backend.close()
@@ -259,5 +298,11 @@ def run_device(
         queued = sender.pending  # still in the outbox: sent after the next start
         outbox.close()
     return RunResult(
-        stats, sender.stats.sent, sender.stats.rejected, queued, source.stats.captured, source.stats.dropped
+        stats,
+        sender.stats.sent,
+        sender.stats.rejected,
+        queued,
+        source.stats.captured,
+        source.stats.dropped,
+        restart[0] if restart else None,
     )

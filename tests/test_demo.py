@@ -84,6 +84,7 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
         "models/",
         "demo/fleet.db",
         "demo/fleet-keys/",  # the fleet CA, the server's certificate and signing keys
+        "demo/ota/",  # the server's (empty) TUF repository
         "demo/device/key.pem",
         "demo/device/identity.json",
         "demo/device/fleet-ca.pem",

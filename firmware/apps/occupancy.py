@@ -42,7 +42,7 @@ SECONDS_PER_DAY = 86400.0
 
 @dataclass(frozen=True)
 class OccupancyAppConfig:
-    """The occupancy app's rules (named apart from ``wardsight.device_config.OccupancyConfig``, the device TOML model)."""
+    """The occupancy app's rules (not ``wardsight.device_config.OccupancyConfig``, the device TOML model)."""
 
     stable_seconds: float = 1.0  # seconds a new count must hold before it is reported
     min_score: float = 0.15  # person confidence (0..1) to be counted; tracks start only at 0.35, so a person

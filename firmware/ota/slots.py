@@ -1,0 +1,486 @@
+"""Two model slots (A/B) with a trial boot, and the one state file that says which model the agent runs.
+
+Layout under ``<device dir>/models/slots/``::
+
+    a/<model file>  a/manifest.json       one installed build each (the package's manifest beside it)
+    b/...
+    state.json                             written atomically: temp file, fsync, rename, fsync of the dir
+
+The state names an ``active`` slot (a model that passed its health check, or ``None`` for the *factory*
+model: the pinned CPU MoveNet from the artifact store), the ``previous`` one, a record per slot of the build
+it holds (name, version, sha256, size), an optional ``trial`` (a newly installed slot the next start runs,
+with a count of the starts it has had) and the reports the server has not yet acknowledged.
+
+Every change is one atomic replacement of ``state.json``, and the files of a slot are written only while the
+state says that slot holds nothing: first its record is dropped (state written), then its files are
+replaced and synced, then the new record is written. The active slot, the trial slot and the fallback chain
+are never written to. So a power cut or SIGKILL at any moment leaves a state naming only complete, synced
+slots, and each start checks the chosen slot's sha256 before it is used (falling back to the next in
+``trial -> active -> previous -> factory`` when a file is damaged).
+
+A trial is a *start count*, not a clock: :meth:`SlotStore.boot` counts a start into the trial before the
+model is loaded, so a model that crashes the agent (or hangs it until the watchdog kills it) is abandoned
+after ``max_trial_boots`` starts. :meth:`SlotStore.confirm` makes the trial slot active once the agent's
+health check passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wardsight import modelpkg, wire
+from wardsight.errors import WardSightError
+
+log = logging.getLogger("wardsight.device.ota")
+
+Slot = Literal["a", "b"]
+SLOTS: tuple[Slot, Slot] = ("a", "b")
+STATE_FILE = "state.json"
+MAX_REPORTS = 32  # reports kept for the server while it is unreachable (oldest dropped first)
+MAX_REJECTED = 16
+
+
+class SlotError(WardSightError):
+    """A slot operation that does not fit the current state (e.g. installing into the active slot)."""
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlotRecord(_Closed):
+    """The build a slot holds: checked against its file on every start."""
+
+    name: str
+    version: str
+    task: str
+    build: modelpkg.Build
+    rollout_id: str | None = None
+
+
+class Trial(_Closed):
+    slot: Slot
+    rollout_id: str
+    boots: Annotated[int, Field(ge=0)] = 0
+
+
+class Failure(_Closed):
+    rollout_id: str
+    model: str
+    version: str
+    reason: str
+    at: float  # device wall clock, informational
+
+
+class Rejected(_Closed):
+    """An offer this device will not try again (it failed here for a reason that would repeat)."""
+
+    rollout_id: str
+    version: str
+
+
+class SlotState(_Closed):
+    v: Literal[1] = 1
+    active: Slot | None = None  # None: the factory model
+    previous: Slot | None = None
+    slots: dict[Slot, SlotRecord | None] = Field(default_factory=lambda: dict.fromkeys(SLOTS))
+    trial: Trial | None = None
+    last_failure: Failure | None = None
+    rejected: list[Rejected] = Field(default_factory=list)
+    completed: str | None = None  # the rollout whose "healthy" report was queued
+    reports: list[wire.UpdateReport] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The model this start runs: a slot (``record`` and ``path`` set) or the factory model (``slot`` None)."""
+
+    slot: Slot | None
+    record: SlotRecord | None = None
+    path: Path | None = None
+    trial: bool = False
+
+    @property
+    def version(self) -> str | None:
+        return self.record.version if self.record else None
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file, both complete."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class SlotStore:
+    """The slots of one device; safe to share between the agent's threads (one agent process per device)."""
+
+    def __init__(self, root: Path, *, max_trial_boots: int = 2) -> None:
+        if max_trial_boots < 1:
+            raise ValueError("max_trial_boots must be at least 1")
+        self.root = root
+        self.max_trial_boots = max_trial_boots
+        self._lock = threading.RLock()
+        root.mkdir(parents=True, exist_ok=True)
+        for slot in SLOTS:
+            (root / slot).mkdir(exist_ok=True)
+        self._state = self._read()
+
+    # ---- persistence --------------------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    def _read(self) -> SlotState:
+        for stale in self.root.glob(f".{STATE_FILE}.*.tmp"):  # a write that a crash interrupted
+            stale.unlink(missing_ok=True)
+        try:
+            raw = self.state_path.read_bytes()
+        except FileNotFoundError:
+            return SlotState()
+        try:
+            return SlotState.model_validate(json.loads(raw))
+        except (ValueError, ValidationError) as exc:
+            # Cannot happen through our own writes (each is atomic); a damaged card can do it. The factory
+            # model always works, and the next install rewrites a slot from scratch.
+            log.error("slot state %s is unreadable (%s); starting from the factory model", self.state_path, exc)
+            return SlotState()
+
+    def _save(self, state: SlotState) -> None:
+        atomic_write(self.state_path, state.model_dump_json(indent=2).encode())
+        self._state = state
+
+    @property
+    def state(self) -> SlotState:
+        with self._lock:
+            return self._state.model_copy(deep=True)
+
+    def slot_dir(self, slot: Slot) -> Path:
+        return self.root / slot
+
+    def model_path(self, slot: Slot) -> Path:
+        record = self._state.slots.get(slot)
+        if record is None:
+            raise SlotError(f"slot {slot} holds no model")
+        return self.slot_dir(slot) / record.build.file
+
+    # ---- checks ---------------------------------------------------------------------------------------
+
+    def check(self, slot: Slot, record: SlotRecord | None = None) -> str | None:
+        """Why ``slot``'s file cannot be used (missing, wrong size or sha256), or None when it is intact.
+
+        ``record`` is what the slot should hold (default: what the state says it holds).
+        """
+        record = record or self._state.slots.get(slot)
+        if record is None:
+            return "empty"
+        path = self.slot_dir(slot) / record.build.file
+        try:
+            if path.stat().st_size != record.build.size:
+                return "size_mismatch"
+            if file_sha256(path) != record.build.sha256:
+                return "hash_mismatch"
+        except OSError:
+            return "missing"
+        return None
+
+    # ---- starting ---------------------------------------------------------------------------------------
+
+    def boot(self) -> Choice:
+        """Decide what this start runs, counting it into a trial first (see the module docstring).
+
+        Returns the trial slot while it has starts left, else the active slot, else the previous one, else
+        the factory model; a slot whose file fails its check is skipped (and forgotten, with a log line).
+        """
+        with self._lock:
+            state = self.state
+            if state.trial is not None:
+                trial = state.trial
+                trial.boots += 1
+                record = state.slots.get(trial.slot)
+                if trial.boots > self.max_trial_boots:
+                    log.error(
+                        "model %s did not pass its health check within %d starts: switching back",
+                        record.version if record else "?",
+                        self.max_trial_boots,
+                    )
+                    self._end_trial(state, "crashed")
+                elif (why := self.check(trial.slot, record)) is not None:
+                    log.error("trial slot %s cannot be used (%s): switching back", trial.slot, why)
+                    self._end_trial(state, "install_damaged")
+                elif trial.boots == 1 and record is not None:
+                    self._queue(state, self._report(trial.rollout_id, record, "activated"))
+                self._save(state)
+                if state.trial is not None:
+                    slot = state.trial.slot
+                    rec = state.slots[slot]
+                    assert rec is not None
+                    return Choice(slot, rec, self.slot_dir(slot) / rec.build.file, trial=True)
+            return self._fallback_choice()
+
+    def _fallback_choice(self) -> Choice:
+        state = self.state
+        for slot in (state.active, state.previous):
+            if slot is None:
+                continue
+            why = self.check(slot)
+            rec = state.slots.get(slot)
+            if why is None and rec is not None:
+                return Choice(slot, rec, self.slot_dir(slot) / rec.build.file)
+            log.error("model slot %s cannot be used (%s); falling back", slot, why)
+            self._forget(state, slot)
+            self._save(state)
+        return Choice(None)
+
+    def abandon(self, choice: Choice, reason: str) -> Choice:
+        """The agent could not load ``choice``: record why and return the next model to try."""
+        with self._lock:
+            state = self.state
+            if choice.slot is None:
+                raise SlotError("the factory model cannot be abandoned")
+            if choice.trial and state.trial is not None and state.trial.slot == choice.slot:
+                self._end_trial(state, reason)
+            else:
+                log.error("model slot %s failed to load (%s); falling back", choice.slot, reason)
+                self._forget(state, choice.slot)
+            self._save(state)
+            return self._fallback_choice()
+
+    def _forget(self, state: SlotState, slot: Slot) -> None:
+        state.slots[slot] = None
+        if state.active == slot:
+            state.active, state.previous = state.previous, None
+        if state.previous == slot:
+            state.previous = None
+
+    def _end_trial(self, state: SlotState, reason: str) -> None:
+        trial = state.trial
+        assert trial is not None
+        record = state.slots.get(trial.slot)
+        name = record.name if record else "unknown"
+        version = record.version if record else "0"
+        state.trial = None
+        state.last_failure = Failure(
+            rollout_id=trial.rollout_id, model=name, version=version, reason=reason, at=time.time()
+        )
+        self._reject(state, trial.rollout_id, version)
+        report = wire.UpdateReport(
+            rollout_id=trial.rollout_id, model=name, version=version, state="rolled_back", reason=reason
+        )
+        self._queue(state, report)
+
+    # ---- installing -------------------------------------------------------------------------------------
+
+    def install_target(self) -> Slot:
+        """The slot an install may write: never the active one, nor a trial; keeps ``previous`` if it can."""
+        with self._lock:
+            state = self._state
+            busy = {state.active, state.trial.slot if state.trial else None}
+            free = [s for s in SLOTS if s not in busy]
+            if not free:
+                raise SlotError("both slots are in use (active and trial)")
+            spare = [s for s in free if s != state.previous]
+            return spare[0] if spare else free[0]
+
+    def installed(self, version: str, name: str) -> Slot | None:
+        """A slot (not the active one) already holding this build intact, e.g. after a kill before the switch."""
+        with self._lock:
+            state = self._state
+            for slot in SLOTS:
+                rec = state.slots.get(slot)
+                fits = rec is not None and rec.version == version and rec.name == name
+                if fits and slot != state.active and self.check(slot) is None:
+                    return slot
+            return None
+
+    def prepare(self, slot: Slot) -> Path:
+        """Step 1 of an install: forget what ``slot`` holds (state written), then empty its directory."""
+        with self._lock:
+            if slot not in SLOTS:
+                raise SlotError(f"no slot {slot}")
+            state = self.state
+            if slot == state.active or (state.trial and state.trial.slot == slot):
+                raise SlotError(f"slot {slot} is in use; an install never writes it")
+            if state.slots.get(slot) is not None or state.previous == slot:
+                self._forget(state, slot)
+                self._save(state)
+            directory = self.slot_dir(slot)
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            fsync_dir(self.root)
+            return directory
+
+    def write(self, slot: Slot, package: Path, manifest: modelpkg.Manifest, build: modelpkg.Build) -> Path:
+        """Step 2: extract ``build`` from the verified package into the emptied slot and sync it to disk."""
+        with self._lock:
+            if self._state.slots.get(slot) is not None:
+                raise SlotError(f"slot {slot} was not prepared")
+        directory = self.slot_dir(slot)
+        dest = modelpkg.extract_build(package, build, directory / build.file)  # sha256 checked, fsynced
+        atomic_write(directory / modelpkg.MANIFEST, manifest.model_dump_json(indent=2).encode())
+        fsync_dir(directory)
+        return dest
+
+    def commit(self, slot: Slot, manifest: modelpkg.Manifest, build: modelpkg.Build, rollout_id: str | None) -> None:
+        """Step 3: record the slot's build (only now does any start consider it)."""
+        with self._lock:
+            state = self.state
+            if slot == state.active or (state.trial and state.trial.slot == slot):
+                raise SlotError(f"slot {slot} is in use")
+            record = SlotRecord(
+                name=manifest.name, version=manifest.version, task=manifest.task, build=build, rollout_id=rollout_id
+            )
+            why = self.check(slot, record)
+            if why is not None:
+                raise SlotError(f"slot {slot} does not hold the build just written ({why})")
+            state.slots[slot] = record
+            self._save(state)
+
+    def discard(self, slot: Slot) -> None:
+        """Forget an installed, never-activated slot (e.g. after its self-test failed)."""
+        with self._lock:
+            state = self.state
+            if slot == state.active or (state.trial and state.trial.slot == slot):
+                raise SlotError(f"slot {slot} is in use")
+            self._forget(state, slot)
+            self._save(state)
+
+    # ---- switching --------------------------------------------------------------------------------------
+
+    def begin_trial(self, slot: Slot, rollout_id: str) -> None:
+        """Make the next start run ``slot`` on trial (the running model keeps running until then)."""
+        with self._lock:
+            state = self.state
+            if state.slots.get(slot) is None or slot == state.active:
+                raise SlotError(f"slot {slot} holds no new model to try")
+            if state.trial is not None:
+                raise SlotError(f"slot {state.trial.slot} is already on trial")
+            state.trial = Trial(slot=slot, rollout_id=rollout_id)
+            self._save(state)
+
+    def confirm(self, slot: Slot) -> None:
+        """The trial of ``slot`` passed its health check: it becomes active, the old active its fallback."""
+        with self._lock:
+            state = self.state
+            trial = state.trial
+            if trial is None or trial.slot != slot:
+                raise SlotError(f"slot {slot} is not on trial")
+            record = state.slots[slot]
+            assert record is not None
+            state.previous, state.active, state.trial = state.active, slot, None
+            state.completed = trial.rollout_id
+            self._queue(state, self._report(trial.rollout_id, record, "healthy"))
+            self._save(state)
+
+    def fail_trial(self, reason: str) -> None:
+        """The trial failed (e.g. ``health_check_missed``): the next start runs the active model again."""
+        with self._lock:
+            state = self.state
+            if state.trial is None:
+                raise SlotError("no model is on trial")
+            self._end_trial(state, reason)
+            self._save(state)
+
+    # ---- offers that failed here, and reports -------------------------------------------------------------
+
+    def reject(self, offer: wire.UpdateOffer, state_name: wire.UpdateState, reason: str) -> None:
+        """Never try ``offer`` again on this device, and queue a report saying why."""
+        with self._lock:
+            state = self.state
+            self._reject(state, offer.rollout_id, offer.version)
+            state.last_failure = Failure(
+                rollout_id=offer.rollout_id, model=offer.model, version=offer.version, reason=reason, at=time.time()
+            )
+            self._queue(state, report_for(offer, state_name, reason))
+            self._save(state)
+
+    def _reject(self, state: SlotState, rollout_id: str, version: str) -> None:
+        entry = Rejected(rollout_id=rollout_id, version=version)
+        if entry not in state.rejected:
+            state.rejected = [*state.rejected, entry][-MAX_REJECTED:]
+
+    def is_rejected(self, offer: wire.UpdateOffer) -> bool:
+        with self._lock:
+            return Rejected(rollout_id=offer.rollout_id, version=offer.version) in self._state.rejected
+
+    def mark_completed(self, offer: wire.UpdateOffer) -> None:
+        with self._lock:
+            state = self.state
+            state.completed = offer.rollout_id
+            self._queue(state, report_for(offer, "healthy"))
+            self._save(state)
+
+    def queue(self, report: wire.UpdateReport) -> None:
+        with self._lock:
+            state = self.state
+            self._queue(state, report)
+            self._save(state)
+
+    def _queue(self, state: SlotState, report: wire.UpdateReport) -> None:
+        state.reports = [*state.reports, report][-MAX_REPORTS:]
+
+    def pending_reports(self) -> list[wire.UpdateReport]:
+        with self._lock:
+            return list(self._state.reports)
+
+    def ack(self, report: wire.UpdateReport) -> None:
+        """The server has ``report``: drop it from the queue."""
+        with self._lock:
+            state = self.state
+            if report in state.reports:
+                state.reports.remove(report)
+                self._save(state)
+
+    @staticmethod
+    def _report(rollout_id: str, record: SlotRecord, state: wire.UpdateState) -> wire.UpdateReport:
+        return wire.UpdateReport(rollout_id=rollout_id, model=record.name, version=record.version, state=state)
+
+
+def report_for(
+    offer: wire.UpdateOffer, state: wire.UpdateState, reason: str | None = None, progress: float | None = None
+) -> wire.UpdateReport:
+    return wire.UpdateReport(
+        rollout_id=offer.rollout_id,
+        model=offer.model,
+        version=offer.version,
+        state=state,
+        reason=reason,
+        progress=progress,
+    )
