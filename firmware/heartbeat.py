@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.transport import FleetClient, NotAuthorizedError, UnreachableError
+from firmware.transport import FleetClient, NotAuthorizedError, Reply, UnreachableError
 from wardsight import __version__, wire
 
 log = logging.getLogger("wardsight.device.heartbeat")
@@ -101,8 +101,16 @@ def build_health(
 class HeartbeatLoop:
     """Calls ``make_report`` and sends it every ``interval`` seconds until stopped."""
 
-    def __init__(self, client: FleetClient, make_report: Callable[[], wire.Health], interval: float) -> None:
+    def __init__(
+        self,
+        client: FleetClient,
+        make_report: Callable[[], wire.Health],
+        interval: float,
+        *,
+        on_reply: Callable[[Reply], None] | None = None,
+    ) -> None:
         self._client, self._make, self._interval = client, make_report, interval
+        self._on_reply = on_reply
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self.sent = 0
@@ -120,6 +128,11 @@ class HeartbeatLoop:
         except Exception:  # a heartbeat must never take the agent down
             log.exception("heartbeat failed")
             return False
+        if self._on_reply is not None:
+            try:
+                self._on_reply(reply)
+            except Exception:  # e.g. the preview sender: never the heartbeat's problem
+                log.exception("heartbeat reply handler failed")
         if reply.status != 200:
             log.warning("heartbeat refused (HTTP %d): %s", reply.status, reply.error)
             return False

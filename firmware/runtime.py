@@ -29,6 +29,7 @@ from firmware.ota.slots import Choice, SlotStore
 from firmware.ota.tufclient import TufClient
 from firmware.outbox import SqliteOutbox
 from firmware.perception import Analyzer
+from firmware.preview import PreviewSender, SceneTap
 from firmware.privacy import PrivacyMask
 from firmware.sender import EventSender
 from firmware.sources import FrameSource, SourceError, VideoFileSource
@@ -251,7 +252,8 @@ def run_device(
         log.info("%s/%s %s", event.app, event.type, event.data)
         sender.submit(stamp(event))
 
-    agent = Agent(source, backend, apps, emit, zones=zones, analyzers=analyzers)
+    tap = SceneTap(config.zones, config.privacy_regions)  # the zone editor's metadata view, only when watched
+    agent = Agent(source, backend, [*apps, tap], emit, zones=zones, analyzers=analyzers)
     started = time.monotonic()
     model = get_model(config.model)
     model_name = choice.record.name if choice.record else model.name
@@ -284,7 +286,8 @@ def run_device(
             identity.device_id, readings, read_system(), uptime_s=time.monotonic() - started, sent_at=time.time()
         )
 
-    beats = HeartbeatLoop(client, report, config.heartbeat_seconds).start()
+    preview = PreviewSender(client, tap.snapshot).start()
+    beats = HeartbeatLoop(client, report, config.heartbeat_seconds, on_reply=preview.observe).start()
     deadline = started + duration if duration is not None else None
     try:
         stats = agent.run(stop, deadline)
@@ -292,6 +295,7 @@ def run_device(
         if manager is not None:
             manager.stop()
         beats.stop()
+        preview.stop()
         source.close()
         backend.close()
         sender.stop()

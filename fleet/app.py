@@ -14,7 +14,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from fleet import admin_api, delivery, device_api, health, operators
+from fleet import admin_api, alerts_api, delivery, device_api, health, jobs, operators, reports, scene_api
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY, Clock
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
@@ -97,6 +97,18 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
     app.router.add_get("/", console)
     app.router.add_get("/console.js", console_js)
     app.router.add_get("/console.css", console_css)
-    for module in (device_api, admin_api, operators, delivery, health, repository, rollouts):
+    for module in (
+        device_api,
+        admin_api,
+        operators,
+        delivery,
+        health,
+        repository,
+        rollouts,
+        alerts_api,
+        reports,
+        scene_api,
+        jobs,
+    ):
         module.setup(app)
     return app

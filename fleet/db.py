@@ -110,10 +110,11 @@ class FleetDB:
             )
             db.table("events").create_index(["received_at"])
         # Tables owned by the server's other modules (imported here so the dependency stays one way).
-        from fleet import audit, delivery, health, operators
+        from fleet import alerts_api, audit, delivery, health, jobs, operators, reports, scene_api
         from fleet.ota import repository, rollouts
 
-        for module in (audit, operators, delivery, health, repository, rollouts):
+        modules = (audit, operators, delivery, health, repository, rollouts, alerts_api, reports, scene_api, jobs)
+        for module in modules:
             module.migrate(db)
 
     # ---- tokens -------------------------------------------------------------------------------------

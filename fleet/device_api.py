@@ -15,7 +15,7 @@ import secrets
 from aiohttp import web
 from pydantic import ValidationError
 
-from fleet import audit, delivery, deviceauth, health, tokens
+from fleet import alerts_api, audit, delivery, deviceauth, health, tokens
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.errors import RejectedError
 from wardsight import wire
@@ -206,6 +206,7 @@ async def ingest_event(request: web.Request) -> web.Response:
     stored = db.store_event(event, request.app[CLOCK_KEY]())
     if stored:
         delivery.wake(request.app)
+        alerts_api.notify(request.app, event)
         metrics = request.app.get(health.METRICS_KEY)
         if metrics is not None:
             metrics.events_ingested.labels(app=event.app, severity=event.severity).inc()

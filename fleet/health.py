@@ -400,6 +400,9 @@ def check_presence(
             for t in announced:
                 metrics.presence_transitions.labels(kind=t.kind).inc()
         delivery.wake(target)
+        from fleet import alerts_api  # alerts_api reads health; import late to keep the graph acyclic
+
+        alerts_api.notify(target)
     return announced
 
 

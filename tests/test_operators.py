@@ -13,7 +13,7 @@ import pytest
 from aiohttp import DummyCookieJar
 from click.testing import CliRunner
 
-from fleet import audit, delivery, operators, tokens
+from fleet import audit, delivery, jobs, operators, tokens
 from fleet.app import create_app
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.config import ServerConfig, load_server_config
@@ -134,6 +134,7 @@ class Route(NamedTuple):
     ok_type: str = "application/json"  # the content type of a permitted answer
 
 
+ROOM_3B12 = {"room": "3B-12"}
 ROLLOUT_BODY = {
     "model": "movenet",
     "version": "2.0",
@@ -200,6 +201,25 @@ ROLE_MATRIX = [
     Route("POST", "/api/v1/models", "operator", {"not": "a package"}, 415),
     Route("POST", "/api/v1/ota/root", "admin", {"root": {}}, 400),
     Route("POST", "/api/v1/ota/targets", "admin", {}, 400),
+    # Alerts, reports and the scene preview (fleet/alerts_api.py, fleet/reports.py, fleet/scene_api.py).
+    Route("GET", "/api/v1/alerts", "viewer"),
+    Route("GET", "/api/v1/alerts/stream", "viewer", ok_type="text/event-stream"),
+    Route("POST", "/api/v1/alerts/{alert_id}/acknowledge", "operator", {"note": "on my way"}),
+    Route("POST", "/api/v1/alerts/{alert_id}/resolve", "operator"),
+    Route("GET", "/api/v1/rooms/3B-12/alerts", "viewer"),
+    Route("GET", "/api/v1/reports/hygiene", "viewer"),
+    Route("GET", "/api/v1/reports/occupancy?group=shift", "viewer"),
+    Route("GET", "/api/v1/reports/falls?format=csv", "viewer", ok_type="text/csv"),
+    Route("GET", "/api/v1/devices/{active_id}/scene", "operator"),
+    # Maintenance jobs (fleet/jobs.py): reboot, rotate_key and factory_reset need an admin.
+    Route("GET", "/api/v1/jobs", "viewer"),
+    Route(
+        "POST", "/api/v1/jobs", "operator", {"kind": "self_test", "target": {"room": "3B-12"}, "expires_in_s": 600}, 201
+    ),
+    Route("POST", "/api/v1/jobs", "admin", {"kind": "reboot", "target": {"room": "3B-12"}, "expires_in_s": 600}, 201),
+    Route("GET", "/api/v1/jobs/{job_batch_id}", "viewer"),
+    Route("POST", "/api/v1/jobs/{job_batch_id}/cancel", "operator"),
+    Route("GET", "/api/v1/jobs/{job_batch_id}/devices/{active_id}/output", "operator"),
 ]
 CALLERS = ["anonymous", "viewer", "operator", "admin", "token:viewer", "token:operator", "token:admin"]
 
@@ -230,7 +250,12 @@ def fresh_objects(client):
     rollout_id = rollouts.create_rollout(db, new_rollout, actor="test", now=now)["id"]
     paused_id = rollouts.create_rollout(db, new_rollout, actor="test", now=now)["id"]
     rollouts.apply_command(db, paused_id, "pause", actor="test", now=now)
+    batch = jobs.create_batch(
+        db, kind="collect_diagnostics", device_ids=[devices["active_id"]], created_by="test", now=now, expires_in_s=600
+    )
     return {
+        "job_batch_id": batch,
+        "alert_id": event.event_id,
         "rollout_id": rollout_id,
         "paused_rollout_id": paused_id,
         "token_id": add_token(client, "viewer", "to-revoke").split(".")[1],

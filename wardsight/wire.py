@@ -21,7 +21,16 @@ from typing import Annotated, Any, Literal
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from wardsight.errors import WardSightError
 from wardsight.paths import write_private_file
@@ -253,6 +262,77 @@ def verify_job(token: str, server_key: Ed25519PublicKey) -> Job:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise MalformedError(f"job field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+
+
+# ---- scene snapshots: the zone editor's privacy-safe view of a room ---------------------------------------
+
+PREVIEW_HEADER = "WardSight-Preview"  # "1" on a device-API reply: the server wants scene snapshots now
+SCENE_PATH = "/api/v1/device/scene"
+PREVIEW_INTERVAL_SECONDS = 2.0
+MAX_SCENE_BYTES = 16 * 1024  # a snapshot's JSON, at most (the server refuses larger bodies)
+MAX_PEOPLE = 16
+MAX_ZONES = 16
+MAX_REGIONS = 16
+MAX_POLYGON_POINTS = 64
+MAX_FRAME_SIDE = 8192
+KEYPOINT_COUNT = 17  # COCO order, as wardsight.keypoints
+
+Pixel = Annotated[float, Field(ge=0, le=MAX_FRAME_SIDE)]
+Score = Annotated[float, Field(ge=0, le=1)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Keypoint = tuple[Pixel, Pixel, Score]  # x, y in frame pixels; score 0..1
+RelPoint = tuple[Fraction, Fraction]  # x, y as fractions of the frame's width and height
+Polygon = Annotated[tuple[RelPoint, ...], Field(min_length=3, max_length=MAX_POLYGON_POINTS)]
+ZoneKind = Literal["door", "dispenser", "bed", "floor", "room"]
+
+
+class _StrictClosed(BaseModel):
+    # strict: a number must be a JSON number (never a numeric string), a bool is not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+
+
+class SnapshotPerson(_StrictClosed):
+    track_id: Annotated[int, Field(ge=0, lt=2**31)]
+    score: Score
+    box: tuple[Pixel, Pixel, Pixel, Pixel]  # x1, y1, x2, y2 in frame pixels
+    keypoints: Annotated[tuple[Keypoint, ...], Field(min_length=KEYPOINT_COUNT, max_length=KEYPOINT_COUNT)]
+
+
+class SnapshotZone(_StrictClosed):
+    name: Identifier
+    kind: ZoneKind
+    polygon: Polygon
+
+
+class SnapshotRegion(_StrictClosed):
+    polygon: Polygon  # a privacy region (zeroed at capture); its free-text name stays on the device
+
+
+class SceneSnapshot(_StrictClosed):
+    """What the zone editor sees of a room: people as boxes and keypoints over the frame's geometry; no pixels.
+
+    ``zones`` / ``privacy_regions`` None: not sent this time (the server keeps the ones it has); an empty
+    tuple: the device has none.
+    """
+
+    v: Literal[1] = 1
+    time: Annotated[float, Field(ge=0, le=1e11)]  # when the frame was seen, Unix seconds, device clock
+    frame_width: Annotated[int, Field(ge=1, le=MAX_FRAME_SIDE)]
+    frame_height: Annotated[int, Field(ge=1, le=MAX_FRAME_SIDE)]
+    people: Annotated[tuple[SnapshotPerson, ...], Field(max_length=MAX_PEOPLE)] = ()
+    zones: Annotated[tuple[SnapshotZone, ...], Field(max_length=MAX_ZONES)] | None = None
+    privacy_regions: Annotated[tuple[SnapshotRegion, ...], Field(max_length=MAX_REGIONS)] | None = None
+
+    @model_validator(mode="after")
+    def _inside_the_frame(self) -> SceneSnapshot:
+        w, h = self.frame_width, self.frame_height
+        for person in self.people:
+            x1, y1, x2, y2 = person.box
+            if not (x1 <= x2 <= w and y1 <= y2 <= h):
+                raise ValueError(f"track {person.track_id}: box outside the {w}x{h} frame or inverted")
+            if any(x > w or y > h for x, y, _ in person.keypoints):
+                raise ValueError(f"track {person.track_id}: keypoint outside the {w}x{h} frame")
+        return self
 
 
 # ---- keys -------------------------------------------------------------------------------------------
