@@ -106,3 +106,22 @@ def test_used_token_is_refused_to_a_second_device(tmp_path):
         assert second.exit_code == 1 and "already used" in second.output
     finally:
         server.stop()
+
+
+def test_ota_package_builds_a_package_the_library_can_read(tmp_path):
+    from wardsight import modelpkg
+
+    model = tmp_path / "movenet.tflite"
+    model.write_bytes(b"\x00model bytes" * 100)
+    out = tmp_path / "m.wsm"
+    args = ["ota", "package", "--name", "movenet-multipose", "--version", "1.1", "--task", "pose", "--license",
+            "Apache-2.0", "--build", f"cpu:litert:movenet_multipose:{model}", "--input", "long_side=256",
+            "--out", str(out)]  # fmt: skip
+    result = run(args, tmp_path)
+    assert result.exit_code == 0, result.output
+    manifest = modelpkg.read_manifest(out)
+    build = manifest.build_for("cpu")
+    assert (manifest.version, build.file, build.input["long_side"]) == ("1.1", "movenet.tflite", 256)
+    assert build.sha256 == modelpkg.describe_file(model)[0]
+    bad = run([*args[:-4], "--build", "cpu:litert:x:/nonexistent.tflite", "--out", str(out)], tmp_path)
+    assert bad.exit_code == 1 and "no such model file" in bad.output

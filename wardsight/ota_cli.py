@@ -698,3 +698,81 @@ __all__ = [
     "upload_package",
     "withdraw",
 ]
+
+
+@ota.command("package")
+@click.option("--name", required=True, help="Model name, e.g. movenet-multipose.")
+@click.option("--version", "version", required=True, help="Dotted numeric version, e.g. 1.2.")
+@click.option("--task", required=True, help="What the model does, e.g. pose.")
+@click.option("--license", "licence", required=True, help="The model's licence, e.g. Apache-2.0.")
+@click.option("--min-agent-version", default="0.1", show_default=True, help="Oldest agent that can run it.")
+@click.option(
+    "--build",
+    "builds",
+    multiple=True,
+    required=True,
+    help="BACKEND:RUNTIME:DECODER:FILE[:HARDWARE], once per build (e.g. cpu:litert:movenet_multipose:m.tflite).",
+)
+@click.option("--input", "inputs", multiple=True, help="KEY=VALUE input setting for every build (long_side=256).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .wsm to write.")
+def package_command(
+    name: str,
+    version: str,
+    task: str,
+    licence: str,
+    min_agent_version: str,
+    builds: tuple[str, ...],
+    inputs: tuple[str, ...],
+    out: Path,
+) -> None:
+    """Build a model package (.wsm): a manifest and one file per backend build, checked by sha256.
+
+    \b
+    Example:
+        wardsight ota package --name movenet-multipose --version 1.1 --task pose --license Apache-2.0 \\
+            --build cpu:litert:movenet_multipose:movenet.tflite \\
+            --build hailo:hailort:yolov8_pose:yolov8s_pose.hef:hailo8l \\
+            --input long_side=256 --input multiple=32 --input dtype=uint8 --out movenet-1.1.wsm
+    """
+    settings: dict[str, int | float | str] = {}
+    for item in inputs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--input {item!r}: expected KEY=VALUE")
+        settings[key] = int(value) if value.isdigit() else value
+    parsed, files = [], {}
+    for spec in builds:
+        parts = spec.split(":")
+        if len(parts) not in (4, 5):
+            raise click.UsageError(f"--build {spec!r}: expected BACKEND:RUNTIME:DECODER:FILE[:HARDWARE]")
+        backend, runtime, decoder, file = parts[:4]
+        path = Path(file)
+        if not path.is_file():
+            raise click.ClickException(f"no such model file: {path}")
+        digest, size = modelpkg.describe_file(path)
+        try:
+            parsed.append(
+                modelpkg.Build.model_validate(
+                    {
+                        "backend": backend,
+                        "runtime": runtime,
+                        "file": path.name,
+                        "sha256": digest,
+                        "size": size,
+                        "input": settings,
+                        "decoder": decoder,
+                        "hardware": parts[4] if len(parts) == 5 else None,
+                    }
+                )
+            )
+        except ValueError as exc:
+            raise click.ClickException(f"--build {spec!r}: {exc}") from None
+        files[path.name] = path
+    try:
+        manifest = modelpkg.Manifest(
+            name=name, version=version, task=task, license=licence, min_agent_version=min_agent_version, builds=parsed
+        )
+        modelpkg.write_package(out, manifest, files)
+    except (ValueError, modelpkg.PackageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out} ({len(parsed)} build(s), sha256 {modelpkg.describe_file(out)[0]})")
