@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from firmware.identity import IdentityStore
+from firmware.jobs import recover_pushed_config
 from firmware.ota.manager import RESTART_EXIT_CODE
 from firmware.runtime import device_dir, run_device
 from wardsight.bundle import Bundle
@@ -132,6 +134,9 @@ def with_source_options(fn: F) -> F:
 @device.command()
 @with_source_options
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Stop after SECONDS.")
+@click.option(
+    "--reboot-command", default="systemctl reboot", show_default=True, help="What a reboot job runs (shell words)."
+)
 @config_option
 @pass_context
 def run(
@@ -141,6 +146,7 @@ def run(
     stream: str | None,
     loop: bool,
     duration: float | None,
+    reboot_command: str,
     config_path: Path | None,
 ) -> None:
     """Run the agent: capture, blackout, detect people, run the apps, send signed events.
@@ -151,9 +157,18 @@ def run(
         wardsight device run --stream rtsp://cam:secret@10.1.2.3/stream1
         wardsight device run --video ward3.mp4 --duration 60
     """
+    config_file = config_path or ctx.data_dir / "device.toml"
+    recover_pushed_config(device_dir(ctx.data_dir), config_file)  # a pushed config that failed to start: undone
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
     apply_source_options(config, video, camera, loop, stream)
-    result = run_device(config, ctx.data_dir, duration=duration)
+    result = run_device(
+        config,
+        ctx.data_dir,
+        duration=duration,
+        config_path=config_file,
+        environ=ctx.environ,
+        reboot_command=shlex.split(reboot_command),
+    )
     click.echo(
         f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
         f"{result.frames_dropped} dropped; events: {result.agent.events} raised, {result.sent} sent, "
@@ -162,3 +177,5 @@ def run(
     if result.restart is not None:
         click.echo(f"restarting: {result.restart} (exit {RESTART_EXIT_CODE}; the supervisor starts the agent again)")
         raise SystemExit(RESTART_EXIT_CODE)
+    if result.exit_code is not None:  # factory reset: wiped, not to be started again before a new enrollment
+        raise SystemExit(result.exit_code)

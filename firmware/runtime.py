@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from firmware.apps.fall import FallApp, FallConfig
 from firmware.apps.hygiene import HandHygieneApp, HygieneConfig
 from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
+from firmware.diagnostics import install_log_ring
 from firmware.heartbeat import AgentReadings, HeartbeatLoop, build_health, read_system
 from firmware.identity import IdentityStore, tls_context
+from firmware.jobs import DEFAULT_REBOOT_COMMAND, RESTART_EXIT_CODE, JobHooks, JobRunner, SelfTestOutcome
 from firmware.live import StreamSource
+from firmware.ota import selftest
 from firmware.ota.download import TargetDownloader
 from firmware.ota.manager import FleetChannel, FrameCounts, OtaManager, open_model, slot_backend
 from firmware.ota.slots import Choice, SlotStore
@@ -214,6 +218,7 @@ class RunResult:
     frames_captured: int
     frames_dropped: int
     restart: str | None = None  # why the agent stopped to be started again (e.g. to switch to a new model)
+    exit_code: int | None = None  # set by a job that ends the agent otherwise (factory reset: FACTORY_RESET_EXIT_CODE)
 
 
 def run_device(
@@ -223,10 +228,14 @@ def run_device(
     duration: float | None = None,
     stop: threading.Event | None = None,
     store: ArtifactStore | None = None,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    reboot_command: Sequence[str] = DEFAULT_REBOOT_COMMAND,
 ) -> RunResult:
-    """Run the enrolled agent until the source ends, ``duration`` passes or ``stop`` is set."""
+    """Run the enrolled agent until the source ends, ``duration`` passes, ``stop`` is set or a job ends it."""
+    log_ring = install_log_ring()  # recent log lines for diagnostics jobs, from the start
     ids = IdentityStore(device_dir(data_dir))
-    identity, key = ids.load()
+    identity, _ = ids.load()
     _, client = ids.client()
     store = store or artifact_store(data_dir, config)
     # Everything that can fail on bad config or missing models fails before anything starts.
@@ -244,7 +253,8 @@ def run_device(
     else:  # accelerator builds are not delivered over the air yet: the configured model runs
         backend, choice = build_backend(config, store), Choice(None)
     source = build_source(config, store)
-    stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, key))
+    # Signed with the client's key, which a rotate_key job replaces.
+    stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, client.key))
     outbox = SqliteOutbox(device_dir(data_dir) / "outbox.db")  # events survive outages and restarts
     sender = EventSender(identity.server_url, queue=outbox, post=client.post_event).start()
 
@@ -264,6 +274,23 @@ def run_device(
     def request_restart(reason: str) -> None:
         restart.append(reason)
         stop.set()
+
+    job_exit: list[int] = []
+
+    def stop_for_job(code: int) -> None:
+        if code == RESTART_EXIT_CODE:
+            request_restart("maintenance job")
+        else:
+            job_exit.append(code)
+            stop.set()
+
+    def self_test() -> SelfTestOutcome:  # the model this start runs (an OTA slot or the factory model)
+        if choice.record is None or choice.path is None:
+            path, build = store.require(get_model(config.model).artifact), selftest.factory_build()
+        else:
+            path, build = choice.path, choice.record.build
+        result = selftest.run_selftest(path, build)
+        return SelfTestOutcome(result.ok, result.reason, result.detail)
 
     ota_dir = device_dir(data_dir) / "ota"
     manager: OtaManager | None = None
@@ -289,9 +316,23 @@ def run_device(
     preview = PreviewSender(client, tap.snapshot).start()
     beats = HeartbeatLoop(client, report, config.heartbeat_seconds, on_reply=preview.observe).start()
     deadline = started + duration if duration is not None else None
+    hooks = JobHooks(
+        config_path=config_path or data_dir / "device.toml",
+        stop_agent=stop_for_job,
+        environ=environ or {},
+        store=store,
+        config=config,
+        health=report,
+        pending_events=lambda: sender.pending,
+        self_test=self_test,
+        reboot_command=reboot_command,
+        log_ring=log_ring,
+    )
+    jobs = JobRunner(client, identity, device_dir(data_dir), hooks).start()  # after the build: a start that worked
     try:
         stats = agent.run(stop, deadline)
     finally:
+        jobs.close()
         if manager is not None:
             manager.stop()
         beats.stop()
@@ -309,4 +350,5 @@ def run_device(
         source.stats.captured,
         source.stats.dropped,
         restart[0] if restart else None,
+        job_exit[0] if job_exit else None,
     )

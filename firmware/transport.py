@@ -33,7 +33,7 @@ from wardsight.paths import write_private_file
 log = logging.getLogger("wardsight.device.transport")
 
 JOSE = "application/jose"
-MAX_REPLY_BYTES = 64 * 1024
+MAX_REPLY_BYTES = 1024 * 1024  # a job poll may carry several jobs of up to 64 KiB each
 # Refusals that say nothing about the message itself: keep it and try again later.
 AUTH_CODES = frozenset(
     {
@@ -81,6 +81,7 @@ class Reply:
         return code if isinstance(code, str) else None
 
 
+Body = bytes | Callable[[str], bytes]  # the body, or a function of the nonce the request's proof carries
 Http = Callable[[str, str, bytes, Mapping[str, str], "ssl.SSLContext | None", float], Reply]
 
 
@@ -178,6 +179,11 @@ class FleetClient:
         """Server time minus this device's time (seconds), once a response has told us."""
         return self._offset
 
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        """The device key requests (and events) are signed with; replaced by :meth:`adopt_key`."""
+        return self._key
+
     def server_now(self) -> float:
         return self._clock() + (self._offset or 0.0)
 
@@ -194,37 +200,60 @@ class FleetClient:
 
     # ---- one exchange -------------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: bytes, content_type: str | None, credential: str | None) -> Reply:
-        if self._nonce is None:
-            self._learn(
-                self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout)
-            )
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Body,
+        content_type: str | None,
+        credential: str | None,
+        query: str = "",
+        timeout: float | None = None,
+    ) -> Reply:
+        with self._lock:  # signing under the lock; the exchange itself without it (a long poll may take 30 s)
             if self._nonce is None:
-                raise UnreachableError("the server gave no nonce")
-        proof = wire.sign_proof(
-            self._key,
-            self.device_id,
-            method=method,
-            path=path,
-            body=body,
-            nonce=self._nonce,
-            credential=credential,
-            now=self._clock(),
-        )
+                self._learn(
+                    self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout)
+                )
+                if self._nonce is None:
+                    raise UnreachableError("the server gave no nonce")
+            nonce = self._nonce
+            data = body(nonce) if callable(body) else body
+            proof = wire.sign_proof(
+                self._key,
+                self.device_id,
+                method=method,
+                path=path,  # the query is not part of what the proof binds (the server sees request.path)
+                body=data,
+                nonce=nonce,
+                credential=credential,
+                now=self._clock(),
+            )
+            self._nonce = None  # one proof per nonce on our side; the reply brings the next one
         headers = {wire.PROOF_HEADER: proof}
         if content_type is not None:
             headers["Content-Type"] = content_type
         if credential is not None:
             headers["Authorization"] = f"{wire.AUTH_SCHEME} {credential}"
-        self._nonce = None  # one proof per nonce on our side; the reply brings the next one
-        reply = self._http(method, self.base_url + path, body, headers, self._context, self._timeout)
-        self._learn(reply)
+        url = self.base_url + path + (f"?{query}" if query else "")
+        reply = self._http(method, url, data, headers, self._context, timeout or self._timeout)
+        with self._lock:
+            self._learn(reply)
         return reply
 
-    def _exchange(self, method: str, path: str, body: bytes, content_type: str | None, credential: str | None) -> Reply:
-        reply = self._send(method, path, body, content_type, credential)
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: Body,
+        content_type: str | None,
+        credential: str | None,
+        query: str = "",
+        timeout: float | None = None,
+    ) -> Reply:
+        reply = self._send(method, path, body, content_type, credential, query, timeout)
         if reply.status == 401 and reply.code == "use_nonce":  # our nonce went stale: once more with the new one
-            reply = self._send(method, path, body, content_type, credential)
+            reply = self._send(method, path, body, content_type, credential, query, timeout)
         return reply
 
     # ---- credential ---------------------------------------------------------------------------------
@@ -275,20 +304,48 @@ class FleetClient:
         self._credential = None
         self._credentials.clear()
 
-    def request(self, method: str, path: str, body: bytes = b"", content_type: str | None = None) -> Reply:
-        """An authenticated request. Raises NotAuthorizedError when the device is not accepted right now."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Body = b"",
+        content_type: str | None = None,
+        *,
+        query: str = "",
+        timeout: float | None = None,
+    ) -> Reply:
+        """An authenticated request. Raises NotAuthorizedError when the device is not accepted right now.
+
+        ``query`` (``wait=25``) is sent after ``path`` but not bound by the proof; ``timeout`` overrides the
+        client's for this request (a long poll). ``body`` may be a function of the nonce the proof carries.
+        """
         with self._lock:
             if self._offset is None:  # learn the server's time (and a nonce) before judging the credential
                 self._learn(
                     self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout)
                 )
             credential = self._ensure_credential()
-            reply = self._exchange(method, path, body, content_type, credential)
-            if reply.status in (401, 403) and reply.code in AUTH_CODES:
-                if reply.code in ("credential_expired", "credential_revoked"):
-                    self._drop_credential(reply)
-                raise NotAuthorizedError(reply.error, reply.code or "unauthorized")
-            return reply
+        reply = self._exchange(method, path, body, content_type, credential, query, timeout)
+        if reply.status in (401, 403) and reply.code in AUTH_CODES:
+            if reply.code in ("credential_expired", "credential_revoked"):
+                with self._lock:
+                    if self._credential == credential:  # not one renewed meanwhile by another thread
+                        self._drop_credential(reply)
+            raise NotAuthorizedError(reply.error, reply.code or "unauthorized")
+        return reply
+
+    def request_bound(
+        self, method: str, path: str, make_body: Callable[[str], bytes], content_type: str | None
+    ) -> Reply:
+        """A request whose body is made from the nonce its proof carries (e.g. a key rotation's possession JWS)."""
+        return self.request(method, path, make_body, content_type)
+
+    def adopt_key(self, key: Ed25519PrivateKey, reply: Reply) -> None:
+        """After the server accepted a key rotation: sign with ``key`` from now on, with the credential in
+        ``reply`` (a CredentialGrant, saved to the credential file)."""
+        with self._lock:
+            self._grant(reply)
+            self._key = key
 
     def post_event(self, url: str, jws: str) -> Reply:
         """The sender's ``post``: ``url`` is ignored (the client knows its server)."""

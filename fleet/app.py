@@ -15,6 +15,7 @@ from importlib import resources
 from aiohttp import web
 
 from fleet import admin_api, alerts_api, delivery, device_api, health, jobs, operators, reports, scene_api
+from fleet import console as console_api
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY, Clock
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
@@ -109,6 +110,7 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
         reports,
         scene_api,
         jobs,
+        console_api,
     ):
         module.setup(app)
     return app

@@ -90,6 +90,7 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
         "demo/device/fleet-ca.pem",
         "demo/device/credential.json",
         "demo/device/outbox.db",
+        "demo/device/jobs.db",  # executed maintenance job ids and undelivered job reports
     )  # the outbox holds signed metadata events only
     assert all(p.startswith(allowed_prefixes) for p in written), written
     assert not list(tmp_path.glob("*.*")), "the demo wrote into its working directory"

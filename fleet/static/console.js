@@ -1,94 +1,119 @@
-// WardSight console: polls the fleet API and renders with textContent only (no HTML injection).
-"use strict";
+// WardSight console: sign-in, the hash router and the pages (one module each under /static/).
+// Every piece of data is rendered with textContent / DOM APIs; nothing is parsed as HTML.
+import {session, can, get, post, del, setSignedOutHandler, ApiError} from "./static/api.js";
+import {clear, h} from "./static/ui.js";
+import * as fleet from "./static/page-fleet.js";
+import * as alerts from "./static/page-alerts.js";
+import * as device from "./static/page-device.js";
+import * as enroll from "./static/page-enroll.js";
+import * as models from "./static/page-models.js";
+import * as jobs from "./static/page-jobs.js";
+import * as reports from "./static/page-reports.js";
+import * as users from "./static/page-users.js";
+import * as audit from "./static/page-audit.js";
+import {startAlertBadge, stopAlertBadge} from "./static/page-alerts.js";
+
 const REFRESH_MS = Number(document.body.dataset.refreshMs) || 2000;
-const ONLINE_SECONDS = 120;
+const ROUTES = {fleet, alerts, devices: device, enroll, models, jobs, reports, users, audit};
 
-function fmtTime(epoch) {
-  if (epoch === null || epoch === undefined) return "never";
-  return new Date(epoch * 1000).toLocaleString();
-}
+const $ = id => document.getElementById(id);
+let cleanup = null;
 
-function row(cells) {
-  const tr = document.createElement("tr");
-  for (const c of cells) {
-    const td = document.createElement("td");
-    if (typeof c === "object" && c !== null) { td.textContent = c.text; td.className = c.cls || ""; }
-    else td.textContent = String(c);
-    tr.appendChild(td);
+function setStatus(text) { $("status").textContent = text; }
+
+function showSignedIn(signedIn) {
+  $("login").hidden = signedIn;
+  $("nav").hidden = !signedIn;
+  $("who").hidden = !signedIn;
+  $("page").hidden = !signedIn;
+  if (signedIn) {
+    $("who-text").textContent = `${session.username} (${session.role})`;
+    for (const li of document.querySelectorAll("[data-min-role]")) li.hidden = !can(li.dataset.minRole);
+    startAlertBadge($("alert-count"));
+    route();
+  } else {
+    if (cleanup) { cleanup(); cleanup = null; }
+    stopAlertBadge();
+    clear($("page"));
+    setStatus("Sign in to see the fleet.");
+    $("username").focus();
   }
-  return tr;
 }
 
-function fill(tbodyId, rows, emptyText, width) {
-  const tbody = document.getElementById(tbodyId);
-  tbody.replaceChildren();
-  if (rows.length === 0) {
-    const tr = document.createElement("tr");
-    const td = document.createElement("td");
-    td.colSpan = width; td.className = "empty"; td.textContent = emptyText;
-    tr.appendChild(td); tbody.appendChild(tr);
+function signedOut(reason) {
+  session.username = session.role = session.csrf = null;
+  showSignedIn(false);
+  if (reason) setStatus(`Signed out: ${reason}`);
+}
+setSignedOutHandler(signedOut);
+
+function parseHash() {
+  const raw = (location.hash || "#/fleet").replace(/^#\/?/, "");
+  const [pathPart, queryPart] = raw.split("?");
+  const parts = pathPart.split("/").filter(Boolean).map(decodeURIComponent);
+  return {name: parts[0] || "fleet", args: parts.slice(1), params: new URLSearchParams(queryPart || "")};
+}
+
+async function route() {
+  if (!session.role) return;
+  if (cleanup) { try { cleanup(); } catch (_) { /* a page's teardown must not block the next */ } cleanup = null; }
+  const {name, args, params} = parseHash();
+  const page = ROUTES[name];
+  const root = clear($("page"));
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.dataset.route === name || (name === "devices" && a.dataset.route === "fleet")) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  if (!page) {
+    root.appendChild(h("h1", {tabIndex: -1, id: "page-title"}, "Not found"));
+    root.appendChild(h("p", {}, "There is no such page. ", h("a", {href: "#/fleet"}, "Go to the fleet.")));
     return;
   }
-  for (const r of rows) tbody.appendChild(r);
-}
-
-function details(data) {
-  return Object.entries(data || {}).map(([k, v]) => `${k}=${v}`).join(", ");
-}
-
-let timer = null;
-let csrf = null;
-
-function show(signedIn, who) {
-  document.getElementById("login").hidden = signedIn;
-  document.getElementById("signed-in").hidden = !signedIn;
-  document.getElementById("who").textContent = signedIn ? `Signed in as ${who.username} (${who.role})` : "";
-  if (signedIn && timer === null) { refresh(); timer = setInterval(refresh, REFRESH_MS); }
-  if (!signedIn && timer !== null) { clearInterval(timer); timer = null; }
-  if (!signedIn) document.getElementById("status").textContent = "Sign in to see the fleet.";
-}
-
-async function checkSession() {
-  const resp = await fetch("/api/v1/session", {credentials: "same-origin"});
-  if (resp.ok) { const who = await resp.json(); csrf = who.csrf_token; show(true, who); } else show(false);
-}
-
-document.getElementById("login").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const body = {username: document.getElementById("username").value,
-                password: document.getElementById("password").value};
-  const resp = await fetch("/api/v1/session", {method: "POST", credentials: "same-origin",
-    headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
-  document.getElementById("password").value = "";
-  if (resp.ok) { const who = await resp.json(); csrf = who.csrf_token; show(true, who); }
-  else document.getElementById("status").textContent = `Sign-in failed: ${(await resp.json()).error}`;
-});
-
-document.getElementById("logout").addEventListener("click", async () => {
-  await fetch("/api/v1/session", {method: "DELETE", credentials: "same-origin", headers: {"X-CSRF-Token": csrf || ""}});
-  csrf = null; show(false);
-});
-
-async function refresh() {
-  const status = document.getElementById("status");
+  setStatus("");
+  const ctx = {args, params, refreshMs: REFRESH_MS, setStatus};
   try {
-    const [dr, er] = await Promise.all([fetch("/api/v1/devices"), fetch("/api/v1/events?limit=50")]);
-    if (dr.status === 401 || er.status === 401) { show(false); return; }
-    if (!dr.ok || !er.ok) throw new Error(`HTTP ${dr.status}/${er.status}`);
-    const devices = await dr.json();
-    const events = await er.json();
-    fill("devices", devices.devices.map(d => {
-      const online = d.last_seen !== null && devices.now - d.last_seen < ONLINE_SECONDS;
-      const state = d.status && d.status !== "active" ? d.status : (online ? "online" : "offline");
-      return row([d.id, d.name, d.room, fmtTime(d.last_seen), {text: state, cls: state}]);
-    }), "No devices enrolled yet.", 5);
-    fill("events", events.events.map(e => row([
-      fmtTime(e.time), e.room, e.device_id, e.app, e.type,
-      {text: e.severity, cls: "sev-" + e.severity}, details(e.data)])), "No events yet.", 7);
-    status.textContent = `Updated ${new Date().toLocaleTimeString()} · ${devices.devices.length} device(s), ${events.events.length} recent event(s)`;
+    cleanup = (await page.render(root, ctx)) || null;
   } catch (err) {
-    status.textContent = `Cannot reach the fleet server (${err.message}); retrying…`;
+    if (err instanceof ApiError && err.status === 401) return;
+    root.appendChild(h("p", {class: "notice notice-error", role: "alert"}, `This page failed to load: ${err.message}`));
   }
+  const title = $("page-title");
+  document.title = `${title ? title.textContent : "Console"} · WardSight`;
+  if (title && document.activeElement !== $("username")) title.focus({preventScroll: true});
 }
 
-checkSession();
+window.addEventListener("hashchange", route);
+
+$("login").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const body = {username: $("username").value, password: $("password").value};
+  try {
+    const who = await post("/api/v1/session", body);
+    $("password").value = "";
+    Object.assign(session, {username: who.username, role: who.role, csrf: who.csrf_token});
+    if (!location.hash) location.hash = "#/fleet";
+    showSignedIn(true);
+  } catch (err) {
+    $("password").value = "";
+    setStatus(`Sign-in failed: ${err.message}`);
+    $("password").focus();
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  try { await del("/api/v1/session"); } catch (_) { /* signed out either way */ }
+  signedOut("");
+  setStatus("Signed out.");
+});
+
+(async () => {
+  try {
+    const who = await get("/api/v1/session");
+    if (who.csrf_token) {
+      Object.assign(session, {username: who.username, role: who.role, csrf: who.csrf_token});
+      showSignedIn(true);
+      return;
+    }
+  } catch (_) { /* not signed in */ }
+  showSignedIn(false);
+})();

@@ -1,0 +1,250 @@
+"""What the web console needs beyond the other modules' routes: its static files, a fleet overview with each
+device's health and presence, a device's health history for charts, the enrollment QR code and the CA for
+bundles made in the browser.
+
+Routes (every one checks the role on the server):
+
+- ``GET /static/{name}``: the console's files in ``fleet/static`` (flat names only, a fixed set of types).
+- ``GET /api/v1/fleet/overview`` (viewer): every device with its latest heartbeat, presence and a display
+  state (online, offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary.
+- ``GET /api/v1/devices/{id}/health?since=&limit=`` (viewer): the latest heartbeat and the samples for charts.
+- ``GET /api/v1/devices/{id}/config`` (operator): the device.toml most recently pushed to the device by a
+  ``push_config`` job (the one that succeeded, else the newest), so the zone editor starts from it; ``config``
+  is null when none was pushed (or the jobs module is not there).
+- ``POST /api/v1/console/qr`` ``{"text": ...}`` (operator): a QR code of ``text`` as SVG (``image/svg+xml``);
+  the page puts it into the DOM (the CSP allows no images). Nothing is stored or logged: ``text`` holds a
+  one-time enrollment token.
+- ``GET /api/v1/console/bundle-ca`` (operator): what a browser needs to build an enrollment bundle: the
+  fleet CA certificate (PEM, when the server has one), the server URL devices use, and whether it is plain HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet import health, operators, presence
+from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.config import ServerConfig
+from fleet.errors import RejectedError, read_json
+
+STATIC_TYPES = {
+    ".js": "application/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+}
+_STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\.(js|css|svg|json)$")
+MAX_QR_TEXT = 2900  # a version-40 QR code at error level L holds 2953 bytes
+HISTORY_LIMIT = 1440
+
+
+def _static_dir() -> Any:
+    return resources.files("fleet").joinpath("static")
+
+
+async def static_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if not _STATIC_NAME.match(name):
+        raise RejectedError(404, "no such file")
+    entry = _static_dir().joinpath(name)
+    if not entry.is_file():
+        raise RejectedError(404, "no such file")
+    return web.Response(body=entry.read_bytes(), content_type=STATIC_TYPES[Path(name).suffix])
+
+
+# ---- fleet overview and device health -------------------------------------------------------------------
+
+
+def _presence_rows(db: Any) -> dict[str, dict[str, Any]]:
+    cur = db.conn.execute("SELECT device_id, last_heard_at, offline_since, returned_at FROM presence")
+    return {row[0]: {"last_heard_at": row[1], "offline_since": row[2], "returned_at": row[3]} for row in cur}
+
+
+def _display_state(
+    device: dict[str, Any],
+    rec: presence.PresenceRecord,
+    latest: dict[str, Any] | None,
+    now: float,
+    grace: float,
+    watch_start: float | None,
+) -> str:
+    status = device.get("status") or "active"
+    if status != "active":
+        return str(status)
+    if rec.last_heard_at is None and latest is None:
+        return "never_seen"
+    if presence.is_offline(rec, now, grace, watch_start=watch_start):
+        return "offline"
+    if latest is not None and latest.get("degraded"):
+        return "degraded"
+    return "online"
+
+
+def fleet_overview(app: web.Application) -> dict[str, Any]:
+    fleet, config, now = app[DB_KEY], app[CONFIG_KEY], app[CLOCK_KEY]()
+    db = fleet.db
+    grace = config.offline_grace_seconds
+    # Same package: silence from before the server started is not held against a device.
+    watch_start = health._watch_start(app)
+    heard = _presence_rows(db)
+    devices = []
+    for device in fleet.list_devices():
+        latest = health.device_health(db, device["id"])
+        p = heard.get(device["id"], {})
+        rec = presence.PresenceRecord(
+            device["id"],
+            device["enrolled_at"],
+            p.get("last_heard_at"),
+            p.get("offline_since"),
+            p.get("returned_at"),
+            device.get("status") or "active",
+        )
+        state = _display_state(device, rec, latest, now, grace, watch_start)
+        offline_since = p.get("offline_since")
+        if state == "offline" and offline_since is None:
+            offline_since = rec.silent_since
+        devices.append(
+            {
+                **device,
+                "state": state,
+                "last_heard_at": p.get("last_heard_at"),
+                "offline_since": offline_since if state == "offline" else None,
+                "health": latest,
+            }
+        )
+    summary = health.fleet_summary(db, now, grace_s=grace, watch_start=watch_start)
+    return {"now": now, "summary": summary, "devices": devices}
+
+
+async def get_overview(request: web.Request) -> web.Response:
+    await operators.require(request, "viewer")
+    return web.json_response(fleet_overview(request.app))
+
+
+def _query_number(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RejectedError(400, f"{name} must be a number") from None
+    if not math.isfinite(value):
+        raise RejectedError(400, f"{name} must be a finite number")
+    return value
+
+
+async def get_device_health(request: web.Request) -> web.Response:
+    await operators.require(request, "viewer")
+    device_id = request.match_info["id"]
+    fleet, now = request.app[DB_KEY], request.app[CLOCK_KEY]()
+    if fleet.get_device(device_id) is None:
+        raise RejectedError(404, "no such device")
+    since = _query_number(request, "since", now - 24 * 3600)
+    limit = int(_query_number(request, "limit", 500))
+    if not 1 <= limit <= HISTORY_LIMIT:
+        raise RejectedError(400, f"limit must be between 1 and {HISTORY_LIMIT}")
+    return web.json_response(
+        {
+            "device_id": device_id,
+            "now": now,
+            "latest": health.device_health(fleet.db, device_id),
+            "samples": health.health_history(fleet.db, device_id, since, limit),
+        }
+    )
+
+
+async def get_device_config(request: web.Request) -> web.Response:
+    await operators.require(request, "operator")
+    device_id = request.match_info["id"]
+    fleet = request.app[DB_KEY]
+    if fleet.get_device(device_id) is None:
+        raise RejectedError(404, "no such device")
+    body: dict[str, Any] = {"device_id": device_id, "config": None, "batch_id": None, "state": None, "pushed_at": None}
+    if {"jobs", "job_batches"} <= set(fleet.db.table_names()):
+        row = fleet.db.conn.execute(
+            "SELECT b.config, b.id, j.state, b.created_at FROM jobs j JOIN job_batches b ON b.id = j.batch_id"
+            " WHERE j.device_id = ? AND b.kind = 'push_config' AND b.config IS NOT NULL"
+            " ORDER BY (j.state = 'succeeded') DESC, b.created_at DESC LIMIT 1",
+            [device_id],
+        ).fetchone()
+        if row is not None:
+            body.update(config=row[0], batch_id=row[1], state=row[2], pushed_at=row[3])
+    return web.json_response(body)
+
+
+# ---- enrollment helpers -----------------------------------------------------------------------------------
+
+
+class QRRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: Annotated[str, Field(min_length=1, max_length=MAX_QR_TEXT)]
+
+
+def qr_svg(text: str) -> bytes:
+    """A QR code of ``text`` as a standalone SVG (black on white, 4-module quiet zone)."""
+    import segno  # here: only this route needs it
+
+    code = segno.make(text, error="l" if len(text) > 1200 else "m", micro=False)
+    out = io.BytesIO()
+    code.save(
+        out,
+        kind="svg",
+        scale=4,
+        border=4,
+        dark="#000",
+        light="#fff",
+        xmldecl=False,
+        title="Enrollment QR code",
+        svgclass="qr",
+        lineclass=None,
+    )
+    return out.getvalue()
+
+
+async def post_qr(request: web.Request) -> web.Response:
+    await operators.require(request, "operator")
+    body = await read_json(request, QRRequest, max_bytes=8 * 1024)
+    import segno
+
+    try:
+        svg = qr_svg(body.text)
+    except segno.DataOverflowError:
+        raise RejectedError(400, "text is too long for a QR code") from None
+    return web.Response(body=svg, content_type="image/svg+xml")
+
+
+def _keys_dir(config: ServerConfig) -> Path | None:
+    if config.keys_dir is not None:
+        return config.keys_dir
+    return config.database.parent / "fleet-keys" if config.database is not None else None
+
+
+async def get_bundle_ca(request: web.Request) -> web.Response:
+    await operators.require(request, "operator")
+    config = request.app[CONFIG_KEY]
+    directory = _keys_dir(config)
+    ca_path = directory / "ca.crt" if directory is not None else None
+    ca_pem = ca_path.read_text() if ca_path is not None and ca_path.is_file() and not config.insecure_http else None
+    server_url = (config.public_url or str(request.url.origin())).rstrip("/")
+    return web.json_response(
+        {"server_url": server_url, "ca_pem": ca_pem, "insecure_http": server_url.startswith("http://")}
+    )
+
+
+def setup(app: web.Application) -> None:
+    """Add the console's static files and helper routes to ``app``."""
+    app.router.add_get("/static/{name}", static_file)
+    app.router.add_get("/api/v1/fleet/overview", get_overview)
+    app.router.add_get("/api/v1/devices/{id}/health", get_device_health)
+    app.router.add_get("/api/v1/devices/{id}/config", get_device_config)
+    app.router.add_post("/api/v1/console/qr", post_qr)
+    app.router.add_get("/api/v1/console/bundle-ca", get_bundle_ca)

@@ -1,0 +1,139 @@
+// Fleet overview: every device by site / ward / room with its state and health; counts, filters and search.
+import {get, getOptional} from "./api.js";
+import {h, clear, field, fmtAgo, fmtNum, pageHeader, badge, keepFocus} from "./ui.js";
+
+const STATES = ["online", "offline", "degraded", "updating", "pending", "quarantined", "revoked", "never_seen"];
+const STATE_TEXT = {online: "online", offline: "offline", degraded: "degraded", updating: "updating",
+  pending: "pending approval", quarantined: "quarantined", revoked: "revoked", never_seen: "not heard from yet"};
+const UPDATING = new Set(["downloading", "downloaded", "installed", "activated"]);
+
+export function stateBadge(state) {
+  return badge(STATE_TEXT[state] || state, `state state-${state}`);
+}
+
+function modelVersions(health) {
+  if (!health || !health.models) return "—";
+  const entries = Object.entries(health.models);
+  return entries.length ? entries.map(([k, v]) => `${k} ${v}`).join(", ") : "—";
+}
+
+function temperature(health) {
+  if (!health) return "—";
+  const parts = [];
+  if (health.cpu_temp_c !== null && health.cpu_temp_c !== undefined) parts.push(`CPU ${fmtNum(health.cpu_temp_c, 0, " °C")}`);
+  if (health.accelerator_temp_c !== null && health.accelerator_temp_c !== undefined) parts.push(`acc. ${fmtNum(health.accelerator_temp_c, 0, " °C")}`);
+  return parts.length ? parts.join(", ") : "—";
+}
+
+function accelerator(health) {
+  if (!health) return "—";
+  const cfg = health.accelerator_configured;
+  return cfg && cfg !== health.accelerator ? `${health.accelerator} (configured: ${cfg})` : health.accelerator;
+}
+
+// Devices whose rollout step is in progress count as updating (when the rollouts API is there).
+async function updatingDevices() {
+  const out = new Set();
+  const data = await getOptional("/api/v1/rollouts").catch(() => null);
+  const live = ((data && data.rollouts) || []).filter(r => ["running", "paused", "stopped", "rolling_back"].includes(r.status));
+  const details = await Promise.all(live.map(r => get(`/api/v1/rollouts/${encodeURIComponent(r.id)}`).catch(() => null)));
+  for (const r of details) {
+    for (const dev of (r && r.devices) || []) if (UPDATING.has(dev.status)) out.add(dev.device_id);
+  }
+  return out;
+}
+
+export async function render(root, ctx) {
+  const counts = h("ul", {class: "counts", "aria-label": "Device counts"});
+  const search = field("Search (device, name, room)", "search", {placeholder: "e.g. 3B-12", autocomplete: "off"});
+  const state = field("Status", "select", {}, [["", "any status"], ...STATES.map(s => [s, STATE_TEXT[s]])]);
+  const site = field("Site", "select", {}, [["", "all sites"]]);
+  const ward = field("Ward", "select", {}, [["", "all wards"]]);
+  const filters = h("form", {class: "filters", role: "search", "aria-label": "Filter devices",
+    onsubmit: ev => ev.preventDefault()}, search.wrap, state.wrap, site.wrap, ward.wrap);
+  const shown = h("p", {class: "muted", "aria-live": "polite"});
+  const tableEl = h("table", {class: "fleet"},
+    h("caption", {class: "sr-only"}, "Devices grouped by site and ward"),
+    h("thead", {}, h("tr", {}, ["Device", "Room", "Status", "Model version", "Accelerator", "Frame rate",
+      "Temperature", "Last heard"].map(t => h("th", {scope: "col"}, t)))));
+  root.append(pageHeader("Fleet"), counts, filters, shown, tableEl);
+
+  let data = null;
+  let updating = new Set();
+  const params = ctx.params;
+  if (params.get("q")) search.input.value = params.get("q");
+  if (params.get("state")) state.input.value = params.get("state");
+
+  function fillSelect(select, values, allText) {
+    const current = select.value;
+    clear(select);
+    select.appendChild(h("option", {value: ""}, allText));
+    for (const v of values) select.appendChild(h("option", {value: v}, v));
+    select.value = values.includes(current) ? current : "";
+  }
+
+  function draw() {
+    if (!data) return;
+    const devices = data.devices.map(d => ({...d, state: updating.has(d.id) && ["online", "degraded"].includes(d.state) ? "updating" : d.state}));
+    const tally = Object.fromEntries(STATES.map(s => [s, 0]));
+    for (const d of devices) tally[d.state] = (tally[d.state] || 0) + 1;
+    clear(counts);
+    counts.appendChild(h("li", {class: "count-total"}, h("strong", {}, String(devices.length)), " devices"));
+    for (const s of STATES) {
+      if (!tally[s] && !["online", "offline", "degraded"].includes(s)) continue;
+      counts.appendChild(h("li", {class: `count-${s}`}, h("strong", {}, String(tally[s])), ` ${STATE_TEXT[s]}`));
+    }
+    fillSelect(site.input, [...new Set(devices.map(d => d.site).filter(Boolean))].sort(), "all sites");
+    fillSelect(ward.input, [...new Set(devices.map(d => d.ward).filter(Boolean))].sort(), "all wards");
+    const q = search.input.value.trim().toLowerCase();
+    const picked = devices.filter(d =>
+      (!state.input.value || d.state === state.input.value) &&
+      (!site.input.value || d.site === site.input.value) &&
+      (!ward.input.value || d.ward === ward.input.value) &&
+      (!q || [d.id, d.name, d.room, d.site, d.ward].some(v => v && String(v).toLowerCase().includes(q))));
+    shown.textContent = `Showing ${picked.length} of ${devices.length} devices.`;
+    for (const tb of tableEl.querySelectorAll("tbody")) tb.remove();
+    if (!picked.length) {
+      tableEl.appendChild(h("tbody", {}, h("tr", {}, h("td", {colSpan: 8, class: "empty"},
+        devices.length ? "No device matches the filters." : "No devices enrolled yet."))));
+      return;
+    }
+    const groups = new Map();
+    for (const d of picked) {
+      const key = `${d.site || "no site"} / ward ${d.ward || "—"}`;
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(d);
+    }
+    for (const [key, list] of groups) {
+      const tb = h("tbody", {}, h("tr", {class: "group"}, h("th", {colSpan: 8, scope: "rowgroup"}, key)));
+      for (const d of list.sort((a, b) => (a.room || "").localeCompare(b.room || "") || a.id.localeCompare(b.id))) {
+        const hl = d.health;
+        let heard = fmtAgo(d.last_heard_at ?? d.last_seen, data.now);
+        if (d.state === "offline" && d.offline_since) heard = `offline since ${fmtAgo(d.offline_since, data.now)}`;
+        tb.appendChild(h("tr", {dataset: {device: d.id}},
+          h("td", {}, h("a", {href: `#/devices/${encodeURIComponent(d.id)}`}, d.name || d.id), h("br"), h("span", {class: "muted mono"}, d.id)),
+          h("td", {}, d.room),
+          h("td", {}, stateBadge(d.state), hl && hl.degraded && hl.degraded.length ? h("span", {class: "muted"}, ` ${hl.degraded.join(", ")}`) : null),
+          h("td", {}, modelVersions(hl)),
+          h("td", {}, accelerator(hl)),
+          h("td", {}, hl ? fmtNum(hl.fps, 1, " fps") : "—"),
+          h("td", {}, temperature(hl)),
+          h("td", {}, heard)));
+      }
+      tableEl.appendChild(tb);
+    }
+  }
+
+  async function refresh() {
+    try {
+      [data, updating] = await Promise.all([get("/api/v1/fleet/overview"), updatingDevices()]);
+      keepFocus(tableEl, draw);
+    } catch (err) {
+      ctx.setStatus(`Cannot load the fleet (${err.message}); retrying…`);
+    }
+  }
+  for (const f of [search.input, state.input, site.input, ward.input]) f.addEventListener("input", draw);
+  await refresh();
+  const timer = setInterval(refresh, ctx.refreshMs);
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,375 @@
+"""A fleet server with simulated devices for the console's browser tests and screenshots.
+
+Each simulated device enrolls from a real bundle through the firmware's own code (``IdentityStore.enroll``)
+and then talks to the server through the firmware's ``FleetClient`` (per-request proofs, nonces, its
+short-lived credential) on its own thread: heartbeats with made-up readings, maintenance jobs (verified
+with the server's job key, ``push_config`` validated with the device-config schema before it "applies"),
+model-update offers (stepping through the update states) and, on request, signed events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+import fleet.server
+from firmware.identity import IdentityStore
+from firmware.preview import PREVIEW_HEADER, SCENE_PATH, SceneSnapshot, SnapshotPerson, SnapshotRegion, SnapshotZone
+from firmware.transport import NotAuthorizedError, UnreachableError
+from fleet import operators, tokens
+from fleet.app import create_app
+from fleet.config import ServerConfig
+from fleet.db import FleetDB
+from fleet.server import BackgroundServer
+from wardsight import wire
+from wardsight.bundle import Bundle
+from wardsight.device_config import DeviceConfig
+
+PASSWORD = "correct horse battery staple"
+FAST_HASHING = {"password_memory_kib": 1024, "password_time_cost": 1}
+USERS = {"alice": "admin", "olga": "operator", "victor": "viewer"}
+
+def create_app_with_console(config: ServerConfig, **kwargs: Any) -> web.Application:
+    """``fleet.app.create_app`` with short alert-stream keepalives, so tests see stream re-reads quickly."""
+    app = create_app(config, **kwargs)
+
+    async def quick_alert_streams(app: web.Application) -> None:
+        # Streams also read the feed on each keepalive: a short one bounds the delay for events stored
+        # where nobody wakes the streams (device_api does not call alerts_api.notify yet).
+        with contextlib.suppress(ImportError, KeyError):
+            alerts_api = importlib.import_module("fleet.alerts_api")
+            app[alerts_api.BROKER_KEY].heartbeat_seconds = 0.5
+
+    app.on_startup.append(quick_alert_streams)
+    return app
+
+
+# A standing person's 17 COCO keypoints: x offset from the body's centre line, y in frame pixels.
+SKELETON = [(0, 190), (-8, 182), (8, 182), (-16, 186), (16, 186), (-40, 250), (40, 250), (-55, 330), (55, 330),
+             (-60, 400), (60, 400), (-28, 410), (28, 410), (-30, 520), (30, 520), (-32, 630), (32, 630)]  # fmt: skip
+
+
+@dataclass
+class Readings:
+    fps: float = 14.8
+    cpu_temp_c: float = 54.0
+    accelerator: str = "cpu"
+    accelerator_configured: str | None = None
+    accelerator_temp_c: float | None = None
+    models: dict[str, str] = field(default_factory=lambda: {"pose_net": "1.0"})
+    warnings: list[str] = field(default_factory=list)
+
+
+class SimDevice:
+    """One enrolled device on its own thread (see the module docstring)."""
+
+    def __init__(self, store: IdentityStore, readings: Readings, *, heartbeat_s: float = 2.0) -> None:
+        self.identity, self.client = store.client()
+        self.key = wire.load_private_key(store.key_path)
+        self.job_key = wire.decode_public_key(self.identity.job_key) if self.identity.job_key else None
+        self.readings = readings
+        self.heartbeat_s = heartbeat_s
+        self.config_text: str | None = None
+        self.jobs_seen: list[str] = []
+        self.update_states: list[str] = []
+        self.started = time.time()
+        self.preview_until = 0.0
+        self.frames = 0
+        self.silent = threading.Event()  # set: stop sending (the device "goes offline")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sim-{self.device_id}", daemon=True)
+
+    @property
+    def device_id(self) -> str:
+        return self.identity.device_id
+
+    def start(self) -> SimDevice:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    # ---- what the agent would send -------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        r = self.readings
+        t = time.time() - self.started
+        self.frames += int((r.fps or 0) * self.heartbeat_s)
+        wobble = 0.4 * ((int(t) % 7) - 3) / 3
+        health = wire.Health(
+            device_id=self.device_id,
+            sent_at=time.time(),
+            uptime_s=t,
+            agent_version="0.1.0",
+            accelerator=r.accelerator,
+            accelerator_configured=r.accelerator_configured,
+            cpu_temp_c=round(r.cpu_temp_c + wobble, 1),
+            accelerator_temp_c=r.accelerator_temp_c,
+            mem_used_mb=round(150 + 3 * wobble, 1),
+            mem_total_mb=3800.0,
+            fps=round(max(0.0, r.fps + wobble), 2) if r.fps else r.fps,
+            frames_processed=self.frames,
+            frames_dropped=0,
+            outbox_pending=0,
+            stage_ms={"pose": round(19.5 + 2 * wobble, 2), "capture": 2.6},
+            models=dict(r.models),
+            warnings=list(r.warnings),
+        )
+        reply = self.client.heartbeat(health)
+        if reply.headers.get(PREVIEW_HEADER) == "1":
+            self.preview_until = time.time() + 10
+
+    def scene(self) -> SceneSnapshot:
+        """Two people as boxes and skeletons on a 1280x720 frame; the zones from the pushed config, if any."""
+        t = time.time() - self.started
+        people = []
+        for track, (x0, speed) in enumerate(((300.0, 60.0), (900.0, -35.0)), start=1):
+            cx = x0 + (speed * t) % 300
+            kps = [(min(1280.0, max(0.0, cx + dx)), y, 0.9) for dx, y in SKELETON]
+            xs = [k[0] for k in kps]
+            people.append(SnapshotPerson(track_id=track, score=0.9, box=(min(xs) - 20, 150.0, max(xs) + 20, 650.0),
+                                         keypoints=tuple(kps)))  # fmt: skip
+        zones = regions = ()
+        if self.config_text:
+            config = DeviceConfig.model_validate(tomllib.loads(self.config_text))
+            zones = tuple(SnapshotZone(name=z.name, kind=z.kind, polygon=tuple(z.polygon)) for z in config.zones)
+            regions = tuple(SnapshotRegion(polygon=tuple(r.polygon)) for r in config.privacy_regions)
+        return SceneSnapshot(time=time.time(), frame_width=1280, frame_height=720, people=tuple(people),
+                             zones=zones, privacy_regions=regions)  # fmt: skip
+
+    def _post_scene(self) -> None:
+        body = self.scene().model_dump_json().encode()
+        reply = self.client.request("POST", SCENE_PATH, body, "application/json")
+        if reply.headers.get(PREVIEW_HEADER) == "1":
+            self.preview_until = time.time() + 10
+
+    def send_event(self, app: str, kind: str, severity: str = "info", **data: float) -> str:
+        event = wire.Event(
+            event_id=wire.new_event_id(),
+            device_id=self.device_id,
+            room=self.identity.room,
+            app=app,  # type: ignore[arg-type]
+            type=kind,
+            severity=severity,  # type: ignore[arg-type]
+            time=self.client.server_now(),
+            data=data,
+        )
+        reply = self.client.post_event("", wire.sign_event(event, self.key))
+        if reply.status not in (200, 201, 202):
+            raise AssertionError(f"event refused: {reply.status} {reply.error}")
+        return event.event_id
+
+    def _report_job(self, job_id: str, state: str, reason: str | None = None, progress: float | None = None) -> None:
+        report = wire.JobReport(job_id=job_id, state=state, reason=reason, progress=progress)  # type: ignore[arg-type]
+        body = report.model_dump_json(exclude_none=True).encode()
+        self.client.request("POST", f"/api/v1/device/jobs/{job_id}", body, "application/json")
+
+    def _jobs(self) -> None:
+        # No ?wait=: a device proof's htu is the bare path, so the firmware client cannot long-poll yet.
+        reply = self.client.request("GET", "/api/v1/device/jobs")
+        if reply.status != 200 or self.job_key is None:
+            return
+        for token in reply.body.get("jobs", []):
+            job = wire.verify_job(token, self.job_key)
+            if job.job_id in self.jobs_seen:
+                continue
+            self.jobs_seen.append(job.job_id)
+            self._report_job(job.job_id, "received")
+            self._report_job(job.job_id, "running", progress=0.5)
+            time.sleep(0.3)
+            if job.kind == "push_config":
+                try:
+                    DeviceConfig.model_validate(tomllib.loads(job.config or ""))
+                except (tomllib.TOMLDecodeError, ValidationError):
+                    self._report_job(job.job_id, "refused", reason="invalid_config")
+                    continue
+                self.config_text = job.config
+            self._report_job(job.job_id, "succeeded", progress=1.0)
+
+    def _updates(self) -> None:
+        reply = self.client.request("GET", "/api/v1/device/update")
+        if reply.status != 200:
+            return
+        offer = wire.UpdateOffer.model_validate(reply.body)
+        steps = ["downloading", "downloaded", "installed", "activated", "healthy"]
+        done = len(self.update_states)
+        if done >= len(steps):
+            return
+        state = steps[done]
+        report = wire.UpdateReport(rollout_id=offer.rollout_id, model=offer.model, version=offer.version, state=state)  # type: ignore[arg-type]
+        got = self.client.request(
+            "POST", "/api/v1/device/update", report.model_dump_json().encode(), "application/json"
+        )
+        if got.status == 202:
+            self.update_states.append(state)
+            if state == "healthy":
+                self.readings.models[offer.model] = offer.version
+
+    def _run(self) -> None:
+        next_beat = 0.0
+        next_update = 0.0
+        next_scene = 0.0
+        while not self._stop.is_set():
+            if self.silent.is_set():
+                self._stop.wait(0.5)
+                continue
+            try:
+                now = time.time()
+                if now >= next_beat:
+                    self.heartbeat()
+                    next_beat = now + self.heartbeat_s
+                if now < self.preview_until and now >= next_scene:
+                    self._post_scene()
+                    next_scene = now + 1.0
+                if now >= next_update:
+                    self._updates()
+                    next_update = now + self.update_every_s
+                self._jobs()
+                self._stop.wait(0.7)
+            except NotAuthorizedError:  # pending or quarantined: as the agent does, wait and try again
+                self._stop.wait(1.0)
+            except UnreachableError:
+                self._stop.wait(0.5)
+
+    update_every_s: float = 2.0
+
+
+def make_token(db_path: Path, room: str, *, site: str | None, ward: str | None, approval: bool = False) -> str:
+    plaintext, record = tokens.new_token(room, time.time(), 3600, site=site, ward=ward, require_approval=approval)
+    db = FleetDB(db_path)
+    try:
+        db.add_token(record)
+    finally:
+        db.close()
+    return plaintext
+
+
+def enroll(server: BackgroundServer, token: str, workdir: Path, name: str) -> IdentityStore:
+    store = IdentityStore(workdir)
+    store.dir.mkdir(parents=True, exist_ok=True)
+    store.enroll(Bundle(server.url, token, server.ca_pem, insecure_http=server.ca_pem is None), name)
+    return store
+
+
+@dataclass
+class SimFleet:
+    server: BackgroundServer
+    config: ServerConfig
+    work: Path
+    devices: dict[str, SimDevice] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def add(self, name: str, room: str, readings: Readings | None = None, *, site: str = "st-marys",
+            ward: str | None = None, approval: bool = False, start: bool = True) -> SimDevice:  # fmt: skip
+        assert self.config.database is not None
+        token = make_token(self.config.database, room, site=site, ward=ward or room.split("-")[0], approval=approval)
+        store = enroll(self.server, token, self.work / "devices" / name, name)
+        device = SimDevice(store, readings or Readings())
+        self.devices[name] = device
+        return device.start() if start else device
+
+    def db(self) -> FleetDB:
+        assert self.config.database is not None
+        return FleetDB(self.config.database)
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        db = self.db()
+        try:
+            return list(db.db.query(sql, params or []))
+        finally:
+            db.close()
+
+    def set_status(self, name: str, status: str, by: str = "user:olga") -> None:
+        db = self.db()
+        try:
+            db.set_status(self.devices[name].device_id, status, reason="test", by=by, now=time.time(),
+                          allowed_from=("pending", "active", "quarantined"))  # fmt: skip
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        for device in self.devices.values():
+            device._stop.set()
+        for device in self.devices.values():
+            device.stop()
+        self.server.stop()
+
+
+def start_sim_fleet(work: Path, **config_over: Any) -> SimFleet:
+    """A TLS fleet server (the fleet's own CA) with the console, three accounts and no devices yet."""
+    config = ServerConfig(
+        port=0,
+        database=work / "server" / "fleet.db",
+        keys_dir=work / "server" / "fleet-keys",
+        offline_grace_seconds=5,
+        offline_check_seconds=0.5,
+        console_refresh_seconds=1.0,
+        **FAST_HASHING,
+        **config_over,
+    )
+    db = FleetDB(config.database)  # type: ignore[arg-type]
+    try:
+        for username, role in USERS.items():
+            operators.create_operator(db.db, username, PASSWORD, role, time.time(), config)  # type: ignore[arg-type]
+    finally:
+        db.close()
+    original: Callable[..., web.Application] = fleet.server.create_app
+    fleet.server.create_app = create_app_with_console  # type: ignore[assignment]
+    try:
+        server = BackgroundServer(config).start()
+    finally:
+        fleet.server.create_app = original  # type: ignore[assignment]
+    return SimFleet(server, config, work)
+
+
+def publish_model(sim: SimFleet, name: str, version: str, keys: Path) -> None:
+    """Publish a tiny model package with offline keys, through the same functions ``wardsight ota`` uses."""
+    from tests.test_ota_repository import make_package
+    from wardsight import ota_cli
+
+    assert sim.config.database is not None
+    db = sim.db()
+    try:
+        token = operators.create_api_token(db.db, f"publish-{name}-{version}", "admin", "test", time.time())
+    finally:
+        db.close()
+    conn = ota_cli.Server(sim.url, token, ca_pem=sim.server.ca_pem)
+    if not (keys / "root.key").exists():
+        ota_cli.generate_keys(keys)
+        ota_cli.init_repository(keys, conn)
+    ota_cli.publish(make_package(sim.work / "packages", name, version), keys, conn)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def jobs_of(sim: SimFleet, device: SimDevice) -> list[dict[str, Any]]:
+    return sim.query("SELECT * FROM jobs WHERE device_id = ? ORDER BY updated_at", [device.device_id])
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
