@@ -454,6 +454,7 @@ class JobRunner:
         self._level_timer: threading.Timer | None = None
         self._level_before: int | None = None
         self._unreadable: set[int] = set()
+        self._running: set[str] = set()  # jobs this process is running now
         self.handled = 0
 
     # ---- lifecycle -----------------------------------------------------------------------------------
@@ -600,6 +601,8 @@ class JobRunner:
             if self.ledger.has_report(job.job_id):  # done, but the server has not heard: say it again
                 self.flush_reports()
                 return None
+            if job.job_id in self._running:  # sent again because our "running" report was lost: keep going
+                return None
             return self._refuse(job.job_id, "replayed")
         if self.client.clock_offset is None:
             log.info("job %s waits: the server's time is not known yet", job.job_id)
@@ -613,12 +616,15 @@ class JobRunner:
             return self._refuse(job.job_id, "replayed")
         self.handled += 1
         log.info("job %s: %s", job.job_id, job.kind)
-        self._progress(job.job_id, "running")
+        self._running.add(job.job_id)
         try:
+            self._progress(job.job_id, "running")
             return self._execute(job)
         except Exception as exc:
             log.exception("job %s (%s) failed", job.job_id, job.kind)
             return self._final(wire.JobReport(job_id=job.job_id, state="failed", reason=_reason_of(exc)))
+        finally:
+            self._running.discard(job.job_id)
 
     def _execute(self, job: wire.Job) -> wire.JobReport | None:
         run: dict[str, Callable[[wire.Job], wire.JobReport | None]] = {

@@ -409,3 +409,16 @@ def test_factory_reset_wipes_the_device(device):
     assert runner.handle(device.job("factory_reset")) is None
     assert device.stops == [FACTORY_RESET_EXIT_CODE]
     assert not device.dir.exists() and not device.config_path.exists()
+
+
+def test_a_job_sent_again_while_it_runs_is_neither_run_twice_nor_refused(device):
+    """The server re-sends a job until it hears of it; if the "running" report was lost, that is no replay."""
+    device.learn_server_time()
+    token = device.job("self_test")
+    runner = device.runner()
+    job = wire.verify_job(token, device.job_key)
+    runner.ledger.claim(job)  # handle() claims the job, marks it running, then runs it ...
+    runner._running.add(job.job_id)  # ... and while it runs, the server sends it again
+    assert runner.handle(token) is None  # the repeat is ignored, not refused
+    assert runner.ledger.reports() == []
+    runner.close()
