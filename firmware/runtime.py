@@ -56,9 +56,30 @@ def artifact_store(data_dir: Path, config: DeviceConfig) -> ArtifactStore:
     return ArtifactStore(models_dir(data_dir), mirrors=tuple(config.model_mirrors))
 
 
+def build_imx500(config: DeviceConfig) -> tuple[Backend, FrameSource]:
+    """The AI Camera: one device that is both the frame source and the person detector."""
+    from accelerators import imx500
+    from firmware.imx500_source import Imx500Source
+
+    network = config.accelerator.imx500_network
+    state = imx500.probe(network)
+    if not state.available:  # no CPU fallback: without the AI Camera there is no camera either
+        raise SourceError(f"source.kind = imx500: {state.reason}")
+    privacy = PrivacyMask([r.polygon for r in config.privacy_regions])
+    backend = imx500.create(
+        network_file=network, size=config.source.size, privacy_mask=privacy.mask_for if privacy else None
+    )
+    assert isinstance(backend, imx500.Imx500PersonBackend)
+    if config.accelerator.kind not in ("auto", "cpu"):
+        log.warning("source.kind = imx500 runs the network in the camera; accelerator.kind is ignored")
+    return backend, Imx500Source(backend, privacy, fps=config.source.fps)
+
+
 def build_source(config: DeviceConfig, store: ArtifactStore) -> FrameSource:
     privacy = PrivacyMask([r.polygon for r in config.privacy_regions])
     src = config.source
+    if src.kind == "imx500":
+        raise SourceError("source.kind = imx500 is both camera and detector: build it with build_imx500")
     if src.kind in ("camera", "stream"):
         # Live sources keep only the newest frame and reconnect with backoff when the camera or stream drops.
         target: str | int = src.camera_index if src.kind == "camera" else (src.url or "")
@@ -244,7 +265,11 @@ def run_device(
     zones = build_zones(config)
     # The model this start runs: an OTA slot (a trial, the active one, the previous one) or the factory model.
     slots = SlotStore(device_dir(data_dir) / "models" / "slots")
-    if config.accelerator.kind == "cpu":
+    source: FrameSource | None = None
+    if config.source.kind == "imx500":  # the network runs in the sensor; no OTA slot applies
+        backend, source = build_imx500(config)
+        choice = Choice(None)
+    elif config.accelerator.kind == "cpu":
         backend, choice = open_model(
             slots,
             lambda c: slot_backend(c, threads=config.threads, min_score=config.min_person_score),
@@ -252,7 +277,8 @@ def run_device(
         )
     else:  # accelerator builds are not delivered over the air yet: the configured model runs
         backend, choice = build_backend(config, store), Choice(None)
-    source = build_source(config, store)
+    if source is None:
+        source = build_source(config, store)
     # Signed with the client's key, which a rotate_key job replaces.
     stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, client.key))
     outbox = SqliteOutbox(device_dir(data_dir) / "outbox.db")  # events survive outages and restarts

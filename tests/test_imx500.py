@@ -2,6 +2,7 @@
 sees the sensor's scene cropped to the inference ROI; pixel blanking in pre_callback never reaches it)."""
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -301,3 +302,52 @@ def test_registered_and_created(fake, network):
     det = _REGISTRY["imx500"].create(network_file=network, size=(320, 240))
     assert det.name == "imx500"
     det.close()
+
+
+# -- the agent on the AI camera -----------------------------------------------------------------------------
+
+
+def test_the_agent_runs_on_the_ai_camera_as_source_and_detector(fake, network, tmp_path):
+    """source.kind = imx500: one device yields the frames and the people in them; the agent loop is unchanged."""
+    import threading
+
+    from firmware.agent import Agent
+    from firmware.apps.occupancy import OccupancyApp
+    from firmware.runtime import build_imx500, build_source
+    from firmware.sources import SourceError
+    from wardsight.device_config import load_device_config
+
+    ai_camera(fake, [scene((0.55, 0.2, 0.75, 0.9))])  # one person, right of the privacy region (cycled)
+    (tmp_path / "device.toml").write_text(
+        f'[source]\nkind = "imx500"\nsize = [320, 240]\n[accelerator]\nimx500_network = "{network}"\n'
+        '[[privacy_regions]]\nname = "bathroom door"\npolygon = [[0.0, 0.0], [0.25, 0.0], [0.25, 1.0], [0.0, 1.0]]\n'
+    )
+    config = load_device_config(tmp_path, None, {})
+    with pytest.raises(SourceError, match="build_imx500"):
+        build_source(config, None)
+    backend, source = build_imx500(config)
+    stop = threading.Event()
+    events = []
+
+    def emit(event):
+        events.append(event)
+        stop.set()
+
+    agent = Agent(source, backend, [OccupancyApp(stable_seconds=0.0)], emit)
+    try:
+        stats = agent.run(stop, deadline=time.monotonic() + 20)
+    finally:
+        source.close()
+    assert stats.failed == 0 and stats.processed >= 1
+    assert [(e.app, e.type, e.data["count"]) for e in events] == [("occupancy", "count_changed", 1)]
+    assert agent.stats.people_last == 1
+
+
+def test_without_the_ai_camera_the_source_says_why(fake, network, tmp_path):
+    from firmware.runtime import build_imx500
+    from firmware.sources import SourceError
+    from wardsight.device_config import load_device_config
+
+    (tmp_path / "device.toml").write_text(f'[source]\nkind = "imx500"\n[accelerator]\nimx500_network = "{network}"\n')
+    with pytest.raises(SourceError, match="no IMX500"):
+        build_imx500(load_device_config(tmp_path, None, {}))

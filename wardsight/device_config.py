@@ -29,10 +29,10 @@ def default_name() -> str:
 
 
 class SourceConfig(StrictModel):
-    kind: Literal["file", "camera", "stream", "picamera"] = Field(
+    kind: Literal["file", "camera", "stream", "picamera", "imx500"] = Field(
         "file",
         description="file: a video file; camera: USB/V4L2 by index; stream: an RTSP/HTTP network camera;"
-        " picamera: a Pi camera module.",
+        " picamera: a Pi camera module; imx500: the Raspberry Pi AI Camera (camera and person detector in one).",
     )
     url: str | None = Field(None, description="rtsp:// or http(s):// URL for kind=stream (credentials allowed).")
     stall_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
@@ -135,6 +135,9 @@ class AcceleratorSettings(StrictModel):
     )
     hailo_hef: Path | None = Field(None, description="YOLOv8-pose HEF compiled for this chip (hailo8 or hailo8l).")
     coral_model: Path | None = Field(None, description="Edge TPU compiled person detector (.tflite).")
+    imx500_network: Path | None = Field(
+        None, description="AI Camera network firmware (.rpk); default the SSD MobileNetV2 from imx500-models."
+    )
 
 
 class DeviceConfig(StrictModel):
