@@ -51,7 +51,7 @@ from wardsight import __version__, wire
 from wardsight.device_config import ENV_PREFIX, DeviceConfig
 from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
-from wardsight.paths import write_private_file
+from wardsight.paths import fsync_dir, write_file_atomically
 from wardsight.settings import load_config
 
 log = logging.getLogger("wardsight.device.jobs")
@@ -319,30 +319,6 @@ def validate_config_text(
     return config
 
 
-def _replace_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` (a new file renamed over it, then the directory synced)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _sync_dir(path.parent)
-
-
-def _sync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def recover_pushed_config(device_dir: Path, config_path: Path) -> str | None:
     """Call at every start, before the configuration is loaded.
 
@@ -363,7 +339,8 @@ def recover_pushed_config(device_dir: Path, config_path: Path) -> str | None:
             previous = previous_config_path(config_path)
             if detail.get("had_previous") and previous.exists():
                 os.replace(previous, config_path)
-                _sync_dir(config_path.parent)
+                with contextlib.suppress(OSError):
+                    fsync_dir(config_path.parent)
             elif not detail.get("had_previous"):
                 config_path.unlink(missing_ok=True)
             ledger.finish(wire.JobReport(job_id=job_id, state="failed", reason="config_failed_at_start"))
@@ -679,9 +656,9 @@ class JobRunner:
             return self._final(wire.JobReport(job_id=job.job_id, state="refused", reason=exc.reason))
         had_previous = path.is_file()
         if had_previous:
-            _replace_file(previous_config_path(path), path.read_bytes())
+            write_file_atomically(previous_config_path(path), path.read_bytes())
         self.ledger.set_state(job.job_id, "config_applied", {"had_previous": had_previous, "starts": 0})
-        _replace_file(path, job.config.encode("utf-8"))
+        write_file_atomically(path, job.config.encode("utf-8"))
         self._halted = True
         log.warning("configuration from job %s applied; restarting the agent with it", job.job_id)
         self.hooks.stop_agent(RESTART_EXIT_CODE)
@@ -795,7 +772,8 @@ class JobRunner:
             log.error("key rotation (job %s): malformed credential in the reply; new key kept", job.job_id)
             return self._fail(job, "rotation_unconfirmed")
         os.replace(next_path, key_path)  # the old key is revoked: the new one is the device's key from now
-        _sync_dir(self.device_dir)
+        with contextlib.suppress(OSError):
+            fsync_dir(self.device_dir)
         self.client.adopt_key(new_key, reply)  # the credential from the reply, saved
         log.warning("device key rotated (job %s)", job.job_id)
         return self._ok(job)
@@ -863,7 +841,7 @@ def wipe_device_dir(device_dir: Path) -> None:
     for key_file in device_dir.glob("key.pem*"):
         with contextlib.suppress(OSError):
             size = key_file.stat().st_size
-            write_private_file(key_file, b"\0" * size)
+            write_file_atomically(key_file, b"\0" * size)
     shutil.rmtree(device_dir, ignore_errors=True)
 
 

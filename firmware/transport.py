@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from wardsight import wire
 from wardsight.errors import WardSightError
-from wardsight.paths import write_private_file
+from wardsight.paths import write_file_atomically
 
 log = logging.getLogger("wardsight.device.transport")
 
@@ -133,7 +133,7 @@ class CredentialFile:
             return None
 
     def save(self, credential: str, expires_at: float) -> None:
-        write_private_file(self.path, json.dumps({"credential": credential, "expires_at": expires_at}).encode())
+        write_file_atomically(self.path, json.dumps({"credential": credential, "expires_at": expires_at}).encode())
 
     def clear(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -200,46 +200,9 @@ class FleetClient:
 
     # ---- one exchange -------------------------------------------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        body: Body,
-        content_type: str | None,
-        credential: str | None,
-        query: str = "",
-        timeout: float | None = None,
-    ) -> Reply:
-        with self._lock:  # signing under the lock; the exchange itself without it (a long poll may take 30 s)
-            if self._nonce is None:
-                self._learn(
-                    self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout)
-                )
-                if self._nonce is None:
-                    raise UnreachableError("the server gave no nonce")
-            nonce = self._nonce
-            data = body(nonce) if callable(body) else body
-            proof = wire.sign_proof(
-                self._key,
-                self.device_id,
-                method=method,
-                path=path,  # the query is not part of what the proof binds (the server sees request.path)
-                body=data,
-                nonce=nonce,
-                credential=credential,
-                now=self._clock(),
-            )
-            self._nonce = None  # one proof per nonce on our side; the reply brings the next one
-        headers = {wire.PROOF_HEADER: proof}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        if credential is not None:
-            headers["Authorization"] = f"{wire.AUTH_SCHEME} {credential}"
-        url = self.base_url + path + (f"?{query}" if query else "")
-        reply = self._http(method, url, data, headers, self._context, timeout or self._timeout)
-        with self._lock:
-            self._learn(reply)
-        return reply
+    def _fetch_nonce(self) -> None:
+        """Ask for a nonce (the reply also tells the server's time); under the lock."""
+        self._learn(self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout))
 
     def _exchange(
         self,
@@ -251,9 +214,36 @@ class FleetClient:
         query: str = "",
         timeout: float | None = None,
     ) -> Reply:
-        reply = self._send(method, path, body, content_type, credential, query, timeout)
-        if reply.status == 401 and reply.code == "use_nonce":  # our nonce went stale: once more with the new one
-            reply = self._send(method, path, body, content_type, credential, query, timeout)
+        for _ in range(2):  # a second time only when our nonce went stale (401 use_nonce), with the new one
+            with self._lock:  # signing under the lock; the exchange itself without it (a long poll may take 30 s)
+                if self._nonce is None:
+                    self._fetch_nonce()
+                    if self._nonce is None:
+                        raise UnreachableError("the server gave no nonce")
+                nonce = self._nonce
+                data = body(nonce) if callable(body) else body
+                proof = wire.sign_proof(
+                    self._key,
+                    self.device_id,
+                    method=method,
+                    path=path,  # the query is not part of what the proof binds (the server sees request.path)
+                    body=data,
+                    nonce=nonce,
+                    credential=credential,
+                    now=self._clock(),
+                )
+                self._nonce = None  # one proof per nonce on our side; the reply brings the next one
+            headers = {wire.PROOF_HEADER: proof}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            if credential is not None:
+                headers["Authorization"] = f"{wire.AUTH_SCHEME} {credential}"
+            url = self.base_url + path + (f"?{query}" if query else "")
+            reply = self._http(method, url, data, headers, self._context, timeout or self._timeout)
+            with self._lock:
+                self._learn(reply)
+            if not (reply.status == 401 and reply.code == "use_nonce"):
+                break
         return reply
 
     # ---- credential ---------------------------------------------------------------------------------
@@ -321,9 +311,7 @@ class FleetClient:
         """
         with self._lock:
             if self._offset is None:  # learn the server's time (and a nonce) before judging the credential
-                self._learn(
-                    self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout)
-                )
+                self._fetch_nonce()
             credential = self._ensure_credential()
         reply = self._exchange(method, path, body, content_type, credential, query, timeout)
         if reply.status in (401, 403) and reply.code in AUTH_CODES:

@@ -39,14 +39,12 @@ the caller's session or API token is still valid; if not, it sends ``{"kind": "c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import math
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -56,7 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet import audit, operators
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.errors import RejectedError, read_json
+from fleet.db import transaction
+from fleet.errors import RejectedError, check_query_params, query_number, read_json
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet.alerts")
@@ -105,18 +104,6 @@ def migrate(db: sqlite_utils.Database) -> None:
     """
     for statement in _SCHEMA:
         db.conn.execute(statement)
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 # ---- reading alerts -----------------------------------------------------------------------------------
@@ -262,7 +249,7 @@ def change_state(
     if to not in _ALLOWED_FROM:
         raise ValueError(f"unknown alert state {to!r}")
     conn = db.conn
-    with _transaction(conn):
+    with transaction(conn):
         alert = get_alert(db, event_id)
         if alert is None:
             raise AlertError(404, f"no alert {event_id}")
@@ -383,25 +370,6 @@ def _ident(request: web.Request, name: str) -> str | None:
     return value
 
 
-def _number(request: web.Request, name: str, kind: type[int] | type[float]) -> Any:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise RejectedError(400, f"{name} must be {'an integer' if kind is int else 'a number'}") from None
-    if not math.isfinite(value):
-        raise RejectedError(400, f"{name} must be a finite number")
-    return value
-
-
-def _check_params(request: web.Request, allowed: frozenset[str]) -> None:
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        raise RejectedError(400, f"unknown query parameter '{unknown[0]}'")
-
-
 def _filters(request: web.Request, room: str | None = None) -> Filters:
     return Filters(room=room or _ident(request, "room"), ward=_ident(request, "ward"), site=_ident(request, "site"))
 
@@ -413,11 +381,11 @@ _LIST_PARAMS = frozenset({"room", "ward", "site", "state", "since", "before", "l
 
 async def _list(request: web.Request, room: str | None) -> web.Response:
     await operators.require(request, "viewer")
-    _check_params(request, _LIST_PARAMS - ({"room"} if room is not None else set()))
+    check_query_params(request, _LIST_PARAMS - ({"room"} if room is not None else set()))
     state = request.query.get("state") or None
     if state is not None and state not in STATES:
         raise RejectedError(400, f"state must be one of {', '.join(STATES)}")
-    limit = _number(request, "limit", int)
+    limit = query_number(request, "limit", int)
     limit = 100 if limit is None else limit
     if not 1 <= limit <= MAX_LIMIT:
         raise RejectedError(400, f"limit must be between 1 and {MAX_LIMIT}")
@@ -427,8 +395,8 @@ async def _list(request: web.Request, room: str | None) -> web.Response:
         db,
         _filters(request, room),
         state=state,
-        since=_number(request, "since", float),
-        before=_number(request, "before", int),
+        since=query_number(request, "since", float),
+        before=query_number(request, "before", int),
         limit=limit,
     )
     return web.json_response({"alerts": alerts, "next_before": next_before, "stream_after": head})
@@ -506,7 +474,7 @@ def _sse(data: dict[str, Any] | None = None, *, id: int | None = None, comment: 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
     await operators.require(request, "viewer")
-    _check_params(request, frozenset({"room", "ward", "site", "after"}))
+    check_query_params(request, frozenset({"room", "ward", "site", "after"}))
     app, db = request.app, request.app[DB_KEY].db
     filters = _filters(request)
     cursor = _start_cursor(request, db)

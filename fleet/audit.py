@@ -25,6 +25,8 @@ from typing import Any
 import sqlite_utils
 from aiohttp import web
 
+from fleet.db import transaction
+
 GENESIS = "0" * 64
 MAX_QUERY_LIMIT = 1000
 # Keys a caller must never put in details (their values would be secrets).
@@ -152,18 +154,8 @@ def record(
         raise ValueError("audit time must be a finite number")
     _check_details(details or {})
     text = _canonical(dict(details or {}))
-    conn = db.conn
-    if conn.in_transaction:
+    with transaction(db.conn) as conn:
         return _append(conn, time, actor, action, target, text)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        seq = _append(conn, time, actor, action, target, text)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return seq
 
 
 def _escape_like(text: str) -> str:

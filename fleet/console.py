@@ -21,7 +21,6 @@ Routes (every one checks the role on the server):
 from __future__ import annotations
 
 import io
-import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -33,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fleet import health, operators, presence
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.config import ServerConfig
-from fleet.errors import RejectedError, read_json
+from fleet.errors import RejectedError, query_number, read_json
 
 STATIC_TYPES = {
     ".js": "application/javascript",
@@ -129,27 +128,16 @@ async def get_overview(request: web.Request) -> web.Response:
     return web.json_response(fleet_overview(request.app))
 
 
-def _query_number(request: web.Request, name: str, default: float) -> float:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise RejectedError(400, f"{name} must be a number") from None
-    if not math.isfinite(value):
-        raise RejectedError(400, f"{name} must be a finite number")
-    return value
-
-
 async def get_device_health(request: web.Request) -> web.Response:
     await operators.require(request, "viewer")
     device_id = request.match_info["id"]
     fleet, now = request.app[DB_KEY], request.app[CLOCK_KEY]()
     if fleet.get_device(device_id) is None:
         raise RejectedError(404, "no such device")
-    since = _query_number(request, "since", now - 24 * 3600)
-    limit = int(_query_number(request, "limit", 500))
+    since = query_number(request, "since", float)
+    since = now - 24 * 3600 if since is None else since
+    limit_value = query_number(request, "limit", float)
+    limit = 500 if limit_value is None else int(limit_value)
     if not 1 <= limit <= HISTORY_LIMIT:
         raise RejectedError(400, f"limit must be between 1 and {HISTORY_LIMIT}")
     return web.json_response(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,26 @@ import sqlite_utils
 
 from fleet.tokens import TokenRecord
 from wardsight.wire import Event
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction on the autocommit connection: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception.
+
+    Inside a transaction that is already open it joins it (the caller's COMMIT or ROLLBACK decides). Never held
+    across an ``await``. Yields the connection.
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _add_columns(table: Any, columns: dict[str, type]) -> None:
@@ -149,27 +171,19 @@ class FleetDB:
 
     def enroll(self, token_id: str, device: dict[str, Any], now: float) -> bool:
         """Consume the token and add the device atomically; False if the token was used meanwhile."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db.conn) as conn:
             cur = conn.execute(
                 "UPDATE tokens SET used_at = ?, device_id = ? WHERE id = ? AND used_at IS NULL",
                 [now, device["id"], token_id],
             )
             if cur.rowcount != 1:
-                conn.execute("ROLLBACK")
-                return False
+                return False  # nothing was changed: the empty transaction commits
             columns = ", ".join(device)
             conn.execute(
                 f"INSERT INTO devices ({columns}) VALUES ({', '.join(':' + c for c in device)})",  # noqa: S608 - our keys
                 device,
             )
-            conn.execute("COMMIT")
-            return True
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        return True
 
     # ---- devices ------------------------------------------------------------------------------------
 
@@ -248,9 +262,7 @@ class FleetDB:
         row = event.model_dump(exclude={"v"})
         row["data"] = json.dumps(row["data"], sort_keys=True)
         row["received_at"] = received_at
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db.conn) as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO events (event_id, device_id, room, app, type, severity, time,"
                 " received_at, track_id, confidence, data) VALUES (:event_id, :device_id, :room, :app,"
@@ -264,11 +276,6 @@ class FleetDB:
                 from fleet import delivery
 
                 delivery.enqueue_for_event(self.db, event, received_at)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return stored
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:

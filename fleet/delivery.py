@@ -39,7 +39,7 @@ import json
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args
 
@@ -51,6 +51,7 @@ from yarl import URL
 
 from fleet import audit, fhir, operators
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
+from fleet.db import transaction
 from fleet.errors import RejectedError, read_json
 from wardsight import webhooks
 from wardsight.wire import App, Event, Severity
@@ -236,20 +237,6 @@ def guarded_socket_factory(allow_insecure: bool) -> Callable[[tuple[Any, ...]], 
 
 
 # ---- schema and queueing -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception) on the connection, which runs in autocommit mode."""
-    conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -702,7 +689,7 @@ class _Worker:
         """Store one attempt's result and the endpoint's status in one transaction."""
         attempts = int(delivery["attempts"]) + 1
         conn = self.db.conn
-        with transaction(self.db):
+        with transaction(self.db.conn):
             if outcome.ok:
                 conn.execute(
                     "UPDATE webhook_deliveries SET status = 'delivered', attempts = ?, last_status = ?,"
@@ -829,7 +816,7 @@ async def handle_create(request: web.Request) -> web.Response:
     await _checked_url(request, body.url)
     db = request.app[DB_KEY].db
     try:
-        with transaction(db):
+        with transaction(db.conn):
             endpoint, secret = create_endpoint(
                 db,
                 name=body.name,
@@ -867,7 +854,7 @@ async def handle_update(request: web.Request) -> web.Response:
         del changes["hmac"]
     db = request.app[DB_KEY].db
     try:
-        with transaction(db):
+        with transaction(db.conn):
             endpoint, secret = update_endpoint(
                 db,
                 endpoint_id,
@@ -899,7 +886,7 @@ async def handle_delete(request: web.Request) -> web.Response:
     who = await operators.require(request, "admin")
     endpoint_id = _int_id(request)
     db = request.app[DB_KEY].db
-    with transaction(db):
+    with transaction(db.conn):
         endpoint = get_endpoint(db, endpoint_id)
         if endpoint is None or not delete_endpoint(db, endpoint_id):
             raise RejectedError(404, f"no webhook endpoint {endpoint_id}")
@@ -935,7 +922,7 @@ async def handle_redeliver(request: web.Request) -> web.Response:
     delivery_id = _int_id(request)
     db = request.app[DB_KEY].db
     try:
-        with transaction(db):
+        with transaction(db.conn):
             row = redeliver(db, delivery_id, request.app[CLOCK_KEY]())
             details = {"endpoint_id": row["endpoint_id"], "event_id": row["event_id"]}
             _audit(request, who.actor, "webhook.redeliver", f"webhook_delivery:{delivery_id}", details)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from typing import TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fleet import alerts_api, audit, delivery, deviceauth, health, tokens
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.errors import RejectedError
 from wardsight import wire
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("wardsight.fleet.device")
 
@@ -29,13 +32,23 @@ ENROLL_PATH = "/api/v1/enroll"
 RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for renewal
 
 
-async def _body(request: web.Request, content_type: str) -> bytes:
+async def read_body(request: web.Request, content_type: str, max_bytes: int = wire.MAX_JWS_BYTES) -> bytes:
+    """A device request's body: 415 for another content type, 413 beyond ``max_bytes``."""
     if request.content_type != content_type:
         raise RejectedError(415, f"content type must be {content_type}")
     body = await request.read()
-    if len(body) > wire.MAX_JWS_BYTES:
-        raise RejectedError(413, f"body larger than {wire.MAX_JWS_BYTES} bytes")
+    if len(body) > max_bytes:
+        raise RejectedError(413, f"body larger than {max_bytes} bytes")
     return body
+
+
+def parse_body(model: type[M], body: bytes, what: str) -> M:
+    """``body`` (JSON) as ``model``; 400 naming the first bad field of the ``what`` (``report field 'x': ...``)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise RejectedError(400, f"{what} field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
 
 
 def _jws_text(body: bytes) -> str:
@@ -94,7 +107,7 @@ async def authenticate(request: web.Request, body: bytes, *, credential: str = "
 async def enroll(request: web.Request) -> web.Response:
     db, clock, config = request.app[DB_KEY], request.app[CLOCK_KEY], request.app[CONFIG_KEY]
     try:
-        claim = wire.verify_enrollment(_jws_text(await _body(request, JOSE)))
+        claim = wire.verify_enrollment(_jws_text(await read_body(request, JOSE)))
     except wire.SignatureError as exc:
         raise RejectedError(401, f"proof of key possession failed: {exc}") from None
     except wire.MalformedError as exc:
@@ -185,7 +198,7 @@ async def credential(request: web.Request) -> web.Response:
 
 async def ingest_event(request: web.Request) -> web.Response:
     db = request.app[DB_KEY]
-    body = await _body(request, JOSE)
+    body = await read_body(request, JOSE)
     verdict = await authenticate(request, body)
     device = db.get_device(verdict.device_id)
     assert device is not None
@@ -215,13 +228,9 @@ async def ingest_event(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
-    body = await _body(request, "application/json")
+    body = await read_body(request, "application/json")
     verdict = await authenticate(request, body)
-    try:
-        report = wire.Health.model_validate_json(body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise RejectedError(400, f"heartbeat field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    report = parse_body(wire.Health, body, "heartbeat")
     if report.device_id != verdict.device_id:
         raise RejectedError(403, "a device may only report its own health")
     now = request.app[CLOCK_KEY]()

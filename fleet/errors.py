@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Set
 from typing import TypeVar
 
 from aiohttp import web
@@ -25,6 +27,28 @@ class RejectedError(web.HTTPException):
 
 
 M = TypeVar("M", bound=BaseModel)
+N = TypeVar("N", int, float)
+
+
+def check_query_params(request: web.Request, allowed: Set[str]) -> None:
+    """400 for a query parameter not in ``allowed`` (the first, by name)."""
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise RejectedError(400, f"unknown query parameter '{unknown[0]}'")
+
+
+def query_number(request: web.Request, name: str, kind: type[N]) -> N | None:
+    """The query parameter ``name`` as a finite ``int`` or ``float``; None when absent or empty, 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise RejectedError(400, f"{name} must be {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise RejectedError(400, f"{name} must be a finite number")
+    return value
 
 
 async def read_json(request: web.Request, model: type[M], *, max_bytes: int = 64 * 1024) -> M:

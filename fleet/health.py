@@ -21,12 +21,11 @@ tokens with the ``viewer`` role.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,8 @@ from pydantic import ValidationError
 
 from fleet import delivery, operators, presence
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.db import FleetDB
+from fleet.db import FleetDB, transaction
+from fleet.tasks import running
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet.health")
@@ -134,25 +134,9 @@ class UnknownDeviceError(LookupError):
 # ---- storage ----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, or join the caller's transaction if one is open."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def migrate(db: sqlite_utils.Database) -> None:
     """Create this module's tables if missing (idempotent)."""
-    with _transaction(db.conn):
+    with transaction(db.conn):
         for statement in _SCHEMA:
             db.conn.execute(statement)
 
@@ -176,7 +160,7 @@ def _mark_heard(conn: sqlite3.Connection, device_id: str, now: float) -> None:
 def mark_heard(db: sqlite_utils.Database, device_id: str, now: float) -> None:
     """Record that an authenticated request from ``device_id`` arrived at ``now`` (server clock)."""
     conn = db.conn
-    with _transaction(conn):
+    with transaction(conn):
         _require_device(conn, device_id)
         _mark_heard(conn, device_id, now)
 
@@ -205,7 +189,7 @@ def record_heartbeat(
         raise ValueError("keep must be at least 1")
     pose_ms = next((health.stage_ms[k] for k in POSE_STAGES if k in health.stage_ms), None)
     conn = db.conn
-    with _transaction(conn):
+    with transaction(conn):
         _require_device(conn, device_id)
         previous = conn.execute(
             "SELECT uptime_s, frames_dropped FROM health_latest WHERE device_id = ?", [device_id]
@@ -331,7 +315,7 @@ def _announcement_id(t: presence.Transition) -> str:
 
 
 def _apply(conn: sqlite3.Connection, t: presence.Transition) -> None:
-    with _transaction(conn):
+    with transaction(conn):
         if t.kind == "offline":
             conn.execute(
                 "INSERT INTO presence (device_id, last_heard_at, offline_since) VALUES (?, NULL, ?)"
@@ -565,11 +549,8 @@ async def _run_monitor(app: web.Application) -> None:
 
 async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     app[_MONITOR_KEY].started_at = app[CLOCK_KEY]()
-    task = asyncio.create_task(_run_monitor(app), name="wardsight-offline-monitor")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(_run_monitor(app), "wardsight-offline-monitor"):
+        yield
 
 
 def setup(app: web.Application) -> None:

@@ -35,7 +35,7 @@ import math
 import secrets
 import sqlite3
 import tomllib
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import jwt
@@ -54,7 +54,7 @@ from pydantic import (
 
 from fleet import audit, device_api, deviceauth, job_logic, operators
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
-from fleet.db import FleetDB
+from fleet.db import FleetDB, transaction
 from fleet.errors import RejectedError
 from wardsight import wire
 from wardsight.device_config import DeviceConfig
@@ -119,25 +119,9 @@ _SCHEMA = (
 
 def migrate(db: sqlite_utils.Database) -> None:
     """Create the job_batches and jobs tables if missing (idempotent)."""
-    with _transaction(db.conn):
+    with transaction(db.conn):
         for statement in _SCHEMA:
             db.conn.execute(statement)
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, or join the caller's open transaction (never held across an ``await``)."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 # ---- request bodies ------------------------------------------------------------------------------------
@@ -300,7 +284,7 @@ def create_batch(
     conn = db.conn
     params = params or {}
     target = target if target is not None else {"device_ids": list(device_ids)}
-    with _transaction(conn):
+    with transaction(conn):
         conn.execute(
             "INSERT INTO job_batches (id, kind, params, config, target, created_by, created_at, expires_at,"
             " rate_per_minute, error_threshold, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
@@ -465,7 +449,7 @@ def advance(db: sqlite_utils.Database, now: float, batch_ids: Iterable[str] | No
         ]
     woken: set[str] = set()
     for batch_id in batch_ids:
-        with _transaction(conn):
+        with transaction(conn):
             woken |= _advance_batch(db, batch_id, now)
     return woken
 
@@ -658,7 +642,7 @@ async def report(request: web.Request) -> web.Response:
             _step(app, now, [batch["id"]])  # records the expiry (and its audit entry) before refusing
         raise RejectedError(decision.status, decision.reason, code=decision.code)
     if decision.action == "apply":
-        with _transaction(conn):
+        with transaction(conn):
             _apply_report(app[DB_KEY], batch, job, got, verdict.device_id, now)
         _step(app, now, [batch["id"]])
     return web.json_response({"job_id": got.job_id, "state": decision.state})
@@ -745,7 +729,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     )
     old_thumbprint = wire.thumbprint(wire.decode_public_key(device["public_key"]))
     try:
-        with _transaction(conn):
+        with transaction(conn):
             cur = conn.execute(
                 "UPDATE devices SET public_key = ?, credential_id = ?, credential_expires_at = ?"
                 " WHERE id = ? AND public_key = ? AND credential_id = ? AND status = 'active'",
@@ -894,7 +878,7 @@ async def cancel_batch(request: web.Request) -> web.Response:
     app, now = request.app, _now(request)
     _step(app, now, [batch_id])
     db = app[DB_KEY].db
-    with _transaction(db.conn):
+    with transaction(db.conn):
         batch = _batch(db.conn, batch_id)
         assert batch is not None
         if batch["status"] != "running":

@@ -23,7 +23,6 @@ cannot send and which needs a CORS preflight this server never grants.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -31,8 +30,6 @@ import logging
 import math
 import re
 import secrets
-import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar, cast, get_args
@@ -46,7 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fleet import audit
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.config import ServerConfig
-from fleet.errors import RejectedError
+from fleet.db import transaction
+from fleet.errors import RejectedError, check_query_params, query_number
 
 log = logging.getLogger("wardsight.fleet.operators")
 
@@ -140,20 +138,6 @@ def migrate(db: sqlite_utils.Database) -> None:
         db.conn.execute(statement)
 
 
-@contextlib.contextmanager
-def _transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
-    """A write transaction on the autocommit connection (never held across an ``await``)."""
-    conn: sqlite3.Connection = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
     rows = list(db.query(sql, params))
     return rows[0] if rows else None
@@ -219,7 +203,7 @@ def _verify_password(ph: PasswordHasher, stored: str | None, password: str) -> t
 def _insert_operator(
     db: sqlite_utils.Database, username: str, password_hash: str, role: Role, now: float, actor: str
 ) -> None:
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         if conn.execute("SELECT 1 FROM operators WHERE username = ?", [username]).fetchone():
             raise OperatorError(409, f"operator '{username}' already exists")
         conn.execute(
@@ -276,7 +260,7 @@ def _apply_update(
     disabled: bool | None = None,
     password_hash: str | None = None,
 ) -> dict[str, Any]:
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         row = _one(db, "SELECT * FROM operators WHERE username = ?", [username])
         if row is None:
             raise OperatorError(404, f"no operator '{username}'")
@@ -344,7 +328,7 @@ def create_api_token(
         raise OperatorError(400, "expires_at must be in the future")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(24)  # 192 bits
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         conn.execute(
             "INSERT INTO api_tokens (id, name, secret_hash, role, created_by, created_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -369,7 +353,7 @@ def list_api_tokens(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 def revoke_api_token(db: sqlite_utils.Database, token_id: str, *, actor: str, now: float) -> None:
     """Revoke a token at once; OperatorError 404 if unknown, 409 if already revoked."""
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         row = _one(db, "SELECT revoked_at FROM api_tokens WHERE id = ?", [token_id])
         if row is None:
             raise OperatorError(404, f"no API token '{token_id}'")
@@ -576,7 +560,7 @@ def _begin_attempt(db: sqlite_utils.Database, username: str, now: float, config:
     A successful login clears the count (:func:`_clear_attempts`).
     """
     window = config.login_lockout_seconds
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         conn.execute(
             "DELETE FROM login_failures WHERE last_attempt_at <= ? AND (locked_until IS NULL OR locked_until <= ?)",
             [now - window, now],
@@ -605,7 +589,7 @@ def _fail_attempt(
 ) -> None:
     now, config = request.app[CLOCK_KEY](), request.app[CONFIG_KEY]
     actor = f"user:{username}"
-    with _transaction(db):
+    with transaction(db.conn):
         audit.record(
             db, actor=actor, action=action, target=actor, details={"reason": reason, "remote": request.remote}, now=now
         )
@@ -647,7 +631,7 @@ async def login(request: web.Request) -> web.Response:
     new_hash = await _hash(app, body.password) if rehash else None
     session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = app[CLOCK_KEY]()
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         current = _one(db, "SELECT password_hash, role, disabled FROM operators WHERE username = ?", [username])
         if current is not None and not current["disabled"] and current["password_hash"] == stored:
             conn.execute("DELETE FROM login_failures WHERE username = ?", [username])
@@ -692,7 +676,7 @@ async def whoami(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     principal, session = _require_session(request)
     db, config, now = request.app[DB_KEY].db, request.app[CONFIG_KEY], request.app[CLOCK_KEY]()
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         conn.execute("DELETE FROM sessions WHERE id_hash = ?", [session.id_hash])
         audit.record(db, actor=principal.actor, action="logout", target=principal.actor, now=now)
     response = web.json_response({"logged_out": True})
@@ -720,7 +704,7 @@ async def change_password(request: web.Request) -> web.Response:
         raise RejectedError(400, "the new password must differ from the current one")
     new_hash = await _hash(app, body.new_password)
     now = app[CLOCK_KEY]()
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         cur = conn.execute(
             "UPDATE operators SET password_hash = ?, password_changed_at = ?, updated_at = ?"
             " WHERE username = ? AND password_hash = ? AND disabled = 0",
@@ -816,37 +800,22 @@ async def delete_api_token(request: web.Request) -> web.Response:
 _AUDIT_PARAMS = frozenset({"actor", "action", "target", "q", "since", "until", "limit", "before"})
 
 
-def _number(request: web.Request, name: str, kind: type[int] | type[float]) -> Any:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise RejectedError(400, f"{name} must be {'an integer' if kind is int else 'a number'}") from None
-    if not math.isfinite(value):
-        raise RejectedError(400, f"{name} must be a finite number")
-    return value
-
-
 async def get_audit(request: web.Request) -> web.Response:
     await require(request, "operator")
-    unknown = sorted(set(request.query) - _AUDIT_PARAMS)
-    if unknown:
-        raise RejectedError(400, f"unknown query parameter '{unknown[0]}'")
-    limit = _number(request, "limit", int)
+    check_query_params(request, _AUDIT_PARAMS)
+    limit = query_number(request, "limit", int)
     limit = 100 if limit is None else limit
     if not 1 <= limit <= AUDIT_PAGE_LIMIT:
         raise RejectedError(400, f"limit must be between 1 and {AUDIT_PAGE_LIMIT}")
-    before = _number(request, "before", int)
+    before = query_number(request, "before", int)
     entries = audit.query(
         request.app[DB_KEY].db,
         actor=request.query.get("actor") or None,
         action=request.query.get("action") or None,
         target=request.query.get("target") or None,
         text=request.query.get("q") or None,
-        since=_number(request, "since", float),
-        until=_number(request, "until", float),
+        since=query_number(request, "since", float),
+        until=query_number(request, "until", float),
         limit=limit,
         before_seq=before,
     )

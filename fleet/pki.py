@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wardsight.errors import WardSightError
-from wardsight.paths import write_private_file
+from wardsight.paths import write_file_atomically
 
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
@@ -185,11 +185,11 @@ def ensure_ca(directory: Path, *, now: datetime, name: str = "WardSight fleet CA
             if cert_path.exists():
                 raise PKIError(f"{cert_path} exists but its key {key_path} is missing; restore it from backup")
             key = ec.generate_private_key(ec.SECP256R1())
-            write_private_file(key_path, _pem_key(key))
+            write_file_atomically(key_path, _pem_key(key))
         else:
             key = _read_key(key_path)
         if not cert_path.exists():
-            write_private_file(cert_path, _pem_cert(_issue_ca_cert(key, name, now)))
+            write_file_atomically(cert_path, _pem_cert(_issue_ca_cert(key, name, now)))
         ca = FleetCA(cert=_read_cert(cert_path), key=key, cert_path=cert_path, key_path=key_path)
     _check_ca(ca, now)
     return ca
@@ -310,8 +310,8 @@ def ensure_server_cert(
         if not _reusable(ca, cert_path, key_path, _san_set(names), now, timedelta(days=renew_before_days)):
             key = ec.generate_private_key(ec.SECP256R1())
             cert = _issue_server_cert(ca, key, names, now, timedelta(days=lifetime_days))
-            write_private_file(key_path, _pem_key(key))
-            write_private_file(cert_path, _pem_cert(cert))
+            write_file_atomically(key_path, _pem_key(key))
+            write_file_atomically(cert_path, _pem_cert(cert))
     return cert_path, key_path
 
 

@@ -53,7 +53,7 @@ from aiohttp import web
 
 from fleet import operators
 from fleet.appkeys import CLOCK_KEY, DB_KEY
-from fleet.errors import RejectedError
+from fleet.errors import RejectedError, check_query_params
 from wardsight import wire
 
 Kind = Literal["hygiene", "occupancy", "falls"]
@@ -535,9 +535,7 @@ async def handle_report(request: web.Request) -> web.StreamResponse:
     kind = request.match_info["kind"]
     if kind not in KINDS:
         raise RejectedError(404, f"no report '{kind}'; reports are {', '.join(KINDS)}")
-    unknown = sorted(set(request.query) - _PARAMS)
-    if unknown:
-        raise RejectedError(400, f"unknown query parameter '{unknown[0]}'")
+    check_query_params(request, _PARAMS)
     group = _choice(request, "group", GROUPS, "room")
     fmt = _choice(request, "format", ("json", "csv"), "json")
     now = request.app[CLOCK_KEY]()

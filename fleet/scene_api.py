@@ -24,7 +24,6 @@ from typing import Any
 
 import sqlite_utils
 from aiohttp import web
-from pydantic import ValidationError
 
 # The schema moves into the wire contract (wardsight.wire); until then it lives beside the device's sender.
 from fleet import audit, device_api, operators
@@ -89,17 +88,9 @@ def latest_snapshot(app: web.Application, device_id: str) -> tuple[SceneSnapshot
 
 
 async def post_scene(request: web.Request) -> web.Response:
-    if request.content_type != "application/json":
-        raise RejectedError(415, "content type must be application/json")
-    body = await request.read()
-    if len(body) > MAX_SCENE_BYTES:
-        raise RejectedError(413, f"body larger than {MAX_SCENE_BYTES} bytes")
+    body = await device_api.read_body(request, "application/json", MAX_SCENE_BYTES)
     verdict = await device_api.authenticate(request, body)
-    try:
-        snapshot = SceneSnapshot.model_validate_json(body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise RejectedError(400, f"scene field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    snapshot = device_api.parse_body(SceneSnapshot, body, "scene")
     app, now = request.app, request.app[CLOCK_KEY]()
     scenes = app[SCENES_KEY]
     scenes.latest[verdict.device_id] = _Latest(snapshot, now)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from accelerators.catalog import MOVENET_MULTIPOSE
+from tests.fleet_helpers import Clock
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
 
@@ -62,3 +63,15 @@ def assert_on_the_wire(events) -> None:
     stamp = EventStamper("dev-1", "3B-12", lambda ev: wire.sign_event(ev, key), to_wall=lambda t: t)
     for event in events:
         wire.verify_event(stamp(event), lambda kid: key.public_key())
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The fleet server's clock, standing at 1_800_000_000 until a test moves it."""
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """The fleet database of one test."""
+    return tmp_path / "fleet.db"

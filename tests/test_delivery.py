@@ -20,7 +20,7 @@ from fleet.app import create_app
 from fleet.appkeys import DB_KEY, KEYS_KEY
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
-from tests.fleet_helpers import Clock, enroll_device, event_for
+from tests.fleet_helpers import enroll_device, event_for
 from wardsight import webhooks, wire
 
 SHORT = [0.0, 0.05, 0.1]
@@ -94,16 +94,6 @@ def free_port() -> int:
 
 
 # ---- the fleet app -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "fleet.db"
 
 
 @pytest.fixture

@@ -6,21 +6,11 @@ from fleet import deviceauth
 from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
-from tests.fleet_helpers import JOSE, Clock, DeviceSession, counts, enroll_device, enrollment, event_for, issue_token
+from tests.fleet_helpers import JOSE, DeviceSession, counts, enroll_device, enrollment, event_for, issue_token
 from wardsight import wire
 
 TEN_YEARS = 10 * 365.25 * 24 * 3600
 EVENTS = "/api/v1/device/events"
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "fleet.db"
 
 
 @pytest.fixture

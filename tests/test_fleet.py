@@ -8,18 +8,8 @@ import pytest
 from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
-from tests.fleet_helpers import JOSE, Clock, counts, enroll_device, enrollment, event_for, issue_token
+from tests.fleet_helpers import JOSE, counts, enroll_device, enrollment, event_for, issue_token
 from wardsight import wire
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "fleet.db"
 
 
 @pytest.fixture

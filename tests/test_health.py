@@ -16,18 +16,11 @@ from fleet.appkeys import DB_KEY
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.presence import PresenceRecord, Transition, is_offline, transitions
+from tests.fleet_helpers import Clock
 from wardsight import wire
 
 T0 = 1_800_000_000.0
 GRACE = 90.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ---- presence: pure decisions ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.operators import COOKIE_NAME, CSRF_HEADER
-from tests.fleet_helpers import JOSE, Clock, DeviceSession, enrollment, event_for
+from tests.fleet_helpers import JOSE, DeviceSession, enrollment, event_for
 from wardsight import wire
 
 JOBS = "/api/v1/device/jobs"
@@ -35,16 +35,6 @@ polygon = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.9]]
 name = "bathroom door"
 polygon = [[0.0, 0.0], [0.25, 0.0], [0.25, 1.0]]
 """
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "fleet.db"
 
 
 @pytest.fixture

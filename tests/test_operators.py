@@ -29,14 +29,6 @@ NEW_PASSWORD = "staple battery horse"
 FAST_HASHING = {"password_memory_kib": 1024, "password_time_cost": 1}
 
 
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_config(tmp_path, **over):
     fields = dict(
         database=tmp_path / "fleet.db",
@@ -48,11 +40,6 @@ def make_config(tmp_path, **over):
     )
     fields.update(over)
     return ServerConfig(**fields)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

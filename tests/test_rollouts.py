@@ -17,23 +17,13 @@ from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.ota import library, rollouts
 from fleet.ota.repository import REPOSITORY_KEY, signer_for
-from tests.fleet_helpers import Clock, enroll_device
+from tests.fleet_helpers import enroll_device
 from wardsight import modelpkg, wire
 
 UPDATE = "/api/v1/device/update"
 ROLLOUTS = "/api/v1/rollouts"
 STEPS = ("downloading", "downloaded", "installed", "activated", "healthy")
 WEEK = 7 * 86400.0
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "fleet.db"
 
 
 @pytest.fixture

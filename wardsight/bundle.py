@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wardsight.errors import WardSightError
-from wardsight.paths import write_private_file
+from wardsight.paths import write_file_atomically
 
 PEM_CERT = "-----BEGIN CERTIFICATE-----"
 
@@ -66,4 +66,4 @@ class Bundle:
             body["insecure_http"] = True
         if self.tuf_root:
             body["tuf_root"] = self.tuf_root
-        write_private_file(path, json.dumps(body, indent=2).encode())
+        write_file_atomically(path, json.dumps(body, indent=2).encode())

@@ -51,7 +51,7 @@ from tuf.api.serialization import DeserializationError
 from fleet.ota.repository import target_path  # the one definition of the target path layout
 from wardsight import modelpkg
 from wardsight.errors import WardSightError
-from wardsight.paths import write_private_file
+from wardsight.paths import write_file_atomically
 from wardsight.tls import pinned_context
 
 ROOT_KEY = "root.key"
@@ -81,7 +81,7 @@ def generate_key(path: Path, passphrase: bytes | None = None) -> str:
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    write_private_file(path, pem)
+    write_file_atomically(path, pem)
     return SSlibKey.from_crypto(key.public_key()).keyid
 
 
@@ -211,7 +211,7 @@ def _state(keys: Path) -> dict[str, int]:
 def _save_state(keys: Path, **versions: int) -> None:
     state = _state(keys)
     state.update(versions)
-    write_private_file(keys / STATE_FILE, json.dumps(state, indent=2, sort_keys=True).encode())
+    write_file_atomically(keys / STATE_FILE, json.dumps(state, indent=2, sort_keys=True).encode())
 
 
 def _check_not_older(keys: Path, role: str, version: int) -> None:
@@ -390,8 +390,8 @@ def _retire(keys: Path, name: str, version: int, new_key: Path) -> None:
     """Keep the replaced key under retired/ and make the new one the directory's current key."""
     current = keys / name
     retired = keys / RETIRED_DIR / f"{Path(name).stem}-until-root-v{version}.key"
-    write_private_file(retired, current.read_bytes())
-    write_private_file(current, new_key.read_bytes())
+    write_file_atomically(retired, current.read_bytes())
+    write_file_atomically(current, new_key.read_bytes())
 
 
 def rotate_root(

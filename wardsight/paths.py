@@ -30,18 +30,28 @@ def models_dir(root: Path) -> Path:
     return root / "models"
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with a new file of mode 0600 holding ``data``.
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (a rename into it, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    The bytes go to a fresh temporary file (created 0600 by mkstemp, never a fixed or pre-existing name)
-    in the same directory, which is then renamed over ``path``: an old file's mode, a planted symlink or a
-    concurrent writer cannot widen who reads it.
+
+def write_file_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with a new file of ``mode`` (private, 0600, unless asked) holding ``data``.
+
+    A crash leaves either the old or the new file, both complete. The bytes go to a fresh temporary file
+    (``.NAME.*.tmp``, created 0600 by mkstemp, never a fixed or pre-existing name) in the same directory,
+    which is synced, renamed over ``path``, and the directory synced: an old file's mode, a planted symlink
+    or a concurrent writer cannot widen who reads it. Missing parent directories are created 0700.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
+            os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -49,3 +59,4 @@ def write_private_file(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)

@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from wardsight.errors import WardSightError
-from wardsight.paths import write_private_file
+from wardsight.paths import write_file_atomically
 
 SCHEMA_VERSION = 1
 MAX_JWS_BYTES = 8 * 1024
@@ -345,7 +345,7 @@ def generate_key() -> Ed25519PrivateKey:
 def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """Write ``key`` as PKCS#8 PEM to a file created with mode 0600 (never widened later)."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    write_private_file(path, pem)
+    write_file_atomically(path, pem)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -23,9 +23,9 @@ from pathlib import Path
 from tuf.api import exceptions
 from tuf.api.metadata import TargetFile
 
-from firmware.ota.slots import fsync_dir
 from firmware.ota.tufclient import UrllibFetcher
 from wardsight.errors import WardSightError
+from wardsight.paths import fsync_dir
 
 log = logging.getLogger("wardsight.device.ota")
 

@@ -29,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wardsight import modelpkg, wire
 from wardsight.errors import WardSightError
+from wardsight.paths import fsync_dir, write_file_atomically
 
 log = logging.getLogger("wardsight.device.ota")
 
@@ -117,29 +116,6 @@ class Choice:
         return self.record.version if self.record else None
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file, both complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -184,7 +160,7 @@ class SlotStore:
             return SlotState()
 
     def _save(self, state: SlotState) -> None:
-        atomic_write(self.state_path, state.model_dump_json(indent=2).encode())
+        write_file_atomically(self.state_path, state.model_dump_json(indent=2).encode())
         self._state = state
 
     @property
@@ -354,7 +330,7 @@ class SlotStore:
                 raise SlotError(f"slot {slot} was not prepared")
         directory = self.slot_dir(slot)
         dest = modelpkg.extract_build(package, build, directory / build.file)  # sha256 checked, fsynced
-        atomic_write(directory / modelpkg.MANIFEST, manifest.model_dump_json(indent=2).encode())
+        write_file_atomically(directory / modelpkg.MANIFEST, manifest.model_dump_json(indent=2).encode())
         fsync_dir(directory)
         return dest
 

@@ -16,16 +16,14 @@ version (revoked devices are not counted).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
 import re
-import sqlite3
 import tarfile
 import tempfile
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from tuf.api.metadata import TargetFile
 
 from fleet import audit, operators
 from fleet.appkeys import CLOCK_KEY, DB_KEY
+from fleet.db import transaction
 from fleet.errors import RejectedError
 from fleet.ota.repository import REPOSITORY_KEY, Repository, target_path
 from wardsight import modelpkg
@@ -67,19 +66,6 @@ def migrate(db: sqlite_utils.Database) -> None:
     """Create the ``ota_models`` table if missing (idempotent)."""
     for statement in _SCHEMA:
         db.conn.execute(statement)
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
-    conn: sqlite3.Connection = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 # ---- packages -------------------------------------------------------------------------------------------
@@ -187,7 +173,7 @@ def _row(db: sqlite_utils.Database, name: str, version: str) -> dict[str, Any] |
 def record_upload(db: sqlite_utils.Database, info: PackageInfo, actor: str, now: float, *, replaced: bool) -> None:
     """Store (or replace, for a staged version) the library entry and audit it, in one transaction."""
     m = info.manifest
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO ota_models (name, version, target, length, sha256, task, license, manifest,"
             " uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -201,7 +187,7 @@ def record_upload(db: sqlite_utils.Database, info: PackageInfo, actor: str, now:
 
 def mark_published(db: sqlite_utils.Database, published: dict[str, TargetFile], actor: str, now: float) -> None:
     """Note when (and by whom) each library entry first appeared in signed targets metadata."""
-    with _transaction(db) as conn:
+    with transaction(db.conn) as conn:
         for path, info in published.items():
             conn.execute(
                 "UPDATE ota_models SET published_at = ?, published_by = ?"

@@ -48,8 +48,9 @@ from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.config import ServerConfig
 from fleet.errors import RejectedError
 from fleet.ota import rollouts
+from fleet.tasks import running
 from wardsight import wire
-from wardsight.paths import write_private_file
+from wardsight.paths import write_file_atomically
 
 log = logging.getLogger("wardsight.fleet.ota")
 
@@ -254,7 +255,7 @@ class Repository:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _write(self, name: str, data: bytes) -> None:
-        write_private_file(self.metadata_file(name), data)
+        write_file_atomically(self.metadata_file(name), data)
 
     def _check_online_roles(self, root: Root) -> None:
         """The root must give snapshot and timestamp to exactly this server's keys, and never let an
@@ -606,11 +607,8 @@ async def _resign_forever(app: web.Application) -> None:
 
 
 async def _resigner_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_resign_forever(app), name="wardsight-ota-resigner")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(_resign_forever(app), "wardsight-ota-resigner"):
+        yield
 
 
 def migrate(db: sqlite_utils.Database) -> None:

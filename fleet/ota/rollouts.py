@@ -31,24 +31,23 @@ with ``target_checked: false``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 import secrets
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import sqlite_utils
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleet import audit, device_api, operators
 from fleet.appkeys import CLOCK_KEY, DB_KEY
-from fleet.db import FleetDB
+from fleet.db import FleetDB, transaction
 from fleet.errors import RejectedError, read_json
 from fleet.ota import rollout_logic as logic
+from fleet.tasks import running
 from wardsight import modelpkg, wire
 
 log = logging.getLogger("wardsight.fleet.rollouts")
@@ -105,22 +104,6 @@ def migrate(db: sqlite_utils.Database) -> None:
     """Create this module's tables if missing (idempotent)."""
     for statement in _SCHEMA:
         db.conn.execute(statement)
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, or join the caller's transaction if one is open."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def no_library(db: sqlite_utils.Database, target: str) -> bool | None:
@@ -387,7 +370,7 @@ def create_rollout(
     rollout_id = "ro-" + secrets.token_hex(6)
     sel = body.selector
     selector = logic.Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent)
-    with _transaction(db.conn):
+    with transaction(db.conn):
         selected = logic.select_devices(_device_infos(db), selector, rollout_id)
         if not selected:
             raise RolloutRefusedError(400, "no active device matches the selector")
@@ -460,7 +443,7 @@ def apply_command(
     db: sqlite_utils.Database, rollout_id: str, command: Command, *, actor: str, now: float, reason: str | None = None
 ) -> dict[str, Any]:
     """Pause, resume, abort or roll back a rollout (audited); RolloutRefusedError 404 / 409."""
-    with _transaction(db.conn):
+    with transaction(db.conn):
         row = _load(db, rollout_id)
         if row is None:
             raise RolloutRefusedError(404, f"no rollout '{rollout_id}'")
@@ -503,7 +486,7 @@ def tick_all(target: web.Application | FleetDB, now: float) -> dict[str, list[lo
     ]
     out: dict[str, list[logic.Decision]] = {}
     for rollout_id in ids:
-        with _transaction(db.conn):
+        with transaction(db.conn):
             row = _load(db, rollout_id)
             assert row is not None
             spec, state = _decode(row)
@@ -620,17 +603,9 @@ async def device_poll(request: web.Request) -> web.StreamResponse:
 
 
 async def device_report(request: web.Request) -> web.Response:
-    if request.content_type != "application/json":
-        raise RejectedError(415, "content type must be application/json")
-    body = await request.read()
-    if len(body) > MAX_REPORT_BYTES:
-        raise RejectedError(413, f"body larger than {MAX_REPORT_BYTES} bytes")
+    body = await device_api.read_body(request, "application/json", MAX_REPORT_BYTES)
     verdict = await device_api.authenticate(request, body)
-    try:
-        report = wire.UpdateReport.model_validate_json(body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise RejectedError(400, f"report field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    report = device_api.parse_body(wire.UpdateReport, body, "report")
     now = request.app[CLOCK_KEY]()
     try:
         record_report(request.app[DB_KEY].db, verdict.device_id, report, now)
@@ -654,11 +629,8 @@ async def _run_ticker(app: web.Application) -> None:
 
 
 async def _ticker_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_run_ticker(app), name="wardsight-rollout-ticker")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(_run_ticker(app), "wardsight-rollout-ticker"):
+        yield
 
 
 def setup(app: web.Application) -> None:
