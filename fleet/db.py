@@ -52,6 +52,7 @@ class FleetDB:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
         self.db = sqlite_utils.Database(conn)
+        self._jti_purged_at = float("-inf")
         self._migrate()
 
     def close(self) -> None:
@@ -242,10 +243,15 @@ class FleetDB:
             )
         return cur.rowcount == 1
 
+    JTI_PURGE_SECONDS = 60.0
+
     def remember_jti(self, device_id: str, jti: str, expires_at: float, now: float) -> bool:
-        """Record a proof id; False if it was seen before (a replay). Forgets ids past their window."""
+        """Record a proof id; False if it was seen before (a replay). Forgets ids past their window (once a minute:
+        a forgotten id is one whose nonce has expired, so keeping it a little longer refuses nothing more)."""
         conn = self.db.conn
-        conn.execute("DELETE FROM proof_jti WHERE expires_at < ?", [now])
+        if not self._jti_purged_at <= now < self._jti_purged_at + self.JTI_PURGE_SECONDS:
+            conn.execute("DELETE FROM proof_jti WHERE expires_at < ?", [now])
+            self._jti_purged_at = now
         cur = conn.execute(
             "INSERT OR IGNORE INTO proof_jti (device_id, jti, expires_at) VALUES (?, ?, ?)",
             [device_id, jti, expires_at],

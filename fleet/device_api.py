@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from fleet import alerts_api, audit, delivery, deviceauth, health, tokens
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
+from fleet.db import transaction
 from fleet.errors import RejectedError
 from wardsight import wire
 
@@ -92,9 +93,12 @@ async def authenticate(request: web.Request, body: bytes, *, credential: str = "
     except deviceauth.AuthError as exc:
         raise RejectedError(exc.status, str(exc), code=exc.code) from None
     window = now + nonces.ttl + deviceauth.FUTURE_SKEW
-    if not db.remember_jti(verdict.device_id, verdict.proof.jti, window, now):
+    with transaction(db.db.conn):  # one commit for the replay record and the sign of life
+        fresh = db.remember_jti(verdict.device_id, verdict.proof.jti, window, now)
+        if fresh:
+            health.mark_heard(db.db, verdict.device_id, now)
+    if not fresh:
         raise RejectedError(401, "proof already used (replay)", code="replay")
-    health.mark_heard(db.db, verdict.device_id, now)
     if verdict.credential_id is not None:
         row = db.get_device(verdict.device_id)
         expires = row["credential_expires_at"] if row else None
