@@ -33,6 +33,7 @@ from fleet import health, operators, presence
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.config import ServerConfig
 from fleet.errors import RejectedError, query_number, read_json
+from fleet.ota import repository
 
 STATIC_TYPES = {
     ".js": "application/javascript",
@@ -224,7 +225,12 @@ async def get_bundle_ca(request: web.Request) -> web.Response:
     ca_pem = ca_path.read_text() if ca_path is not None and ca_path.is_file() and not config.insecure_http else None
     server_url = (config.public_url or str(request.url.origin())).rstrip("/")
     return web.json_response(
-        {"server_url": server_url, "ca_pem": ca_pem, "insecure_http": server_url.startswith("http://")}
+        {
+            "server_url": server_url,
+            "ca_pem": ca_pem,
+            "insecure_http": server_url.startswith("http://"),
+            "tuf_root": repository.bundle_root(request.app),  # None until the hospital ran 'wardsight ota init'
+        }
     )
 
 

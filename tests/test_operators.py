@@ -207,6 +207,12 @@ ROLE_MATRIX = [
     Route("GET", "/api/v1/jobs/{job_batch_id}", "viewer"),
     Route("POST", "/api/v1/jobs/{job_batch_id}/cancel", "operator"),
     Route("GET", "/api/v1/jobs/{job_batch_id}/devices/{active_id}/output", "operator"),
+    # The console's helper routes (fleet/console.py).
+    Route("GET", "/api/v1/fleet/overview", "viewer"),
+    Route("GET", "/api/v1/devices/{active_id}/health", "viewer"),
+    Route("GET", "/api/v1/devices/{active_id}/config", "operator"),
+    Route("POST", "/api/v1/console/qr", "operator", {"text": "wst.abc.def"}, ok_type="image/svg+xml"),
+    Route("GET", "/api/v1/console/bundle-ca", "operator"),
 ]
 CALLERS = ["anonymous", "viewer", "operator", "admin", "token:viewer", "token:operator", "token:admin"]
 

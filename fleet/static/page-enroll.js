@@ -59,6 +59,7 @@ export async function render(root, ctx) {
     const bundle = {server_url: info.server_url, token: tok.token};
     if (info.ca_pem) bundle.ca_pem = info.ca_pem;
     if (info.insecure_http) bundle.insecure_http = true;
+    if (info.tuf_root) bundle.tuf_root = info.tuf_root;  // the OTA repository's root of trust
     const text = JSON.stringify(bundle, null, 2);
     const qrBox = h("div", {class: "qr-box"});
     created.append(

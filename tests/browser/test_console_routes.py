@@ -80,6 +80,7 @@ async def test_qr_code_bundle_ca_and_config_need_an_operator(client):
     assert (await client.post("/api/v1/console/qr", json={"text": "x" * 3000}, headers=operator)).status == 400
     info = await (await client.get("/api/v1/console/bundle-ca", headers=operator)).json()
     assert info["ca_pem"] is None  # no fleet CA made yet (the TLS server makes it)
+    assert info["tuf_root"] is None  # no OTA repository yet ('wardsight ota init' makes it)
     config = client.server.app[CONFIG_KEY]
     pki.ensure_ca(config.keys_dir or config.database.parent / "fleet-keys", now=datetime.now(UTC))
     info = await (await client.get("/api/v1/console/bundle-ca", headers=operator)).json()
