@@ -132,7 +132,7 @@ class CredentialFile:
             log.warning("credential file %s is damaged; a new credential will be requested", self.path)
             return None
 
-    def save(self, credential: str, expires_at: float) -> None:
+    def store(self, credential: str, expires_at: float) -> None:
         write_file_atomically(self.path, json.dumps({"credential": credential, "expires_at": expires_at}).encode())
 
     def clear(self) -> None:
@@ -257,7 +257,7 @@ class FleetClient:
         self._credential = grant.credential
         self._expires_at = grant.server_time + grant.expires_in
         self._lifetime = grant.expires_in
-        self._credentials.save(grant.credential, self._expires_at)
+        self._credentials.store(grant.credential, self._expires_at)
 
     def _ensure_credential(self) -> str:
         path = "/api/v1/device/credential"
