@@ -26,6 +26,7 @@ from fleet.ota import repository, rollouts
 log = logging.getLogger("wardsight.fleet")
 
 JOSE = "application/jose"
+CREDENTIAL_HEADERS = ("Authorization", "Cookie", "X-CSRF-Token", "WardSight-Proof")
 
 
 @web.middleware
@@ -33,6 +34,10 @@ async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
+        for name in CREDENTIAL_HEADERS:  # secrets travel in these; they are ASCII by construction
+            value = request.headers.get(name)
+            if value is not None and not value.isascii():
+                raise RejectedError(400, f"the {name} header must be ASCII")
         return await handler(request)
     except RejectedError as exc:
         metrics = request.app.get(health.METRICS_KEY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -45,7 +46,12 @@ def _add_columns(table: Any, columns: dict[str, type]) -> None:
 class FleetDB:
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # It holds webhook HMAC secrets, diagnostics and event history: owner only. SQLite gives its -wal
+            # and -shm files the database file's permissions.
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
         conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 10000")
         if str(path) != ":memory:":

@@ -785,9 +785,12 @@ class UpdateRequest(_Body):
 
 def _int_id(request: web.Request) -> int:
     try:
-        return int(request.match_info["id"])
+        value = int(request.match_info["id"])
     except ValueError:
         raise RejectedError(404, "no such id") from None
+    if not 0 < value < 2**63:  # SQLite's integers
+        raise RejectedError(404, "no such id")
+    return value
 
 
 async def _checked_url(request: web.Request, url: str) -> None:

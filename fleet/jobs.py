@@ -788,6 +788,8 @@ def _validated_config(body: CreateJobs) -> str | None:
         data = tomllib.loads(body.config)
     except tomllib.TOMLDecodeError as exc:
         raise RejectedError(400, f"config is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise RejectedError(400, "config is nested too deeply") from None
     try:
         DeviceConfig.model_validate(data)
     except ValidationError as exc:

@@ -154,7 +154,7 @@ def read_manifest(path: Path) -> Manifest:
         assert fh is not None
         try:
             return Manifest.model_validate(json.loads(fh.read()))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise PackageError(f"package manifest is invalid: {exc}") from None
 
 

@@ -399,6 +399,8 @@ def _header(token: str, typ: str, max_bytes: int = MAX_JWS_BYTES) -> dict[str, A
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:
         raise MalformedError(f"not a compact JWS: {exc}") from None
+    except UnicodeError:
+        raise MalformedError("not a compact JWS: it is not ASCII") from None
     if header.get("alg") != "EdDSA" or header.get("typ") != typ:
         raise MalformedError(f"expected alg EdDSA and typ {typ}")
     return header

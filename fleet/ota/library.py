@@ -139,8 +139,11 @@ async def _receive(request: web.Request, directory: Path) -> Path:
     if request.content_type == "application/octet-stream":
         read = request.content.read
     elif request.content_type == "multipart/form-data":
-        reader = await request.multipart()
-        part = await reader.next()
+        try:
+            reader = await request.multipart()
+            part = await reader.next()
+        except ValueError as exc:  # no or empty boundary, not multipart at all
+            raise RejectedError(400, f"not a usable multipart form: {exc}") from None
         if not isinstance(part, BodyPartReader) or part.name != "package":
             raise RejectedError(400, "the form must start with a file field named 'package'")
         read = part.read_chunk

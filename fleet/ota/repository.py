@@ -554,8 +554,8 @@ async def post_root(request: web.Request) -> web.Response:
     raw = await read_capped(request, MAX_ROOT_BYTES + MAX_TARGETS_BYTES)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise RejectedError(400, "body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise RejectedError(400, "body is not JSON (or nested too deeply)") from None
     if not isinstance(body, dict) or "root" not in body or set(body) - {"root", "targets"}:
         raise RejectedError(400, 'body must be {"root": ..., "targets": ... (optional)}')
     root_data = json.dumps(body["root"]).encode()
