@@ -705,7 +705,11 @@ class JobRunner:
             except Exception as exc:  # diagnostics must come back even when a reading fails
                 health = [f"unavailable: {type(exc).__name__}"]
         system = _system_lines(self.device_dir)
-        configuration = flatten(config.model_dump(mode="json")) if config is not None else ["unknown"]
+        configuration = ["unknown"]
+        if config is not None:  # privacy-region names are free text about the room: they stay on the device
+            dumped = config.model_dump(mode="json")
+            dumped["privacy_regions"] = [{"polygon": r["polygon"]} for r in dumped.get("privacy_regions", [])]
+            configuration = flatten(dumped)
         jobs = [f"{job_id} {kind} {state}" for job_id, kind, state in self.ledger.recent()]
         sections: list[tuple[str, list[str]]] = [
             ("device", device),

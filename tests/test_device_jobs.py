@@ -321,7 +321,10 @@ def test_diagnostics_are_text_without_pixels_or_credentials_within_the_cap(devic
     from wardsight.device_config import DeviceConfig
 
     config = DeviceConfig.model_validate(
-        {"source": {"kind": "stream", "url": "rtsp://nurse:s3cret@cam-3b12.local/live"}}
+        {
+            "source": {"kind": "stream", "url": "rtsp://nurse:s3cret@cam-3b12.local/live"},
+            "privacy_regions": [{"name": "Mr Smith's bed", "polygon": [[0.1, 0.1], [0.4, 0.1], [0.4, 0.6]]}],
+        }
     )
     runner = device.runner(log_ring=ring, config=config)
     for cap in (256 * 1024, 16 * 1024):  # the report's limit, and a small one
@@ -329,7 +332,7 @@ def test_diagnostics_are_text_without_pixels_or_credentials_within_the_cap(devic
         assert len(text.encode()) <= cap
         assert output_problem(text) is None  # what the server checks again
         check_bundle(text, cap)
-        for secret in ("hunter2", "s3cret", "SECRETSECRET", "letmein", "c2lnbmF0dXJl"):
+        for secret in ("hunter2", "s3cret", "SECRETSECRET", "letmein", "c2lnbmF0dXJl", "Smith"):
             assert secret not in text
         assert "rtsp://***@10.1.2.3:554/stream1" in text and "rtsp://***@cam-3b12.local/live" in text
         assert encoded[:200] not in text and encoded[-200:] not in text
