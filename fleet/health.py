@@ -21,6 +21,7 @@ tokens with the ``viewer`` role.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -331,6 +332,16 @@ def _apply(conn: sqlite3.Connection, t: presence.Transition) -> None:
             )
 
 
+def _resolve_offline_alert(db: sqlite_utils.Database, t: presence.Transition, now: float) -> None:
+    """The device is back: its open "device offline" alert for this silence is resolved by the system."""
+    from fleet import alerts_api  # alerts_api reads health; import late to keep the graph acyclic
+
+    offline_id = _announcement_id(dataclasses.replace(t, kind="offline"))
+    alert = alerts_api.get_alert(db, offline_id)
+    if alert is not None and alert["state"] != "resolved":
+        alerts_api.change_state(db, offline_id, "resolved", actor="system", now=now, note="the device came back")
+
+
 def check_presence(
     target: web.Application | FleetDB,
     now: float,
@@ -375,6 +386,8 @@ def check_presence(
         # The event first: if we stop before the state is updated, the next check derives the same id again.
         fleet.store_event(event, now)
         _apply(fleet.db.conn, t)
+        if not offline:
+            _resolve_offline_alert(fleet.db, t, now)
         announced.append(t)
         level = logging.WARNING if offline else logging.INFO
         log.log(level, "device %s (room %s) is %s after %.0f s of silence", t.device_id, room, t.kind, t.silent_s)

@@ -287,6 +287,13 @@ def test_a_silent_device_is_announced_once_and_its_return_once(fleet):
         ("dev-b", "3B-14", "device_online", "info", T0 + 6040, T0 + 6040, {"silent_s": 6000.0})
     ]
     assert health.device_health(fleet.db, "dev-b")["offline_since"] is None
+    # Its "offline" alert is resolved by the system; dev-a's, still silent, stays open.
+    from fleet import alerts_api
+
+    ids = dict(fleet.db.conn.execute("SELECT device_id, event_id FROM events WHERE type = 'device_offline'").fetchall())
+    back = alerts_api.get_alert(fleet.db, ids["dev-b"])
+    assert (back["state"], back["resolved_by"]) == ("resolved", "system")
+    assert alerts_api.get_alert(fleet.db, ids["dev-a"])["state"] == "open"
     # Silent again: a new episode, announced again.
     (t,) = health.check_presence(fleet, T0 + 6030 + GRACE + 1, grace_s=GRACE)
     assert (t.device_id, t.kind, t.silent_since) == ("dev-b", "offline", T0 + 6030)
