@@ -195,8 +195,9 @@ class FleetDB:
     # ---- devices ------------------------------------------------------------------------------------
 
     def get_device(self, device_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.table("devices").rows_where("id = ?", [device_id]))
-        return rows[0] if rows else None
+        cur = self.db.conn.execute("SELECT * FROM devices WHERE id = ?", [device_id])  # on every device request
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row, strict=True)) if row is not None else None
 
     def public_key_in_use(self, public_key: str) -> bool:
         return bool(self.db.table("devices").count_where("public_key = ?", [public_key]))

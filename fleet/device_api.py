@@ -30,7 +30,8 @@ JOSE = "application/jose"
 NONCES_KEY = web.AppKey("nonces", deviceauth.NonceIssuer)
 DEVICE_PREFIX = "/api/v1/device/"
 ENROLL_PATH = "/api/v1/enroll"
-RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for renewal
+RENEW_KEY = web.RequestKey("renew", bool)
+DEVICE_KEY = web.RequestKey("device", dict)  # the authenticated device's row  # the credential used is due for renewal
 
 
 async def read_body(request: web.Request, content_type: str, max_bytes: int = wire.MAX_JWS_BYTES) -> bytes:
@@ -99,9 +100,10 @@ async def authenticate(request: web.Request, body: bytes, *, credential: str = "
             health.mark_heard(db.db, verdict.device_id, now)
     if not fresh:
         raise RejectedError(401, "proof already used (replay)", code="replay")
+    assert row is not None  # authenticate() refuses unknown devices
+    request[DEVICE_KEY] = row  # the handler's copy: nothing it reads changes in this request
     if verdict.credential_id is not None:
-        row = db.get_device(verdict.device_id)
-        expires = row["credential_expires_at"] if row else None
+        expires = row["credential_expires_at"]
         ttl = request.app[CONFIG_KEY].credential_ttl_seconds
         if expires is not None and now >= expires - ttl / 3:  # the server says when, whatever the device's clock
             request[RENEW_KEY] = True
@@ -182,8 +184,7 @@ async def credential(request: web.Request) -> web.Response:
     renewing = "Authorization" in request.headers
     verdict = await authenticate(request, body, credential="required" if renewing else "none")
     now = request.app[CLOCK_KEY]()
-    device = db.get_device(verdict.device_id)
-    assert device is not None
+    device = request[DEVICE_KEY]
     issued = deviceauth.issue_credential(
         request.app[KEYS_KEY].credentials,
         verdict.device_id,
@@ -204,8 +205,7 @@ async def ingest_event(request: web.Request) -> web.Response:
     db = request.app[DB_KEY]
     body = await read_body(request, JOSE)
     verdict = await authenticate(request, body)
-    device = db.get_device(verdict.device_id)
-    assert device is not None
+    device = request[DEVICE_KEY]
 
     def resolve(kid: str) -> wire.Ed25519PublicKey | None:
         return wire.decode_public_key(device["public_key"]) if kid == verdict.device_id else None
