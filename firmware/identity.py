@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from firmware.transport import CredentialFile, FleetClient, post_jws
 from wardsight import tls, wire
 from wardsight.bundle import Bundle
 from wardsight.errors import WardSightError
+from wardsight.paths import write_file_atomically
 
 log = logging.getLogger("wardsight.device.identity")
 
@@ -90,9 +90,8 @@ class IdentityStore:
         return identity, client
 
     def _write(self, path: Path, text: str) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(path, text.encode(), mode=0o644)  # public material: identity, CA, TUF root
 
     def enroll(
         self, bundle: Bundle, name: str, *, room: str | None = None, timeout: float = 15.0
@@ -118,7 +117,6 @@ class IdentityStore:
         if bundle.ca_pem:
             self._write(self.ca_path, bundle.ca_pem)
         if bundle.tuf_root:  # the OTA repository's root of trust, for the TUF client
-            (self.dir / "ota").mkdir(parents=True, exist_ok=True)
             self._write(self.dir / "ota" / "root.json", bundle.tuf_root)
         self._write(self.identity_path, json.dumps(asdict(identity), indent=2))
         log.info("enrolled as %s in room %s (%s)", identity.device_id, identity.room, answer.status)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet import audit, operators, tokens
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.errors import RejectedError, read_json
+from fleet.errors import RejectedError, query_number, read_json
 from wardsight.wire import IDENTIFIER_PATTERN
 
 log = logging.getLogger("wardsight.fleet.admin")
@@ -96,7 +96,7 @@ async def get_device(request: web.Request) -> web.Response:
     return web.json_response(device)
 
 
-# (action, role, new status, statuses it may come from, what it does to the credential)
+# action -> (the least role, the new status, the statuses it may come from); revoking also ends the credential
 TRANSITIONS: dict[str, tuple[operators.Role, str, tuple[str, ...]]] = {
     "approve": ("operator", "active", ("pending",)),
     "quarantine": ("operator", "quarantined", ("pending", "active")),
@@ -146,10 +146,8 @@ async def reissue(request: web.Request) -> web.Response:
 
 async def list_events(request: web.Request) -> web.Response:
     await operators.require(request, "viewer")
-    try:
-        limit = int(request.query.get("limit", "50"))
-    except ValueError:
-        raise RejectedError(400, "limit must be an integer") from None
+    limit = query_number(request, "limit", int)
+    limit = 50 if limit is None else limit
     if not 1 <= limit <= 500:
         raise RejectedError(400, "limit must be between 1 and 500")
     return web.json_response({"events": request.app[DB_KEY].recent_events(limit)})

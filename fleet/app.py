@@ -25,7 +25,6 @@ from fleet.ota import repository, rollouts
 
 log = logging.getLogger("wardsight.fleet")
 
-JOSE = "application/jose"
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "X-CSRF-Token", "WardSight-Proof")
 
 

@@ -28,8 +28,8 @@ def make_config(tmp_path, **over):
     return ServerConfig(database=tmp_path / "fleet.db", **FAST_HASHING, **over)
 
 
-async def start(aiohttp_client, tmp_path, clock, *modules, **config_over):
-    """The real app from create_app, started (``modules``: the ones a test relies on; create_app sets them up)."""
+async def start(aiohttp_client, tmp_path, clock, **config_over):
+    """The real app from create_app, started."""
     app = create_app(make_config(tmp_path, **config_over), clock=clock)
     return await aiohttp_client(app, cookie_jar=DummyCookieJar())
 
@@ -137,7 +137,7 @@ def clock():
 
 @pytest.fixture
 async def client(aiohttp_client, tmp_path, clock):
-    client = await start(aiohttp_client, tmp_path, clock, alerts_api)
+    client = await start(aiohttp_client, tmp_path, clock)
     add_device(client, "dev-a", room="3B-12", ward="3B", site="st-marys")
     add_device(client, "dev-b", room="4A-01", ward="4A", site="st-marys")
     add_device(client, "dev-c", room="9Z-99", ward="9Z", site="elsewhere")
@@ -340,7 +340,7 @@ async def test_a_filtered_stream_sends_only_its_rooms_alerts(client):
 
 
 async def test_a_device_event_and_an_offline_announcement_reach_the_stream(aiohttp_client, tmp_path, clock):
-    client = await start(aiohttp_client, tmp_path, clock, alerts_api)
+    client = await start(aiohttp_client, tmp_path, clock)
     broker(client).heartbeat_seconds = 0.2
     stream, _ = await open_stream(client, bearer(client, "viewer"))
     device = await enroll_device(client, tmp_path / "fleet.db", clock)

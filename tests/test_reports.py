@@ -202,7 +202,7 @@ NOW = MIDNIGHT + 30 * HOUR  # Thursday 06:00 UTC
 
 @pytest.fixture
 async def client(aiohttp_client, tmp_path):
-    client = await start(aiohttp_client, tmp_path, Clock(NOW), reports)
+    client = await start(aiohttp_client, tmp_path, Clock(NOW))
     add_device(client, "dev-a", room="3B-12", ward="3B")
     add_device(client, "dev-b", room="4A-01", ward="4A")
     return client

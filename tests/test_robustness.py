@@ -56,6 +56,9 @@ async def test_ids_beyond_sqlite_integers_are_404(aiohttp_client, tmp_path):
                          ("POST", f"/api/v1/webhooks/deliveries/{huge}/redeliver")]:  # fmt: skip
         resp = await client.request(method, path, headers=admin)
         assert resp.status == 404, (path, await resp.text())
+    for query in ("abc", "0", "501", "1e400"):
+        resp = await client.get(f"/api/v1/events?limit={query}", headers=admin)
+        assert resp.status == 400, (query, await resp.text())
 
 
 async def test_deeply_nested_inputs_are_400(aiohttp_client, tmp_path):

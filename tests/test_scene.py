@@ -176,7 +176,7 @@ def clock():
 
 @pytest.fixture
 async def client(aiohttp_client, tmp_path, clock):
-    return await start(aiohttp_client, tmp_path, clock, scene_api)
+    return await start(aiohttp_client, tmp_path, clock)
 
 
 def heartbeat_body(device_id):

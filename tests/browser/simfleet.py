@@ -9,8 +9,6 @@ model-update offers (stepping through the update states) and, on request, signed
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import threading
 import time
@@ -20,15 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from pydantic import ValidationError
 
-import fleet.server
 from firmware.identity import IdentityStore
 from firmware.preview import PREVIEW_HEADER, SCENE_PATH, SceneSnapshot, SnapshotPerson, SnapshotRegion, SnapshotZone
 from firmware.transport import NotAuthorizedError, UnreachableError
 from fleet import operators, tokens
-from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
 from fleet.server import BackgroundServer
@@ -39,21 +34,6 @@ from wardsight.device_config import DeviceConfig
 PASSWORD = "correct horse battery staple"
 FAST_HASHING = {"password_memory_kib": 1024, "password_time_cost": 1}
 USERS = {"alice": "admin", "olga": "operator", "victor": "viewer"}
-
-def create_app_with_console(config: ServerConfig, **kwargs: Any) -> web.Application:
-    """``fleet.app.create_app`` with short alert-stream keepalives, so tests see stream re-reads quickly."""
-    app = create_app(config, **kwargs)
-
-    async def quick_alert_streams(app: web.Application) -> None:
-        # Streams also read the feed on each keepalive: a short one bounds the delay for events stored
-        # where nobody wakes the streams (device_api does not call alerts_api.notify yet).
-        with contextlib.suppress(ImportError, KeyError):
-            alerts_api = importlib.import_module("fleet.alerts_api")
-            app[alerts_api.BROKER_KEY].heartbeat_seconds = 0.5
-
-    app.on_startup.append(quick_alert_streams)
-    return app
-
 
 # A standing person's 17 COCO keypoints: x offset from the body's centre line, y in frame pixels.
 SKELETON = [(0, 190), (-8, 182), (8, 182), (-16, 186), (16, 186), (-40, 250), (40, 250), (-55, 330), (55, 330),
@@ -329,12 +309,7 @@ def start_sim_fleet(work: Path, **config_over: Any) -> SimFleet:
             operators.create_operator(db.db, username, PASSWORD, role, time.time(), config)  # type: ignore[arg-type]
     finally:
         db.close()
-    original: Callable[..., web.Application] = fleet.server.create_app
-    fleet.server.create_app = create_app_with_console  # type: ignore[assignment]
-    try:
-        server = BackgroundServer(config).start()
-    finally:
-        fleet.server.create_app = original  # type: ignore[assignment]
+    server = BackgroundServer(config).start()
     return SimFleet(server, config, work)
 
 
