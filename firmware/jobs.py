@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,7 @@ class JobHooks:
     self_test: Callable[[], SelfTestOutcome] | None = None
     reboot_command: Sequence[str] = DEFAULT_REBOOT_COMMAND
     log_ring: LogRing | None = None
+    update_waiting: Callable[[], None] | None = None  # the server says an update offer waits (wake the OTA loop)
 
 
 class ConfigRefusedError(WardSightError):
@@ -432,6 +434,7 @@ class JobRunner:
         self._level_before: int | None = None
         self._unreadable: set[int] = set()
         self._running: set[str] = set()  # jobs this process is running now
+        self._update_seen = ""  # the update offer the server last named in a poll ("" for none)
         self.handled = 0
 
     # ---- lifecycle -----------------------------------------------------------------------------------
@@ -490,9 +493,11 @@ class JobRunner:
     def poll_once(self, wait: float | None = None) -> int:
         """One long poll; handles what it brings. Returns how many jobs came."""
         wait = self.wait if wait is None else wait
-        reply = self.client.request("GET", JOBS_PATH, query=f"wait={wait:g}", timeout=wait + 15.0)
+        query = urllib.parse.urlencode({"wait": f"{wait:g}", wire.UPDATE_HINT_FIELD: self._update_seen})
+        reply = self.client.request("GET", JOBS_PATH, query=query, timeout=wait + 15.0)
         if reply.status != 200:
             raise UnreachableError(f"job poll answered HTTP {reply.status}: {reply.error}")
+        self._update_hint(reply.body.get(wire.UPDATE_HINT_FIELD))
         tokens = reply.body.get("jobs")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise UnreachableError("job poll answered without a list of jobs")
@@ -508,6 +513,15 @@ class JobRunner:
         if self.client.clock_offset is not None and not self._halted:
             self.ledger.prune(self.client.server_now() - 86400.0)
         return len(tokens)
+
+    def _update_hint(self, hint: object) -> None:
+        """The server named a (new) update offer for this device: wake the OTA loop to fetch it."""
+        seen = hint if isinstance(hint, str) else ""
+        if seen != self._update_seen:
+            self._update_seen = seen
+            if seen and self.hooks.update_waiting is not None:
+                log.info("the server has an update waiting (%s)", seen)
+                self.hooks.update_waiting()
 
     def flush_reports(self) -> int:
         """Send the final reports the server does not have yet; returns how many it took."""

@@ -28,7 +28,7 @@ from firmware.jobs import DEFAULT_REBOOT_COMMAND, RESTART_EXIT_CODE, JobHooks, J
 from firmware.live import StreamSource
 from firmware.ota import selftest
 from firmware.ota.download import TargetDownloader
-from firmware.ota.manager import FleetChannel, FrameCounts, OtaManager, open_model, slot_backend
+from firmware.ota.manager import FleetChannel, FrameCounts, OtaManager, OtaSettings, open_model, slot_backend
 from firmware.ota.slots import Choice, SlotStore
 from firmware.ota.tufclient import TufClient
 from firmware.outbox import SqliteOutbox
@@ -179,6 +179,12 @@ def build_cpu_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBack
 
 def build_backend(config: DeviceConfig, store: ArtifactStore) -> Backend:
     """The configured accelerator with the CPU behind it, or the CPU when no accelerator can run (logged)."""
+    return build_accelerator(config, store) or build_cpu_backend(config, store)
+
+
+def build_accelerator(config: DeviceConfig, store: ArtifactStore) -> FallbackBackend | None:
+    """The configured accelerator (``auto``: the first present with a model file) with the CPU behind it, or
+    None when the CPU runs the pose model (``cpu``, or no accelerator can start; logged)."""
     acc = config.accelerator
     settings: dict[str, dict[str, object]] = {
         "hailo": {"hef_path": acc.hailo_hef, "min_score": config.min_person_score},
@@ -186,7 +192,7 @@ def build_backend(config: DeviceConfig, store: ArtifactStore) -> Backend:
     }
     configured = {"hailo": acc.hailo_hef, "coral": acc.coral_model}
     if acc.kind == "cpu":
-        return build_cpu_backend(config, store)
+        return None
     candidates = [acc.kind] if acc.kind != "auto" else [n for n in ("hailo", "coral") if configured[n]]
     for name in candidates:
         if configured[name] is None:
@@ -199,7 +205,43 @@ def build_backend(config: DeviceConfig, store: ArtifactStore) -> Backend:
             continue
         log.info("accelerator: %s", name)
         return FallbackBackend(primary, lambda: build_cpu_backend(config, store))
-    return build_cpu_backend(config, store)
+    return None
+
+
+@dataclass(frozen=True)
+class PoseModel:
+    """The pose model this start runs: its backend, the OTA slot it came from (``Choice(None)``: the factory or
+    configured model), the backend kind update packages must have a build for, and whether updates apply."""
+
+    backend: Backend
+    choice: Choice
+    kind: str
+    updates: wire.UpdateCapability
+
+
+def open_pose_model(config: DeviceConfig, store: ArtifactStore, slots: SlotStore, ota_root: bool) -> PoseModel:
+    """Choose the backend actually running, then the model slot for it.
+
+    On the CPU (``accelerator.kind = cpu``, or ``auto`` with no accelerator present) the slots apply: a trial
+    is booted and health-checked, else the active slot, else the factory model. On an accelerator its
+    configured model runs (accelerator builds are not delivered over the air yet; offers are refused with
+    "no build for it"), and a trial left from a CPU start is ended, reported.
+    """
+    readiness: wire.UpdateCapability = "ready" if ota_root else "no_ota_root"
+    accelerator = build_accelerator(config, store)
+    if accelerator is None:
+        backend, choice = open_model(
+            slots,
+            lambda c: slot_backend(c, threads=config.threads, min_score=config.min_person_score),
+            lambda: build_cpu_backend(config, store),
+        )
+        return PoseModel(backend, choice, "cpu", readiness)
+    trial = slots.state.trial
+    if trial is not None:
+        log.error("model slot %s was on trial, but this device now runs %s: trial ended", trial.slot,
+                  accelerator.primary.name)  # fmt: skip
+        slots.fail_trial("backend_changed")
+    return PoseModel(accelerator, Choice(None), accelerator.primary.name, readiness)
 
 
 def agent_readings(
@@ -265,18 +307,15 @@ def run_device(
     zones = build_zones(config)
     # The model this start runs: an OTA slot (a trial, the active one, the previous one) or the factory model.
     slots = SlotStore(device_dir(data_dir) / "models" / "slots")
+    ota_dir = device_dir(data_dir) / "ota"
+    ota_root = (ota_dir / "root.json").exists()
     source: FrameSource | None = None
     if config.source.kind == "imx500":  # the network runs in the sensor; no OTA slot applies
         backend, source = build_imx500(config)
-        choice = Choice(None)
-    elif config.accelerator.kind == "cpu":
-        backend, choice = open_model(
-            slots,
-            lambda c: slot_backend(c, threads=config.threads, min_score=config.min_person_score),
-            lambda: build_backend(config, store),
-        )
-    else:  # accelerator builds are not delivered over the air yet: the configured model runs
-        backend, choice = build_backend(config, store), Choice(None)
+        pose = PoseModel(backend, Choice(None), "imx500", "not_supported")
+    else:
+        pose = open_pose_model(config, store, slots, ota_root)
+    backend, choice = pose.backend, pose.choice
     if source is None:
         source = build_source(config, store)
     # Signed with the client's key, which a rotate_key job replaces.
@@ -318,9 +357,8 @@ def run_device(
         result = selftest.run_selftest(path, build)
         return SelfTestOutcome(result.ok, result.reason, result.detail)
 
-    ota_dir = device_dir(data_dir) / "ota"
     manager: OtaManager | None = None
-    if (ota_dir / "root.json").exists():
+    if ota_root and pose.updates == "ready":
         context = tls_context(identity.server_url, ids.ca_pem())
         manager = OtaManager(
             slots,
@@ -331,13 +369,17 @@ def run_device(
             restart=request_restart,
             frames=lambda: FrameCounts(source.stats.captured, agent.stats.processed, agent.stats.failed),
             server_now=client.server_now,
+            settings=OtaSettings(backend=pose.kind, threads=config.threads),
         ).start()
+    else:
+        log.warning("model updates over the air are off on this device (%s)", pose.updates)
 
     def report() -> wire.Health:
         readings = agent_readings(agent, source, backend, sender.pending, model_name, model_version, started)
-        return build_health(
+        health = build_health(
             identity.device_id, readings, read_system(), uptime_s=time.monotonic() - started, sent_at=time.time()
         )
+        return health.model_copy(update={"updates": pose.updates})
 
     preview = PreviewSender(client, tap.snapshot).start()
     beats = HeartbeatLoop(client, report, config.heartbeat_seconds, on_reply=preview.observe).start()
@@ -353,6 +395,7 @@ def run_device(
         self_test=self_test,
         reboot_command=reboot_command,
         log_ring=log_ring,
+        update_waiting=manager.wake if manager is not None else None,
     )
     jobs = JobRunner(client, identity, device_dir(data_dir), hooks).start()  # after the build: a start that worked
     try:

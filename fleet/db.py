@@ -17,6 +17,13 @@ from fleet.tokens import TokenRecord
 from wardsight.wire import Event
 
 
+def add_missing_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` unless ``table`` has ``column`` (a database made by an older version)."""
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    if column not in have:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")  # our constants
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """A write transaction on the autocommit connection: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception.

@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from fleet import delivery, operators, presence
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.db import FleetDB, transaction
+from fleet.db import FleetDB, add_missing_column, transaction
 from fleet.tasks import running
 from wardsight import wire
 
@@ -73,6 +73,7 @@ _LATEST_COLUMNS = (
     "stage_ms",
     "models",
     "warnings",
+    "updates",
 )
 _SAMPLE_COLUMNS = (
     "received_at",
@@ -105,7 +106,8 @@ _SCHEMA = (
         outbox_pending INTEGER NOT NULL,
         stage_ms TEXT NOT NULL,
         models TEXT NOT NULL,
-        warnings TEXT NOT NULL
+        warnings TEXT NOT NULL,
+        updates TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS health_samples (
         id INTEGER PRIMARY KEY,
@@ -140,6 +142,7 @@ def migrate(db: sqlite_utils.Database) -> None:
     with transaction(db.conn):
         for statement in _SCHEMA:
             db.conn.execute(statement)
+        add_missing_column(db.conn, "health_latest", "updates", "TEXT")  # databases made before it
 
 
 def _require_device(conn: sqlite3.Connection, device_id: str) -> None:
@@ -216,6 +219,7 @@ def record_heartbeat(
             "stage_ms": json.dumps(health.stage_ms, sort_keys=True),
             "models": json.dumps(health.models, sort_keys=True),
             "warnings": json.dumps(health.warnings),
+            "updates": health.updates,
             "pose_ms": pose_ms,
         }
         conn.execute(

@@ -27,7 +27,6 @@ Every outcome is audited per device (``job.succeeded``, ``job.failed``, ``job.re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -52,10 +51,11 @@ from pydantic import (
     model_validator,
 )
 
-from fleet import audit, device_api, deviceauth, job_logic, operators
+from fleet import audit, device_api, deviceauth, job_logic, operators, wakeup
 from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.db import FleetDB, transaction
 from fleet.errors import RejectedError
+from fleet.wakeup import WAITERS_KEY
 from wardsight import wire
 from wardsight.device_config import DeviceConfig
 from wardsight.settings import describe_validation_error
@@ -528,33 +528,6 @@ def batch_view(db: sqlite_utils.Database, batch_id: str, now: float, *, with_dev
 # ---- waking long polls ---------------------------------------------------------------------------------
 
 
-class _Waiters:
-    """Devices waiting in a long poll, woken when a job is released to them."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, set[asyncio.Event]] = {}
-
-    def wake(self, device_ids: Iterable[str]) -> None:
-        for device_id in device_ids:
-            for event in self._events.pop(device_id, ()):
-                event.set()
-
-    async def wait(self, device_id: str, timeout: float) -> None:
-        event = asyncio.Event()
-        waiting = self._events.setdefault(device_id, set())
-        waiting.add(event)
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
-        finally:
-            waiting.discard(event)
-            if not waiting and self._events.get(device_id) is waiting:
-                del self._events[device_id]
-
-
-WAITERS_KEY = web.AppKey("job_waiters", _Waiters)
-
-
 def _now(request: web.Request) -> float:
     return request.app[CLOCK_KEY]()
 
@@ -580,18 +553,22 @@ def _wait_seconds(request: web.Request) -> float:
 async def poll(request: web.Request) -> web.Response:
     verdict = await device_api.authenticate(request, b"")
     wait = _wait_seconds(request)
+    seen = request.query.get(wire.UPDATE_HINT_FIELD) or None  # the update offer the device knows of
     app, loop = request.app, asyncio.get_running_loop()
     deadline = loop.time() + wait
     key = app[KEYS_KEY].jobs
-    while True:
-        now = _now(request)
-        _step(app, now, _open_batches(app[DB_KEY].db, verdict.device_id))
-        jobs = pending_jobs(app[DB_KEY].db, verdict.device_id, now)
-        left = deadline - loop.time()
-        if jobs or left <= 0:
-            break
-        await app[WAITERS_KEY].wait(verdict.device_id, left)
-    return web.json_response({"jobs": [wire.sign_job(job, key) for job in jobs]})
+    hint_for = app.get(wakeup.UPDATE_HINT_KEY)
+    with app[WAITERS_KEY].polling(verdict.device_id):
+        while True:
+            now = _now(request)
+            _step(app, now, _open_batches(app[DB_KEY].db, verdict.device_id))
+            jobs = pending_jobs(app[DB_KEY].db, verdict.device_id, now)
+            hint = hint_for(app[DB_KEY].db, verdict.device_id, now) if hint_for is not None else None
+            left = deadline - loop.time()
+            if jobs or hint != seen or left <= 0:
+                break
+            await app[WAITERS_KEY].wait(verdict.device_id, left)
+    return web.json_response({"jobs": [wire.sign_job(job, key) for job in jobs], wire.UPDATE_HINT_FIELD: hint})
 
 
 def _open_batches(db: sqlite_utils.Database, device_id: str) -> list[str]:
@@ -931,9 +908,7 @@ async def _ticker(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     """Add the job routes and the task that expires and releases jobs (started and stopped with the app)."""
-    if WAITERS_KEY in app:
-        raise RuntimeError("fleet.jobs is already set up on this app")
-    app[WAITERS_KEY] = _Waiters()
+    wakeup.waiters(app)
 
     async def ticker_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_ticker(app), name="job-release")

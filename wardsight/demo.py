@@ -1,8 +1,11 @@
 """``wardsight demo``: the whole chain on this machine, on real footage through the real model.
 
 Starts the fleet server on 127.0.0.1 (its own SQLite file), fetches the model and the demo footage if
-missing, enrolls a device with a one-time token, runs the agent on the footage (looped, paced in real
-time) and leaves the console open until Ctrl-C or ``--duration``. Demo state lives in
+missing, sets up the OTA repository with **demo keys** (kept in ``<data dir>/demo/ota-demo-keys``, unencrypted:
+never use them for a real fleet), enrolls a device with a one-time token (its bundle carries the OTA root),
+runs the agent on the footage (looped, paced in real time; restarted in-process when it asks to switch models,
+as systemd restarts it on a device) and leaves the console open until Ctrl-C or ``--duration``. It prints the
+three commands that publish a model package and roll it out to the demo device. Demo state lives in
 ``<data dir>/demo`` and is recreated on each run; fetched models are kept in ``<data dir>/models``.
 """
 
@@ -18,11 +21,13 @@ import click
 from accelerators.catalog import get_model
 from firmware.cli import apply_source_options, with_source_options
 from firmware.identity import IdentityStore
-from firmware.runtime import device_dir, run_device
+from firmware.runtime import device_dir
+from firmware.supervisor import run_supervised
 from fleet import operators
 from fleet.cli import create_token
 from fleet.config import ServerConfig
 from fleet.db import FleetDB
+from fleet.ota.repository import bundle_root
 from fleet.server import BackgroundServer
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
@@ -30,10 +35,12 @@ from wardsight.device_config import load_device_config
 from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
+from wardsight.ota_cli import Server, generate_keys, init_repository
 from wardsight.paths import models_dir
 
 DEMO_ROOM = "demo-room-101"
 DEMO_USER = "demo"
+DEMO_KEYS = "ota-demo-keys"  # the demo's offline OTA keys: unencrypted, for this machine's demo only
 
 
 @click.command()
@@ -89,19 +96,27 @@ def demo(
     except OSError as exc:
         raise WardSightError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); try --port 0") from None
     try:
-        token = create_token(server_config, DEMO_ROOM, ttl=300)
-        bundle = Bundle(server.url, token, server.ca_pem, insecure_http=server.ca_pem is None)
-        identity, _ = IdentityStore(device_dir(demo_dir)).enroll(bundle, device_config.name)
-        click.echo(f"enrolled {identity.device_id} in room {identity.room}")
         password = secrets.token_urlsafe(12)
         db = FleetDB(server_config.database)  # type: ignore[arg-type]
         try:
             operators.create_operator(db.db, DEMO_USER, password, "viewer", time.time(), server_config)
+            api_token = operators.create_api_token(db.db, "demo-ota", "admin", "system", time.time())
         finally:
             db.close()
+        keys = demo_dir / DEMO_KEYS
+        generate_keys(keys)  # before enrollment: the device's bundle carries the repository's root
+        init_repository(keys, Server(server.url, api_token, server.ca_pem, insecure_http=server.ca_pem is None))
+        token = create_token(server_config, DEMO_ROOM, ttl=300)
+        bundle = Bundle(
+            server.url, token, server.ca_pem, insecure_http=server.ca_pem is None, tuf_root=bundle_root(server_config)
+        )
+        identity, _ = IdentityStore(device_dir(demo_dir)).enroll(bundle, device_config.name)
+        click.echo(f"enrolled {identity.device_id} in room {identity.room} (model updates over the air: on)")
         click.echo(f"console: {server.url}/")
         click.echo(f"sign in as {DEMO_USER} / {password} (a viewer account made for this demo only)")
         click.echo(f"the browser will not know the fleet's own CA: {server.ca_path} (sha256 {server.ca_fingerprint})")
+        model_file = store.path(get_model(device_config.model).artifact)
+        _print_update_commands(server.url, server.ca_path, api_token, keys, model_file)
         click.echo(
             "running the device on "
             + ("a live source" if camera is not None or stream is not None else str(device_config.source.path))
@@ -109,7 +124,7 @@ def demo(
             nl=True,
         )
         try:
-            result = run_device(device_config, demo_dir, duration=duration, store=store)
+            result = run_supervised(device_config, demo_dir, duration=duration, store=store, echo=click.echo)
         except KeyboardInterrupt:
             result = None
         db = FleetDB(server_config.database)  # type: ignore[arg-type]
@@ -125,3 +140,20 @@ def demo(
         click.echo(f"events: {stored} stored by the fleet server")
     finally:
         server.stop()
+
+
+def _print_update_commands(url: str, ca_path: Path | None, api_token: str, keys: Path, model_file: Path) -> None:
+    """The three commands that publish a new model version and roll it out to the demo device."""
+    insecure = "" if ca_path is not None else " --insecure-http"
+    env = f"WARDSIGHT_FLEET_URL={url} WARDSIGHT_API_TOKEN={api_token}"
+    if ca_path is not None:
+        env += f" WARDSIGHT_FLEET_CA={ca_path}"
+    click.echo("publish a model update and roll it out to this device (demo keys and a demo admin token):")
+    click.echo(f"  export {env}")
+    click.echo(
+        "  wardsight ota package --name movenet-multipose --version 1.1 --task pose --license Apache-2.0"
+        f" --build cpu:litert:movenet_multipose:{model_file} --input long_side=256 --input multiple=32"
+        " --input dtype=uint8 --out movenet-1.1.wsm"
+    )
+    click.echo(f"  wardsight ota publish movenet-1.1.wsm --keys {keys}{insecure}")
+    click.echo(f"  wardsight ota rollout movenet-multipose 1.1 --room {DEMO_ROOM}{insecure}")

@@ -489,7 +489,8 @@ def _server_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--ca",
             type=click.Path(dir_okay=False, exists=True, path_type=Path),
             default=None,
-            help="The fleet CA certificate (PEM) to pin for https.",
+            envvar="WARDSIGHT_FLEET_CA",
+            help="The fleet CA certificate (PEM) to pin for https (or $WARDSIGHT_FLEET_CA).",
         ),
         click.option("--insecure-http", is_flag=True, help="Development only: allow a plain http:// server."),
     )
@@ -694,6 +695,7 @@ __all__ = [
     "publish",
     "resign_targets",
     "rotate_root",
+    "start_rollout",
     "target_info",
     "upload_package",
     "withdraw",
@@ -776,3 +778,88 @@ def package_command(
     except (ValueError, modelpkg.PackageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out} ({len(parsed)} build(s), sha256 {modelpkg.describe_file(out)[0]})")
+
+
+def start_rollout(
+    server: Server,
+    model: str,
+    version: str,
+    selector: dict[str, Any],
+    *,
+    groups: tuple[float, ...] = (100.0,),
+    success_threshold: float = 1.0,
+    max_failures: int = 0,
+    timeout_s: int = 3600,
+) -> dict[str, Any]:
+    """``POST /api/v1/rollouts`` (operator role): offer a published version to the selected devices."""
+    body = {
+        "model": model,
+        "version": version,
+        "selector": selector,
+        "groups": [{"percent": p} for p in groups],
+        "success_threshold": success_threshold,
+        "error_threshold": {"count": max_failures},
+        "in_progress_timeout_s": timeout_s,
+    }
+    view = server.post_json("/api/v1/rollouts", body)
+    if not isinstance(view, dict):
+        raise OtaCliError("the server's answer to the rollout is not an object")
+    return view
+
+
+@ota.command("rollout")
+@click.argument("model")
+@click.argument("version")
+@_server_options
+@click.option("--site", default=None, help="Only devices of this site.")
+@click.option("--ward", default=None, help="Only devices of this ward.")
+@click.option("--room", default=None, help="Only the device(s) of this room.")
+@click.option("--tag", "tags", multiple=True, help="Only devices with this tag (repeatable: all must match).")
+@click.option(
+    "--group",
+    "groups",
+    type=click.FloatRange(0, 100, min_open=True),
+    multiple=True,
+    help="A group's size in percent of the selection, in order (repeatable); a last group takes the rest.",
+)
+@click.option("--success", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Fraction of a group that must report healthy before the next starts.")  # fmt: skip
+@click.option("--max-failures", type=click.IntRange(0), default=0, show_default=True,
+              help="Failures across the rollout it tolerates before it stops.")  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.IntRange(60, 7 * 24 * 3600), default=3600, show_default=True,
+              help="Seconds a device may stay in one step before it counts as failed.")  # fmt: skip
+def rollout_command(
+    model: str,
+    version: str,
+    url: str,
+    api_token: str | None,
+    ca: Path | None,
+    insecure_http: bool,
+    site: str | None,
+    ward: str | None,
+    room: str | None,
+    tags: tuple[str, ...],
+    groups: tuple[float, ...],
+    success: float,
+    max_failures: int,
+    timeout_s: int,
+) -> None:
+    """Start a staged rollout of a published model version (needs an operator or admin API token).
+
+    \b
+    Example:
+        wardsight ota rollout movenet-multipose 1.1 --ward 3B --group 10 --group 100 --server https://fleet:8765 \\
+            --ca fleet-ca.pem
+    """
+    selector: dict[str, Any] = {k: v for k, v in (("site", site), ("ward", ward), ("room", room)) if v}
+    if tags:
+        selector["tags"] = list(tags)
+    sizes = groups if groups and groups[-1] == 100 else (*groups, 100.0)
+    view = start_rollout(
+        _server(url, api_token, ca, insecure_http), model, version, selector,
+        groups=sizes, success_threshold=success, max_failures=max_failures, timeout_s=timeout_s,
+    )  # fmt: skip
+    click.echo(f"rollout {view['id']}: {view['model']} {view['version']} to {view['devices_total']} device(s), "
+               f"{view['status']}")  # fmt: skip
+    for device in view.get("devices", []):
+        click.echo(f"  {device['device_id']}: {device.get('explain', device['status'])}")

@@ -151,6 +151,13 @@ class Proof(_Closed):
 Version = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")]
 
 
+UpdateCapability = Literal[
+    "ready",  # an OTA root of trust and model slots for the backend it runs
+    "no_ota_root",  # enrolled without the fleet's OTA root (the bundle carried none): it cannot verify packages
+    "not_supported",  # its model runs where slots do not apply (the AI Camera's sensor)
+]
+
+
 class Health(_Closed):
     """A device heartbeat: how the agent and its hardware are doing. Numbers and identifiers only."""
 
@@ -174,11 +181,31 @@ class Health(_Closed):
     )
     models: Annotated[dict[DataKey, Version], Field(max_length=8)] = Field(default_factory=dict)
     warnings: Annotated[list[Identifier], Field(max_length=16)] = Field(default_factory=list)
+    # Whether this device can take model updates over the air (None: an agent that does not say).
+    updates: UpdateCapability | None = None
 
 
 UpdateState = Literal[
-    "downloading", "downloaded", "installed", "activated", "healthy", "failed", "rolled_back", "deferred"
+    "downloading",
+    "downloaded",
+    "installed",
+    "activated",  # on trial: ``done`` of ``total`` health-check frames
+    "healthy",
+    "failed",
+    "rolled_back",
+    "deferred",
+    "rejected",  # the device refused the package before running it (self-test, no build for its backend, ...)
 ]
+UPDATE_PATH = "/api/v1/device/update"  # GET: the device's offer (204: none); POST: an UpdateReport
+# The jobs long poll (``GET /api/v1/device/jobs?wait=25&update=<key>``) also says which update offer waits for
+# the device (``{"jobs": [...], "update": "<rollout id>/<version>" | null}``) and answers at once when that
+# differs from the ``update`` key the device last saw, so an offer reaches an idle device within seconds.
+UPDATE_HINT_FIELD = "update"
+
+
+def update_hint(offer: UpdateOffer | None) -> str | None:
+    """The key naming an offer in the jobs poll (changes when another rollout or version is offered)."""
+    return None if offer is None else f"{offer.rollout_id}/{offer.version}"
 
 
 class UpdateOffer(_Closed):
@@ -202,6 +229,9 @@ class UpdateReport(_Closed):
     state: UpdateState
     reason: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None  # e.g. self_test_failed
     progress: Annotated[float, Field(ge=0, le=1)] | None = None
+    # Counts behind ``progress`` where they mean something to a person (health-check frames on trial).
+    done: Annotated[int, Field(ge=0, le=10**12)] | None = None
+    total: Annotated[int, Field(ge=0, le=10**12)] | None = None
 
 
 JOB_TYP = "wardsight-job+jws"

@@ -53,7 +53,7 @@ from wardsight.errors import WardSightError
 log = logging.getLogger("wardsight.device.ota")
 
 RESTART_EXIT_CODE = 75  # "restart me": the agent exits with this to switch models; systemd Restart=always
-UPDATE_PATH = "/api/v1/device/update"
+UPDATE_PATH = wire.UPDATE_PATH
 # Failures that say nothing about the offer (the network, the card): retried for as long as the offer stands
 # (the rollout's in-progress timeout judges a device stuck). Others are retried max_attempts times, then
 # reported as failed: the server takes "failed" as final for this device.
@@ -66,8 +66,9 @@ Observer = Callable[[str, int, int], None]  # (step, done, total): downloading, 
 class OtaSettings:
     backend: str = "cpu"  # the build this device runs from a package
     hardware: str | None = None
-    poll_seconds: float = 300.0
+    poll_seconds: float = 300.0  # the fallback: the jobs long poll wakes the manager when an offer waits
     retry_seconds: float = 60.0
+    max_retry_seconds: float = 3600.0  # the same failure again and again backs off up to this
     max_attempts: int = 5  # tries of one offer that fail verification (not the network) before giving up
     health_frames: int = 30
     health_seconds: float = 120.0
@@ -75,6 +76,7 @@ class OtaSettings:
     selftest_timeout: float = 90.0
     max_invoke_seconds: float = 5.0
     threads: int = 1
+    progress_seconds: float = 2.0  # how often a trial reports its health-check frames (best effort)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ class HealthCheck:
     def start(self) -> None:
         self._base, self._t0 = self.frames(), self.clock()
 
+    def progress(self) -> tuple[int, int]:
+        """(frames processed since the start, frames needed)."""
+        return max(0, self.frames().processed - self._base.processed), self.need
+
     def verdict(self) -> str | None:
         """``"ok"``, a failure reason (``inference_failed``, ``health_check_missed``), or None while undecided."""
         now = self.frames()
@@ -197,7 +203,11 @@ class OtaManager:
         self._noted: set[tuple[str, str, str | None]] = set()  # progress notes sent once per offer
         self._attempts: dict[tuple[str, str], int] = {}  # failed verifications per (rollout, version)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_error: str | None = None  # the last round's failure, to back off rather than repeat it
+        self._repeats = 0
+        self._progress_sent: tuple[int, float] | None = None  # (frames, when) of the last trial progress note
         self.health: HealthCheck | None = None
         if running.trial:
             if frames is None:
@@ -217,25 +227,42 @@ class OtaManager:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Check for an offer now (the server said one waits), not at the next poll."""
+        self._wake.set()
 
     def run(self) -> None:
         while not self._stop.is_set() and self.restart_reason is None:
             try:
                 status = self.step()
-            except Exception:  # the OTA loop must never take the agent down
-                log.exception("OTA round failed")
+                self._last_error, self._repeats = None, 0
+            except Exception as exc:  # the OTA loop must never take the agent down
                 status = "error"
+                self._note_error(exc)
             if self.restart_reason is not None:
                 return
             if self.running.trial:
                 wait = 0.5
             elif status in ("retry", "error"):
-                wait = self.settings.retry_seconds
+                wait = min(self.settings.max_retry_seconds, self.settings.retry_seconds * 2 ** min(self._repeats, 10))
             else:
                 wait = self.settings.poll_seconds
-            self._stop.wait(wait)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _note_error(self, exc: Exception) -> None:
+        """Log a failed round once with its traceback; the same failure again only counts (and backs off)."""
+        what = f"{type(exc).__name__}: {exc}"
+        if what == self._last_error:
+            self._repeats += 1
+            log.warning("OTA round failed again (%d times in a row): %s", self._repeats + 1, what)
+            return
+        self._last_error, self._repeats = what, 0
+        log.exception("OTA round failed")
 
     def step(self) -> str:
         """One round; returns what happened (idle, trial, confirmed, rolled_back, current, waiting, activating,
@@ -267,6 +294,7 @@ class OtaManager:
         assert self.health is not None and self.running.slot is not None
         verdict = self.health.verdict()
         if verdict is None:
+            self._trial_progress()
             return "trial"
         if verdict == "ok":
             self.slots.confirm(self.running.slot)
@@ -279,6 +307,30 @@ class OtaManager:
         self.flush()
         self._request_restart("rollback")
         return "rolled_back"
+
+    def _trial_progress(self) -> None:
+        """Tell the server how far the health check is (``activated``, frames done of needed), now and then."""
+        assert self.health is not None and self.running.record is not None
+        done, need = self.health.progress()
+        now = time.monotonic()
+        last = self._progress_sent
+        if last is not None and (last[0] == done or now - last[1] < self.settings.progress_seconds):
+            return
+        self._progress_sent = (done, now)
+        record, trial = self.running.record, self.slots.state.trial
+        if trial is None:
+            return
+        self.channel.report(
+            wire.UpdateReport(
+                rollout_id=trial.rollout_id,
+                model=record.name,
+                version=record.version,
+                state="activated",
+                progress=round(min(1.0, done / max(1, need)), 3),
+                done=done,
+                total=need,
+            )
+        )
 
     # ---- an offer ---------------------------------------------------------------------------------------
 
@@ -296,6 +348,14 @@ class OtaManager:
                 self.slots.mark_completed(offer)
                 self.flush()
             return "current"
+        trial = self.slots.state.trial
+        if trial is not None:
+            # A switch this process did not boot into (the agent chose another model, e.g. an accelerator
+            # came up): end it once, reported, rather than try to begin it again.
+            self.slots.fail_trial("not_booted")
+            self.flush()
+            log.error("model slot %s was on trial but this start does not run it: trial ended", trial.slot)
+            return "rejected"
         slot = self.slots.installed(offer.version, offer.model)
         if slot is None:
             try:
@@ -322,6 +382,10 @@ class OtaManager:
 
     def _fetch_and_install(self, offer: wire.UpdateOffer) -> Slot | None:
         info, url = self.tuf.targetinfo(offer.target)
+        missing = self._no_build(info)
+        if missing is not None:  # known from the signed metadata: nothing to download
+            self._reject(offer, "no_build_for_backend", missing)
+            return None
         self.downloader.prune(keep=info)
         package = self.downloader.verified(info)
         if package is None:
@@ -376,10 +440,34 @@ class OtaManager:
         self.downloader.discard(info)  # the package is not needed once its build is installed
         return slot
 
+    def _no_build(self, info: TargetFile) -> str | None:
+        """Why the signed target (its ``custom`` list of builds, when it has one) has nothing for this device."""
+        custom = info.unrecognized_fields.get("custom")
+        builds = custom.get("builds") if isinstance(custom, dict) else None
+        if not isinstance(builds, list):
+            return None  # not described: the package's own manifest decides after the download
+        backend, hardware = self.settings.backend, self.settings.hardware
+        for build in builds:
+            if (
+                isinstance(build, dict)
+                and build.get("backend") == backend
+                and build.get("hardware") in (None, hardware)
+            ):
+                return None
+        return self._backend_text()
+
+    def _backend_text(self) -> str:
+        runs = self.settings.backend + (f"/{self.settings.hardware}" if self.settings.hardware else "")
+        return f"this device runs {runs}; the package has no build for it"
+
     def _unfit(self, offer: wire.UpdateOffer, manifest: modelpkg.Manifest) -> tuple[str, str] | None:
         """Why this package cannot serve this offer on this agent (reason code, detail), or None."""
         if manifest.name != offer.model or manifest.version != offer.version:
             return "package_mismatch", f"the package is {manifest.name} {manifest.version}"
+        try:
+            manifest.build_for(self.settings.backend, self.settings.hardware)
+        except modelpkg.PackageError:
+            return "no_build_for_backend", self._backend_text()
         if manifest.task != "pose":
             return "unsupported_model", f"task {manifest.task} is not served by the model slots"
         if modelpkg.version_key(manifest.min_agent_version) > modelpkg.version_key(self.agent_version):
@@ -396,7 +484,7 @@ class OtaManager:
 
     def _reject(self, offer: wire.UpdateOffer, reason: str, detail: str) -> str:
         log.error("update %s %s refused: %s (%s)", offer.model, offer.version, reason, detail)
-        self.slots.reject(offer, "failed", reason)
+        self.slots.reject(offer, "rejected", reason)
         self.flush()
         return "rejected"
 

@@ -17,8 +17,10 @@ Semantics (hawkBit groups, AWS abort/timeout):
 - A group that can no longer get there (too many of its devices failed) *pauses* the rollout. Failures
   across the whole rollout *past* the error threshold (more than ``count``, or more than
   ``fraction`` of its devices) *stop* it: offers to devices that have not switched yet are withdrawn.
-  A failure is a device that reported ``failed``, one that reported ``rolled_back`` (its self-test failed
-  and it went back on its own), or one that timed out.
+  A failure is a device that reported ``failed``, one that reported ``rejected`` (it refused the package
+  before running it: the self-test failed, no build for its backend, ...; it still runs its model), one that
+  reported ``rolled_back`` (it switched, failed its health check and went back on its own), or one that
+  timed out.
 - Timeout (fixes hawkBit#693, a device stuck "proceeding" for ever): the clock starts when the device
   first reports progress, never at offer time, and restarts at each step it reports
   (downloading -> downloaded -> installed -> activated -> healthy); a device that stays in one step longer
@@ -58,6 +60,7 @@ DeviceStatus = Literal[
     "activated",  # switched to the new model, self-test running
     "healthy",
     "failed",  # reported failed, or timed out (reason "timeout")
+    "rejected",  # refused the package before running it (self-test failed, no build for its backend, ...)
     "rolled_back",  # went back to its previous model (on its own after a failed self-test, or by a rollback)
     "canceled",  # the offer was withdrawn (abort, stop or rollback) before the device switched
 ]
@@ -82,6 +85,7 @@ TIMEOUT = "timeout"
 IN_PROGRESS: tuple[DeviceStatus, ...] = ("downloading", "downloaded", "installed", "activated")
 _STEP: dict[str, int] = {"offered": 0, "downloading": 1, "downloaded": 2, "installed": 3, "activated": 4, "healthy": 5}
 _SWITCHED = frozenset({"activated", "healthy"})
+_FINAL_FAILURES = frozenset({"failed", "rejected", "rolled_back"})
 _FORWARD_LIVE = frozenset({"running", "paused", "completed"})
 DAY_S = 86400
 
@@ -225,6 +229,8 @@ class DeviceState:
     progress: float | None = None
     reverting: bool = False  # offered its previous version by a rollback
     last_report_at: float | None = None
+    done: int | None = None  # the counts behind ``progress`` (health-check frames on trial), when reported
+    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,8 @@ class Report:
     received_at: float
     reason: str | None = None
     progress: float | None = None
+    done: int | None = None
+    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -270,7 +278,7 @@ def new_state(spec: RolloutSpec, now: float) -> RolloutState:
 
 
 def _is_failure(dev: DeviceState) -> bool:
-    return not dev.reverting and dev.status in ("failed", "rolled_back")
+    return not dev.reverting and dev.status in _FINAL_FAILURES
 
 
 def _timed_out(dev: DeviceState) -> bool:
@@ -384,8 +392,8 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
     dev = replace(dev, last_report_at=r.received_at)
     if r.state == "deferred":
         return replace(dev, progress=r.progress if r.progress is not None else dev.progress)
-    if r.state in ("failed", "rolled_back"):
-        if dev.status == "rolled_back" or (dev.status == "failed" and not _timed_out(dev)):
+    if r.state in _FINAL_FAILURES:
+        if dev.status in _FINAL_FAILURES and not _timed_out(dev):
             return dev  # already final by the device's own word
         if dev.reverting:
             return replace(dev, status="failed", since=r.received_at, reason=r.reason or "rollback_failed")
@@ -396,12 +404,23 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
     if not revived and (dev.status not in _STEP or step < _STEP[dev.status]):
         return dev  # final, or a late report of an earlier step
     if not revived and step == _STEP[dev.status]:
-        return replace(dev, progress=r.progress if r.progress is not None else dev.progress)
+        if r.progress is None:
+            return dev
+        return replace(dev, progress=r.progress, done=r.done, total=r.total)
     if dev.reverting:
         status: DeviceStatus = "rolled_back" if r.state == "healthy" else r.state
         return replace(dev, status=status, since=r.received_at, reason=None, progress=r.progress)
     reached = r.state if step > _STEP.get(dev.reached, -1) else dev.reached
-    return replace(dev, status=r.state, since=r.received_at, reason=None, progress=r.progress, reached=reached)
+    return replace(
+        dev,
+        status=r.state,
+        since=r.received_at,
+        reason=None,
+        progress=r.progress,
+        reached=reached,
+        done=r.done,
+        total=r.total,
+    )
 
 
 def _start_group(spec: RolloutSpec, devices: dict[str, DeviceState], g: int, now: float) -> list[Decision]:
@@ -674,7 +693,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> RolloutSpec:
     )
 
 
-_DEVICE_FIELDS = ("status", "since", "reached", "reason", "progress", "reverting", "last_report_at")
+_DEVICE_FIELDS = ("status", "since", "reached", "reason", "progress", "reverting", "last_report_at", "done", "total")
 
 
 def state_to_dict(state: RolloutState) -> dict[str, Any]:

@@ -44,20 +44,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleet import audit, device_api, operators
 from fleet.appkeys import CLOCK_KEY, DB_KEY
-from fleet.db import FleetDB, transaction
+from fleet.db import FleetDB, add_missing_column, transaction
 from fleet.errors import RejectedError, read_json
 from fleet.ota import rollout_logic as logic
+from fleet.ota.explain import DeviceFacts, explain
 from fleet.tasks import running
+from fleet.wakeup import UPDATE_HINT_KEY, WAITERS_KEY, DeviceWaiters, waiters
 from wardsight import modelpkg, wire
 
 log = logging.getLogger("wardsight.fleet.rollouts")
 
 TICK_SECONDS = 5.0
 MAX_REPORT_BYTES = 4096
-DEVICE_UPDATE_PATH = "/api/v1/device/update"
+DEVICE_UPDATE_PATH = wire.UPDATE_PATH
+MAX_LISTED_DEVICES = 50  # per rollout in the list view (the rollout's own view has all)
 
 TargetCheck = Callable[[sqlite_utils.Database, str], "bool | None"]
 TARGET_CHECK_KEY: web.AppKey[TargetCheck] = web.AppKey("rollout_target_check")
+UPDATE_POLLS_KEY: web.AppKey[dict[str, float]] = web.AppKey("update_polls")  # device -> last offer poll
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS rollouts (
@@ -90,7 +94,9 @@ _SCHEMA = (
         state TEXT NOT NULL,
         reason TEXT,
         progress REAL,
-        received_at REAL NOT NULL
+        received_at REAL NOT NULL,
+        done INTEGER,
+        total INTEGER
     )""",
     "CREATE INDEX IF NOT EXISTS rollout_reports_rollout ON rollout_reports (rollout_id, id)",
     """CREATE TRIGGER IF NOT EXISTS rollout_reports_no_update BEFORE UPDATE ON rollout_reports
@@ -104,6 +110,8 @@ def migrate(db: sqlite_utils.Database) -> None:
     """Create this module's tables if missing (idempotent)."""
     for statement in _SCHEMA:
         db.conn.execute(statement)
+    for column in ("done", "total"):  # databases made before the device reported counts
+        add_missing_column(db.conn, "rollout_reports", column, "INTEGER")
 
 
 def no_library(db: sqlite_utils.Database, target: str) -> bool | None:
@@ -266,7 +274,33 @@ def _running_versions(db: sqlite_utils.Database, devices: list[str], model: str)
     return out
 
 
-def _view(row: dict[str, Any], *, devices: bool = True) -> dict[str, Any]:
+def device_facts(db: sqlite_utils.Database, waiting: DeviceWaiters | None = None,
+                 polls: dict[str, float] | None = None) -> dict[str, DeviceFacts]:  # fmt: skip
+    """What each device's latest heartbeat, presence and polls say, for :func:`fleet.ota.explain.explain`."""
+    out: dict[str, DeviceFacts] = {}
+    rows = db.conn.execute(
+        "SELECT d.id, h.updates, h.accelerator, p.offline_since FROM devices d"
+        " LEFT JOIN health_latest h ON h.device_id = d.id LEFT JOIN presence p ON p.device_id = d.id"
+    )
+    for device_id, updates, accelerator, offline_since in rows:
+        out[device_id] = DeviceFacts(
+            updates=updates,
+            accelerator=accelerator,
+            offline_since=offline_since,
+            connected=waiting.connected(device_id) if waiting is not None else False,
+            last_update_poll=(polls or {}).get(device_id),
+        )
+    return out
+
+
+def _view(
+    row: dict[str, Any],
+    *,
+    devices: bool | int = True,
+    facts: dict[str, DeviceFacts] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The rollout as the API shows it; ``devices`` True lists every device, a number at most that many."""
     spec, state = _decode(row)
     request = json.loads(row["request"])
     groups = []
@@ -306,9 +340,14 @@ def _view(row: dict[str, Any], *, devices: bool = True) -> dict[str, Any]:
         "groups": groups,
     }
     if devices:
+        limit = None if devices is True else int(devices)
+        known, at = facts or {}, row["updated_at"] if now is None else now
         view["devices"] = [
             {
                 "device_id": device,
+                "explain": explain(spec, device, dev, known.get(device, DeviceFacts()), at),
+                "done": dev.done,
+                "total": dev.total,
                 "group": spec.group_of[device] + 1,
                 "status": dev.status,
                 "since": dev.since,
@@ -319,7 +358,7 @@ def _view(row: dict[str, Any], *, devices: bool = True) -> dict[str, Any]:
                 "last_report_at": dev.last_report_at,
                 "deadline": logic.deadline(spec, dev),
             }
-            for device, dev in state.devices.items()
+            for device, dev in list(state.devices.items())[:limit]
         ]
     return view
 
@@ -497,7 +536,16 @@ def tick_all(target: web.Application | FleetDB, now: float) -> dict[str, list[lo
                 )
             )
             reports = [
-                logic.Report(r["device_id"], r["version"], r["state"], r["received_at"], r["reason"], r["progress"])
+                logic.Report(
+                    r["device_id"],
+                    r["version"],
+                    r["state"],
+                    r["received_at"],
+                    r["reason"],
+                    r["progress"],
+                    r["done"],
+                    r["total"],
+                )
                 for r in rows
             ]
             new, decisions = logic.tick(spec, state, reports, now)
@@ -538,9 +586,20 @@ def record_report(db: sqlite_utils.Database, device_id: str, report: wire.Update
     if why is not None:
         raise RolloutRefusedError(409, why)
     db.conn.execute(
-        "INSERT INTO rollout_reports (rollout_id, device_id, model, version, state, reason, progress, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [report.rollout_id, device_id, report.model, report.version, report.state, report.reason, report.progress, now],
+        "INSERT INTO rollout_reports (rollout_id, device_id, model, version, state, reason, progress, received_at,"
+        " done, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            report.rollout_id,
+            device_id,
+            report.model,
+            report.version,
+            report.state,
+            report.reason,
+            report.progress,
+            now,
+            report.done,
+            report.total,
+        ],
     )
 
 
@@ -559,14 +618,27 @@ async def post_rollout(request: web.Request) -> web.Response:
         view = create_rollout(db, body, actor=who.actor, now=now, target_check=request.app[TARGET_CHECK_KEY])
     except RolloutRefusedError as exc:
         raise _refused(exc) from None
-    return web.json_response(view, status=201)
+    _wake(request.app, view)
+    return web.json_response(_explained(request.app, _load(db, view["id"]) or {}, True, now), status=201)
+
+
+def _wake(app: web.Application, view: dict[str, Any]) -> None:
+    """Tell the rollout's devices at once (their long poll re-reads the offer waiting for them)."""
+    app[WAITERS_KEY].wake(d["device_id"] for d in view.get("devices", ()))
+
+
+def _explained(app: web.Application, row: dict[str, Any], devices: bool | int, now: float) -> dict[str, Any]:
+    facts = device_facts(app[DB_KEY].db, app[WAITERS_KEY], app[UPDATE_POLLS_KEY]) if devices else None
+    return _view(row, devices=devices, facts=facts, now=now)
 
 
 async def list_rollouts(request: web.Request) -> web.Response:
     await operators.require(request, "viewer")
-    db = request.app[DB_KEY].db
-    rows = db.query("SELECT * FROM rollouts ORDER BY created_at DESC, id")
-    return web.json_response({"rollouts": [_view(row, devices=False) for row in rows]})
+    db, now = request.app[DB_KEY].db, request.app[CLOCK_KEY]()
+    rows = list(db.query("SELECT * FROM rollouts ORDER BY created_at DESC, id"))
+    facts = device_facts(db, request.app[WAITERS_KEY], request.app[UPDATE_POLLS_KEY]) if rows else {}
+    views = [_view(row, devices=MAX_LISTED_DEVICES, facts=facts, now=now) for row in rows]
+    return web.json_response({"rollouts": views})
 
 
 async def get_rollout(request: web.Request) -> web.Response:
@@ -574,7 +646,7 @@ async def get_rollout(request: web.Request) -> web.Response:
     row = _load(request.app[DB_KEY].db, request.match_info["id"])
     if row is None:
         raise RejectedError(404, "no such rollout")
-    return web.json_response(_view(row))
+    return web.json_response(_explained(request.app, row, True, request.app[CLOCK_KEY]()))
 
 
 def _command_handler(command: Command) -> Callable[[web.Request], Any]:
@@ -586,6 +658,7 @@ def _command_handler(command: Command) -> Callable[[web.Request], Any]:
             view = apply_command(db, request.match_info["id"], command, actor=who.actor, now=now, reason=body.reason)
         except RolloutRefusedError as exc:
             raise _refused(exc) from None
+        _wake(request.app, view)
         return web.json_response(view)
 
     return handler
@@ -596,7 +669,9 @@ async def device_poll(request: web.Request) -> web.StreamResponse:
     if body:
         raise RejectedError(400, "an update poll has an empty body")
     verdict = await device_api.authenticate(request, body)
-    offer = offer_for_device(request.app[DB_KEY].db, verdict.device_id, request.app[CLOCK_KEY]())
+    now = request.app[CLOCK_KEY]()
+    request.app[UPDATE_POLLS_KEY][verdict.device_id] = now
+    offer = offer_for_device(request.app[DB_KEY].db, verdict.device_id, now)
     if offer is None:
         return web.Response(status=204)
     return web.json_response(offer.model_dump())
@@ -619,13 +694,23 @@ async def device_report(request: web.Request) -> web.Response:
 # ---- app wiring -----------------------------------------------------------------------------------------
 
 
+_WAKING = frozenset({"offer", "offer_previous", "cancel"})
+
+
 async def _run_ticker(app: web.Application) -> None:
     while True:
         await asyncio.sleep(TICK_SECONDS)
         try:
-            tick_all(app, app[CLOCK_KEY]())
+            decided = tick_all(app, app[CLOCK_KEY]())
         except Exception:  # a locked database or a bad row must not end the ticker
             log.exception("rollout tick failed")
+            continue
+        app[WAITERS_KEY].wake(d.device_id for ds in decided.values() for d in ds if d.kind in _WAKING and d.device_id)
+
+
+def update_hint(db: sqlite_utils.Database, device_id: str, now: float) -> str | None:
+    """The key of the offer waiting for the device (for its jobs long poll), None when there is none."""
+    return wire.update_hint(offer_for_device(db, device_id, now))
 
 
 async def _ticker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -637,6 +722,9 @@ def setup(app: web.Application) -> None:
     """Add the rollout routes, the device update routes and the ticker to ``app``."""
     if TARGET_CHECK_KEY not in app:  # the model library (fleet.ota.repository) may have set its own
         app[TARGET_CHECK_KEY] = no_library
+    waiters(app)
+    app[UPDATE_HINT_KEY] = update_hint
+    app[UPDATE_POLLS_KEY] = {}
     app.cleanup_ctx.append(_ticker_ctx)
     app.router.add_post("/api/v1/rollouts", post_rollout)
     app.router.add_get("/api/v1/rollouts", list_rollouts)
