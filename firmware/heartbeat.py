@@ -46,10 +46,7 @@ def read_system(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> SystemR
     return SystemReadings(temp, used, total)
 
 
-def _key(text: str) -> str:
-    """A stage or model name as a wire data key (lowercase letters, digits, underscores)."""
-    key = re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
-    return (key if key[:1].isalpha() else "k_" + key)[:32] or "unknown"
+_key = wire.data_key
 
 
 def _ident(text: str) -> str:

@@ -84,7 +84,9 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
         "models/",
         "demo/fleet.db",
         "demo/fleet-keys/",  # the fleet CA, the server's certificate and signing keys
-        "demo/ota/",  # the server's (empty) TUF repository
+        "demo/ota/",  # the server's TUF repository (initialised with the demo's keys, no package yet)
+        "demo/ota-demo-keys/",  # the demo's offline root and targets keys (marked as demo keys)
+        "demo/device/ota/",  # the device's TUF root of trust and the metadata it fetched
         "demo/device/key.pem",
         "demo/device/identity.json",
         "demo/device/fleet-ca.pem",

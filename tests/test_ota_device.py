@@ -524,9 +524,9 @@ def test_a_model_that_fails_its_self_test_is_never_activated(fleet, movenet_path
     assert state.trial is None and state.active is None and state.slots == {"a": None, "b": None}
     assert not any((slots.root / "a").iterdir())  # the failed build was not kept
     assert state.last_failure is not None and state.last_failure.reason == "self_test_failed"
-    assert fleet.reports(rollout)[-1] == ("failed", "self_test_failed")
+    assert fleet.reports(rollout)[-1] == ("rejected", "self_test_failed")
     assert slots.pending_reports() == []
-    assert fleet.device_status(rollout, device) == ("failed", "self_test_failed")
+    assert fleet.device_status(rollout, device) == ("rejected", "self_test_failed")
     assert manager.step() in ("idle", "rejected")  # not tried again
     # The agent never left the factory model; it still runs.
     assert backend.detect(selftest.test_frame()) is not None

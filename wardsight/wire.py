@@ -158,6 +158,13 @@ UpdateCapability = Literal[
 ]
 
 
+def data_key(text: str) -> str:
+    """A stage or model name as a wire data key (lowercase letters, digits, underscores): ``Health.models`` names
+    ``movenet-multipose`` as ``movenet_multipose``."""
+    key = re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
+    return (key if key[:1].isalpha() else "k_" + key)[:32] or "unknown"
+
+
 class Health(_Closed):
     """A device heartbeat: how the agent and its hardware are doing. Numbers and identifiers only."""
 

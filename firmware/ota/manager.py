@@ -367,7 +367,7 @@ class OtaManager:
                 key = (offer.rollout_id, offer.version)
                 self._attempts[key] = self._attempts.get(key, 0) + 1
                 if self._attempts[key] >= self.settings.max_attempts:
-                    return self._reject(offer, exc.code, f"{self._attempts[key]} attempts: {exc}")
+                    return self._reject(offer, exc.code, f"{self._attempts[key]} attempts: {exc}", "failed")
                 return "retry"
             if slot is None:
                 return "rejected"
@@ -482,9 +482,13 @@ class OtaManager:
 
     # ---- helpers ----------------------------------------------------------------------------------------
 
-    def _reject(self, offer: wire.UpdateOffer, reason: str, detail: str) -> str:
+    def _reject(
+        self, offer: wire.UpdateOffer, reason: str, detail: str, state: wire.UpdateState = "rejected"
+    ) -> str:
+        """Never try ``offer`` again here; report it ``rejected`` (the package was refused before it ran) or
+        ``failed`` (it could not be fetched and verified)."""
         log.error("update %s %s refused: %s (%s)", offer.model, offer.version, reason, detail)
-        self.slots.reject(offer, "rejected", reason)
+        self.slots.reject(offer, state, reason)
         self.flush()
         return "rejected"
 

@@ -228,6 +228,8 @@ class SlotStore:
                     slot = state.trial.slot
                     rec = state.slots[slot]
                     assert rec is not None
+                    log.info("model %s %s in slot %s on trial: start %d of at most %d", rec.name, rec.version, slot,
+                             state.trial.boots, self.max_trial_boots)  # fmt: skip
                     return Choice(slot, rec, self.slot_dir(slot) / rec.build.file, trial=True)
             return self._fallback_choice()
 

@@ -57,7 +57,6 @@ log = logging.getLogger("wardsight.fleet.rollouts")
 TICK_SECONDS = 5.0
 MAX_REPORT_BYTES = 4096
 DEVICE_UPDATE_PATH = wire.UPDATE_PATH
-MAX_LISTED_DEVICES = 50  # per rollout in the list view (the rollout's own view has all)
 
 TargetCheck = Callable[[sqlite_utils.Database, str], "bool | None"]
 TARGET_CHECK_KEY: web.AppKey[TargetCheck] = web.AppKey("rollout_target_check")
@@ -266,7 +265,7 @@ def _running_versions(db: sqlite_utils.Database, devices: list[str], model: str)
         if row["device_id"] not in wanted:
             continue
         try:
-            version = json.loads(row["models"]).get(model)
+            version = json.loads(row["models"]).get(wire.data_key(model))
         except (ValueError, AttributeError):
             continue
         if isinstance(version, str) and re.fullmatch(modelpkg.VERSION, version):
@@ -296,11 +295,11 @@ def device_facts(db: sqlite_utils.Database, waiting: DeviceWaiters | None = None
 def _view(
     row: dict[str, Any],
     *,
-    devices: bool | int = True,
+    devices: bool = True,
     facts: dict[str, DeviceFacts] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """The rollout as the API shows it; ``devices`` True lists every device, a number at most that many."""
+    """The rollout as the API shows it, with each device and why it is where it is when ``devices``."""
     spec, state = _decode(row)
     request = json.loads(row["request"])
     groups = []
@@ -340,7 +339,6 @@ def _view(
         "groups": groups,
     }
     if devices:
-        limit = None if devices is True else int(devices)
         known, at = facts or {}, row["updated_at"] if now is None else now
         view["devices"] = [
             {
@@ -358,7 +356,7 @@ def _view(
                 "last_report_at": dev.last_report_at,
                 "deadline": logic.deadline(spec, dev),
             }
-            for device, dev in list(state.devices.items())[:limit]
+            for device, dev in state.devices.items()
         ]
     return view
 
@@ -619,7 +617,7 @@ async def post_rollout(request: web.Request) -> web.Response:
     except RolloutRefusedError as exc:
         raise _refused(exc) from None
     _wake(request.app, view)
-    return web.json_response(_explained(request.app, _load(db, view["id"]) or {}, True, now), status=201)
+    return web.json_response(_explained(request.app, _load(db, view["id"]) or {}, now), status=201)
 
 
 def _wake(app: web.Application, view: dict[str, Any]) -> None:
@@ -627,18 +625,16 @@ def _wake(app: web.Application, view: dict[str, Any]) -> None:
     app[WAITERS_KEY].wake(d["device_id"] for d in view.get("devices", ()))
 
 
-def _explained(app: web.Application, row: dict[str, Any], devices: bool | int, now: float) -> dict[str, Any]:
-    facts = device_facts(app[DB_KEY].db, app[WAITERS_KEY], app[UPDATE_POLLS_KEY]) if devices else None
-    return _view(row, devices=devices, facts=facts, now=now)
+def _explained(app: web.Application, row: dict[str, Any], now: float) -> dict[str, Any]:
+    facts = device_facts(app[DB_KEY].db, app[WAITERS_KEY], app[UPDATE_POLLS_KEY])
+    return _view(row, facts=facts, now=now)
 
 
 async def list_rollouts(request: web.Request) -> web.Response:
     await operators.require(request, "viewer")
     db, now = request.app[DB_KEY].db, request.app[CLOCK_KEY]()
-    rows = list(db.query("SELECT * FROM rollouts ORDER BY created_at DESC, id"))
-    facts = device_facts(db, request.app[WAITERS_KEY], request.app[UPDATE_POLLS_KEY]) if rows else {}
-    views = [_view(row, devices=MAX_LISTED_DEVICES, facts=facts, now=now) for row in rows]
-    return web.json_response({"rollouts": views})
+    rows = db.query("SELECT * FROM rollouts ORDER BY created_at DESC, id")
+    return web.json_response({"rollouts": [_view(row, devices=False, now=now) for row in rows]})
 
 
 async def get_rollout(request: web.Request) -> web.Response:
@@ -646,7 +642,7 @@ async def get_rollout(request: web.Request) -> web.Response:
     row = _load(request.app[DB_KEY].db, request.match_info["id"])
     if row is None:
         raise RejectedError(404, "no such rollout")
-    return web.json_response(_explained(request.app, row, True, request.app[CLOCK_KEY]()))
+    return web.json_response(_explained(request.app, row, request.app[CLOCK_KEY]()))
 
 
 def _command_handler(command: Command) -> Callable[[web.Request], Any]:

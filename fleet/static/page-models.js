@@ -11,7 +11,8 @@ const COMMANDS = {
   aborted: [["rollback", "Roll back"]],
 };
 const DONE_STATES = ["healthy"];
-const BAD_STATES = ["failed", "rolled_back", "canceled"];
+const BAD_STATES = ["failed", "rejected", "rolled_back", "canceled"];
+const DETAILED = 10;  // the newest rollouts whose devices are listed, each with why it is where it is
 
 function groupProgress(r, g) {
   const counts = g.counts || {};
@@ -23,6 +24,18 @@ function groupProgress(r, g) {
     h("progress", {max: g.size || 1, value: healthy, "aria-label": `Rollout ${r.id} group ${g.group}: ${healthy} of ${g.size} healthy`}),
     ` ${healthy}/${g.size} healthy`, bad ? `, ${bad} failed or withdrawn` : "",
     h("span", {class: "muted"}, ` · ${g.started ? (g.succeeded ? "succeeded" : "started") : "waiting"} · ${detail}`));
+}
+
+// Each device of a rollout: its step and, in words, why it is there and what happens next.
+function deviceTable(r) {
+  const columns = [
+    {label: "Device", cell: d => h("a", {href: `#/devices/${encodeURIComponent(d.device_id)}`}, d.device_id)},
+    {label: "Group", cell: d => String(d.group)},
+    {label: "Step", cell: d => badge(d.status, `dev-${d.status}`)},
+    {label: "Why / next", cell: d => h("span", {class: "explain"}, d.explain || d.reason || "")},
+    {label: "Last report", cell: d => d.last_report_at ? fmtTime(d.last_report_at) : "—"},
+  ];
+  return table(columns, r.devices || [], {caption: `Devices of rollout ${r.id}`, empty: "No devices."});
 }
 
 async function upload(file) {
@@ -138,10 +151,13 @@ export async function render(root, ctx) {
     try { data = await getOptional("/api/v1/rollouts"); } catch (err) { report(`Cannot load rollouts: ${err.message}`, "error"); return; }
     if (data === null) { clear(rolloutsOut).appendChild(unavailable("Rollouts", "GET /api/v1/rollouts")); return; }
     const list = data.rollouts || [];
+    const details = await Promise.all(list.slice(0, DETAILED).map(
+      r => get(`/api/v1/rollouts/${encodeURIComponent(r.id)}`).catch(() => null)));
     keepFocus(rolloutsOut, () => {
       clear(rolloutsOut);
       if (!list.length) { rolloutsOut.appendChild(h("p", {class: "empty"}, "No rollouts yet.")); return; }
-      for (const r of list) {
+      for (const [i, r] of list.entries()) {
+        const detail = i < DETAILED ? details[i] : null;
         const buttons = can("operator") ? (COMMANDS[r.status] || []).map(([cmd, label]) => actionButton(label, async () => {
           await post(`/api/v1/rollouts/${encodeURIComponent(r.id)}/${cmd}`, {});
           await refreshRollouts();
@@ -153,6 +169,7 @@ export async function render(root, ctx) {
           h("p", {class: "muted"}, `${r.id} · ${r.devices_total} device(s) · current group ${r.current_group ?? "—"} · ${r.failures} failure(s)`,
             ` · started ${fmtTime(r.created_at)} by ${r.created_by}`, r.reason ? ` · ${r.reason}` : ""),
           h("ul", {class: "groups"}, (r.groups || []).map(g => groupProgress(r, g))),
+          detail ? deviceTable(detail) : null,
           buttons.length ? h("p", {class: "actions"}, buttons) : null));
       }
     });
