@@ -54,6 +54,7 @@ from fleet.server import BackgroundServer
 from wardsight import modelpkg, wire
 from wardsight.bundle import Bundle
 from wardsight.footage import DEMO_FOOTAGE
+from wardsight.ota_cli import target_info
 
 MODEL = MOVENET_MULTIPOSE.name
 _rooms = itertools.count(1)
@@ -133,7 +134,9 @@ class Publisher:
         shutil.copyfile(package, tmp)
         info = library.inspect_package(tmp)
         library.install_package(self.repo, tmp, info)
-        self.listed[info.target] = TargetFile(info.length, {"sha256": info.sha256}, info.target)
+        signed = target_info(package)  # as 'wardsight ota publish' signs it: with the custom list of builds
+        assert signed.path == info.target and signed.length == info.length
+        self.listed[info.target] = signed
         self.repo.accept_targets(self._signed_targets(), self.now())
         return info.target
 
@@ -656,3 +659,86 @@ def test_an_offer_whose_target_is_not_signed_is_retried_then_reported(fleet, mov
     assert manager.step() == "rejected"
     assert fleet.reports(rollout) == [("failed", "target_unknown")]
     assert slots.state.trial is None and slots.state.slots == {"a": None, "b": None}
+
+
+# ---- the backend the device actually runs --------------------------------------------------------------------
+
+
+def test_a_device_on_an_accelerator_rejects_a_package_without_its_build_once(fleet, movenet_path, tmp_path):
+    fleet.publisher.publish(make_package(tmp_path / "pkg", "4.0", movenet_path))  # a CPU build only
+    device = fleet.enroll(tmp_path / "device")
+    rollout = fleet.rollout(device, "4.0")
+    backend, choice, slots = start(device, movenet_path)
+    backend.close()
+    manager = manager_for(device, slots, choice, backend="hailo", hardware="hailo8l")
+    assert manager.step() == "rejected"
+    assert manager.step() == "rejected"  # not tried again, not reported again
+    assert fleet.reports(rollout) == [("rejected", "no_build_for_backend")]
+    assert not list(device.ota_dir.rglob("*.wsm*"))  # known from the signed metadata: nothing was downloaded
+    assert slots.state.slots == {"a": None, "b": None}
+
+
+def test_a_default_device_boots_its_trial_on_the_cpu(fleet, movenet_path, model_store, tmp_path):
+    """accelerator.kind = auto with no accelerator present runs the CPU, so the slot on trial is what starts."""
+    from firmware.runtime import open_pose_model
+    from wardsight.device_config import DeviceConfig
+
+    fleet.publisher.publish(make_package(tmp_path / "pkg", "4.1", movenet_path))
+    device = fleet.enroll(tmp_path / "device")
+    fleet.rollout(device, "4.1")
+    backend, choice, slots = start(device, movenet_path)
+    backend.close()
+    restarts: list[str] = []
+    assert manager_for(device, slots, choice, restart=restarts.append).step() == "activating"
+    config = DeviceConfig()
+    assert config.accelerator.kind == "auto"
+    pose = open_pose_model(config, model_store, slots, ota_root=True)
+    try:
+        assert (pose.kind, pose.updates, pose.choice.trial, pose.choice.version) == ("cpu", "ready", True, "4.1")
+    finally:
+        pose.backend.close()
+
+
+def test_a_trial_this_start_did_not_boot_is_ended_once_not_begun_again(fleet, movenet_path, tmp_path):
+    """The bug from the field: a start that ran the factory model while a slot was on trial, after which the
+    manager failed every minute with "slot a is already on trial"."""
+    fleet.publisher.publish(make_package(tmp_path / "pkg", "4.2", movenet_path))
+    device = fleet.enroll(tmp_path / "device")
+    rollout = fleet.rollout(device, "4.2")
+    backend, choice, slots = start(device, movenet_path)
+    backend.close()
+    assert manager_for(device, slots, choice, restart=lambda reason: None).step() == "activating"
+    assert slots.state.trial is not None
+    again = manager_for(device, slots, Choice(None))  # the factory model ran: the trial was not booted
+    assert again.step() == "rejected"
+    assert again.step() == "rejected"  # once: the offer is not tried again, nothing raises
+    assert slots.state.trial is None
+    assert fleet.reports(rollout)[-1] == ("rolled_back", "not_booted")
+
+
+class BrokenChannel:
+    """An update channel (the UpdateChannel interface) whose every poll fails the same unexpected way."""
+
+    def __init__(self, stop_after: int, manager_stop: Callable[[], None]) -> None:
+        self.polls, self.stop_after, self.manager_stop = 0, stop_after, manager_stop
+
+    def poll(self) -> wire.UpdateOffer | None:
+        self.polls += 1
+        if self.polls >= self.stop_after:
+            self.manager_stop()
+        raise RuntimeError("the card is read-only")
+
+    def report(self, report: wire.UpdateReport) -> bool:
+        return True
+
+
+def test_the_same_failure_is_logged_once_and_backed_off(fleet, movenet_path, tmp_path, caplog):
+    device = fleet.enroll(tmp_path / "device")
+    backend, choice, slots = start(device, movenet_path)
+    backend.close()
+    manager = manager_for(device, slots, choice, retry_seconds=0.01, max_retry_seconds=0.05)
+    manager.channel = BrokenChannel(4, manager._stop.set)
+    with caplog.at_level("WARNING", logger="wardsight.device.ota"):
+        manager.run()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "4 times in a row" in caplog.text

@@ -465,3 +465,71 @@ async def test_the_background_ticker_moves_a_rollout_on(aiohttp_client, config, 
         await asyncio.sleep(0.02)
     assert (await view(client, operator, rollout["id"]))["current_group"] == 2
     assert await poll(groups_of(rollout, devices)[2][0]) is not None
+
+
+# ---- reaching devices promptly, and saying why each is where it is --------------------------------------
+
+JOBS = "/api/v1/device/jobs"
+
+
+async def long_poll(device, wait, seen=""):
+    """The device's jobs long poll, naming the update offer it last saw (as firmware.jobs.JobRunner does)."""
+    dev = device
+    if dev.nonce is None:
+        await dev.fetch_nonce()
+    resp = await dev.send("GET", f"{JOBS}?wait={wait}&update={seen}", proof=dev.proof("GET", JOBS))
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_a_new_rollout_wakes_the_devices_long_poll_at_once(client, db_path, clock):
+    devices = await enroll(client, db_path, clock, {"3B-12": "3B"})
+    device = devices["3B-12"]
+    operator = bearer(client, "operator")
+    assert (await long_poll(device, 0))["update"] is None  # nothing waits yet
+    waiting = asyncio.create_task(long_poll(device, 25))
+    await asyncio.sleep(0.3)  # the poll is now waiting on the server
+    rollout = await create(client, operator, selector={"room": "3B-12"}, groups=[{"percent": 100}])
+    assert rollout["devices"][0]["explain"].startswith("offered; the device is connected and was told")
+    # Answered when the rollout offered it the update, not after its 25 s.
+    answer = await asyncio.wait_for(waiting, 10)
+    assert answer == {"jobs": [], "update": f"{rollout['id']}/2.0"}
+    # A poll that already knows of the offer waits as usual (here its whole 1 s) and names it again.
+    assert (await long_poll(device, 1, seen=f"{rollout['id']}/2.0"))["update"] == f"{rollout['id']}/2.0"
+
+
+async def test_each_device_says_why_it_is_where_it_is(client, db_path, clock):
+    devices = await enroll(client, db_path, clock, {"3B-12": "3B", "3B-14": "3B", "3B-15": "3B", "3B-16": "3B"})
+    viewer, operator = bearer(client, "viewer"), bearer(client, "operator")
+    no_root, trial, refused, polled = (devices[r] for r in ("3B-12", "3B-14", "3B-15", "3B-16"))
+    heartbeat = wire.Health(
+        device_id=no_root.device_id, sent_at=clock.now, uptime_s=5, agent_version="0.1.0", accelerator="cpu",
+        updates="no_ota_root",
+    )  # fmt: skip
+    resp = await no_root.send("POST", "/api/v1/device/heartbeat", heartbeat.model_dump_json().encode(),
+                              "application/json")  # fmt: skip
+    assert resp.status == 200, await resp.text()
+    rollout = await create(client, operator, selector={"ward": "3B"}, groups=[{"percent": 100}],
+                           error_threshold={"count": 4})  # fmt: skip
+    offer = await poll(polled)  # asked once: the next check is due within the poll interval
+    offer = await update(trial, ("downloading", "downloaded", "installed", "activated"))
+    progress = wire.UpdateReport(rollout_id=offer.rollout_id, model=offer.model, version=offer.version,
+                                 state="activated", progress=0.4, done=12, total=30)  # fmt: skip
+    assert (await trial.send("POST", UPDATE, progress.model_dump_json().encode(), "application/json")).status == 202
+    await update(refused, ("downloading", "downloaded"))
+    assert (await report(refused, offer, "rejected", "self_test_failed")).status == 202
+    tick(client)
+    got = {d["device_id"]: d for d in (await view(client, viewer, rollout["id"]))["devices"]}
+    assert got[no_root.device_id]["explain"] == "cannot take updates (enrolled without an OTA root)"
+    assert got[trial.device_id]["explain"] == "on trial, health check 12 of 30 frames"
+    assert (got[trial.device_id]["done"], got[trial.device_id]["total"]) == (12, 30)
+    assert got[refused.device_id]["status"] == "rejected"
+    assert got[refused.device_id]["explain"] == (
+        "rejected by the device: the model failed its self-test; it still runs its previous model"
+    )
+    assert got[polled.device_id]["explain"] == "offered; next check within 300 s"
+    clock.now += 100
+    got = {d["device_id"]: d for d in (await view(client, viewer, rollout["id"]))["devices"]}
+    assert got[polled.device_id]["explain"] == "offered; next check within 200 s"
+    listed = (await (await client.get(ROLLOUTS, headers=viewer)).json())["rollouts"]
+    assert listed[0]["failures"] == 1  # a rejection counts against the error threshold
