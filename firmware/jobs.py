@@ -59,8 +59,8 @@ log = logging.getLogger("wardsight.device.jobs")
 
 RESTART_EXIT_CODE = 75  # "start me again": systemd's Restart=always (or the test's supervisor) does
 FACTORY_RESET_EXIT_CODE = 76  # wiped: do not expect to run again before a new enrollment
-JOBS_PATH = "/api/v1/device/jobs"
-ROTATE_PATH = "/api/v1/device/rotate-key"
+JOBS_PATH = wire.JOBS_PATH
+ROTATE_PATH = wire.ROTATE_PATH
 ROTATE_TYP = "wardsight-rotate+jws"
 POLL_WAIT = 25.0
 CLOCK_SKEW = 300.0  # a job may look issued this far in the future (server clock steps)

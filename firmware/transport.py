@@ -202,7 +202,7 @@ class FleetClient:
 
     def _fetch_nonce(self) -> None:
         """Ask for a nonce (the reply also tells the server's time); under the lock."""
-        self._learn(self._http("GET", self.base_url + "/api/v1/device/nonce", b"", {}, self._context, self._timeout))
+        self._learn(self._http("GET", self.base_url + wire.NONCE_PATH, b"", {}, self._context, self._timeout))
 
     def _exchange(
         self,
@@ -260,7 +260,7 @@ class FleetClient:
         self._credentials.store(grant.credential, self._expires_at)
 
     def _ensure_credential(self) -> str:
-        path = "/api/v1/device/credential"
+        path = wire.CREDENTIAL_PATH
         if self._credential is None:
             reply = self._exchange("POST", path, b"", None, None)
             if reply.status != 200:
@@ -337,8 +337,8 @@ class FleetClient:
 
     def post_event(self, url: str, jws: str) -> Reply:
         """The sender's ``post``: ``url`` is ignored (the client knows its server)."""
-        return self.request("POST", "/api/v1/device/events", jws.encode("ascii"), JOSE)
+        return self.request("POST", wire.EVENTS_PATH, jws.encode("ascii"), JOSE)
 
     def heartbeat(self, report: wire.Health) -> Reply:
         body = report.model_dump_json(exclude_none=True).encode()
-        return self.request("POST", "/api/v1/device/heartbeat", body, "application/json")
+        return self.request("POST", wire.HEARTBEAT_PATH, body, "application/json")

@@ -28,8 +28,8 @@ log = logging.getLogger("wardsight.fleet.device")
 
 JOSE = "application/jose"
 NONCES_KEY = web.AppKey("nonces", deviceauth.NonceIssuer)
-DEVICE_PREFIX = "/api/v1/device/"
-ENROLL_PATH = "/api/v1/enroll"
+DEVICE_PREFIX = wire.DEVICE_PREFIX
+ENROLL_PATH = wire.ENROLL_PATH
 RENEW_KEY = web.RequestKey("renew", bool)
 DEVICE_KEY = web.RequestKey("device", dict)  # the authenticated device's row  # the credential used is due for renewal
 
@@ -256,7 +256,7 @@ def setup(app: web.Application) -> None:
     app[NONCES_KEY] = deviceauth.NonceIssuer.from_key(app[KEYS_KEY].credentials, app[CONFIG_KEY].nonce_ttl_seconds)
     app.on_response_prepare.append(_stamp)
     app.router.add_post(ENROLL_PATH, enroll)
-    app.router.add_get(DEVICE_PREFIX + "nonce", nonce)
-    app.router.add_post(DEVICE_PREFIX + "credential", credential)
-    app.router.add_post(DEVICE_PREFIX + "events", ingest_event)
-    app.router.add_post(DEVICE_PREFIX + "heartbeat", heartbeat)
+    app.router.add_get(wire.NONCE_PATH, nonce)
+    app.router.add_post(wire.CREDENTIAL_PATH, credential)
+    app.router.add_post(wire.EVENTS_PATH, ingest_event)
+    app.router.add_post(wire.HEARTBEAT_PATH, heartbeat)

@@ -62,8 +62,8 @@ from wardsight.settings import describe_validation_error
 
 log = logging.getLogger("wardsight.fleet.jobs")
 
-DEVICE_JOBS_PATH = device_api.DEVICE_PREFIX + "jobs"
-ROTATE_PATH = device_api.DEVICE_PREFIX + "rotate-key"
+DEVICE_JOBS_PATH = wire.JOBS_PATH
+ROTATE_PATH = wire.ROTATE_PATH
 ROTATE_TYP = "wardsight-rotate+jws"
 MAX_WAIT_SECONDS = 30.0
 MAX_JOBS_PER_POLL = 10

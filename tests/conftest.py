@@ -47,9 +47,9 @@ def _uses_shared(code: CodeType, module: ModuleType, names: frozenset[str], seen
             return True
         value = getattr(module, name, None)
         inner = getattr(value, "__code__", None)
-        if isinstance(inner, CodeType) and getattr(value, "__module__", None) == module.__name__:
-            if _uses_shared(inner, module, names, seen):
-                return True
+        own = isinstance(inner, CodeType) and getattr(value, "__module__", None) == module.__name__
+        if own and _uses_shared(inner, module, names, seen):
+            return True
     return any(isinstance(c, CodeType) and _uses_shared(c, module, names, seen) for c in code.co_consts)
 
 

@@ -48,11 +48,11 @@ from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 
-from fleet.ota.repository import target_path  # the one definition of the target path layout
 from wardsight import modelpkg
 from wardsight.errors import WardSightError
 from wardsight.paths import write_file_atomically
 from wardsight.tls import pinned_context
+from wardsight.wire import target_path
 
 ROOT_KEY = "root.key"
 TARGETS_KEY = "targets.key"

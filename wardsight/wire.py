@@ -47,6 +47,32 @@ AUTH_SCHEME = "WardSight"  # Authorization: WardSight <credential>
 ENROLL_TYP = "wardsight-enroll+jws"
 ENROLL_AUDIENCE = "wardsight:enroll"
 
+# ---- the device API's paths (the server routes them, the device calls them) --------------------------------
+ENROLL_PATH = "/api/v1/enroll"
+DEVICE_PREFIX = "/api/v1/device/"
+NONCE_PATH = DEVICE_PREFIX + "nonce"
+CREDENTIAL_PATH = DEVICE_PREFIX + "credential"
+EVENTS_PATH = DEVICE_PREFIX + "events"
+HEARTBEAT_PATH = DEVICE_PREFIX + "heartbeat"
+JOBS_PATH = DEVICE_PREFIX + "jobs"  # GET: the long poll; POST JOBS_PATH/<job id>: a job's result
+ROTATE_PATH = DEVICE_PREFIX + "rotate-key"
+TUF_METADATA_PATH = "/tuf/metadata/"  # + <role>.json / <version>.<role>.json
+TUF_TARGETS_PATH = "/tuf/targets/"  # + target_path(name, version)
+
+# ---- OTA target paths -----------------------------------------------------------------------------------
+MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"  # wardsight.modelpkg.Manifest.name
+MODEL_VERSION_PATTERN = r"[0-9]{1,6}(?:\.[0-9]{1,6}){0,3}"  # wardsight.modelpkg.VERSION
+TARGET_PATH = re.compile(rf"^models/({MODEL_NAME_PATTERN})/({MODEL_VERSION_PATTERN})\.wsm$")
+
+
+def target_path(name: str, version: str) -> str:
+    """The TUF target path of a model package: ``models/<name>/<version>.wsm`` (ValueError if not one)."""
+    path = f"models/{name}/{version}.wsm"
+    if not TARGET_PATH.match(path):
+        raise ValueError(f"'{name}' {version!r} is not a model name and dotted numeric version")
+    return path
+
+
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 DataKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -203,7 +229,7 @@ UpdateState = Literal[
     "deferred",
     "rejected",  # the device refused the package before running it (self-test, no build for its backend, ...)
 ]
-UPDATE_PATH = "/api/v1/device/update"  # GET: the device's offer (204: none); POST: an UpdateReport
+UPDATE_PATH = DEVICE_PREFIX + "update"  # GET: the device's offer (204: none); POST: an UpdateReport
 # The jobs long poll (``GET /api/v1/device/jobs?wait=25&update=<key>``) also says which update offer waits for
 # the device (``{"jobs": [...], "update": "<rollout id>/<version>" | null}``) and answers at once when that
 # differs from the ``update`` key the device last saw, so an offer reaches an idle device within seconds.
@@ -304,7 +330,7 @@ def verify_job(token: str, server_key: Ed25519PublicKey) -> Job:
 # ---- scene snapshots: the zone editor's privacy-safe view of a room ---------------------------------------
 
 PREVIEW_HEADER = "WardSight-Preview"  # "1" on a device-API reply: the server wants scene snapshots now
-SCENE_PATH = "/api/v1/device/scene"
+SCENE_PATH = DEVICE_PREFIX + "scene"
 PREVIEW_INTERVAL_SECONDS = 2.0
 MAX_SCENE_BYTES = 16 * 1024  # a snapshot's JSON, at most (the server refuses larger bodies)
 MAX_PEOPLE = 16

@@ -30,6 +30,7 @@ from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 
+from wardsight import wire
 from wardsight.errors import WardSightError
 
 log = logging.getLogger("wardsight.device.ota")
@@ -108,8 +109,8 @@ class TufClient:
         self.ota_dir = ota_dir
         self.metadata_dir = ota_dir / "metadata"
         base = server_url.rstrip("/")
-        self.metadata_url = f"{base}/tuf/metadata/"
-        self.targets_url = f"{base}/tuf/targets/"
+        self.metadata_url = base + wire.TUF_METADATA_PATH
+        self.targets_url = base + wire.TUF_TARGETS_PATH
         self.fetcher = UrllibFetcher(context, timeout)
         self.reference_time = reference_time
         self.config = config or UpdaterConfig()

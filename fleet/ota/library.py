@@ -36,8 +36,9 @@ from fleet import audit, operators
 from fleet.appkeys import CLOCK_KEY, DB_KEY
 from fleet.db import transaction
 from fleet.errors import RejectedError
-from fleet.ota.repository import REPOSITORY_KEY, Repository, target_path
+from fleet.ota.repository import REPOSITORY_KEY, Repository
 from wardsight import modelpkg
+from wardsight.wire import target_path
 
 MAX_PACKAGE_BYTES = 2 * 1024**3
 MAX_DEVICES_LISTED = 100  # device ids per running version in the listing (the count is always complete)

@@ -63,9 +63,6 @@ RESIGN_CHECK_SECONDS = 600.0  # how often the background task looks at the onlin
 # The same caps as ngclient's UpdaterConfig defaults: nothing the server accepts is refused by a device.
 MAX_ROOT_BYTES = 512_000
 MAX_TARGETS_BYTES = 5_000_000
-NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"  # wardsight.modelpkg.Manifest.name
-VERSION_PATTERN = r"[0-9]{1,6}(?:\.[0-9]{1,6}){0,3}"  # wardsight.modelpkg.VERSION
-TARGET_PATH = re.compile(rf"^models/({NAME_PATTERN})/({VERSION_PATTERN})\.wsm$")
 _METADATA_NAME = re.compile(r"^(?:[1-9][0-9]{0,5}\.root|root|timestamp|snapshot|targets)\.json$")
 
 
@@ -75,14 +72,6 @@ class OtaError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def target_path(name: str, version: str) -> str:
-    """The TUF target path of a model package: ``models/<name>/<version>.wsm``."""
-    path = f"models/{name}/{version}.wsm"
-    if not TARGET_PATH.match(path):
-        raise ValueError(f"'{name}' {version!r} is not a model name and dotted numeric version")
-    return path
 
 
 def utc(timestamp: float) -> datetime:
@@ -200,7 +189,7 @@ class Repository:
 
     def target_file(self, path: str) -> Path | None:
         """The stored file for target ``path`` if the path is well formed and stays in the targets dir."""
-        if not TARGET_PATH.match(path):
+        if not wire.TARGET_PATH.match(path):
             return None
         file = (self.targets_dir / path).resolve()
         if not file.is_relative_to(self.targets_dir.resolve()):

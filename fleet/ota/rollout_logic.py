@@ -98,11 +98,6 @@ class CommandError(Exception):
     """An operator command that does not apply to the rollout's current status (the API answers 409)."""
 
 
-def target_path(model: str, version: str) -> str:
-    """The TUF target path of a model package: ``models/<name>/<version>.wsm``."""
-    return f"models/{model}/{version}.wsm"
-
-
 # ---- spec -----------------------------------------------------------------------------------------------
 
 
@@ -206,7 +201,7 @@ class RolloutSpec:
 
     @property
     def target(self) -> str:
-        return target_path(self.model, self.version)
+        return wire.target_path(self.model, self.version)
 
     def needed(self, group: int) -> int:
         """Healthy devices group ``group`` needs to succeed."""
@@ -344,7 +339,7 @@ def offer_for(spec: RolloutSpec, state: RolloutState, device_id: str, now: float
         version = spec.revert_version(device_id)
         assert version is not None  # rollback() refuses to revert a device without one
         return wire.UpdateOffer(
-            rollout_id=spec.rollout_id, model=spec.model, version=version, target=target_path(spec.model, version)
+            rollout_id=spec.rollout_id, model=spec.model, version=version, target=wire.target_path(spec.model, version)
         )
     start, end = spec.window.current_or_next(now) if spec.window is not None else (None, None)
     return wire.UpdateOffer(

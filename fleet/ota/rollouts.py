@@ -400,7 +400,7 @@ def create_rollout(
     target_check: TargetCheck = no_library,
 ) -> dict[str, Any]:
     """Select the devices, cut them into groups, store the rollout and offer its first group; return its view."""
-    target = logic.target_path(body.model, body.version)
+    target = wire.target_path(body.model, body.version)
     known = target_check(db, target)
     if known is False:
         raise RolloutRefusedError(400, f"the model library has no {body.model} {body.version} ({target})")
