@@ -68,7 +68,7 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from fleet import tokens  # noqa: E402
-from fleet.db import FleetDB  # noqa: E402
+from fleet.store.db import FleetDB  # noqa: E402
 from wardsight import wire  # noqa: E402
 
 EVENTS_PATH = "/api/v1/device/events"

@@ -1,6 +1,6 @@
 """The operators' API for enrollment and devices: tokens, approval, quarantine, revocation, events.
 
-Every route checks the caller's role on the server (``fleet.operators.require``) and every change goes
+Every route checks the caller's role on the server (``fleet.require``) and every change goes
 into the audit log with who and when.
 """
 
@@ -12,9 +12,12 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet import audit, operators, tokens
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.errors import RejectedError, query_number, read_json
+from fleet import audit, tokens
+from fleet.auth.operator import Role, require
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.web.body import read_json
+from fleet.web.errors import RejectedError
+from fleet.web.query import query_number
 from wardsight.wire import IDENTIFIER_PATTERN
 
 log = logging.getLogger("wardsight.fleet.admin")
@@ -42,7 +45,7 @@ def _now(request: web.Request) -> float:
 
 
 async def create_token(request: web.Request) -> web.Response:
-    who = await operators.require(request, "operator")
+    who = await require(request, "operator")
     body = await read_json(request, TokenRequest)
     now, config = _now(request), request.app[CONFIG_KEY]
     ttl = body.ttl_seconds if body.ttl_seconds is not None else config.token_ttl_seconds
@@ -69,13 +72,13 @@ async def create_token(request: web.Request) -> web.Response:
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     every = request.query.get("all") == "1"
     return web.json_response({"tokens": request.app[DB_KEY].list_tokens(_now(request), include_finished=every)})
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    who = await operators.require(request, "operator")
+    who = await require(request, "operator")
     token_id, db, now = request.match_info["id"], request.app[DB_KEY], _now(request)
     if not db.revoke_token(token_id, now):
         raise RejectedError(404, "no unused, unrevoked token with that id")
@@ -84,12 +87,12 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     return web.json_response({"devices": request.app[DB_KEY].list_devices(), "now": _now(request)})
 
 
 async def get_device(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     device = request.app[DB_KEY].device_view(request.match_info["id"])
     if device is None:
         raise RejectedError(404, "no such device")
@@ -97,7 +100,7 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 # action -> (the least role, the new status, the statuses it may come from); revoking also ends the credential
-TRANSITIONS: dict[str, tuple[operators.Role, str, tuple[str, ...]]] = {
+TRANSITIONS: dict[str, tuple[Role, str, tuple[str, ...]]] = {
     "approve": ("operator", "active", ("pending",)),
     "quarantine": ("operator", "quarantined", ("pending", "active")),
     "release": ("operator", "active", ("quarantined",)),
@@ -109,7 +112,7 @@ def _status_handler(action: str) -> Any:
     role, status, allowed = TRANSITIONS[action]
 
     async def handler(request: web.Request) -> web.Response:
-        who = await operators.require(request, role)
+        who = await require(request, role)
         body = await read_json(request, StatusRequest) if request.can_read_body else StatusRequest()
         device_id, db, now = request.match_info["id"], request.app[DB_KEY], _now(request)
         if db.get_device(device_id) is None:
@@ -132,7 +135,7 @@ def _status_handler(action: str) -> Any:
 
 async def reissue(request: web.Request) -> web.Response:
     """Let an active device obtain a fresh credential with its key (after its credential expired offline)."""
-    who = await operators.require(request, "admin")
+    who = await require(request, "admin")
     device_id, db, now = request.match_info["id"], request.app[DB_KEY], _now(request)
     device = db.get_device(device_id)
     if device is None:
@@ -145,7 +148,7 @@ async def reissue(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     limit = query_number(request, "limit", int)
     limit = 50 if limit is None else limit
     if not 1 <= limit <= 500:

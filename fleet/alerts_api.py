@@ -52,10 +52,14 @@ import sqlite_utils
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet import audit, operators
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.db import transaction
-from fleet.errors import RejectedError, check_query_params, query_number, read_json
+from fleet import audit
+from fleet.auth.operator import COOKIE_NAME, has_role, require
+from fleet.store.schema import transaction
+from fleet.web import events
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.web.body import read_json
+from fleet.web.errors import RejectedError
+from fleet.web.query import check_query_params, query_number
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet.alerts")
@@ -71,39 +75,6 @@ STATES = ("open", "acknowledged", "resolved")
 
 # The one definition of an alert, as SQL over ``events`` (also the partial index's and trigger's condition).
 ALERT_SQL = "severity IN ('warning', 'critical') OR (app = 'system' AND type = 'device_offline')"
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS alert_states (
-        event_id TEXT PRIMARY KEY REFERENCES events (event_id) ON DELETE CASCADE,
-        acknowledged_by TEXT,
-        acknowledged_at REAL,
-        resolved_by TEXT,
-        resolved_at REAL,
-        note TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS alert_feed (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
-        kind TEXT NOT NULL CHECK (kind IN ('alert', 'acknowledged', 'resolved')),
-        at REAL NOT NULL,
-        actor TEXT,
-        note TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS alert_feed_event ON alert_feed (event_id)",
-    f"CREATE INDEX IF NOT EXISTS events_alerts ON events (room, received_at) WHERE {ALERT_SQL}",
-    """CREATE TRIGGER IF NOT EXISTS alert_feed_on_event AFTER INSERT ON events
-        WHEN NEW.severity IN ('warning', 'critical') OR (NEW.app = 'system' AND NEW.type = 'device_offline')
-        BEGIN INSERT INTO alert_feed (event_id, kind, at) VALUES (NEW.event_id, 'alert', NEW.received_at); END""",
-)
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create ``alert_states``, ``alert_feed``, the alert index and the feed trigger on ``events`` (idempotent).
-
-    Needs the ``events`` table (``FleetDB`` creates it first).
-    """
-    for statement in _SCHEMA:
-        db.conn.execute(statement)
 
 
 # ---- reading alerts -----------------------------------------------------------------------------------
@@ -325,7 +296,7 @@ def _sha256(text: str) -> str:
 def still_allowed(request: web.Request, now: float) -> bool:
     """Whether the credentials that opened this stream would still be accepted for the viewer role.
 
-    Unlike :func:`fleet.operators.require` it writes nothing, so an open stream neither refreshes a session's
+    Unlike :func:`fleet.require` it writes nothing, so an open stream neither refreshes a session's
     idle timer nor an API token's ``last_used_at``.
     """
     db, config = request.app[DB_KEY].db, request.app[CONFIG_KEY]
@@ -339,9 +310,9 @@ def still_allowed(request: web.Request, now: float) -> bool:
             row is not None
             and row[0] is None
             and (row[1] is None or now < row[1])
-            and operators.has_role(row[2], "viewer")
+            and has_role(row[2], "viewer")
         )
-    cookie = request.cookies.get(operators.COOKIE_NAME)
+    cookie = request.cookies.get(COOKIE_NAME)
     if not cookie:
         return False
     row = db.conn.execute(
@@ -354,7 +325,7 @@ def still_allowed(request: web.Request, now: float) -> bool:
         and not row[2]
         and now - row[1] < config.session_idle_seconds
         and now - row[0] < config.session_max_seconds
-        and operators.has_role(row[3], "viewer")
+        and has_role(row[3], "viewer")
     )
 
 
@@ -380,7 +351,7 @@ _LIST_PARAMS = frozenset({"room", "ward", "site", "state", "since", "before", "l
 
 
 async def _list(request: web.Request, room: str | None) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     check_query_params(request, _LIST_PARAMS - ({"room"} if room is not None else set()))
     state = request.query.get("state") or None
     if state is not None and state not in STATES:
@@ -423,7 +394,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 async def _change(request: web.Request, to: str) -> web.Response:
-    principal = await operators.require(request, "operator")
+    principal = await require(request, "operator")
     note = None
     raw = await request.read() if request.can_read_body else b""
     if raw.strip():  # the body is optional: no body (or an empty one) means no note
@@ -473,7 +444,7 @@ def _sse(data: dict[str, Any] | None = None, *, id: int | None = None, comment: 
 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     check_query_params(request, frozenset({"room", "ward", "site", "after"}))
     app, db = request.app, request.app[DB_KEY].db
     filters = _filters(request)
@@ -520,6 +491,7 @@ def setup(app: web.Application) -> None:
     """Add the alert routes and the streams' wake-up (streams end when the app shuts down)."""
     broker = _Broker()
     app[BROKER_KEY] = broker
+    events.listen(app, notify)
 
     async def close_streams(app: web.Application) -> None:
         broker.closing = True

@@ -9,55 +9,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from importlib import resources
 
 from aiohttp import web
 
 from fleet import admin_api, alerts_api, delivery, device_api, health, jobs, operators, reports, scene_api
 from fleet import console as console_api
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY, Clock
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
-from fleet.errors import RejectedError
 from fleet.keys import load_server_keys
 from fleet.ota import repository, rollouts
+from fleet.store.db import FleetDB
+from fleet.web import middleware
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY, Clock
 
 log = logging.getLogger("wardsight.fleet")
-
-CREDENTIAL_HEADERS = ("Authorization", "Cookie", "X-CSRF-Token", "WardSight-Proof")
-
-
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        for name in CREDENTIAL_HEADERS:  # secrets travel in these; they are ASCII by construction
-            value = request.headers.get(name)
-            if value is not None and not value.isascii():
-                raise RejectedError(400, f"the {name} header must be ASCII")
-        return await handler(request)
-    except RejectedError as exc:
-        metrics = request.app.get(health.METRICS_KEY)
-        if metrics is not None:
-            metrics.requests_rejected.labels(status=str(exc.status_code)).inc()
-        log.warning(
-            "%s %s from %s rejected (%d): %s", request.method, request.path, request.remote, exc.status_code, exc.why
-        )
-        raise
-    except web.HTTPRequestEntityTooLarge:
-        log.warning("%s %s from %s rejected (413): body too large", request.method, request.path, request.remote)
-        raise RejectedError(413, "request body too large") from None
-
-
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Added on response prepare, so error responses carry them too."""
-    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'none'; frame-ancestors 'none'")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("Cache-Control", "no-store")
-
 
 def _static(name: str) -> bytes:
     return resources.files("fleet").joinpath("static", name).read_bytes()
@@ -85,8 +51,8 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
     """Build the fleet application; the database opens on startup and closes on cleanup."""
     if config.database is None:
         raise ValueError("config.database must be set (load_server_config sets it)")
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
-    app.on_response_prepare.append(security_headers)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[middleware.error_middleware])
+    middleware.install(app)
     app[CONFIG_KEY] = config
     app[CLOCK_KEY] = clock
     app[KEYS_KEY] = load_server_keys(config.keys_dir or config.database.parent / "fleet-keys")

@@ -25,7 +25,7 @@ from typing import Any
 import sqlite_utils
 from aiohttp import web
 
-from fleet.db import transaction
+from fleet.store.schema import transaction
 
 GENESIS = "0" * 64
 MAX_QUERY_LIMIT = 1000
@@ -43,26 +43,6 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
         "session",
         "session_id",
     }
-)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        time REAL NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        details TEXT NOT NULL,
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS audit_time ON audit (time)",
-    "CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor)",
-    "CREATE INDEX IF NOT EXISTS audit_target ON audit (target)",
-    """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
 )
 
 
@@ -84,12 +64,6 @@ class VerifyResult:
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
         }
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create the table, its indexes and the triggers that refuse UPDATE and DELETE (idempotent)."""
-    for statement in _SCHEMA:
-        db.conn.execute(statement)
 
 
 def setup(app: web.Application) -> None:

@@ -11,10 +11,10 @@ import click
 
 from fleet import admin_api, audit, tokens
 from fleet.config import ServerConfig, load_server_config
-from fleet.db import FleetDB
 from fleet.ota.repository import bundle_root
 from fleet.pki import CA_CERT
 from fleet.server import keys_dir, serve_forever
+from fleet.store.db import FleetDB
 from wardsight import wire
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context

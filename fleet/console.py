@@ -29,11 +29,14 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet import health, operators, presence
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet import health, presence
+from fleet.auth.operator import require
 from fleet.config import ServerConfig
-from fleet.errors import RejectedError, query_number, read_json
 from fleet.ota import repository
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.web.body import read_json
+from fleet.web.errors import RejectedError
+from fleet.web.query import query_number
 
 STATIC_TYPES = {
     ".js": "application/javascript",
@@ -125,12 +128,12 @@ def fleet_overview(app: web.Application) -> dict[str, Any]:
 
 
 async def get_overview(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     return web.json_response(fleet_overview(request.app))
 
 
 async def get_device_health(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     device_id = request.match_info["id"]
     fleet, now = request.app[DB_KEY], request.app[CLOCK_KEY]()
     if fleet.get_device(device_id) is None:
@@ -152,7 +155,7 @@ async def get_device_health(request: web.Request) -> web.Response:
 
 
 async def get_device_config(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     device_id = request.match_info["id"]
     fleet = request.app[DB_KEY]
     if fleet.get_device(device_id) is None:
@@ -200,7 +203,7 @@ def qr_svg(text: str) -> bytes:
 
 
 async def post_qr(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     body = await read_json(request, QRRequest, max_bytes=8 * 1024)
     import segno
 
@@ -218,7 +221,7 @@ def _keys_dir(config: ServerConfig) -> Path | None:
 
 
 async def get_bundle_ca(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     config = request.app[CONFIG_KEY]
     directory = _keys_dir(config)
     ca_path = directory / "ca.crt" if directory is not None else None

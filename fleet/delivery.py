@@ -49,10 +49,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
-from fleet import audit, fhir, operators
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
-from fleet.db import transaction
-from fleet.errors import RejectedError, read_json
+from fleet import audit, fhir
+from fleet.auth.operator import require
+from fleet.store.schema import transaction
+from fleet.web import events
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
+from fleet.web.body import read_json
+from fleet.web.errors import RejectedError
 from wardsight import webhooks
 from wardsight.wire import App, Event, Severity
 
@@ -79,45 +82,6 @@ METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.go
 
 RNG_KEY = web.AppKey("delivery_rng", random.Random)  # optional: a seeded RNG for the jitter (tests)
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS webhook_endpoints (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL,
-        url TEXT NOT NULL,
-        format TEXT NOT NULL CHECK (format IN ('standard', 'fhir')),
-        hmac_secret TEXT,
-        apps TEXT NOT NULL DEFAULT '[]',
-        min_severity TEXT NOT NULL DEFAULT 'info' CHECK (min_severity IN ('info', 'warning', 'critical')),
-        enabled INTEGER NOT NULL DEFAULT 1,
-        disabled_reason TEXT,
-        created_at REAL NOT NULL,
-        created_by TEXT NOT NULL,
-        last_attempt_at REAL,
-        last_success_at REAL,
-        last_status INTEGER,
-        last_error TEXT,
-        consecutive_failures INTEGER NOT NULL DEFAULT 0,
-        delivered_count INTEGER NOT NULL DEFAULT 0,
-        dead_count INTEGER NOT NULL DEFAULT 0
-    )""",
-    """CREATE TABLE IF NOT EXISTS webhook_deliveries (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        endpoint_id INTEGER NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
-        event_id TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
-        msg_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'dead')),
-        last_status INTEGER,
-        last_error TEXT,
-        created_at REAL NOT NULL,
-        delivered_at REAL,
-        UNIQUE (endpoint_id, event_id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS webhook_deliveries_queue ON webhook_deliveries (endpoint_id, status, id)",
-    "CREATE INDEX IF NOT EXISTS webhook_deliveries_status ON webhook_deliveries (status, endpoint_id)",
-)
 
 ENDPOINT_COLUMNS = (
     "id, name, url, format, apps, min_severity, enabled, disabled_reason, created_at, created_by, last_attempt_at,"
@@ -239,12 +203,6 @@ def guarded_socket_factory(allow_insecure: bool) -> Callable[[tuple[Any, ...]], 
 # ---- schema and queueing -----------------------------------------------------------------------------
 
 
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create this module's tables if missing (idempotent)."""
-    for statement in _SCHEMA:
-        db.conn.execute(statement)
-
-
 def msg_id_for(event_id: str) -> str:
     """The Standard Webhooks ``webhook-id`` of an event's deliveries: the same for every attempt."""
     return "msg_" + event_id.replace("-", "")
@@ -270,7 +228,7 @@ def _wants(endpoint: Mapping[str, Any], event: Event) -> bool:
 def enqueue_for_event(db: sqlite_utils.Database, event: Event, now: float) -> int:
     """Queue one delivery of ``event`` per enabled endpoint that subscribes to it; return how many.
 
-    Runs inside the caller's transaction (``FleetDB.store_event``): it must not BEGIN or COMMIT.
+    Runs inside the caller's transaction (``fleet.intake.store``): it must not BEGIN or COMMIT.
     """
     conn = db.conn
     rows = conn.execute("SELECT id, format, apps, min_severity FROM webhook_endpoints WHERE enabled = 1 ORDER BY id")
@@ -808,13 +766,13 @@ def _audit(request: web.Request, actor: str, action: str, target: str, details: 
 
 
 async def handle_list(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     db = request.app[DB_KEY].db
     return web.json_response({"webhooks": list_endpoints(db), "queue": queue_depth(db)})
 
 
 async def handle_create(request: web.Request) -> web.Response:
-    who = await operators.require(request, "admin")
+    who = await require(request, "admin")
     body = await read_json(request, CreateRequest)
     await _checked_url(request, body.url)
     db = request.app[DB_KEY].db
@@ -844,7 +802,7 @@ async def handle_create(request: web.Request) -> web.Response:
 
 
 async def handle_update(request: web.Request) -> web.Response:
-    who = await operators.require(request, "admin")
+    who = await require(request, "admin")
     endpoint_id = _int_id(request)
     body = await read_json(request, UpdateRequest)
     changes = body.model_dump(exclude_none=True)
@@ -886,7 +844,7 @@ async def handle_update(request: web.Request) -> web.Response:
 
 
 async def handle_delete(request: web.Request) -> web.Response:
-    who = await operators.require(request, "admin")
+    who = await require(request, "admin")
     endpoint_id = _int_id(request)
     db = request.app[DB_KEY].db
     with transaction(db.conn):
@@ -899,7 +857,7 @@ async def handle_delete(request: web.Request) -> web.Response:
 
 
 async def handle_deliveries(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     endpoint_id = _int_id(request)
     db = request.app[DB_KEY].db
     if get_endpoint(db, endpoint_id) is None:
@@ -921,7 +879,7 @@ async def handle_deliveries(request: web.Request) -> web.Response:
 
 
 async def handle_redeliver(request: web.Request) -> web.Response:
-    who = await operators.require(request, "admin")
+    who = await require(request, "admin")
     delivery_id = _int_id(request)
     db = request.app[DB_KEY].db
     try:
@@ -936,7 +894,7 @@ async def handle_redeliver(request: web.Request) -> web.Response:
 
 
 async def handle_public_key(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     return web.json_response({"public_key": request.app[KEYS_KEY].webhook_public_key, "signature_version": "v1a"})
 
 
@@ -944,6 +902,7 @@ def setup(app: web.Application) -> None:
     """Add the webhook routes and the delivery worker (started and stopped with the app)."""
     worker = _Worker(app)
     app[_WORKER_KEY] = worker
+    events.listen(app, lambda app, event: wake(app))
 
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG_KEY]

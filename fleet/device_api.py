@@ -16,10 +16,11 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from fleet import alerts_api, audit, delivery, deviceauth, health, tokens
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
-from fleet.db import transaction
-from fleet.errors import RejectedError
+from fleet import audit, health, intake, tokens
+from fleet.auth import device as deviceauth
+from fleet.store.schema import transaction
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
+from fleet.web.errors import RejectedError
 from wardsight import wire
 
 M = TypeVar("M", bound=BaseModel)
@@ -220,13 +221,8 @@ async def ingest_event(request: web.Request) -> web.Response:
         raise RejectedError(400, str(exc)) from None
     if event.room != device["room"]:
         raise RejectedError(403, f"device {event.device_id} belongs to room {device['room']}, not {event.room}")
-    stored = db.store_event(event, request.app[CLOCK_KEY]())
+    stored = intake.accept(request.app, db, event, request.app[CLOCK_KEY]())
     if stored:
-        delivery.wake(request.app)
-        alerts_api.notify(request.app, event)
-        metrics = request.app.get(health.METRICS_KEY)
-        if metrics is not None:
-            metrics.events_ingested.labels(app=event.app, severity=event.severity).inc()
         log.info("event %s from %s: %s/%s", event.event_id, event.device_id, event.app, event.type)
     return web.json_response({"event_id": event.event_id, "stored": stored}, status=201 if stored else 200)
 

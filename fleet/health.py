@@ -10,7 +10,7 @@ Storage (this module's tables, keyed by device and removed with it):
 
 The offline monitor (a background task started by :func:`setup`) runs :func:`check_presence` every
 ``offline_check_seconds``; each transition decided by :mod:`fleet.presence` is stored as a ``system``
-event (``device_offline`` / ``device_online``) through :meth:`FleetDB.store_event`, so it reaches the
+event (``device_offline`` / ``device_online``) through :func:`fleet.intake.store`, so it reaches the
 event list and the webhooks like any alert. Event ids are derived from the transition, so a check that
 is interrupted and repeated stores each announcement once.
 
@@ -37,10 +37,14 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from pydantic import ValidationError
 
-from fleet import delivery, operators, presence
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.db import FleetDB, add_missing_column, transaction
-from fleet.tasks import running
+from fleet import intake, presence
+from fleet.auth.operator import require
+from fleet.store.db import FleetDB
+from fleet.store.schema import transaction
+from fleet.web import events
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.web.middleware import REJECTION_LISTENERS_KEY
+from fleet.web.tasks import running
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet.health")
@@ -85,64 +89,12 @@ _SAMPLE_COLUMNS = (
     "pose_ms",
 )
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS health_latest (
-        device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
-        received_at REAL NOT NULL,
-        clock_skew_s REAL NOT NULL,
-        sent_at REAL NOT NULL,
-        uptime_s REAL NOT NULL,
-        agent_version TEXT NOT NULL,
-        accelerator TEXT NOT NULL,
-        accelerator_configured TEXT,
-        cpu_temp_c REAL,
-        accelerator_temp_c REAL,
-        mem_used_mb REAL,
-        mem_total_mb REAL,
-        fps REAL,
-        frames_processed INTEGER NOT NULL,
-        frames_dropped INTEGER NOT NULL,
-        frames_dropped_delta INTEGER NOT NULL,
-        outbox_pending INTEGER NOT NULL,
-        stage_ms TEXT NOT NULL,
-        models TEXT NOT NULL,
-        warnings TEXT NOT NULL,
-        updates TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS health_samples (
-        id INTEGER PRIMARY KEY,
-        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
-        received_at REAL NOT NULL,
-        fps REAL,
-        cpu_temp_c REAL,
-        mem_used_mb REAL,
-        frames_processed INTEGER NOT NULL,
-        frames_dropped INTEGER NOT NULL,
-        pose_ms REAL
-    )""",
-    "CREATE INDEX IF NOT EXISTS health_samples_device ON health_samples (device_id, received_at)",
-    """CREATE TABLE IF NOT EXISTS presence (
-        device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
-        last_heard_at REAL,
-        offline_since REAL,
-        returned_at REAL
-    )""",
-)
-
 
 class UnknownDeviceError(LookupError):
     """The device id names no enrolled device."""
 
 
 # ---- storage ----------------------------------------------------------------------------------------
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create this module's tables if missing (idempotent)."""
-    with transaction(db.conn):
-        for statement in _SCHEMA:
-            db.conn.execute(statement)
-        add_missing_column(db.conn, "health_latest", "updates", "TEXT")  # databases made before it
 
 
 def _require_device(conn: sqlite3.Connection, device_id: str) -> None:
@@ -388,7 +340,7 @@ def check_presence(
             _apply(fleet.db.conn, t)
             continue
         # The event first: if we stop before the state is updated, the next check derives the same id again.
-        fleet.store_event(event, now)
+        intake.store(fleet, event, now)
         _apply(fleet.db.conn, t)
         if not offline:
             _resolve_offline_alert(fleet.db, t, now)
@@ -400,10 +352,7 @@ def check_presence(
         if metrics is not None:
             for t in announced:
                 metrics.presence_transitions.labels(kind=t.kind).inc()
-        delivery.wake(target)
-        from fleet import alerts_api  # alerts_api reads health; import late to keep the graph acyclic
-
-        alerts_api.notify(target)
+        events.announce(target, None)
     return announced
 
 
@@ -528,7 +477,7 @@ class _FleetCollector:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     body = request.config_dict[METRICS_KEY].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
@@ -570,11 +519,18 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def _count_event(app: web.Application, event: wire.Event | None) -> None:
+    if event is not None:  # a device's event (the server's own notes are announced without one)
+        app[METRICS_KEY].events_ingested.labels(app=event.app, severity=event.severity).inc()
+
+
 def setup(app: web.Application) -> None:
     """Add the metrics registry, ``GET /metrics`` and the offline monitor to ``app``."""
     metrics = Metrics()
     metrics.registry.register(_FleetCollector(app))
     app[METRICS_KEY] = metrics
+    app[REJECTION_LISTENERS_KEY].append(lambda status: metrics.requests_rejected.labels(status=str(status)).inc())
+    events.listen(app, _count_event)
     app[_MONITOR_KEY] = _Monitor()
     app.cleanup_ctx.append(_monitor_ctx)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -1,6 +1,6 @@
 """Maintenance jobs: operators run them on one device, a list or a selection; devices fetch, run and report.
 
-Operators (``fleet.operators.require``; every change in the audit log):
+Operators (``fleet.require``; every change in the audit log):
 
 - ``POST /api/v1/jobs`` (operator; ``reboot``, ``factory_reset`` and ``rotate_key`` need admin) makes a
   *batch*: one job per targeted active device. ``push_config`` carries a ``device.toml`` the server first
@@ -37,7 +37,6 @@ import tomllib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Annotated, Any, Literal, get_args
 
-import jwt
 import sqlite_utils
 from aiohttp import web
 from pydantic import (
@@ -51,11 +50,14 @@ from pydantic import (
     model_validator,
 )
 
-from fleet import audit, device_api, deviceauth, job_logic, operators, wakeup
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
-from fleet.db import FleetDB, transaction
-from fleet.errors import RejectedError
+from fleet import audit, device_api, job_logic, wakeup
+from fleet.auth import device as deviceauth
+from fleet.auth.operator import has_role, require
+from fleet.store.db import FleetDB
+from fleet.store.schema import transaction
 from fleet.wakeup import WAITERS_KEY
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
+from fleet.web.errors import RejectedError
 from wardsight import wire
 from wardsight.device_config import DeviceConfig
 from wardsight.settings import describe_validation_error
@@ -64,7 +66,6 @@ log = logging.getLogger("wardsight.fleet.jobs")
 
 DEVICE_JOBS_PATH = wire.JOBS_PATH
 ROTATE_PATH = wire.ROTATE_PATH
-ROTATE_TYP = "wardsight-rotate+jws"
 MAX_WAIT_SECONDS = 30.0
 MAX_JOBS_PER_POLL = 10
 MIN_EXPIRES_IN = 60
@@ -78,50 +79,6 @@ ADMIN_KINDS: frozenset[str] = frozenset({"reboot", "factory_reset", "rotate_key"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 JOB_LIST_LIMIT = 500
 _NOT_REVOKED = ("pending", "active", "quarantined")
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS job_batches (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        params TEXT NOT NULL,
-        config TEXT,
-        target TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        rate_per_minute INTEGER,
-        error_threshold TEXT,
-        status TEXT NOT NULL CHECK (status IN ('running', 'stopped', 'cancelled')),
-        ended_at REAL,
-        ended_by TEXT,
-        end_reason TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS job_batches_created ON job_batches (created_at)",
-    """CREATE TABLE IF NOT EXISTS jobs (
-        id TEXT PRIMARY KEY,
-        batch_id TEXT NOT NULL REFERENCES job_batches (id),
-        device_id TEXT NOT NULL REFERENCES devices (id),
-        seq INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        released_at REAL,
-        received_at REAL,
-        updated_at REAL NOT NULL,
-        finished_at REAL,
-        reason TEXT,
-        progress REAL,
-        output TEXT,
-        UNIQUE (batch_id, seq)
-    )""",
-    "CREATE INDEX IF NOT EXISTS jobs_device_state ON jobs (device_id, state)",
-    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state)",
-)
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create the job_batches and jobs tables if missing (idempotent)."""
-    with transaction(db.conn):
-        for statement in _SCHEMA:
-            db.conn.execute(statement)
 
 
 # ---- request bodies ------------------------------------------------------------------------------------
@@ -182,15 +139,6 @@ class RotateRequest(_Body):
     job_id: Annotated[str, Field(pattern=r"^job-[0-9a-f]{16,32}$")]
     public_key: Annotated[str, Field(min_length=43, max_length=43)]
     possession: Annotated[str, Field(min_length=16, max_length=wire.MAX_JWS_BYTES)]
-
-
-class RotatePossession(_Body):
-    """Signed by the device's new key: proves it holds it, for this device, job and request (the nonce)."""
-
-    device_id: Ident
-    job_id: str
-    public_key: str
-    nonce: str
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -648,23 +596,13 @@ def _apply_report(
             audit.record(db, actor=f"device:{device}", action="device.revoke", target=device, details=details, now=now)
 
 
-def _check_possession(token: str, new_key: wire.Ed25519PublicKey) -> RotatePossession:
+def _check_possession(token: str, new_key: wire.Ed25519PublicKey) -> wire.RotationProof:
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
-        raise RejectedError(400, "possession is not a compact JWS") from None
-    if header.get("alg") != "EdDSA" or header.get("typ") != ROTATE_TYP:
-        raise RejectedError(400, f"possession must have alg EdDSA and typ {ROTATE_TYP}")
-    try:
-        payload = jwt.decode(token, new_key, algorithms=["EdDSA"], options={"verify_exp": False, "verify_iat": False})
-    except jwt.InvalidSignatureError:
-        raise RejectedError(401, "possession is not signed by the new key") from None
-    except jwt.InvalidTokenError as exc:
-        raise RejectedError(400, f"possession is not a valid JWS: {exc}") from None
-    try:
-        return RotatePossession.model_validate(payload)
-    except ValidationError as exc:
-        raise RejectedError(400, f"possession {_first_error(exc)}") from None
+        return wire.verify_rotation_proof(token, new_key)
+    except wire.SignatureError as exc:
+        raise RejectedError(401, str(exc)) from None
+    except wire.WireError as exc:
+        raise RejectedError(400, str(exc)) from None
 
 
 async def rotate_key(request: web.Request) -> web.Response:
@@ -790,9 +728,9 @@ def _check_size(kind: wire.JobKind, params: dict[str, Any], config: str | None, 
 
 
 async def create_jobs(request: web.Request) -> web.Response:
-    who = await operators.require(request, "operator")
+    who = await require(request, "operator")
     body: CreateJobs = _parse(CreateJobs, await _read(request, "application/json", MAX_CREATE_BYTES))
-    if body.kind in ADMIN_KINDS and not operators.has_role(who.role, "admin"):
+    if body.kind in ADMIN_KINDS and not has_role(who.role, "admin"):
         raise RejectedError(403, f"{body.kind} jobs need the admin role; {who.actor} is {who.role}")
     params = _validated_params(body)
     config = _validated_config(body)
@@ -821,7 +759,7 @@ async def create_jobs(request: web.Request) -> web.Response:
 
 
 async def list_batches(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     try:
         limit = int(request.query.get("limit", "100"))
     except ValueError:
@@ -844,7 +782,7 @@ def _batch_or_404(request: web.Request) -> str:
 
 
 async def get_batch(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     batch_id = _batch_or_404(request)
     app, now = request.app, _now(request)
     _step(app, now, [batch_id])
@@ -852,7 +790,7 @@ async def get_batch(request: web.Request) -> web.Response:
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
-    who = await operators.require(request, "operator")
+    who = await require(request, "operator")
     batch_id = _batch_or_404(request)
     app, now = request.app, _now(request)
     _step(app, now, [batch_id])
@@ -870,7 +808,7 @@ async def cancel_batch(request: web.Request) -> web.Response:
 
 
 async def get_output(request: web.Request) -> web.Response:
-    await operators.require(request, "operator")
+    await require(request, "operator")
     batch_id = _batch_or_404(request)
     conn = request.app[DB_KEY].db.conn
     row = _one(

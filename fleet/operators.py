@@ -23,8 +23,6 @@ cannot send and which needs a CORS preflight this server never grants.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import math
@@ -32,7 +30,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal, TypeVar, cast, get_args
+from typing import Annotated, Any, TypeVar, cast
 
 import sqlite_utils
 from aiohttp import web
@@ -41,38 +39,32 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet import audit
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.auth.operator import (
+    API_PREFIX,
+    COOKIE_NAME,
+    ROLES,
+    Role,
+    authenticate,
+    one,
+    require,
+    require_session,
+    sha256,
+)
 from fleet.config import ServerConfig
-from fleet.db import transaction
-from fleet.errors import RejectedError, check_query_params, query_number
+from fleet.store.schema import transaction
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.web.errors import RejectedError
+from fleet.web.query import check_query_params, query_number
 
 log = logging.getLogger("wardsight.fleet.operators")
 
-Role = Literal["viewer", "operator", "admin"]
-ROLES: tuple[Role, ...] = get_args(Role)
-_RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}
-
-COOKIE_NAME = "wardsight_session"
-CSRF_HEADER = "X-CSRF-Token"
-API_PREFIX = "wsa"
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
 MAX_TOKEN_LIFETIME = 366 * 24 * 3600
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HASHING_SLOTS = 2  # concurrent argon2 computations (memory-hard: each takes password_memory_kib)
 AUDIT_PAGE_LIMIT = 500
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who made a request: ``actor`` is ``user:<name>`` (session) or ``apitoken:<id>`` (token)."""
-
-    actor: str
-    role: Role
-    via: Literal["session", "token"]
-    username: str | None
 
 
 class OperatorError(Exception):
@@ -83,68 +75,7 @@ class OperatorError(Exception):
         self.status = status
 
 
-def has_role(have: Role, need: Role) -> bool:
-    """True if ``have`` includes ``need`` (admin ⊇ operator ⊇ viewer)."""
-    return _RANK[have] >= _RANK[need]
-
-
 # ---- schema -------------------------------------------------------------------------------------------
-
-_ROLE_CHECK = "CHECK (role IN ('viewer', 'operator', 'admin'))"
-_SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS operators (
-        username TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,
-        role TEXT NOT NULL {_ROLE_CHECK},
-        disabled INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        created_by TEXT NOT NULL,
-        updated_at REAL NOT NULL,
-        password_changed_at REAL NOT NULL,
-        last_login_at REAL
-    )""",
-    """CREATE TABLE IF NOT EXISTS sessions (
-        id_hash TEXT PRIMARY KEY,
-        username TEXT NOT NULL REFERENCES operators (username) ON DELETE CASCADE,
-        csrf_token TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        last_seen_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS sessions_username ON sessions (username)",
-    """CREATE TABLE IF NOT EXISTS login_failures (
-        username TEXT PRIMARY KEY,
-        failures INTEGER NOT NULL,
-        last_attempt_at REAL NOT NULL,
-        locked_until REAL
-    )""",
-    f"""CREATE TABLE IF NOT EXISTS api_tokens (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        secret_hash TEXT NOT NULL,
-        role TEXT NOT NULL {_ROLE_CHECK},
-        created_by TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL,
-        revoked_at REAL,
-        revoked_by TEXT,
-        last_used_at REAL
-    )""",
-)
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create the operators, sessions, login_failures and api_tokens tables if missing (idempotent)."""
-    for statement in _SCHEMA:
-        db.conn.execute(statement)
-
-
-def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
-    rows = list(db.query(sql, params))
-    return rows[0] if rows else None
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # ---- passwords ----------------------------------------------------------------------------------------
@@ -168,7 +99,7 @@ def validate_username(username: str) -> None:
 
 
 def validate_role(role: str) -> Role:
-    if role not in _RANK:
+    if role not in ROLES:
         raise OperatorError(400, f"role must be one of {', '.join(ROLES)}")
     return cast(Role, role)
 
@@ -261,7 +192,7 @@ def _apply_update(
     password_hash: str | None = None,
 ) -> dict[str, Any]:
     with transaction(db.conn) as conn:
-        row = _one(db, "SELECT * FROM operators WHERE username = ?", [username])
+        row = one(db, "SELECT * FROM operators WHERE username = ?", [username])
         if row is None:
             raise OperatorError(404, f"no operator '{username}'")
         new_role = role if role is not None else row["role"]
@@ -285,7 +216,7 @@ def _apply_update(
         if password_hash is not None:
             details["password_reset"] = True
         audit.record(db, actor=actor, action="operator.update", target=f"user:{username}", details=details, now=now)
-        updated = _one(db, "SELECT * FROM operators WHERE username = ?", [username])
+        updated = one(db, "SELECT * FROM operators WHERE username = ?", [username])
     assert updated is not None
     return _operator_view(updated)
 
@@ -332,7 +263,7 @@ def create_api_token(
         conn.execute(
             "INSERT INTO api_tokens (id, name, secret_hash, role, created_by, created_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [token_id, name, _sha256(secret), role, created_by, now, expires_at],
+            [token_id, name, sha256(secret), role, created_by, now, expires_at],
         )
         audit.record(
             db,
@@ -354,101 +285,13 @@ def list_api_tokens(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 def revoke_api_token(db: sqlite_utils.Database, token_id: str, *, actor: str, now: float) -> None:
     """Revoke a token at once; OperatorError 404 if unknown, 409 if already revoked."""
     with transaction(db.conn) as conn:
-        row = _one(db, "SELECT revoked_at FROM api_tokens WHERE id = ?", [token_id])
+        row = one(db, "SELECT revoked_at FROM api_tokens WHERE id = ?", [token_id])
         if row is None:
             raise OperatorError(404, f"no API token '{token_id}'")
         if row["revoked_at"] is not None:
             raise OperatorError(409, f"API token '{token_id}' is already revoked")
         conn.execute("UPDATE api_tokens SET revoked_at = ?, revoked_by = ? WHERE id = ?", [now, actor, token_id])
         audit.record(db, actor=actor, action="apitoken.revoke", target=f"apitoken:{token_id}", now=now)
-
-
-def _token_principal(db: sqlite_utils.Database, token: str, now: float) -> Principal:
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != API_PREFIX or not parts[1] or not parts[2]:
-        raise RejectedError(401, "invalid API token")
-    token_id, secret = parts[1], parts[2]
-    row = _one(db, "SELECT secret_hash, role, expires_at, revoked_at FROM api_tokens WHERE id = ?", [token_id])
-    # Compare against a dummy hash when the id is unknown, so both paths cost the same.
-    expected = row["secret_hash"] if row is not None else _sha256("")
-    if not hmac.compare_digest(_sha256(secret), expected) or row is None:
-        raise RejectedError(401, "invalid API token")
-    if row["revoked_at"] is not None:
-        raise RejectedError(401, "API token revoked")
-    if row["expires_at"] is not None and now >= row["expires_at"]:
-        raise RejectedError(401, "API token expired")
-    db.conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", [now, token_id])
-    return Principal(actor=f"apitoken:{token_id}", role=row["role"], via="token", username=None)
-
-
-# ---- sessions and require() ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Session:
-    id_hash: str
-    csrf_token: str
-
-
-def _session_principal(request: web.Request) -> tuple[Principal, _Session]:
-    db, config = request.app[DB_KEY].db, request.app[CONFIG_KEY]
-    now = request.app[CLOCK_KEY]()
-    cookie = request.cookies.get(COOKIE_NAME)
-    if not cookie:
-        raise RejectedError(401, "not logged in")
-    id_hash = _sha256(cookie)
-    row = _one(
-        db,
-        "SELECT s.csrf_token, s.created_at, s.last_seen_at, o.username, o.role, o.disabled"
-        " FROM sessions s JOIN operators o ON o.username = s.username WHERE s.id_hash = ?",
-        [id_hash],
-    )
-    if row is None or row["disabled"]:
-        raise RejectedError(401, "session is not valid; log in again")
-    if (
-        now - row["last_seen_at"] >= config.session_idle_seconds
-        or now - row["created_at"] >= config.session_max_seconds
-    ):
-        db.conn.execute("DELETE FROM sessions WHERE id_hash = ?", [id_hash])
-        raise RejectedError(401, "session expired; log in again")
-    if request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent.encode("utf-8"), row["csrf_token"].encode("utf-8")):
-            raise RejectedError(403, f"missing or wrong {CSRF_HEADER} header")
-    db.conn.execute("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?", [now, id_hash])
-    principal = Principal(actor=f"user:{row['username']}", role=row["role"], via="session", username=row["username"])
-    return principal, _Session(id_hash, row["csrf_token"])
-
-
-def _authenticate(request: web.Request) -> tuple[Principal, _Session | None]:
-    auth = request.headers.get("Authorization")
-    if auth is not None:
-        scheme, _, value = auth.strip().partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise RejectedError(401, "Authorization header must be 'Bearer wsa.<id>.<secret>'")
-        db, now = request.app[DB_KEY].db, request.app[CLOCK_KEY]()
-        return _token_principal(db, value.strip(), now), None
-    return _session_principal(request)
-
-
-def _check_role(principal: Principal, role: Role) -> None:
-    if not has_role(principal.role, role):
-        raise RejectedError(403, f"this needs the {role} role; {principal.actor} is {principal.role}")
-
-
-async def require(request: web.Request, role: Role) -> Principal:
-    """Authenticate ``request`` (session cookie + CSRF for unsafe methods, or a Bearer API token) and
-    check it has at least ``role``: 401 if not authenticated, 403 if the role or CSRF token is wrong."""
-    principal, _ = _authenticate(request)
-    _check_role(principal, role)
-    return principal
-
-
-def _require_session(request: web.Request) -> tuple[Principal, _Session]:
-    principal, session = _authenticate(request)
-    if session is None:
-        raise RejectedError(403, "this needs a login session, not an API token")
-    return principal, session
 
 
 # ---- request bodies -----------------------------------------------------------------------------------
@@ -565,7 +408,7 @@ def _begin_attempt(db: sqlite_utils.Database, username: str, now: float, config:
             "DELETE FROM login_failures WHERE last_attempt_at <= ? AND (locked_until IS NULL OR locked_until <= ?)",
             [now - window, now],
         )
-        row = _one(db, "SELECT failures, locked_until FROM login_failures WHERE username = ?", [username])
+        row = one(db, "SELECT failures, locked_until FROM login_failures WHERE username = ?", [username])
         if row is not None and row["locked_until"] is not None and row["locked_until"] > now:
             return row["locked_until"] - now, False
         failures = (row["failures"] if row is not None else 0) + 1
@@ -621,7 +464,7 @@ async def login(request: web.Request) -> web.Response:
     wait, locks = _begin_attempt(db, username, app[CLOCK_KEY](), config)
     if wait > 0:
         raise _locked_out(wait)
-    row = _one(db, "SELECT password_hash, role, disabled FROM operators WHERE username = ?", [username])
+    row = one(db, "SELECT password_hash, role, disabled FROM operators WHERE username = ?", [username])
     stored = row["password_hash"] if row is not None else None
     ok, rehash = await _verify(app, stored, body.password)
     if not ok or row is None or row["disabled"]:
@@ -632,7 +475,7 @@ async def login(request: web.Request) -> web.Response:
     session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = app[CLOCK_KEY]()
     with transaction(db.conn) as conn:
-        current = _one(db, "SELECT password_hash, role, disabled FROM operators WHERE username = ?", [username])
+        current = one(db, "SELECT password_hash, role, disabled FROM operators WHERE username = ?", [username])
         if current is not None and not current["disabled"] and current["password_hash"] == stored:
             conn.execute("DELETE FROM login_failures WHERE username = ?", [username])
             conn.execute(
@@ -641,10 +484,10 @@ async def login(request: web.Request) -> web.Response:
             )
             old = request.cookies.get(COOKIE_NAME)
             if old:
-                conn.execute("DELETE FROM sessions WHERE id_hash = ?", [_sha256(old)])
+                conn.execute("DELETE FROM sessions WHERE id_hash = ?", [sha256(old)])
             conn.execute(
                 "INSERT INTO sessions (id_hash, username, csrf_token, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?)",
-                [_sha256(session_id), username, csrf, now, now],
+                [sha256(session_id), username, csrf, now, now],
             )
             conn.execute(
                 "UPDATE operators SET last_login_at = ?, password_hash = COALESCE(?, password_hash) WHERE username = ?",
@@ -661,7 +504,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    principal, session = _authenticate(request)
+    principal, session = authenticate(request)
     body: dict[str, Any] = {
         "actor": principal.actor,
         "username": principal.username,
@@ -674,7 +517,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    principal, session = _require_session(request)
+    principal, session = require_session(request)
     db, config, now = request.app[DB_KEY].db, request.app[CONFIG_KEY], request.app[CLOCK_KEY]()
     with transaction(db.conn) as conn:
         conn.execute("DELETE FROM sessions WHERE id_hash = ?", [session.id_hash])
@@ -685,7 +528,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def change_password(request: web.Request) -> web.Response:
-    principal, session = _require_session(request)
+    principal, session = require_session(request)
     body = await _body(request, PasswordChangeBody)
     app = request.app
     db, config = app[DB_KEY].db, app[CONFIG_KEY]
@@ -694,7 +537,7 @@ async def change_password(request: web.Request) -> web.Response:
     wait, locks = _begin_attempt(db, username, app[CLOCK_KEY](), config)
     if wait > 0:
         raise _locked_out(wait)
-    row = _one(db, "SELECT password_hash FROM operators WHERE username = ?", [username])
+    row = one(db, "SELECT password_hash FROM operators WHERE username = ?", [username])
     stored = row["password_hash"] if row is not None else None
     ok, _ = await _verify(app, stored, body.current_password)
     if not ok:
@@ -731,7 +574,7 @@ async def post_operator(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
     body = await _body(request, NewOperatorBody)
     db = request.app[DB_KEY].db
-    if _one(db, "SELECT 1 AS x FROM operators WHERE username = ?", [body.username]) is not None:
+    if one(db, "SELECT 1 AS x FROM operators WHERE username = ?", [body.username]) is not None:
         raise RejectedError(409, f"operator '{body.username}' already exists")
     password_hash = await _hash(request.app, body.password)
     try:

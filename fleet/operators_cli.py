@@ -21,11 +21,12 @@ import click
 import sqlite_utils
 
 from fleet import operators
+from fleet.auth.operator import ROLES
 from fleet.cli import _config, _db, config_option
 from fleet.config import ServerConfig
 from wardsight.clictx import Context, pass_context
 
-ROLE_CHOICE = click.Choice(operators.ROLES)
+ROLE_CHOICE = click.Choice(ROLES)
 
 
 def cli_actor() -> str:

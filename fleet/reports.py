@@ -51,9 +51,10 @@ from typing import Any, Literal, cast, get_args
 import sqlite_utils
 from aiohttp import web
 
-from fleet import operators
-from fleet.appkeys import CLOCK_KEY, DB_KEY
-from fleet.errors import RejectedError, check_query_params
+from fleet.auth.operator import require
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
+from fleet.web.errors import RejectedError
+from fleet.web.query import check_query_params
 from wardsight import wire
 
 Kind = Literal["hygiene", "occupancy", "falls"]
@@ -422,11 +423,6 @@ _TYPES: dict[str, str] = {
 _COLUMNS = "e.event_id, e.device_id, e.room, d.ward, d.site, e.app, e.type, e.time, e.data"
 
 
-def migrate(db: sqlite_utils.Database) -> None:
-    """An index for reading events by app and time (idempotent)."""
-    db.conn.execute("CREATE INDEX IF NOT EXISTS events_app_time ON events (app, time)")
-
-
 @dataclass(frozen=True)
 class Scope:
     room: str | None = None
@@ -531,7 +527,7 @@ def _stamp(t: float) -> str:
 
 
 async def handle_report(request: web.Request) -> web.StreamResponse:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     kind = request.match_info["kind"]
     if kind not in KINDS:
         raise RejectedError(404, f"no report '{kind}'; reports are {', '.join(KINDS)}")

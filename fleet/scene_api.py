@@ -22,13 +22,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlite_utils
 from aiohttp import web
 
+from fleet import audit, device_api
+
 # The schema moves into the wire contract (wardsight.wire); until then it lives beside the device's sender.
-from fleet import audit, device_api, operators
-from fleet.appkeys import CLOCK_KEY, DB_KEY
-from fleet.errors import RejectedError
+from fleet.auth.operator import require
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
+from fleet.web.errors import RejectedError
 from wardsight import wire
 from wardsight.wire import MAX_SCENE_BYTES, PREVIEW_HEADER, PREVIEW_INTERVAL_SECONDS, SCENE_PATH, SceneSnapshot
 
@@ -60,10 +61,6 @@ class _Scenes:
 
 
 SCENES_KEY = web.AppKey("scenes", _Scenes)
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Nothing to store: snapshots live in memory only."""
 
 
 def preview_wanted(app: web.Application, device_id: str) -> bool:
@@ -105,7 +102,7 @@ async def post_scene(request: web.Request) -> web.Response:
 
 
 async def get_scene(request: web.Request) -> web.Response:
-    principal = await operators.require(request, "operator")
+    principal = await require(request, "operator")
     app, device_id = request.app, request.match_info["id"]
     device = app[DB_KEY].device_view(device_id)
     if device is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet import tokens
-from fleet.db import FleetDB
+from fleet.store.db import FleetDB
 from wardsight import wire
 
 JOSE = {"Content-Type": "application/jose"}

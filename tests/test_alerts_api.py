@@ -8,11 +8,12 @@ import json
 import pytest
 from aiohttp import DummyCookieJar
 
-from fleet import alerts_api, audit, health, operators
+from fleet import alerts_api, audit, health, intake, operators
 from fleet.app import create_app
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER
 from fleet.config import ServerConfig
-from fleet.operators import COOKIE_NAME, CSRF_HEADER
+from fleet.store.migrations import m0008_alerts
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from tests.fleet_helpers import Clock, enroll_device
 from wardsight import wire
 
@@ -72,7 +73,7 @@ def store(client, device_id, *, room="3B-12", app="fall", type="fall", severity=
         event_id=wire.new_event_id(), device_id=device_id, room=room, app=app, type=type, severity=severity,
         time=at if at is not None else clock(), **fields,
     )  # fmt: skip
-    assert client.server.app[DB_KEY].store_event(event, clock())
+    assert intake.store(client.server.app[DB_KEY], event, clock())
     return event
 
 
@@ -160,7 +161,7 @@ async def test_alerts_are_the_warning_and_critical_events_newest_first_with_filt
     clock.now += 10
     offline = wire.Event(event_id=wire.new_event_id(), device_id="dev-c", room="9Z-99", app="system",
                          type="device_offline", severity="warning", time=clock.now, data={"silent_s": 1.0})  # fmt: skip
-    client.server.app[DB_KEY].store_event(offline, clock.now)
+    intake.store(client.server.app[DB_KEY], offline, clock.now)
     store(client, "dev-c", room="9Z-99", app="system", type="device_online", severity="info")
 
     resp = await client.get("/api/v1/alerts", headers=viewer)
@@ -389,19 +390,19 @@ async def test_a_malformed_last_event_id_is_refused(client, header):
 
 
 def test_migrate_is_idempotent_and_the_trigger_feeds_only_alerts(tmp_path):
-    from fleet.db import FleetDB
+    from fleet.store.db import FleetDB
 
     fleet = FleetDB(tmp_path / "fleet.db")
     try:
-        alerts_api.migrate(fleet.db)
-        alerts_api.migrate(fleet.db)
+        m0008_alerts.apply(fleet.db.conn)
+        m0008_alerts.apply(fleet.db.conn)
         fleet.db["devices"].insert({"id": "dev-a", "name": "cam", "room": "3B-12", "public_key": "k" * 43,
                                     "enrolled_at": T0})  # fmt: skip
         for severity in ("info", "warning", "critical"):
             event = wire.Event(event_id=wire.new_event_id(), device_id="dev-a", room="3B-12", app="mask",
                                type="no_mask", severity=severity, time=T0)  # fmt: skip
-            fleet.store_event(event, T0)
-            fleet.store_event(event, T0)  # a duplicate is not stored, so not fed twice
+            intake.store(fleet, event, T0)
+            intake.store(fleet, event, T0)  # a duplicate is not stored, so not fed twice
         kinds = [r["kind"] for r in fleet.db.query("SELECT kind FROM alert_feed ORDER BY seq")]
         assert kinds == ["alert", "alert"] and alerts_api.feed_head(fleet.db) == 2
     finally:

@@ -7,14 +7,15 @@ import pytest
 import sqlite_utils
 
 from fleet import audit
+from fleet.store.migrations import m0002_audit
 
 
 def open_db(path):
-    # The same connection settings as fleet.db.FleetDB (autocommit; explicit transactions).
+    # The same connection settings as fleet.store.db.FleetDB (autocommit; explicit transactions).
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     db = sqlite_utils.Database(conn)
-    audit.migrate(db)
+    m0002_audit.apply(db.conn)
     return db
 
 
@@ -171,8 +172,8 @@ def test_verify_detects_a_rehashed_row_through_the_next_link(db, db_path):
 def test_migrate_is_idempotent_and_restores_dropped_triggers(db, db_path):
     fill(db)
     tamper(db_path)
-    audit.migrate(db)
-    audit.migrate(db)
+    m0002_audit.apply(db.conn)
+    m0002_audit.apply(db.conn)
     with pytest.raises(sqlite3.IntegrityError):
         db.conn.execute("DELETE FROM audit")
     assert audit.verify(db).ok

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from fleet import audit, delivery, fhir, operators
+from fleet import audit, delivery, fhir, intake, operators
 from fleet.app import create_app
-from fleet.appkeys import DB_KEY, KEYS_KEY
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
+from fleet.store.db import FleetDB
+from fleet.web.appkeys import DB_KEY, KEYS_KEY
 from tests.fleet_helpers import enroll_device, event_for
 from wardsight import webhooks, wire
 
@@ -126,7 +126,7 @@ def store(client, clock, **over) -> wire.Event:
     db = db_of(client)
     add_device(db)
     event = event_for("dev-1", **over)
-    assert db.store_event(event, clock())
+    assert intake.store(db, event, clock())
     delivery.wake(client.server.app)
     return event
 
@@ -416,16 +416,16 @@ async def test_filters_choose_which_endpoints_get_an_event(tmp_path):
         db.db, name="off", url="https://10.0.0.5/o", apps=[], min_severity="info", **common
     )
     delivery.update_endpoint(db.db, off["id"], enabled=False, now=now, allow_insecure=False)
-    db.store_event(event_for("dev-1"), now)  # occupancy, info: nobody
-    db.store_event(event_for("dev-1", app="fall", type="resolved"), now)  # info fall: falls only
-    db.store_event(event_for("dev-1", app="mask", type="no_mask", severity="warning"), now)  # urgent only
-    db.store_event(event_for("dev-1", app="fall", type="fall", severity="critical"), now)  # both
+    intake.store(db, event_for("dev-1"), now)  # occupancy, info: nobody
+    intake.store(db, event_for("dev-1", app="fall", type="resolved"), now)  # info fall: falls only
+    intake.store(db, event_for("dev-1", app="mask", type="no_mask", severity="warning"), now)  # urgent only
+    intake.store(db, event_for("dev-1", app="fall", type="fall", severity="critical"), now)  # both
     counts = {e["name"]: len(delivery.list_deliveries(db.db, e["id"])) for e in delivery.list_endpoints(db.db)}
     assert counts == {"falls": 2, "urgent": 2, "off": 0}
     assert delivery.queue_depth(db.db)["pending"] == 4
     # Storing the same event again queues nothing more.
     assert (
-        db.store_event(event_for("dev-1", event_id=delivery.list_deliveries(db.db, urgent["id"])[0]["event_id"]), now)
+        intake.store(db, event_for("dev-1", event_id=delivery.list_deliveries(db.db, urgent["id"])[0]["event_id"]), now)
         is False
     )
     assert delivery.queue_depth(db.db)["pending"] == 4
@@ -552,7 +552,7 @@ def test_fhir_communication_from_a_stored_event_row(tmp_path):
     db = FleetDB(tmp_path / "fleet.db")
     add_device(db)
     event = event_for("dev-1", app="bed_exit", type="bed_exit", severity="critical", data={"zone": 1})
-    db.store_event(event, 1_800_000_100.0)
+    intake.store(db, event, 1_800_000_100.0)
     (row,) = db.recent_events(1)
     row["data"] = json.dumps(row["data"])  # as the table holds it
     assert fhir.communication(row, server_base=None) == fhir.communication(event, server_base=None)

@@ -2,10 +2,10 @@
 
 import pytest
 
-from fleet import deviceauth
 from fleet.app import create_app
+from fleet.auth import device as deviceauth
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
+from fleet.store.db import FleetDB
 from tests.fleet_helpers import JOSE, DeviceSession, counts, enroll_device, enrollment, event_for, issue_token
 from wardsight import wire
 

@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleet import health, operators
 from fleet.app import create_app
-from fleet.appkeys import DB_KEY
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
 from fleet.presence import PresenceRecord, Transition, is_offline, transitions
+from fleet.store.db import FleetDB
+from fleet.web.appkeys import DB_KEY
 from tests.fleet_helpers import Clock
 from wardsight import wire
 

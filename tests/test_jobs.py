@@ -12,10 +12,10 @@ from aiohttp import DummyCookieJar
 
 from fleet import audit, jobs, operators, tokens
 from fleet.app import create_app
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
+from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER, has_role
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
-from fleet.operators import COOKIE_NAME, CSRF_HEADER
+from fleet.store.db import FleetDB
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from tests.fleet_helpers import JOSE, DeviceSession, enrollment, event_for
 from wardsight import wire
 
@@ -520,7 +520,7 @@ async def test_diagnostics_must_be_printable_text(client, device, clock, operato
 
 
 def possession(key, **claims):
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"typ": jobs.ROTATE_TYP})
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"typ": wire.ROTATE_TYP})
 
 
 async def rotate(device, job_id, new_key, *, signer=None, **over):
@@ -662,7 +662,7 @@ async def test_every_job_route_checks_the_role(client, caller):
         headers = await caller_headers(client, caller, row)
         resp = await client.request(method, url, json=body, headers=headers)
         have = None if caller == "anonymous" else caller.split(":")[1]
-        expected = 401 if have is None else (ok if operators.has_role(have, role) else 403)
+        expected = 401 if have is None else (ok if has_role(have, role) else 403)
         if resp.status != expected:
             wrong.append(f"{caller} {method} {url}: {resp.status} {await resp.text()} (expected {expected})")
     assert not wrong, "\n".join(wrong)

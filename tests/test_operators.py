@@ -13,14 +13,14 @@ import pytest
 from aiohttp import DummyCookieJar
 from click.testing import CliRunner
 
-from fleet import audit, delivery, jobs, operators, tokens
+from fleet import audit, delivery, intake, jobs, operators, tokens
 from fleet.app import create_app
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER, Role, has_role
 from fleet.config import ServerConfig, load_server_config
-from fleet.db import FleetDB
-from fleet.operators import COOKIE_NAME, CSRF_HEADER
 from fleet.operators_cli import cli_actor, operators_cli
 from fleet.ota import rollouts
+from fleet.store.db import FleetDB
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from wardsight import wire
 from wardsight.clictx import Context
 
@@ -114,7 +114,7 @@ def count(client, table):
 class Route(NamedTuple):
     method: str
     path: str  # may use the placeholders that fresh_objects returns, e.g. {token_id}
-    role: operators.Role | None  # the least role allowed; None: anyone, even anonymous
+    role: Role | None  # the least role allowed; None: anyone, even anonymous
     body: dict | None = None
     ok: int = 200  # the status for a caller with the role
     session_only: bool = False  # an API token with the role gets 403
@@ -236,7 +236,7 @@ def fresh_objects(client):
     )  # fmt: skip
     event = wire.Event(event_id=wire.new_event_id(), device_id=devices["active_id"], room="3B-12", app="fall",
                        type="fall", severity="critical", time=now)  # fmt: skip
-    client.server.app[DB_KEY].store_event(event, now)
+    intake.store(client.server.app[DB_KEY], event, now)
     db.execute("UPDATE webhook_deliveries SET status = 'dead' WHERE event_id = ?", [event.event_id])
     dead = next(db.query("SELECT id FROM webhook_deliveries WHERE event_id = ?", [event.event_id]))["id"]
     new_rollout = rollouts.NewRollout.model_validate(ROLLOUT_BODY)
@@ -278,7 +278,7 @@ def expected_status(route, caller):
         return 401
     via_token = caller.startswith("token:")
     role = caller.removeprefix("token:")
-    if not operators.has_role(role, route.role) or (via_token and route.session_only):
+    if not has_role(role, route.role) or (via_token and route.session_only):
         return 403
     return route.ok
 

@@ -1,4 +1,4 @@
-"""The OTA repository and model library (fleet.ota) and the offline-key CLI (wardsight.ota_cli), against the
+"""The OTA repository and model library (fleet.ota) and the offline signing tool (signing/), against the
 real server on loopback, real SQLite, real Ed25519 keys and python-tuf's real ngclient.
 
 The helpers at the top (:func:`make_package`, :func:`start_fleet`, :class:`OtaFleet`) are shared with
@@ -30,9 +30,8 @@ from tuf.ngclient import Updater
 
 from fleet import audit, health, operators
 from fleet.app import create_app
-from fleet.appkeys import DB_KEY
+from fleet.auth.operator import ROLES, Role, has_role
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
 from fleet.ota import library, repository
 from fleet.ota.repository import (
     SNAPSHOT_KEY_FILE,
@@ -41,7 +40,15 @@ from fleet.ota.repository import (
     open_repository,
 )
 from fleet.server import BackgroundServer
-from wardsight import modelpkg, ota_cli, wire
+from fleet.store.db import FleetDB
+from fleet.web.appkeys import DB_KEY
+from signing.client import Server, upload_package
+from signing.commands import ota
+from signing.errors import OtaCliError
+from signing.keys import generate_key, generate_keys, load_signer
+from signing.metadata import init_repository, publish, target_info, withdraw
+from signing.rotation import rotate_root
+from wardsight import modelpkg, wire
 
 FAST_HASHING = {"password_memory_kib": 1024, "password_time_cost": 1}
 
@@ -71,7 +78,7 @@ def make_package(directory: Path, name: str = "pose_net", version: str = "1.0", 
     return out
 
 
-def admin_token(config: ServerConfig, role: operators.Role = "admin") -> str:
+def admin_token(config: ServerConfig, role: Role = "admin") -> str:
     assert config.database is not None
     db = FleetDB(config.database)
     try:
@@ -87,7 +94,7 @@ class OtaFleet:
     server: BackgroundServer
     config: ServerConfig
     keys: Path
-    conn: ota_cli.Server
+    conn: Server
     work: Path
 
     @property
@@ -114,7 +121,7 @@ class OtaFleet:
     def publish(self, name: str = "pose_net", version: str = "1.0", payload: bytes | None = None) -> Path:
         """Build a package and publish it with the offline targets key; return the package file."""
         package = self.package(name, version, payload)
-        ota_cli.publish(package, self.keys, self.conn)
+        publish(package, self.keys, self.conn)
         return package
 
     def updater(self, device: str = "device", bootstrap: bytes | None = None, **config: int) -> Updater:
@@ -149,11 +156,11 @@ def start_fleet(work: Path, *, init: bool = True) -> OtaFleet:
     """A fleet server on loopback (plain HTTP, a development setup) with an initialized OTA repository."""
     config = ServerConfig(port=0, database=work / "server" / "fleet.db", insecure_http=True, **FAST_HASHING)
     server = BackgroundServer(config).start()
-    conn = ota_cli.Server(server.url, admin_token(config), insecure_http=True)
+    conn = Server(server.url, admin_token(config), insecure_http=True)
     keys = work / "offline-keys"
-    ota_cli.generate_keys(keys)
+    generate_keys(keys)
     if init:
-        ota_cli.init_repository(keys, conn)
+        init_repository(keys, conn)
     return OtaFleet(server, config, keys, conn, work)
 
 
@@ -200,35 +207,6 @@ def fresh_signer() -> CryptoSigner:
 # ---- keys -----------------------------------------------------------------------------------------------
 
 
-def test_offline_keys_are_private_files_and_can_be_encrypted(tmp_path):
-    plain = ota_cli.generate_keys(tmp_path / "plain")
-    for name in ("root.key", "targets.key"):
-        assert stat.S_IMODE((tmp_path / "plain" / name).stat().st_mode) == 0o600
-    assert plain["root"] != plain["targets"]
-    assert ota_cli.load_signer(tmp_path / "plain" / "root.key").public_key.keyid == plain["root"]
-    with pytest.raises(ota_cli.OtaCliError, match="refusing to overwrite"):
-        ota_cli.generate_keys(tmp_path / "plain")
-
-    sealed = ota_cli.generate_keys(tmp_path / "sealed", b"long hospital passphrase")
-    pem = (tmp_path / "sealed" / "targets.key").read_bytes()
-    assert b"ENCRYPTED PRIVATE KEY" in pem
-    with pytest.raises(ota_cli.OtaCliError, match="passphrase is needed"):
-        ota_cli.load_signer(tmp_path / "sealed" / "targets.key")
-    with pytest.raises(ota_cli.OtaCliError, match="wrong passphrase"):
-        ota_cli.load_signer(tmp_path / "sealed" / "targets.key", b"guess")
-    asked: list[Path] = []
-    signer = ota_cli.load_signer(
-        tmp_path / "sealed" / "targets.key", lambda p: asked.append(p) or b"long hospital passphrase"
-    )
-    assert signer.public_key.keyid == sealed["targets"] and asked == [tmp_path / "sealed" / "targets.key"]
-
-    result = CliRunner().invoke(
-        ota_cli.ota, ["keys", "--out", str(tmp_path / "cli"), "--encrypt"], input="pw-123456\npw-123456\n"
-    )
-    assert result.exit_code == 0, result.output
-    assert b"ENCRYPTED" in (tmp_path / "cli" / "root.key").read_bytes()
-
-
 def test_online_keys_live_in_the_servers_keys_dir(fleet):
     keys_dir = fleet.config.keys_dir or fleet.config.database.parent / "fleet-keys"
     for name in (SNAPSHOT_KEY_FILE, TIMESTAMP_KEY_FILE):
@@ -237,7 +215,7 @@ def test_online_keys_live_in_the_servers_keys_dir(fleet):
     root = Metadata[Root].from_bytes(fleet.root_bytes()).signed
     assert root.roles["snapshot"].keyids == [published["snapshot"]["keyid"]]
     assert root.roles["timestamp"].keyids == [published["timestamp"]["keyid"]]
-    offline = {ota_cli.load_signer(fleet.keys / n).public_key.keyid for n in ("root.key", "targets.key")}
+    offline = {load_signer(fleet.keys / n).public_key.keyid for n in ("root.key", "targets.key")}
     assert set(root.roles["root"].keyids) | set(root.roles["targets"].keyids) == offline
     assert not offline & {published[r]["keyid"] for r in ("snapshot", "timestamp")}
     private = [p.name for p in keys_dir.iterdir()]
@@ -251,7 +229,7 @@ def test_upload_stages_and_publish_signs_then_a_device_installs(fleet):
     assert http_get(f"{fleet.url}/api/v1/ota/root").data == fleet.root_bytes()
     package = fleet.package("pose_net", "1.0")
     staged = CliRunner().invoke(
-        ota_cli.ota,
+        ota,
         ["upload", str(package), "--server", fleet.url, "--api-token", fleet.conn.api_token, "--insecure-http"],
     )
     assert staged.exit_code == 0, staged.output
@@ -265,7 +243,7 @@ def test_upload_stages_and_publish_signs_then_a_device_installs(fleet):
     assert updater.get_targetinfo("models/pose_net/1.0.wsm") is None  # nor offered
 
     result = CliRunner().invoke(
-        ota_cli.ota,
+        ota,
         ["publish", str(package), "--keys", str(fleet.keys), "--server", fleet.url, "--insecure-http"],
         env={"WARDSIGHT_API_TOKEN": fleet.conn.api_token},
     )
@@ -297,23 +275,23 @@ def test_upload_stages_and_publish_signs_then_a_device_installs(fleet):
 
 def test_publishing_again_and_withdrawing(fleet):
     fleet.publish("pose_net", "1.0")
-    with pytest.raises(ota_cli.OtaCliError, match="already published"):
+    with pytest.raises(OtaCliError, match="already published"):
         fleet.publish("pose_net", "1.0")
     other = make_package(fleet.work / "other", "pose_net", "1.0", b"different weights")
-    with pytest.raises(ota_cli.OtaCliError, match="HTTP 409"):
-        ota_cli.publish(other, fleet.keys, fleet.conn)  # a published version is immutable
+    with pytest.raises(OtaCliError, match="HTTP 409"):
+        publish(other, fleet.keys, fleet.conn)  # a published version is immutable
     fleet.publish("pose_net", "1.1")
     assert fleet.download("models/pose_net/1.1.wsm")
 
-    ota_cli.withdraw("pose_net", "1.0", fleet.keys, fleet.conn)
+    withdraw("pose_net", "1.0", fleet.keys, fleet.conn)
     statuses = {v["version"]: v["status"] for v in fleet.conn.get_json("/api/v1/models")["models"][0]["versions"]}
     assert statuses == {"1.1": "published", "1.0": "withdrawn"}
     updater = fleet.updater()
     updater.refresh()
     assert updater.get_targetinfo("models/pose_net/1.0.wsm") is None
     assert http_get(f"{fleet.url}/tuf/targets/models/pose_net/1.0.wsm").status == 404
-    with pytest.raises(ota_cli.OtaCliError, match="HTTP 409"):  # nor can it come back with other contents
-        ota_cli.publish(other, fleet.keys, fleet.conn)
+    with pytest.raises(OtaCliError, match="HTTP 409"):  # nor can it come back with other contents
+        publish(other, fleet.keys, fleet.conn)
 
 
 # ---- what the server refuses ------------------------------------------------------------------------------
@@ -321,16 +299,16 @@ def test_publishing_again_and_withdrawing(fleet):
 
 def test_server_accepts_only_targets_signed_by_the_offline_key_and_matching_its_files(fleet):
     package = fleet.package("pose_net", "2.0")
-    ota_cli.upload_package(package, fleet.conn)
-    good = ota_cli.target_info(package)
+    upload_package(package, fleet.conn)
+    good = target_info(package)
     current = Metadata[Targets].from_bytes((fleet.metadata / "targets.json").read_bytes()).signed
-    targets_key = ota_cli.load_signer(fleet.keys / "targets.key")
+    targets_key = load_signer(fleet.keys / "targets.key")
     online = fleet.repo.keys
     before = (fleet.metadata / "targets.json").read_bytes(), (fleet.metadata / "timestamp.json").read_bytes()
     actions = audit_actions(fleet.config)
 
     def attempt(targets: Targets, *signers: CryptoSigner) -> str:
-        with pytest.raises(ota_cli.OtaCliError) as refused:
+        with pytest.raises(OtaCliError) as refused:
             fleet.conn.post_json("/api/v1/ota/targets", signed_targets(targets, *signers))
         return str(refused.value)
 
@@ -369,12 +347,12 @@ def test_signer_will_not_bless_what_the_server_changed_or_rolled_back(fleet):
     current = served.read_bytes()
     md = Metadata[Targets].from_bytes(current)
     evil = fleet.package("backdoor", "1.0")
-    md.signed.targets["models/backdoor/1.0.wsm"] = ota_cli.target_info(evil)
+    md.signed.targets["models/backdoor/1.0.wsm"] = target_info(evil)
     for resign in (False, True):
         if resign:
             md.sign(fresh_signer())
         served.write_bytes(md.to_bytes())
-        with pytest.raises(ota_cli.OtaCliError, match="not signed by this targets key"):
+        with pytest.raises(OtaCliError, match="not signed by this targets key"):
             fleet.publish("pose_net", "1.2")
     served.write_bytes(current)
     fleet.publish("pose_net", "1.2")  # the genuine metadata: fine
@@ -382,7 +360,7 @@ def test_signer_will_not_bless_what_the_server_changed_or_rolled_back(fleet):
 
     # It replays targets v2 (validly signed by the hospital) to make the signer drop v1.1.
     served.write_bytes(version_2)
-    with pytest.raises(ota_cli.OtaCliError, match="rolled back"):
+    with pytest.raises(OtaCliError, match="rolled back"):
         fleet.publish("pose_net", "1.2")
 
 
@@ -392,10 +370,10 @@ def test_root_rotation_devices_follow_and_the_old_key_is_retired(fleet):
     device = fleet.updater("ward-3b", bootstrap=root_v1)
     device.refresh()
 
-    old_root = ota_cli.load_signer(fleet.keys / "root.key")
-    ota_cli.generate_key(fleet.work / "next-root.key")
-    ota_cli.generate_key(fleet.work / "next-targets.key")
-    summary = ota_cli.rotate_root(
+    old_root = load_signer(fleet.keys / "root.key")
+    generate_key(fleet.work / "next-root.key")
+    generate_key(fleet.work / "next-targets.key")
+    summary = rotate_root(
         fleet.keys,
         fleet.conn,
         new_root_key=fleet.work / "next-root.key",
@@ -418,7 +396,7 @@ def test_root_rotation_devices_follow_and_the_old_key_is_retired(fleet):
     root.version = 3
     rogue = Metadata(root)
     rogue.sign(old_root)
-    with pytest.raises(ota_cli.OtaCliError, match="HTTP 403"):
+    with pytest.raises(OtaCliError, match="HTTP 403"):
         fleet.conn.post_json("/api/v1/ota/root", {"root": rogue.to_dict()})
     # ... and a device refuses it when a compromised server serves it anyway.
     (fleet.metadata / "3.root.json").write_bytes(rogue.to_bytes())
@@ -431,37 +409,37 @@ def test_root_rotation_devices_follow_and_the_old_key_is_retired(fleet):
 def test_rotation_without_new_keys_renews_the_root_and_refuses_a_foreign_key(fleet):
     before = Metadata[Root].from_bytes(fleet.root_bytes()).signed
     later = datetime.now(UTC) + timedelta(days=10)
-    ota_cli.rotate_root(fleet.keys, fleet.conn, now=later)
+    rotate_root(fleet.keys, fleet.conn, now=later)
     after = Metadata[Root].from_bytes(fleet.root_bytes()).signed
     assert after.version == 2 and after.expires > before.expires and after.keys == before.keys
     stranger = fleet.work / "stranger"
-    ota_cli.generate_keys(stranger)
-    with pytest.raises(ota_cli.OtaCliError, match="not a root key"):
-        ota_cli.rotate_root(stranger, fleet.conn)
+    generate_keys(stranger)
+    with pytest.raises(OtaCliError, match="not a root key"):
+        rotate_root(stranger, fleet.conn)
     # An admin token is not enough to swap the root: a root v3 signed only by a new (stranger's) key.
     takeover = Metadata[Root].from_bytes(fleet.root_bytes()).signed
     takeover.version = 3
-    own = ota_cli.load_signer(stranger / "root.key")
+    own = load_signer(stranger / "root.key")
     for keyid in list(takeover.roles["root"].keyids):
         takeover.revoke_key(keyid, "root")
     takeover.add_key(own.public_key, "root")
     md = Metadata(takeover)
     md.sign(own)
-    with pytest.raises(ota_cli.OtaCliError, match="not signed by the current root"):
+    with pytest.raises(OtaCliError, match="not signed by the current root"):
         fleet.conn.post_json("/api/v1/ota/root", {"root": md.to_dict()})
     assert Metadata[Root].from_bytes(fleet.root_bytes()).signed.version == 2
-    with pytest.raises(ota_cli.OtaCliError, match="HTTP 409"):  # only one repository per server
-        ota_cli.init_repository(stranger, fleet.conn)
+    with pytest.raises(OtaCliError, match="HTTP 409"):  # only one repository per server
+        init_repository(stranger, fleet.conn)
 
 
 def test_a_root_that_gives_an_online_key_a_signing_role_is_refused(fleet):
-    root_key = ota_cli.load_signer(fleet.keys / "root.key")
+    root_key = load_signer(fleet.keys / "root.key")
     root = Metadata[Root].from_bytes(fleet.root_bytes()).signed
     root.version += 1
     root.add_key(fleet.repo.keys.timestamp.public_key, "targets")
     md = Metadata(root)
     md.sign(root_key)
-    with pytest.raises(ota_cli.OtaCliError, match="an online key may not sign targets"):
+    with pytest.raises(OtaCliError, match="an online key may not sign targets"):
         fleet.conn.post_json("/api/v1/ota/root", {"root": md.to_dict()})
     assert Metadata[Root].from_bytes(fleet.root_bytes()).signed.version == 1
 
@@ -518,7 +496,7 @@ def api_config(tmp_path):
 async def test_role_of_every_ota_route(aiohttp_client, api_config, tmp_path):
     client = await aiohttp_client(create_app(api_config))
     db = client.server.app[DB_KEY].db
-    tokens = {role: operators.create_api_token(db, role, role, "test", time.time()) for role in operators.ROLES}
+    tokens = {role: operators.create_api_token(db, role, role, "test", time.time()) for role in ROLES}
     package = make_package(tmp_path / "pkg").read_bytes()
     # (method, path, least role or None for public, body, content type, status for an allowed caller)
     routes = [
@@ -533,7 +511,7 @@ async def test_role_of_every_ota_route(aiohttp_client, api_config, tmp_path):
     ]
     wrong = []
     for method, path, least, body, ctype, ok in routes:
-        for caller in ("anonymous", *operators.ROLES):
+        for caller in ("anonymous", *ROLES):
             headers = {"Content-Type": ctype} if ctype else {}
             if caller != "anonymous":
                 headers["Authorization"] = f"Bearer {tokens[caller]}"
@@ -541,7 +519,7 @@ async def test_role_of_every_ota_route(aiohttp_client, api_config, tmp_path):
                 expected = ok
             elif caller == "anonymous":
                 expected = 401
-            elif not operators.has_role(caller, least):
+            elif not has_role(caller, least):
                 expected = 403
             else:
                 expected = ok

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from fleet import reports
-from fleet.appkeys import DB_KEY
+from fleet import intake, reports
 from fleet.reports import Grouping, falls_report, hygiene_report, occupancy_report, safe_cell
+from fleet.web.appkeys import DB_KEY
 from tests.fleet_helpers import Clock
 from tests.test_alerts_api import add_device, bearer, start
 from wardsight import wire
@@ -211,7 +211,7 @@ async def client(aiohttp_client, tmp_path):
 def put(client, device, room, app, type, t, severity="info", **data):
     event = wire.Event(event_id=wire.new_event_id(), device_id=device, room=room, app=app, type=type,
                        severity=severity, time=t, data=data)  # fmt: skip
-    assert client.server.app[DB_KEY].store_event(event, NOW)
+    assert intake.store(client.server.app[DB_KEY], event, NOW)
 
 
 async def get(client, path, **headers):

@@ -9,9 +9,9 @@ from aiohttp import DummyCookieJar
 
 from fleet import operators
 from fleet.app import create_app
-from fleet.appkeys import CLOCK_KEY, DB_KEY
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
+from fleet.store.db import FleetDB
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from tests.fleet_helpers import Clock
 
 FAST = {"password_memory_kib": 1024, "password_time_cost": 1}

@@ -12,11 +12,11 @@ from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 
 from fleet import audit, operators
 from fleet.app import create_app
-from fleet.appkeys import CLOCK_KEY, DB_KEY
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
 from fleet.ota import library, rollouts
 from fleet.ota.repository import REPOSITORY_KEY, signer_for
+from fleet.store.db import FleetDB
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from tests.fleet_helpers import enroll_device
 from wardsight import modelpkg, wire
 

@@ -1,5 +1,6 @@
 import base64
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -127,6 +128,38 @@ def test_enrollment_proof_of_possession():
     forged = req.model_copy(update={"public_key": wire.encode_public_key(victim.public_key())})
     with pytest.raises(wire.SignatureError):
         wire.verify_enrollment(wire.sign_enrollment(forged, key))
+
+
+def test_rotation_proof_roundtrip_and_tampering():
+    new_key, old_key = wire.generate_key(), wire.generate_key()
+    public = wire.encode_public_key(new_key.public_key())
+    nonce = "n" * 32
+    token = wire.sign_rotation_proof(new_key, "dev-1", "job-0123456789abcdef", nonce)
+    proof = wire.verify_rotation_proof(token, new_key.public_key())
+    assert proof == wire.RotationProof(device_id="dev-1", job_id="job-0123456789abcdef", public_key=public, nonce=nonce)
+    assert wire.jwt.get_unverified_header(token)["typ"] == wire.ROTATE_TYP
+    # Signed by another key (e.g. the old one): a signature error, the server's 401.
+    forged = wire.sign_rotation_proof(old_key, "dev-1", "job-0123456789abcdef", nonce)
+    with pytest.raises(wire.SignatureError, match="possession is not signed by the new key"):
+        wire.verify_rotation_proof(forged, new_key.public_key())
+    # A tampered payload no longer verifies.
+    head, body, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["device_id"] = "dev-2"
+    tampered_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(wire.SignatureError):
+        wire.verify_rotation_proof(f"{head}.{tampered_body}.{sig}", new_key.public_key())
+    # Malformed: not a JWS, the wrong typ, an extra claim (the server's 400).
+    with pytest.raises(wire.MalformedError, match="possession is not a compact JWS"):
+        wire.verify_rotation_proof("not-a-jws", new_key.public_key())
+    wrong_typ = wire.jwt.encode({**proof.model_dump()}, new_key, algorithm="EdDSA", headers={"typ": wire.JOB_TYP})
+    with pytest.raises(wire.MalformedError, match=re.escape(f"typ {wire.ROTATE_TYP}")):
+        wire.verify_rotation_proof(wrong_typ, new_key.public_key())
+    extra = wire.jwt.encode(
+        {**proof.model_dump(), "frame": "AAAA"}, new_key, algorithm="EdDSA", headers={"typ": wire.ROTATE_TYP}
+    )
+    with pytest.raises(wire.MalformedError, match="possession unknown field 'frame'"):
+        wire.verify_rotation_proof(extra, new_key.public_key())
 
 
 def test_private_key_file_is_0600(tmp_path):

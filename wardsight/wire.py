@@ -327,6 +327,70 @@ def verify_job(token: str, server_key: Ed25519PublicKey) -> Job:
         raise MalformedError(f"job field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
 
 
+# ---- key rotation: the device proves it holds its new key (``POST ROTATE_PATH``) ----------------------------
+
+ROTATE_TYP = "wardsight-rotate+jws"
+
+
+class RotationProof(_Closed):
+    """Signed by the device's new key: proves it holds it, for this device, job and request (the nonce).
+
+    It travels as the ``possession`` field of the rotation request, next to the ``job_id`` and ``public_key``
+    it must repeat; the server also checks ``nonce`` is the one the request's own proof carries.
+    """
+
+    device_id: Identifier
+    job_id: str
+    public_key: str
+    nonce: str
+
+
+def sign_rotation_proof(new_key: Ed25519PrivateKey, device_id: str, job_id: str, nonce: str) -> str:
+    """Proof that the device holds ``new_key``, bound to the job and to the nonce of the rotation request."""
+    claims = {
+        "device_id": device_id,
+        "job_id": job_id,
+        "public_key": encode_public_key(new_key.public_key()),
+        "nonce": nonce,
+    }
+    return jwt.encode(claims, new_key, algorithm="EdDSA", headers={"typ": ROTATE_TYP})
+
+
+def verify_rotation_proof(token: str, new_key: Ed25519PublicKey) -> RotationProof:
+    """Check a rotation proof's signature (by ``new_key``) and shape; the caller checks what it is bound to.
+
+    Raises (messages name the request's ``possession`` field):
+        MalformedError: not a compact EdDSA JWS of :data:`ROTATE_TYP`, or a schema violation (the server: 400).
+        SignatureError: not signed by ``new_key`` (the server: 401).
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise MalformedError("possession is not a compact JWS") from None
+    if header.get("alg") != "EdDSA" or header.get("typ") != ROTATE_TYP:
+        raise MalformedError(f"possession must have alg EdDSA and typ {ROTATE_TYP}")
+    try:
+        payload = jwt.decode(token, new_key, algorithms=["EdDSA"], options={"verify_exp": False, "verify_iat": False})
+    except jwt.InvalidSignatureError:
+        raise SignatureError("possession is not signed by the new key") from None
+    except jwt.InvalidTokenError as exc:
+        raise MalformedError(f"possession is not a valid JWS: {exc}") from None
+    try:
+        return RotationProof.model_validate(payload)
+    except ValidationError as exc:
+        raise MalformedError(f"possession {_field_problem(exc)}") from None
+
+
+def _field_problem(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in err["loc"]) or "body"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field '{where}'"
+    if err["type"] == "missing":
+        return f"missing field '{where}'"
+    return f"{where}: {err['msg']}"
+
+
 # ---- scene snapshots: the zone editor's privacy-safe view of a room ---------------------------------------
 
 PREVIEW_HEADER = "WardSight-Preview"  # "1" on a device-API reply: the server wants scene snapshots now

@@ -32,41 +32,18 @@ import sqlite_utils
 from aiohttp import BodyPartReader, web
 from tuf.api.metadata import TargetFile
 
-from fleet import audit, operators
-from fleet.appkeys import CLOCK_KEY, DB_KEY
-from fleet.db import transaction
-from fleet.errors import RejectedError
+from fleet import audit
+from fleet.auth.operator import require
 from fleet.ota.repository import REPOSITORY_KEY, Repository
+from fleet.store.schema import transaction
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
+from fleet.web.errors import RejectedError
 from wardsight import modelpkg
 from wardsight.wire import target_path
 
 MAX_PACKAGE_BYTES = 2 * 1024**3
 MAX_DEVICES_LISTED = 100  # device ids per running version in the listing (the count is always complete)
 _CHUNK = 256 * 1024
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS ota_models (
-        name TEXT NOT NULL,
-        version TEXT NOT NULL,
-        target TEXT NOT NULL UNIQUE,
-        length INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        task TEXT NOT NULL,
-        license TEXT NOT NULL,
-        manifest TEXT NOT NULL,
-        uploaded_by TEXT NOT NULL,
-        uploaded_at REAL NOT NULL,
-        published_at REAL,
-        published_by TEXT,
-        PRIMARY KEY (name, version)
-    )""",
-)
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create the ``ota_models`` table if missing (idempotent)."""
-    for statement in _SCHEMA:
-        db.conn.execute(statement)
 
 
 # ---- packages -------------------------------------------------------------------------------------------
@@ -288,14 +265,14 @@ def list_models(db: sqlite_utils.Database, published: dict[str, TargetFile]) -> 
 
 
 async def get_models(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     repo = request.app[REPOSITORY_KEY]
     published = await asyncio.to_thread(repo.published)
     return web.json_response({"models": list_models(request.app[DB_KEY].db, published)})
 
 
 async def post_model(request: web.Request) -> web.Response:
-    who = await operators.require(request, "operator")
+    who = await require(request, "operator")
     repo = request.app[REPOSITORY_KEY]
     db = request.app[DB_KEY].db
     tmp = await _receive(request, repo.incoming_dir)

@@ -43,12 +43,13 @@ from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, T, TargetFile, Targets, Timestamp
 from tuf.api.serialization import DeserializationError
 
-from fleet import audit, operators
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet import audit
+from fleet.auth.operator import require
 from fleet.config import ServerConfig
-from fleet.errors import RejectedError
 from fleet.ota import rollouts
-from fleet.tasks import running
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.web.errors import RejectedError
+from fleet.web.tasks import running
 from wardsight import wire
 from wardsight.paths import write_file_atomically
 
@@ -522,7 +523,7 @@ async def get_online_keys(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     repo = request.app[REPOSITORY_KEY]
     try:
         status = await asyncio.to_thread(repo.status, _now(request))
@@ -538,7 +539,7 @@ def _audit(request: web.Request, actor: str, action: str, target: str, details: 
 
 async def post_root(request: web.Request) -> web.Response:
     """Body ``{"root": <root metadata>, "targets": <targets metadata, optional>}``."""
-    who = await operators.require(request, "admin")
+    who = await require(request, "admin")
     _require_json(request)
     raw = await read_capped(request, MAX_ROOT_BYTES + MAX_TARGETS_BYTES)
     try:
@@ -567,7 +568,7 @@ async def post_root(request: web.Request) -> web.Response:
 
 async def post_targets(request: web.Request) -> web.Response:
     """Body: targets metadata (JSON) signed with the offline targets key."""
-    who = await operators.require(request, "admin")
+    who = await require(request, "admin")
     _require_json(request)
     data = await read_capped(request, MAX_TARGETS_BYTES)
     repo = request.app[REPOSITORY_KEY]
@@ -598,13 +599,6 @@ async def _resign_forever(app: web.Application) -> None:
 async def _resigner_ctx(app: web.Application) -> AsyncIterator[None]:
     async with running(_resign_forever(app), "wardsight-ota-resigner"):
         yield
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create this module's tables if missing (idempotent): the model library's."""
-    from fleet.ota import library  # here: library imports this module
-
-    library.migrate(db)
 
 
 def setup(app: web.Application) -> None:

@@ -42,14 +42,17 @@ import sqlite_utils
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fleet import audit, device_api, operators
-from fleet.appkeys import CLOCK_KEY, DB_KEY
-from fleet.db import FleetDB, add_missing_column, transaction
-from fleet.errors import RejectedError, read_json
+from fleet import audit, device_api
+from fleet.auth.operator import require
 from fleet.ota import rollout_logic as logic
 from fleet.ota.explain import DeviceFacts, explain
-from fleet.tasks import running
+from fleet.store.db import FleetDB
+from fleet.store.schema import transaction
 from fleet.wakeup import UPDATE_HINT_KEY, WAITERS_KEY, DeviceWaiters, waiters
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
+from fleet.web.body import read_json
+from fleet.web.errors import RejectedError
+from fleet.web.tasks import running
 from wardsight import modelpkg, wire
 
 log = logging.getLogger("wardsight.fleet.rollouts")
@@ -61,56 +64,6 @@ DEVICE_UPDATE_PATH = wire.UPDATE_PATH
 TargetCheck = Callable[[sqlite_utils.Database, str], "bool | None"]
 TARGET_CHECK_KEY: web.AppKey[TargetCheck] = web.AppKey("rollout_target_check")
 UPDATE_POLLS_KEY: web.AppKey[dict[str, float]] = web.AppKey("update_polls")  # device -> last offer poll
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS rollouts (
-        id TEXT PRIMARY KEY,
-        model TEXT NOT NULL,
-        version TEXT NOT NULL,
-        status TEXT NOT NULL,
-        settled INTEGER NOT NULL DEFAULT 0,
-        spec TEXT NOT NULL,
-        state TEXT NOT NULL,
-        request TEXT NOT NULL,
-        target_checked INTEGER NOT NULL,
-        last_report_id INTEGER NOT NULL DEFAULT 0,
-        created_by TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS rollouts_created ON rollouts (created_at)",
-    """CREATE TABLE IF NOT EXISTS rollout_devices (
-        rollout_id TEXT NOT NULL REFERENCES rollouts (id),
-        device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        PRIMARY KEY (device_id, rollout_id)
-    )""",
-    """CREATE TABLE IF NOT EXISTS rollout_reports (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        rollout_id TEXT NOT NULL REFERENCES rollouts (id),
-        device_id TEXT NOT NULL,
-        model TEXT NOT NULL,
-        version TEXT NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT,
-        progress REAL,
-        received_at REAL NOT NULL,
-        done INTEGER,
-        total INTEGER
-    )""",
-    "CREATE INDEX IF NOT EXISTS rollout_reports_rollout ON rollout_reports (rollout_id, id)",
-    """CREATE TRIGGER IF NOT EXISTS rollout_reports_no_update BEFORE UPDATE ON rollout_reports
-        BEGIN SELECT RAISE(ABORT, 'rollout reports are append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS rollout_reports_no_delete BEFORE DELETE ON rollout_reports
-        BEGIN SELECT RAISE(ABORT, 'rollout reports are append-only'); END""",
-)
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create this module's tables if missing (idempotent)."""
-    for statement in _SCHEMA:
-        db.conn.execute(statement)
-    for column in ("done", "total"):  # databases made before the device reported counts
-        add_missing_column(db.conn, "rollout_reports", column, "INTEGER")
 
 
 def no_library(db: sqlite_utils.Database, target: str) -> bool | None:
@@ -609,7 +562,7 @@ def _refused(exc: RolloutRefusedError) -> RejectedError:
 
 
 async def post_rollout(request: web.Request) -> web.Response:
-    who = await operators.require(request, "operator")
+    who = await require(request, "operator")
     body = await read_json(request, NewRollout)
     db, now = request.app[DB_KEY].db, request.app[CLOCK_KEY]()
     try:
@@ -631,14 +584,14 @@ def _explained(app: web.Application, row: dict[str, Any], now: float) -> dict[st
 
 
 async def list_rollouts(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     db, now = request.app[DB_KEY].db, request.app[CLOCK_KEY]()
     rows = db.query("SELECT * FROM rollouts ORDER BY created_at DESC, id")
     return web.json_response({"rollouts": [_view(row, devices=False, now=now) for row in rows]})
 
 
 async def get_rollout(request: web.Request) -> web.Response:
-    await operators.require(request, "viewer")
+    await require(request, "viewer")
     row = _load(request.app[DB_KEY].db, request.match_info["id"])
     if row is None:
         raise RejectedError(404, "no such rollout")
@@ -647,7 +600,7 @@ async def get_rollout(request: web.Request) -> web.Response:
 
 def _command_handler(command: Command) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
-        who = await operators.require(request, "operator")
+        who = await require(request, "operator")
         body = await read_json(request, CommandBody) if request.can_read_body else CommandBody()
         db, now = request.app[DB_KEY].db, request.app[CLOCK_KEY]()
         try:

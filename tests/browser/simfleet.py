@@ -25,8 +25,8 @@ from firmware.preview import PREVIEW_HEADER, SCENE_PATH, SceneSnapshot, Snapshot
 from firmware.transport import NotAuthorizedError, UnreachableError
 from fleet import operators, tokens
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
 from fleet.server import BackgroundServer
+from fleet.store.db import FleetDB
 from wardsight import wire
 from wardsight.bundle import Bundle
 from wardsight.device_config import DeviceConfig
@@ -315,8 +315,10 @@ def start_sim_fleet(work: Path, **config_over: Any) -> SimFleet:
 
 def publish_model(sim: SimFleet, name: str, version: str, keys: Path) -> None:
     """Publish a tiny model package with offline keys, through the same functions ``wardsight ota`` uses."""
+    from signing.client import Server
+    from signing.keys import generate_keys
+    from signing.metadata import init_repository, publish
     from tests.test_ota_repository import make_package
-    from wardsight import ota_cli
 
     assert sim.config.database is not None
     db = sim.db()
@@ -324,11 +326,11 @@ def publish_model(sim: SimFleet, name: str, version: str, keys: Path) -> None:
         token = operators.create_api_token(db.db, f"publish-{name}-{version}", "admin", "test", time.time())
     finally:
         db.close()
-    conn = ota_cli.Server(sim.url, token, ca_pem=sim.server.ca_pem)
+    conn = Server(sim.url, token, ca_pem=sim.server.ca_pem)
     if not (keys / "root.key").exists():
-        ota_cli.generate_keys(keys)
-        ota_cli.init_repository(keys, conn)
-    ota_cli.publish(make_package(sim.work / "packages", name, version), keys, conn)
+        generate_keys(keys)
+        init_repository(keys, conn)
+    publish(make_package(sim.work / "packages", name, version), keys, conn)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.2, what: str = "condition") -> Any:

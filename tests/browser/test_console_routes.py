@@ -10,9 +10,9 @@ from aiohttp import DummyCookieJar
 
 from fleet import health, operators, pki
 from fleet.app import create_app
-from fleet.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER
 from fleet.config import ServerConfig
-from fleet.operators import COOKIE_NAME, CSRF_HEADER
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from tests.fleet_helpers import Clock, enroll_device
 from wardsight import wire
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
 from fleet.keys import ServerKeys
+from fleet.store.db import FleetDB
 
 Clock = Callable[[], float]
 DB_KEY = web.AppKey("db", FleetDB)

@@ -1,53 +1,21 @@
-"""The fleet's SQLite store, through sqlite-utils. One instance per thread that uses it."""
+"""The fleet's SQLite database, through sqlite-utils: opening it (owner-only file, WAL, migrations applied) and
+the tables every feature reads: enrollment tokens, devices and events. One instance per thread that uses it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from fleet.store import migrations
+from fleet.store.schema import transaction
 from fleet.tokens import TokenRecord
 from wardsight.wire import Event
-
-
-def add_missing_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
-    """``ALTER TABLE ... ADD COLUMN`` unless ``table`` has ``column`` (a database made by an older version)."""
-    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-    if column not in have:
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")  # our constants
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction on the autocommit connection: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception.
-
-    Inside a transaction that is already open it joins it (the caller's COMMIT or ROLLBACK decides). Never held
-    across an ``await``. Yields the connection.
-    """
-    if conn.in_transaction:
-        yield conn
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _add_columns(table: Any, columns: dict[str, type]) -> None:
-    for name, kind in columns.items():
-        if name not in table.columns_dict:
-            table.add_column(name, kind)
 
 
 class FleetDB:
@@ -66,92 +34,10 @@ class FleetDB:
         conn.execute("PRAGMA foreign_keys = ON")
         self.db = sqlite_utils.Database(conn)
         self._jti_purged_at = float("-inf")
-        self._migrate()
+        migrations.migrate(conn)
 
     def close(self) -> None:
         self.db.conn.close()
-
-    def _migrate(self) -> None:
-        db = self.db
-        if "tokens" not in db.table_names():
-            db.table("tokens").create(
-                {
-                    "id": str,
-                    "secret_hash": str,
-                    "room": str,
-                    "created_at": float,
-                    "expires_at": float,
-                    "used_at": float,
-                    "device_id": str,
-                },
-                pk="id",
-                not_null={"secret_hash", "room", "created_at", "expires_at"},
-            )
-        _add_columns(
-            db["tokens"],
-            {"site": str, "ward": str, "require_approval": int, "revoked_at": float, "created_by": str},
-        )
-        if "devices" not in db.table_names():
-            db.table("devices").create(
-                {
-                    "id": str,
-                    "name": str,
-                    "room": str,
-                    "public_key": str,
-                    "enrolled_at": float,
-                    "last_seen": float,
-                    "token_id": str,
-                },
-                pk="id",
-                not_null={"name", "room", "public_key", "enrolled_at"},
-            )
-            db.table("devices").create_index(["public_key"], unique=True)
-        _add_columns(
-            db["devices"],
-            {
-                "site": str,
-                "ward": str,
-                "status": str,  # pending | active | quarantined | revoked
-                "status_reason": str,
-                "status_changed_at": float,
-                "status_changed_by": str,
-                "credential_id": str,  # the one current credential; None until issued (or after a reissue)
-                "credential_expires_at": float,
-                "tags": str,  # JSON list
-            },
-        )
-        if "proof_jti" not in db.table_names():
-            db.table("proof_jti").create(
-                {"device_id": str, "jti": str, "expires_at": float}, pk=("device_id", "jti"), not_null={"expires_at"}
-            )
-            db.table("proof_jti").create_index(["expires_at"])
-        if "events" not in db.table_names():
-            db.table("events").create(
-                {
-                    "event_id": str,
-                    "device_id": str,
-                    "room": str,
-                    "app": str,
-                    "type": str,
-                    "severity": str,
-                    "time": float,
-                    "received_at": float,
-                    "track_id": int,
-                    "confidence": float,
-                    "data": str,
-                },
-                pk="event_id",
-                foreign_keys=[("device_id", "devices", "id")],
-                not_null={"device_id", "room", "app", "type", "severity", "time", "received_at"},
-            )
-            db.table("events").create_index(["received_at"])
-        # Tables owned by the server's other modules (imported here so the dependency stays one way).
-        from fleet import alerts_api, audit, delivery, health, jobs, operators, reports, scene_api
-        from fleet.ota import repository, rollouts
-
-        modules = (audit, operators, delivery, health, repository, rollouts, alerts_api, reports, scene_api, jobs)
-        for module in modules:
-            module.migrate(db)
 
     # ---- tokens -------------------------------------------------------------------------------------
 
@@ -277,8 +163,10 @@ class FleetDB:
 
     # ---- events -------------------------------------------------------------------------------------
 
-    def store_event(self, event: Event, received_at: float) -> bool:
-        """Store ``event`` once and mark its device seen; False if its id was already stored."""
+    def insert_event(self, event: Event, received_at: float) -> bool:
+        """Store ``event`` once and mark its device seen; False if its id was already stored. Only
+        :func:`fleet.intake.store` calls this: it also queues the event's webhook deliveries in the same
+        transaction."""
         row = event.model_dump(exclude={"v"})
         row["data"] = json.dumps(row["data"], sort_keys=True)
         row["received_at"] = received_at
@@ -289,14 +177,9 @@ class FleetDB:
                 " :type, :severity, :time, :received_at, :track_id, :confidence, :data)",
                 row,
             )
-            stored = cur.rowcount == 1
             if event.app != "system":  # the server's own notes about a device are not signs of life
                 conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [received_at, event.device_id])
-            if stored:
-                from fleet import delivery
-
-                delivery.enqueue_for_event(self.db, event, received_at)
-        return stored
+        return cur.rowcount == 1
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = list(self.db.table("events").rows_where(order_by="received_at desc", limit=limit))

@@ -1,0 +1,34 @@
+"""Where every event enters the fleet: a device's signed event or the server's own note about a device.
+
+:func:`store` keeps the event once and queues its webhook deliveries in one transaction (an event is never
+stored without its deliveries, nor queued twice); :func:`announce` then tells whoever listens in this process
+(the delivery worker, the alert streams, the metrics), each feature having added its listener in ``setup``
+through :mod:`fleet.web.events`. :func:`accept` does both.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from fleet import delivery
+from fleet.store.db import FleetDB
+from fleet.store.schema import transaction
+from fleet.web import events
+from wardsight.wire import Event
+
+
+def store(fleet: FleetDB, event: Event, received_at: float) -> bool:
+    """Store ``event`` and queue its deliveries atomically; False (nothing queued) if its id was stored before."""
+    with transaction(fleet.db.conn):
+        stored = fleet.insert_event(event, received_at)
+        if stored:
+            delivery.enqueue_for_event(fleet.db, event, received_at)
+    return stored
+
+
+def accept(app: web.Application, fleet: FleetDB, event: Event, received_at: float) -> bool:
+    """:func:`store` the event and, if it is new, announce it to the app's listeners."""
+    stored = store(fleet, event, received_at)
+    if stored:
+        events.announce(app, event)
+    return stored

@@ -1,0 +1,72 @@
+"""The fleet database's schema, as numbered migrations: ``mNNNN_<what>.py``, each with ``apply(conn)``.
+
+``PRAGMA user_version`` holds the number of the last migration applied; opening a database applies the ones
+after it, in order, each in its own transaction with the version bump, so a fleet upgrades in place and a
+migration that fails leaves the database as it was. Migrations 1 to 12 are the baseline of 2026-12-07, the
+schema the server had before migrations were numbered: they are idempotent (``IF NOT EXISTS``, columns added
+only when missing), so a database made by that server (``user_version`` 0) upgrades like an empty one. A new
+migration is a new file with the next number; a migration, once released, is never edited.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fleet.store.schema import transaction
+
+log = logging.getLogger("wardsight.fleet.store")
+
+_NAME = re.compile(r"^m(\d{4})_[a-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def migrations() -> list[Migration]:
+    """Every migration in this package, in order (ValueError for a gap or a duplicate number)."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        match = _NAME.match(info.name)
+        if match:
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            found.append(Migration(int(match.group(1)), info.name, module.apply))
+    found.sort(key=lambda m: m.number)
+    numbers = [m.number for m in found]
+    if numbers != list(range(1, len(found) + 1)):
+        raise ValueError(f"migrations must be numbered 1, 2, 3, ... without gaps: {numbers}")
+    return found
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations after the database's ``user_version``; return the names applied. A database newer
+    than this server (a downgrade) is refused, since this code does not know its schema."""
+    known = migrations()
+    current = schema_version(conn)
+    if current > len(known):
+        raise RuntimeError(
+            f"the fleet database is at schema version {current}, newer than this server knows ({len(known)}):"
+            " run the newer server, or restore a backup made before the upgrade"
+        )
+    applied = []
+    for migration in known[current:]:
+        with transaction(conn):
+            migration.apply(conn)
+            conn.execute(f"PRAGMA user_version = {migration.number}")  # an int we numbered
+        applied.append(migration.name)
+    if applied and current:
+        log.info("fleet database upgraded from schema version %d to %d", current, len(known))
+    return applied

@@ -1,0 +1,34 @@
+"""Query-string parsing: unknown parameters and numbers, each refused with a 400 naming the parameter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Set
+from typing import TypeVar
+
+from aiohttp import web
+
+from fleet.web.errors import RejectedError
+
+N = TypeVar("N", int, float)
+
+
+def check_query_params(request: web.Request, allowed: Set[str]) -> None:
+    """400 for a query parameter not in ``allowed`` (the first, by name)."""
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise RejectedError(400, f"unknown query parameter '{unknown[0]}'")
+
+
+def query_number(request: web.Request, name: str, kind: type[N]) -> N | None:
+    """The query parameter ``name`` as a finite ``int`` or ``float``; None when absent or empty, 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise RejectedError(400, f"{name} must be {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise RejectedError(400, f"{name} must be a finite number")
+    return value
