@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from accelerators.catalog import MOVENET_MULTIPOSE
-from tests.fleet_helpers import Clock
+from tests.fleet.helpers import Clock
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
 

@@ -14,7 +14,7 @@ from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER
 from fleet.config import ServerConfig
 from fleet.store.migrations import m0008_alerts
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from tests.fleet_helpers import Clock, enroll_device
+from tests.fleet.helpers import Clock, enroll_device
 from wardsight import wire
 
 T0 = 1_800_000_000.0

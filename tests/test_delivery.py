@@ -20,7 +20,7 @@ from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
 from fleet.web.appkeys import DB_KEY, KEYS_KEY
-from tests.fleet_helpers import enroll_device, event_for
+from tests.fleet.helpers import enroll_device, event_for
 from wardsight import webhooks, wire
 
 SHORT = [0.0, 0.05, 0.1]

@@ -6,7 +6,7 @@ from fleet.app import create_app
 from fleet.auth import device as deviceauth
 from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
-from tests.fleet_helpers import JOSE, DeviceSession, counts, enroll_device, enrollment, event_for, issue_token
+from tests.fleet.helpers import JOSE, DeviceSession, counts, enroll_device, enrollment, event_for, issue_token
 from wardsight import wire
 
 TEN_YEARS = 10 * 365.25 * 24 * 3600

@@ -8,7 +8,7 @@ import pytest
 from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
-from tests.fleet_helpers import JOSE, counts, enroll_device, enrollment, event_for, issue_token
+from tests.fleet.helpers import JOSE, counts, enroll_device, enrollment, event_for, issue_token
 from wardsight import wire
 
 

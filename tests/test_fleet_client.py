@@ -8,9 +8,9 @@ from firmware.identity import IdentityStore
 from firmware.transport import NotAuthorizedError
 from fleet.cli import create_token
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
 from fleet.server import BackgroundServer
-from tests.fleet_helpers import Clock, event_for
+from fleet.store.db import FleetDB
+from tests.fleet.helpers import Clock, event_for
 from wardsight import wire
 from wardsight.bundle import Bundle
 

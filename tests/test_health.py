@@ -16,7 +16,7 @@ from fleet.config import ServerConfig
 from fleet.presence import PresenceRecord, Transition, is_offline, transitions
 from fleet.store.db import FleetDB
 from fleet.web.appkeys import DB_KEY
-from tests.fleet_helpers import Clock
+from tests.fleet.helpers import Clock
 from wardsight import wire
 
 T0 = 1_800_000_000.0

@@ -16,7 +16,7 @@ from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER, has_role
 from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
-from tests.fleet_helpers import JOSE, DeviceSession, enrollment, event_for
+from tests.fleet.helpers import JOSE, DeviceSession, enrollment, event_for
 from wardsight import wire
 
 JOBS = "/api/v1/device/jobs"

@@ -11,7 +11,7 @@ import pytest
 from fleet import intake, reports
 from fleet.reports import Grouping, falls_report, hygiene_report, occupancy_report, safe_cell
 from fleet.web.appkeys import DB_KEY
-from tests.fleet_helpers import Clock
+from tests.fleet.helpers import Clock
 from tests.test_alerts_api import add_device, bearer, start
 from wardsight import wire
 

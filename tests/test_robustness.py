@@ -12,7 +12,7 @@ from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
-from tests.fleet_helpers import Clock
+from tests.fleet.helpers import Clock
 
 FAST = {"password_memory_kib": 1024, "password_time_cost": 1}
 

@@ -17,7 +17,7 @@ from fleet.ota import library, rollouts
 from fleet.ota.repository import REPOSITORY_KEY, signer_for
 from fleet.store.db import FleetDB
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
-from tests.fleet_helpers import enroll_device
+from tests.fleet.helpers import enroll_device
 from wardsight import modelpkg, wire
 
 UPDATE = "/api/v1/device/update"

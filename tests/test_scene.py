@@ -27,7 +27,7 @@ from firmware.tracking import TrackedPerson
 from firmware.transport import CredentialFile, FleetClient
 from fleet import audit, scene_api
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
-from tests.fleet_helpers import Clock, enroll_device
+from tests.fleet.helpers import Clock, enroll_device
 from tests.test_alerts_api import bearer, live_db, start
 from wardsight import wire
 from wardsight.device_config import PrivacyRegion, ZoneConfig

@@ -13,7 +13,7 @@ from fleet.app import create_app
 from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER
 from fleet.config import ServerConfig
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from tests.fleet_helpers import Clock, enroll_device
+from tests.fleet.helpers import Clock, enroll_device
 from wardsight import wire
 
 PASSWORD = "correct horse battery"

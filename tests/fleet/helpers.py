@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from fleet import tokens
+from fleet import operators, tokens
 from fleet.store.db import FleetDB
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from wardsight import wire
 
 JOSE = {"Content-Type": "application/jose"}
@@ -135,3 +137,42 @@ async def enroll_device(client, db_path, clock, *, name="cam-1", credential=True
         got = await session.obtain_credential()
         assert got.status == 200, await got.text()
     return session
+
+
+# ---- shared by the fleet's tests ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on loopback just now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for an API token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api_headers(client: Any, role: str, name: str = "script") -> dict[str, str]:
+    """A new API token with ``role`` on the running test app, as request headers."""
+    app = client.server.app
+    token = operators.create_api_token(app[DB_KEY].db, name, role, "system", app[CLOCK_KEY]())
+    return bearer(token)
+
+
+def insert_device(db: Any, device_id: str = "dev-1", *, room: str = "3B-12", **columns: Any) -> dict[str, Any]:
+    """Insert an enrolled, active device row straight into the ``devices`` table (``db``: a sqlite-utils
+    Database or a FleetDB); ``columns`` override or add (ward, site, status, tags, enrolled_at, ...)."""
+    table = (db.db if isinstance(db, FleetDB) else db)["devices"]
+    row = {
+        "id": device_id,
+        "name": "cam",
+        "room": room,
+        "public_key": wire.encode_public_key(wire.generate_key().public_key()),
+        "enrolled_at": 0.0,
+        "status": "active",
+        **columns,
+    }
+    table.insert(row)
+    return row
