@@ -31,6 +31,8 @@ the largest rectangle of the visible field that contains no privacy pixel, re-de
 ``ScalerCrop`` changes and discarding the detections of the frames right after each ROI change (the new crop
 cannot be tied to a frame). When no such rectangle exists, detections are turned off rather than leaked.
 
+The ROI and box arithmetic (no camera) is in :mod:`accelerators.imx500_geometry`.
+
 The IMX500 is both the camera and the accelerator: ``Imx500Camera.read()`` returns each frame with the people the
 sensor found in it, and ``Imx500PersonBackend.detect(frame)`` answers for frames that camera delivered.
 """
@@ -52,9 +54,9 @@ import numpy as np
 import numpy.typing as npt
 
 from accelerators.base import Backend, Frame
+from accelerators.imx500_geometry import BoolMask, Imx500Error, MaskFor, Rect, clear_roi, decode_ssd
 from accelerators.registry import Availability, BackendEntry, register
 from accelerators.types import Person
-from wardsight.errors import WardSightError
 
 log = logging.getLogger("wardsight.accelerators.imx500")
 
@@ -63,17 +65,7 @@ MODELS_DIR = Path("/usr/share/imx500-models")
 DEFAULT_NETWORK = MODELS_DIR / "imx500_network_ssd_mobilenetv2_fpnlite_320x320_pp.rpk"
 PICAMERA2_HINT = "picamera2 is not installed; on Raspberry Pi OS: sudo apt install python3-picamera2"
 MODELS_HINT = "sudo apt install imx500-firmware imx500-models"
-PERSON_CLASS = 0
-ROI_GRID = (64, 48)  # privacy masks are pooled to this many cells (any privacy pixel taints its cell)
 ROI_SETTLE_FRAMES = 2  # frames whose detections are dropped after the inference ROI changes
-
-BoolMask = npt.NDArray[np.bool_]
-MaskFor = Callable[[int, int], BoolMask]  # (width, height) -> True where the privacy regions are
-Rect = tuple[int, int, int, int]  # (x, y, w, h)
-
-
-class Imx500Error(WardSightError):
-    """The AI camera cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -82,109 +74,6 @@ class Imx500Frame:
     image: npt.NDArray[np.uint8]  # RGB, privacy regions already black
     people: list[Person]
     has_tensor: bool  # False: the sensor sent no results with this frame
-
-
-# -- pure helpers (no camera) ---------------------------------------------------------------------------
-
-
-def largest_clear_rect(dirty: BoolMask) -> tuple[int, int, int, int] | None:
-    """The largest axis-aligned rectangle (col, row, cols, rows) of False cells, or None if every cell is True."""
-    rows, cols = dirty.shape
-    heights = np.zeros(cols + 1, np.int64)  # sentinel 0 at the end
-    best: tuple[int, int, int, int] | None = None
-    best_area = 0
-    for r in range(rows):
-        heights[:cols] = np.where(dirty[r], 0, heights[:cols] + 1)
-        stack: list[int] = []
-        for c in range(cols + 1):
-            while stack and heights[stack[-1]] >= heights[c]:
-                h = int(heights[stack.pop()])
-                left = stack[-1] + 1 if stack else 0
-                area = h * (c - left)
-                if area > best_area:
-                    best_area, best = area, (left, r - h + 1, c - left, h)
-            stack.append(c)
-    return best
-
-
-def clear_roi(mask: BoolMask | None, crop: Rect, grid: tuple[int, int] = ROI_GRID) -> Rect | None:
-    """The inference ROI in sensor pixels: the largest rectangle of ``crop`` (the sensor area the frame shows)
-    holding no privacy pixel of ``mask`` (frame-sized, True = private). None when there is none."""
-    cx, cy, cw, ch = crop
-    if mask is None or not mask.any():
-        return crop
-    h, w = mask.shape
-    gw, gh = min(grid[0], w), min(grid[1], h)
-    # Cell (i, j) covers frame rows [i*h//gh, (i+1)*h//gh) etc.; dirty if any pixel in it is private.
-    ys = np.arange(gh + 1) * h // gh
-    xs = np.arange(gw + 1) * w // gw
-    dirty = np.logical_or.reduceat(np.logical_or.reduceat(mask, ys[:-1], axis=0), xs[:-1], axis=1)
-    found = largest_clear_rect(dirty)
-    if found is None:
-        return None
-    c0, r0, nc, nr = found
-    fx0, fx1, fy0, fy1 = xs[c0], xs[c0 + nc], ys[r0], ys[r0 + nr]
-    # Frame pixels -> sensor pixels, rounded inwards so the ROI never grows into a private cell.
-    sx0 = cx + int(np.ceil(fx0 * cw / w))
-    sx1 = cx + int(np.floor(fx1 * cw / w))
-    sy0 = cy + int(np.ceil(fy0 * ch / h))
-    sy1 = cy + int(np.floor(fy1 * ch / h))
-    if sx1 - sx0 < 2 or sy1 - sy0 < 2:
-        return None
-    return (sx0, sy0, sx1 - sx0, sy1 - sy0)
-
-
-def decode_ssd(
-    outputs: list[npt.NDArray[np.float32]],
-    *,
-    input_size: tuple[int, int],
-    roi: Rect,
-    scaler_crop: Rect,
-    frame_size: tuple[int, int],
-    bbox_normalization: bool = False,
-    bbox_order: str = "yx",
-    min_score: float = 0.4,
-    person_class: int = PERSON_CLASS,
-) -> list[Person]:
-    """People from a post-processed SSD network's outputs (as ``get_outputs(..., add_batch=True)`` returns them),
-    boxes in frame pixels."""
-    if len(outputs) < 3:
-        raise Imx500Error(f"expected boxes, scores and classes tensors; got {len(outputs)} tensors")
-    boxes = np.asarray(outputs[0][0], np.float32)
-    scores = np.asarray(outputs[1][0], np.float32).reshape(-1)
-    classes = np.asarray(outputs[2][0], np.float32).reshape(-1)
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(scores) != len(boxes) or len(classes) != len(boxes):
-        raise Imx500Error(f"not SSD outputs: boxes {boxes.shape}, scores {scores.shape}, classes {classes.shape}")
-    if bbox_normalization:
-        boxes = boxes / float(input_size[1])
-    if bbox_order == "xy":
-        boxes = boxes[:, [1, 0, 3, 2]]
-    rx, ry, rw, rh = roi
-    cx, cy, cw, ch = scaler_crop
-    fw, fh = frame_size
-    people: list[Person] = []
-    for (y0, x0, y1, x1), score, cls in zip(boxes, scores, classes, strict=True):
-        if round(float(cls)) != person_class or not score >= min_score:
-            continue
-        y0, x0, y1, x1 = (float(np.clip(v, 0.0, 1.0)) for v in (y0, x0, y1, x1))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        # ROI-normalised -> sensor pixels -> frame pixels (the frame shows the ScalerCrop area of the sensor).
-        fx = [((rx + v * rw) - cx) * fw / cw for v in (x0, x1)]
-        fy = [((ry + v * rh) - cy) * fh / ch for v in (y0, y1)]
-        box = (
-            min(max(fx[0], 0.0), float(fw)),
-            min(max(fy[0], 0.0), float(fh)),
-            min(max(fx[1], 0.0), float(fw)),
-            min(max(fy[1], 0.0), float(fh)),
-        )
-        if box[2] <= box[0] or box[3] <= box[1]:
-            continue  # the part of the sensor the network saw lies outside this frame
-        kps = np.zeros((17, 3), np.float32)
-        kps[:, 0], kps[:, 1] = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        people.append(Person(box, min(1.0, float(score)), kps))
-    people.sort(key=lambda p: -p.score)
-    return people
 
 
 # -- the camera --------------------------------------------------------------------------------------------

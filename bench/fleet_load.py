@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from fleet import tokens  # noqa: E402
+from fleet.enrollment import tokens  # noqa: E402
 from fleet.store.db import FleetDB  # noqa: E402
 from wardsight import wire  # noqa: E402
 

@@ -1,11 +1,10 @@
-"""Wiring the agent from configuration: source, backend, apps, identity and sender."""
+"""Assembling the agent from configuration: frame source, pose model and backend, apps, zones, extra analyzers,
+and the readings a heartbeat reports. :class:`firmware.runtime.DeviceRuntime` wires these into a running agent."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,28 +13,20 @@ from accelerators.base import Backend
 from accelerators.catalog import get_model
 from accelerators.cpu import CpuPoseBackend
 from accelerators.fallback import FallbackBackend
-from firmware.agent import Agent, AgentStats, EventStamper
-from firmware.apps.base import App, AppEvent
+from firmware.agent import Agent
+from firmware.apps.base import App
 from firmware.apps.bed_exit import BedExitApp, BedExitConfig
 from firmware.apps.fall import FallApp, FallConfig
 from firmware.apps.hygiene import HandHygieneApp, HygieneConfig
 from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
-from firmware.diagnostics import install_log_ring
-from firmware.heartbeat import AgentReadings, HeartbeatLoop, build_health, read_system
-from firmware.identity import IdentityStore, tls_context
-from firmware.jobs import DEFAULT_REBOOT_COMMAND, RESTART_EXIT_CODE, JobHooks, JobRunner, SelfTestOutcome
+from firmware.heartbeat import AgentReadings
 from firmware.live import StreamSource
-from firmware.ota import selftest
-from firmware.ota.download import TargetDownloader
-from firmware.ota.manager import FleetChannel, FrameCounts, OtaManager, OtaSettings, open_model, slot_backend
-from firmware.ota.slots import Choice, SlotStore
-from firmware.ota.tufclient import TufClient
-from firmware.outbox import SqliteOutbox
+from firmware.ota.boot import open_model, slot_backend
+from firmware.ota.slots import SlotStore
+from firmware.ota.slotstate import Choice
 from firmware.perception import Analyzer
-from firmware.preview import PreviewSender, SceneTap
 from firmware.privacy import PrivacyMask
-from firmware.sender import EventSender
 from firmware.sources import FrameSource, SourceError, VideoFileSource
 from firmware.zones import Zone, ZoneMap
 from wardsight import wire
@@ -269,155 +260,4 @@ def agent_readings(
         accelerator_temp_c=accel_temp if isinstance(accel_temp, int | float) else None,
         models={model: version},
         outbox_pending=pending,
-    )
-
-
-@dataclass
-class RunResult:
-    agent: AgentStats
-    sent: int
-    rejected: int
-    queued: int
-    frames_captured: int
-    frames_dropped: int
-    restart: str | None = None  # why the agent stopped to be started again (e.g. to switch to a new model)
-    exit_code: int | None = None  # set by a job that ends the agent otherwise (factory reset: FACTORY_RESET_EXIT_CODE)
-
-
-def run_device(
-    config: DeviceConfig,
-    data_dir: Path,
-    *,
-    duration: float | None = None,
-    stop: threading.Event | None = None,
-    store: ArtifactStore | None = None,
-    config_path: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    reboot_command: Sequence[str] = DEFAULT_REBOOT_COMMAND,
-) -> RunResult:
-    """Run the enrolled agent until the source ends, ``duration`` passes, ``stop`` is set or a job ends it."""
-    log_ring = install_log_ring()  # recent log lines for diagnostics jobs, from the start
-    ids = IdentityStore(device_dir(data_dir))
-    identity, _ = ids.load()
-    _, client = ids.client()
-    store = store or artifact_store(data_dir, config)
-    # Everything that can fail on bad config or missing models fails before anything starts.
-    apps = build_apps(config)
-    analyzers = build_analyzers(apps, store, config.threads, config.mask.face_every_frames)
-    zones = build_zones(config)
-    # The model this start runs: an OTA slot (a trial, the active one, the previous one) or the factory model.
-    slots = SlotStore(device_dir(data_dir) / "models" / "slots")
-    ota_dir = device_dir(data_dir) / "ota"
-    ota_root = (ota_dir / "root.json").exists()
-    source: FrameSource | None = None
-    if config.source.kind == "imx500":  # the network runs in the sensor; no OTA slot applies
-        backend, source = build_imx500(config)
-        pose = PoseModel(backend, Choice(None), "imx500", "not_supported")
-    else:
-        pose = open_pose_model(config, store, slots, ota_root)
-    backend, choice = pose.backend, pose.choice
-    if source is None:
-        source = build_source(config, store)
-    # Signed with the client's key, which a rotate_key job replaces.
-    stamp = EventStamper(identity.device_id, identity.room, lambda ev: wire.sign_event(ev, client.key))
-    outbox = SqliteOutbox(device_dir(data_dir) / "outbox.db")  # events survive outages and restarts
-    sender = EventSender(identity.server_url, queue=outbox, post=client.post_event).start()
-
-    def emit(event: AppEvent) -> None:
-        log.info("%s/%s %s", event.app, event.type, event.data)
-        sender.submit(stamp(event))
-
-    tap = SceneTap(config.zones, config.privacy_regions)  # the zone editor's metadata view, only when watched
-    agent = Agent(source, backend, [*apps, tap], emit, zones=zones, analyzers=analyzers)
-    started = time.monotonic()
-    model = get_model(config.model)
-    model_name = choice.record.name if choice.record else model.name
-    model_version = choice.version or model.version
-    stop = stop or threading.Event()
-    restart: list[str] = []
-
-    def request_restart(reason: str) -> None:
-        restart.append(reason)
-        stop.set()
-
-    job_exit: list[int] = []
-
-    def stop_for_job(code: int) -> None:
-        if code == RESTART_EXIT_CODE:
-            request_restart("maintenance job")
-        else:
-            job_exit.append(code)
-            stop.set()
-
-    def self_test() -> SelfTestOutcome:  # the model this start runs (an OTA slot or the factory model)
-        if choice.record is None or choice.path is None:
-            path, build = store.require(get_model(config.model).artifact), selftest.factory_build()
-        else:
-            path, build = choice.path, choice.record.build
-        result = selftest.run_selftest(path, build)
-        return SelfTestOutcome(result.ok, result.reason, result.detail)
-
-    manager: OtaManager | None = None
-    if ota_root and pose.updates == "ready":
-        context = tls_context(identity.server_url, ids.ca_pem())
-        manager = OtaManager(
-            slots,
-            FleetChannel(client),
-            TufClient(ota_dir, identity.server_url, context, reference_time=client.server_now),
-            TargetDownloader(ota_dir, context),
-            running=choice,
-            restart=request_restart,
-            frames=lambda: FrameCounts(source.stats.captured, agent.stats.processed, agent.stats.failed),
-            server_now=client.server_now,
-            settings=OtaSettings(backend=pose.kind, threads=config.threads),
-        ).start()
-    else:
-        log.warning("model updates over the air are off on this device (%s)", pose.updates)
-
-    def report() -> wire.Health:
-        readings = agent_readings(agent, source, backend, sender.pending, model_name, model_version, started)
-        health = build_health(
-            identity.device_id, readings, read_system(), uptime_s=time.monotonic() - started, sent_at=time.time()
-        )
-        return health.model_copy(update={"updates": pose.updates})
-
-    preview = PreviewSender(client, tap.snapshot).start()
-    beats = HeartbeatLoop(client, report, config.heartbeat_seconds, on_reply=preview.observe).start()
-    deadline = started + duration if duration is not None else None
-    hooks = JobHooks(
-        config_path=config_path or data_dir / "device.toml",
-        stop_agent=stop_for_job,
-        environ=environ or {},
-        store=store,
-        config=config,
-        health=report,
-        pending_events=lambda: sender.pending,
-        self_test=self_test,
-        reboot_command=reboot_command,
-        log_ring=log_ring,
-        update_waiting=manager.wake if manager is not None else None,
-    )
-    jobs = JobRunner(client, identity, device_dir(data_dir), hooks).start()  # after the build: a start that worked
-    try:
-        stats = agent.run(stop, deadline)
-    finally:
-        jobs.close()
-        if manager is not None:
-            manager.stop()
-        beats.stop()
-        preview.stop()
-        source.close()
-        backend.close()
-        sender.stop()
-        queued = sender.pending  # still in the outbox: sent after the next start
-        outbox.close()
-    return RunResult(
-        stats,
-        sender.stats.sent,
-        sender.stats.rejected,
-        queued,
-        source.stats.captured,
-        source.stats.dropped,
-        restart[0] if restart else None,
-        job_exit[0] if job_exit else None,
     )

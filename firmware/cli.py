@@ -9,10 +9,11 @@ from typing import Any, TypeVar
 
 import click
 
+from firmware.assembly import device_dir
+from firmware.exitcodes import RESTART_EXIT_CODE
 from firmware.identity import IdentityStore
-from firmware.jobs import recover_pushed_config
-from firmware.ota.manager import RESTART_EXIT_CODE
-from firmware.runtime import device_dir, run_device
+from firmware.jobs.config import recover_pushed_config
+from firmware.runtime import run_device
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
 from wardsight.device_config import DeviceConfig, load_device_config

@@ -14,8 +14,8 @@ the source is closed, so ``Agent.run`` keeps running across outages. Close the s
 run that is waiting for a stream that is down. With ``max_wait`` set, ``_capture()`` instead raises
 ``StreamUnavailable`` after that long without a frame.
 
-Credentials never reach a log line or an error message: the URL is only ever shown through ``redact_url``
-(user info and credential-like query values replaced by ``***``).
+Credentials never reach a log line or an error message: the URL is only ever shown through
+:func:`firmware.streamurl.redact_url` (user info and credential-like query values replaced by ``***``).
 
 RTSP transport: OpenCV reads FFmpeg options from the environment variable ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` at
 each open. For rtsp:// and rtsps:// URLs, when the operator has not set it, it is set to ``rtsp_transport;tcp``
@@ -29,7 +29,6 @@ import copy
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ import numpy.typing as npt
 from firmware.clock import STEADY
 from firmware.privacy import PrivacyMask
 from firmware.sources import CapturedFrame, Frame, FrameSource, SourceError, TransientSourceError
+from firmware.streamurl import redact_url, scrub, url_secrets
 
 log = logging.getLogger("wardsight.device.source")
 
@@ -51,32 +51,10 @@ SCHEMES = ("rtsp", "rtsps", "http", "https")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 RTSP_TCP = "rtsp_transport;tcp"
 _ENV_LOCK = threading.Lock()  # our opens set and restore the process-wide FFmpeg options variable one at a time
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred|session", re.IGNORECASE)
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
 
 
 class StreamUnavailable(TransientSourceError):
     """No frame arrived within ``max_wait`` (the stream is down and being retried); transient."""
-
-
-def redact_url(url: str) -> str:
-    """The URL with its user info and credential-like query values replaced by ``***`` (safe to log)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparseable url>"
-    netloc = ("***@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host)
-    if port is not None:
-        netloc += f":{port}"
-    query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-
-
-def _redact_param(param: str) -> str:
-    key, sep, _ = param.partition("=")
-    return f"{key}=***" if sep and _SECRET_KEY.search(key) else param
 
 
 class Backoff:
@@ -196,7 +174,7 @@ class StreamSource(FrameSource):
             raise SourceError("open_timeout, stall_timeout and max_wait must be positive")
         self._url = url
         self._crashed: str | None = None
-        self._secrets = _secrets_of(url)
+        self._secrets = url_secrets(url)
         self.open_timeout, self.stall_timeout, self.max_wait = open_timeout, stall_timeout, max_wait
         self.backoff = backoff or Backoff()
         self._clock, self._monotonic = clock, monotonic
@@ -356,28 +334,7 @@ class StreamSource(FrameSource):
 
     def _scrub(self, text: str) -> str:
         """Remove the raw URL and its secrets from text we did not write ourselves (e.g. OpenCV's errors)."""
-        if isinstance(self._url, str):
-            text = text.replace(self._url, self.name)
-        text = _USERINFO.sub("***@", text)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def _secrets_of(url: str | int) -> list[str]:
-    """The password and credential-like query values of a URL (to scrub from foreign messages)."""
-    if isinstance(url, int):
-        return []
-    try:
-        parts = urlsplit(url)
-        found = [parts.password or ""]
-    except ValueError:
-        return []
-    for param in parts.query.split("&"):
-        key, sep, value = param.partition("=")
-        if sep and _SECRET_KEY.search(key):
-            found.append(value)
-    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+        return scrub(text, self._url, self.name, self._secrets)
 
 
 @contextmanager

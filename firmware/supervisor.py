@@ -1,7 +1,7 @@
 """Starting the agent again when it asks to be (exit 75), for runs without systemd (the demo, a laptop).
 
 On a device systemd restarts the agent (``Restart=always``) when it exits with
-:data:`firmware.jobs.RESTART_EXIT_CODE` to switch to a new model or after a maintenance job; a process that
+:data:`firmware.exitcodes.RESTART_EXIT_CODE` to switch to a new model or after a maintenance job; a process that
 runs the agent in-process (``wardsight demo``) uses :func:`run_supervised` to do the same.
 """
 

@@ -2,40 +2,24 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from pathlib import Path
 
 import click
 
-from fleet import admin_api, audit, tokens
-from fleet.config import ServerConfig, load_server_config
-from fleet.ota.repository import bundle_root
+from fleet.audit.log import cli_actor
+from fleet.cliconfig import config_option, load_config, open_db
+from fleet.config import ServerConfig
+from fleet.devices import service as device_service
+from fleet.enrollment import service as enrollment_service
+from fleet.ota.repository.files import bundle_root
 from fleet.pki import CA_CERT
 from fleet.server import keys_dir, serve_forever
-from fleet.store.db import FleetDB
 from wardsight import wire
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Server config file (TOML; default <data dir>/server.toml if present).",
-)
-
-
-def _config(ctx: Context, config_path: Path | None) -> ServerConfig:
-    return load_server_config(ctx.data_dir, config_path, ctx.environ)
-
-
-def _db(config: ServerConfig) -> FleetDB:
-    assert config.database is not None
-    return FleetDB(config.database)
 
 
 def create_token(
@@ -53,21 +37,18 @@ def create_token(
         if value is not None and not wire.is_identifier(value):
             raise WardSightError(f"{what} '{value}' must be 1-64 letters, digits or _.:- characters")
     now = time.time() if now is None else now
-    plaintext, record = tokens.new_token(
-        room,
-        now,
-        ttl if ttl is not None else config.token_ttl_seconds,
-        site=site,
-        ward=ward,
-        require_approval=require_approval or config.require_approval,
-        created_by=cli_actor(),
-    )
-    db = _db(config)
+    db = open_db(config)
     try:
-        db.add_token(record)
-        details = {"room": room, "site": site, "ward": ward, "require_approval": record.require_approval}
-        audit.record(
-            db.db, actor=cli_actor(), action="token.create", target=f"token:{record.id}", details=details, now=now
+        plaintext, _ = enrollment_service.create_token(
+            db,
+            config,
+            room,
+            actor=cli_actor(),
+            now=now,
+            ttl=ttl,
+            site=site,
+            ward=ward,
+            require_approval=require_approval,
         )
     finally:
         db.close()
@@ -78,14 +59,6 @@ def default_url(config: ServerConfig) -> str:
     scheme = "http" if config.insecure_http else "https"
     host = config.tls_hostnames[0] if config.tls_hostnames else config.host
     return f"{scheme}://{host}:{config.port}"
-
-
-def cli_actor() -> str:
-    """Who ran a CLI command, for the audit log."""
-    try:
-        return "cli:" + getpass.getuser()
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 @click.group()
@@ -112,7 +85,7 @@ def serve(ctx: Context, host: str | None, port: int | None, insecure_http: bool,
         wardsight fleet serve
         WARDSIGHT_SERVER_PORT=9000 wardsight fleet serve
     """
-    config = _config(ctx, config_path)
+    config = load_config(ctx, config_path)
     if host is not None:
         config.host = host
     if port is not None:
@@ -165,7 +138,7 @@ def token_create(
         wardsight fleet token create --site st-marys --ward 3B --room 3B-12 --ttl 3600
         wardsight fleet token create --room 3B-12 --approval --bundle /media/sd/wardsight-enroll.json
     """
-    config = _config(ctx, config_path)
+    config = load_config(ctx, config_path)
     plaintext = create_token(config, room, ttl, site=site, ward=ward, require_approval=approval)
     click.echo(plaintext)
     if bundle is not None:
@@ -190,12 +163,10 @@ def token_revoke(ctx: Context, token_id: str, config_path: Path | None) -> None:
     Example:
         wardsight fleet token revoke 1a2b3c4d5e6f
     """
-    db = _db(_config(ctx, config_path))
+    db = open_db(load_config(ctx, config_path))
     try:
-        now = time.time()
-        if not db.revoke_token(token_id, now):
+        if not enrollment_service.revoke_token(db, token_id, actor=cli_actor(), now=time.time()):
             raise WardSightError(f"no unused, unrevoked token {token_id}")
-        audit.record(db.db, actor=cli_actor(), action="token.revoke", target=f"token:{token_id}", now=now)
     finally:
         db.close()
     click.echo(f"revoked {token_id}")
@@ -212,7 +183,7 @@ def device_group() -> None:
 
 
 def _device_action(action: str) -> None:
-    role, status, allowed = admin_api.TRANSITIONS[action]
+    role, _, allowed = device_service.TRANSITIONS[action]
 
     @device_group.command(
         action,
@@ -224,25 +195,19 @@ def _device_action(action: str) -> None:
     @config_option
     @pass_context
     def command(ctx: Context, device_id: str, reason: str | None, config_path: Path | None) -> None:
-        db = _db(_config(ctx, config_path))
+        db = open_db(load_config(ctx, config_path))
         try:
-            now = time.time()
-            if not db.set_status(device_id, status, reason=reason, by=cli_actor(), now=now, allowed_from=allowed):
-                raise WardSightError(f"cannot {action} {device_id}: unknown, or not {' or '.join(allowed)}")
-            audit.record(
-                db.db,
-                actor=cli_actor(),
-                action=f"device.{action}",
-                target=device_id,
-                details={"reason": reason, "status": status},
-                now=now,
+            status = device_service.change_status(
+                db, device_id, action, actor=cli_actor(), reason=reason, now=time.time()
             )
+        except (device_service.NoSuchDeviceError, device_service.NotAllowedError):
+            raise WardSightError(f"cannot {action} {device_id}: unknown, or not {' or '.join(allowed)}") from None
         finally:
             db.close()
         click.echo(f"{device_id}: {status}")
 
 
-for _action in admin_api.TRANSITIONS:
+for _action in device_service.TRANSITIONS:
     _device_action(_action)
 
 
@@ -256,7 +221,7 @@ def devices(ctx: Context, config_path: Path | None) -> None:
     Example:
         wardsight fleet devices
     """
-    db = _db(_config(ctx, config_path))
+    db = open_db(load_config(ctx, config_path))
     try:
         for row in db.list_devices():
             click.echo(json.dumps(row))
@@ -275,7 +240,7 @@ def events(ctx: Context, limit: int, config_path: Path | None) -> None:
     Example:
         wardsight fleet events --limit 50
     """
-    db = _db(_config(ctx, config_path))
+    db = open_db(load_config(ctx, config_path))
     try:
         for row in db.recent_events(limit):
             click.echo(json.dumps(row))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from fleet import delivery
 from fleet.store.db import FleetDB
 from fleet.store.schema import transaction
 from fleet.web import events
+from fleet.webhooks.store import enqueue_for_event
 from wardsight.wire import Event
 
 
@@ -22,7 +22,7 @@ def store(fleet: FleetDB, event: Event, received_at: float) -> bool:
     with transaction(fleet.db.conn):
         stored = fleet.insert_event(event, received_at)
         if stored:
-            delivery.enqueue_for_event(fleet.db, event, received_at)
+            enqueue_for_event(fleet.db, event, received_at)
     return stored
 
 

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from fleet.config import ServerConfig
 from fleet.server import BackgroundServer
-from wardsight.cli import cli
+from wardsight_cli.main import cli
 
 
 def all_commands(group: click.Group, prefix=()):

@@ -31,18 +31,20 @@ from typing import Any
 from click.testing import CliRunner
 
 from accelerators.catalog import MOVENET_MULTIPOSE
-from fleet import operators
+from fleet.accounts import service as operators
 from fleet.cli import create_token
 from fleet.config import ServerConfig
-from fleet.db import FleetDB
-from fleet.ota.repository import bundle_root
+from fleet.ota.repository.files import bundle_root
 from fleet.server import BackgroundServer
+from fleet.store.db import FleetDB
+from signing.client import Server, start_rollout
+from signing.keys import generate_keys
+from signing.metadata import init_repository, publish
 from tests.conftest import ROOT
 from wardsight import wire
 from wardsight.bundle import Bundle
-from wardsight.cli import cli as wardsight_cli
 from wardsight.footage import DEMO_FOOTAGE
-from wardsight.ota_cli import Server, generate_keys, init_repository, publish, start_rollout
+from wardsight_cli.main import cli as wardsight_cli
 
 MODEL = MOVENET_MULTIPOSE.name
 ROOM = "3B-12"

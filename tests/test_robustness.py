@@ -7,7 +7,7 @@ import tarfile
 
 from aiohttp import DummyCookieJar
 
-from fleet import operators
+from fleet.accounts import service as operators
 from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.store.db import FleetDB

@@ -10,16 +10,17 @@ It runs on a thread beside the agent, which keeps running its current model the 
    (:mod:`firmware.ota.slots`), self-tested in a separate process (:mod:`firmware.ota.selftest`), and only
    then recorded. A build that fails its self-test is never activated.
 4. Inside the offer's window (by the server's clock) the slot is put on trial and the agent is asked to
-   restart (``restart`` callback; the process exits with :data:`RESTART_EXIT_CODE` and its supervisor starts
-   it again). The next start runs the trial slot (:func:`open_model`).
-5. The health check: ``health_frames`` frames processed within ``health_seconds`` of the start, with at most
-   ``health_max_failed`` failed inferences, confirms the slot; otherwise the slot is abandoned, the agent
-   restarts into the previous model and the failure is reported. A trial that crashes the agent is
-   abandoned by the start count in :class:`~firmware.ota.slots.SlotStore`.
+   restart (``restart`` callback; the process exits with :data:`firmware.exitcodes.RESTART_EXIT_CODE` and its
+   supervisor starts it again). The next start runs the trial slot (:func:`firmware.ota.boot.open_model`).
+5. The health check (:mod:`firmware.ota.health`): ``health_frames`` frames processed within ``health_seconds``
+   of the start, with at most ``health_max_failed`` failed inferences, confirms the slot; otherwise the slot is
+   abandoned, the agent restarts into the previous model and the failure is reported. A trial that crashes the
+   agent is abandoned by the start count in :class:`~firmware.ota.slots.SlotStore`.
 
-Progress goes back with ``POST /api/v1/device/update`` (:class:`wardsight.wire.UpdateReport`). Outcomes the
-server must learn (failed, activated, healthy, rolled_back) are queued in the slot state and resent until the
-server has them; progress notes (downloading, downloaded, installed, deferred) are sent once, best effort.
+Progress goes back with ``POST /api/v1/device/update`` (:class:`wardsight.wire.UpdateReport`, through
+:mod:`firmware.ota.channel`). Outcomes the server must learn (failed, activated, healthy, rolled_back) are
+queued in the slot state and resent until the server has them; progress notes (downloading, downloaded,
+installed, deferred) are sent once, best effort; :mod:`firmware.ota.fitness` judges whether a package fits.
 An offer that failed here for a reason that would repeat (self-test, bad package, crash, health) is not
 tried again. Network errors are retried after ``retry_seconds`` for as long as the offer stands (a partial
 download is resumed); metadata or hash failures are retried ``max_attempts`` times, then reported ``failed``
@@ -34,26 +35,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
 
-from pydantic import ValidationError
 from tuf.api.metadata import TargetFile
 
 import wardsight
 from accelerators.catalog import MOVENET_MULTIPOSE
-from accelerators.cpu import CpuPoseBackend
 from firmware.ota import selftest
+from firmware.ota.channel import ChannelError, UpdateChannel
 from firmware.ota.download import DownloadError, TargetDownloader
-from firmware.ota.slots import Choice, Slot, SlotStore, report_for
+from firmware.ota.fitness import missing_build, unfit
+from firmware.ota.health import FrameCounts, HealthCheck
+from firmware.ota.slots import SlotStore
+from firmware.ota.slotstate import Choice, Slot, report_for
 from firmware.ota.tufclient import TufClient, TufError
-from firmware.transport import FleetClient, NotAuthorizedError, UnreachableError
+from firmware.transport import NotAuthorizedError, UnreachableError
 from wardsight import modelpkg, wire
-from wardsight.errors import WardSightError
 
 log = logging.getLogger("wardsight.device.ota")
-
-RESTART_EXIT_CODE = 75  # "restart me": the agent exits with this to switch models; systemd Restart=always
-UPDATE_PATH = wire.UPDATE_PATH
 # Failures that say nothing about the offer (the network, the card): retried for as long as the offer stands
 # (the rollout's in-progress timeout judges a device stuck). Others are retried max_attempts times, then
 # reported as failed: the server takes "failed" as final for this device.
@@ -77,98 +75,6 @@ class OtaSettings:
     max_invoke_seconds: float = 5.0
     threads: int = 1
     progress_seconds: float = 2.0  # how often a trial reports its health-check frames (best effort)
-
-
-@dataclass(frozen=True)
-class FrameCounts:
-    """What the agent has done since it started (``source.stats.captured``, ``agent.stats.processed/failed``)."""
-
-    captured: int
-    processed: int
-    failed: int
-
-
-class UpdateChannel(Protocol):
-    def poll(self) -> wire.UpdateOffer | None: ...
-
-    def report(self, report: wire.UpdateReport) -> bool:
-        """True when the server has taken the report (or refused it for good), False to keep it for later."""
-        ...
-
-
-class ChannelError(WardSightError):
-    """The server's answer to an update request was not usable."""
-
-
-class FleetChannel:
-    """The update endpoints of the fleet server, through the device's authenticated client."""
-
-    def __init__(self, client: FleetClient) -> None:
-        self.client = client
-
-    def poll(self) -> wire.UpdateOffer | None:
-        reply = self.client.request("GET", UPDATE_PATH)
-        if reply.status == 204:
-            return None
-        if reply.status != 200:
-            raise ChannelError(f"update poll answered HTTP {reply.status}: {reply.error}")
-        try:
-            return wire.UpdateOffer.model_validate(reply.body)
-        except ValidationError as exc:
-            raise ChannelError(f"the server's update offer is malformed: {exc.error_count()} errors") from None
-
-    def report(self, report: wire.UpdateReport) -> bool:
-        body = report.model_dump_json(exclude_none=True).encode()
-        try:
-            reply = self.client.request("POST", UPDATE_PATH, body, "application/json")
-        except (UnreachableError, NotAuthorizedError) as exc:
-            log.info("update report kept for later: %s", exc)
-            return False
-        if 200 <= reply.status < 300:
-            return True
-        log.warning("the server refused the update report %s (HTTP %d): %s", report.state, reply.status, reply.error)
-        return True  # a refusal would repeat: do not block the queue with it
-
-
-class HealthCheck:
-    """Did the model on trial work? ``frames`` gives the agent's counts; judged from when :meth:`start` ran."""
-
-    def __init__(
-        self,
-        frames: Callable[[], FrameCounts],
-        *,
-        need: int,
-        within: float,
-        max_failed: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.frames, self.need, self.within, self.max_failed, self.clock = frames, need, within, max_failed, clock
-        self._base = FrameCounts(0, 0, 0)
-        self._t0 = clock()
-
-    def start(self) -> None:
-        self._base, self._t0 = self.frames(), self.clock()
-
-    def progress(self) -> tuple[int, int]:
-        """(frames processed since the start, frames needed)."""
-        return max(0, self.frames().processed - self._base.processed), self.need
-
-    def verdict(self) -> str | None:
-        """``"ok"``, a failure reason (``inference_failed``, ``health_check_missed``), or None while undecided."""
-        now = self.frames()
-        processed = now.processed - self._base.processed
-        failed = now.failed - self._base.failed
-        captured = now.captured - self._base.captured
-        if failed > self.max_failed:
-            return "inference_failed"
-        if processed >= self.need:
-            return "ok"
-        elapsed = self.clock() - self._t0
-        if elapsed < self.within:
-            return None
-        if captured == 0 and elapsed < 10 * self.within:
-            return None  # the camera gave nothing yet: not the model's fault; wait (a while) longer
-        return "health_check_missed"
 
 
 class OtaManager:
@@ -382,7 +288,7 @@ class OtaManager:
 
     def _fetch_and_install(self, offer: wire.UpdateOffer) -> Slot | None:
         info, url = self.tuf.targetinfo(offer.target)
-        missing = self._no_build(info)
+        missing = missing_build(info, self.settings.backend, self.settings.hardware)
         if missing is not None:  # known from the signed metadata: nothing to download
             self._reject(offer, "no_build_for_backend", missing)
             return None
@@ -405,7 +311,7 @@ class OtaManager:
     def _install(self, offer: wire.UpdateOffer, info: TargetFile, package: Path) -> Slot | None:
         try:
             manifest = modelpkg.read_manifest(package)
-            reason = self._unfit(offer, manifest)
+            reason = unfit(offer, manifest, self.settings.backend, self.settings.hardware, self.agent_version)
             if reason is not None:
                 self.downloader.discard(info)
                 self._reject(offer, reason[0], reason[1])
@@ -440,40 +346,6 @@ class OtaManager:
         self.downloader.discard(info)  # the package is not needed once its build is installed
         return slot
 
-    def _no_build(self, info: TargetFile) -> str | None:
-        """Why the signed target (its ``custom`` list of builds, when it has one) has nothing for this device."""
-        custom = info.unrecognized_fields.get("custom")
-        builds = custom.get("builds") if isinstance(custom, dict) else None
-        if not isinstance(builds, list):
-            return None  # not described: the package's own manifest decides after the download
-        backend, hardware = self.settings.backend, self.settings.hardware
-        for build in builds:
-            if (
-                isinstance(build, dict)
-                and build.get("backend") == backend
-                and build.get("hardware") in (None, hardware)
-            ):
-                return None
-        return self._backend_text()
-
-    def _backend_text(self) -> str:
-        runs = self.settings.backend + (f"/{self.settings.hardware}" if self.settings.hardware else "")
-        return f"this device runs {runs}; the package has no build for it"
-
-    def _unfit(self, offer: wire.UpdateOffer, manifest: modelpkg.Manifest) -> tuple[str, str] | None:
-        """Why this package cannot serve this offer on this agent (reason code, detail), or None."""
-        if manifest.name != offer.model or manifest.version != offer.version:
-            return "package_mismatch", f"the package is {manifest.name} {manifest.version}"
-        try:
-            manifest.build_for(self.settings.backend, self.settings.hardware)
-        except modelpkg.PackageError:
-            return "no_build_for_backend", self._backend_text()
-        if manifest.task != "pose":
-            return "unsupported_model", f"task {manifest.task} is not served by the model slots"
-        if modelpkg.version_key(manifest.min_agent_version) > modelpkg.version_key(self.agent_version):
-            return "agent_too_old", f"needs agent {manifest.min_agent_version}, this is {self.agent_version}"
-        return None
-
     def _in_window(self, offer: wire.UpdateOffer) -> bool:
         now = self.server_now()
         if offer.window_start is not None and now < offer.window_start:
@@ -507,30 +379,3 @@ class OtaManager:
         self.restart_reason = reason
         self._stop.set()
         self._restart_cb(reason)
-
-
-# ---- starting the agent's model ------------------------------------------------------------------------
-
-B = TypeVar("B")
-
-
-def open_model(slots: SlotStore, open_slot: Callable[[Choice], B], open_factory: Callable[[], B]) -> tuple[B, Choice]:
-    """The model this start runs (:meth:`SlotStore.boot`), opened; a slot that fails to load is abandoned
-    (a trial is reported as rolled back) and the next one tried, down to the factory model."""
-    choice = slots.boot()
-    while choice.slot is not None:
-        try:
-            return open_slot(choice), choice
-        except WardSightError as exc:  # ModelLoadError and the like
-            log.error("model in slot %s failed to load: %s", choice.slot, exc)
-            choice = slots.abandon(choice, "load_failed")
-    return open_factory(), choice
-
-
-def slot_backend(choice: Choice, *, threads: int = 2, min_score: float = 0.15) -> CpuPoseBackend:
-    """The CPU backend for a slot's build (``open_slot`` for :func:`open_model` on a CPU device)."""
-    if choice.record is None or choice.path is None:
-        raise WardSightError("the factory model has no slot")
-    record = choice.record
-    manifest = selftest.pose_manifest(record.build, record.name, record.version)
-    return CpuPoseBackend(choice.path, manifest=manifest, num_threads=threads, min_score=min_score)

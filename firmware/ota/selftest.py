@@ -25,11 +25,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from accelerators.base import Backend
 from accelerators.catalog import MOVENET_MULTIPOSE, ModelManifest
+from accelerators.types import Person
 from wardsight.fetch import Artifact
 from wardsight.modelpkg import Build
 
@@ -103,20 +106,35 @@ def _finite_scores(values: npt.NDArray[np.float32]) -> bool:
     return bool(np.all(np.isfinite(values)) and np.all(values >= 0.0) and np.all(values <= 1.0))
 
 
+class _Failed(Exception):
+    """A check that failed: the report reason code and what was seen."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _unsupported(build: Build) -> str | None:
+    """Why there is no self-test for ``build`` (and so no switching to it), or None."""
+    if (build.backend, build.runtime, build.decoder) not in SUPPORTED:
+        return f"no self-test for {build.backend}/{build.runtime}/{build.decoder}"
+    if str(build.input.get("dtype", "uint8")) != "uint8":
+        return f"input dtype {build.input.get('dtype')} is not uint8"
+    if build.input.get("multiple", 32) != 32:  # the agent's letterbox rounds to multiples of 32
+        return f"input multiple {build.input.get('multiple')} is not 32"
+    return None
+
+
 def check_model(
     path: Path, build: Build, *, threads: int = 1, max_invoke_seconds: float = DEFAULT_MAX_INVOKE_SECONDS
 ) -> SelfTestResult:
     """Load ``path`` as ``build`` says and check it on the built-in frame (in this process: see the module doc)."""
     started = time.perf_counter()
-    if (build.backend, build.runtime, build.decoder) not in SUPPORTED:
-        return _fail("unsupported", f"no self-test for {build.backend}/{build.runtime}/{build.decoder}", started)
-    if str(build.input.get("dtype", "uint8")) != "uint8":
-        return _fail("unsupported", f"input dtype {build.input.get('dtype')} is not uint8", started)
-    if build.input.get("multiple", 32) != 32:  # the agent's letterbox rounds to multiples of 32
-        return _fail("unsupported", f"input multiple {build.input.get('multiple')} is not 32", started)
+    why = _unsupported(build)
+    if why is not None:
+        return _fail("unsupported", why, started)
     from ai_edge_litert.interpreter import Interpreter
 
-    from accelerators import movenet
     from accelerators.cpu import CpuPoseBackend
     from accelerators.litert import ModelLoadError
 
@@ -128,50 +146,69 @@ def check_model(
     except (ModelLoadError, ValueError, RuntimeError) as exc:
         return _fail("load_failed", str(exc), started)
     try:
-        inputs = raw_interp.get_input_details()
-        if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["dtype"] != np.uint8:
-            return _fail("bad_input", f"input is not one [1, H, W, 3] uint8 tensor: {inputs[:2]}", started)
-        # The raw output, on exactly the tensor the agent's preprocessing makes.
-        box = movenet.Letterbox.for_frame(frame.shape[1], frame.shape[0], manifest.input_long_side)
-        canvas = np.zeros((1, box.in_h, box.in_w, 3), dtype=np.uint8)
-        box.apply(frame, canvas[0])
-        raw_interp.resize_tensor_input(inputs[0]["index"], list(canvas.shape))
-        raw_interp.allocate_tensors()
-        raw_interp.set_tensor(raw_interp.get_input_details()[0]["index"], canvas)
-        t0 = time.perf_counter()
-        raw_interp.invoke()
-        slowest = time.perf_counter() - t0
-        outputs = raw_interp.get_output_details()
-        raw = np.asarray(raw_interp.get_tensor(outputs[0]["index"]), dtype=np.float32)
-        want = OUTPUT_SHAPE[build.decoder]
-        if len(outputs) != 1 or tuple(raw.shape) != want:
-            return _fail("bad_output", f"output shape {[tuple(o['shape']) for o in outputs]}, expected {want}", started)
-        if not np.all(np.isfinite(raw)):
-            return _fail("bad_output", "output holds NaN or infinity", started)
-        rows = raw[0]
-        scores = np.concatenate([rows[:, 2:51:3].ravel(), rows[:, 55]])
-        if not _finite_scores(scores):
-            return _fail("bad_output", f"scores outside [0, 1]: {scores.min():.3g}..{scores.max():.3g}", started)
-        # The agent's own path: backend.detect twice (the first call also sizes the tensors).
-        for _ in range(2):
-            t0 = time.perf_counter()
-            people = backend.detect(frame)
-            slowest = max(slowest, time.perf_counter() - t0)
-        h, w = frame.shape[:2]
-        for person in people:
-            x1, y1, x2, y2 = person.box
-            if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h) or not math.isfinite(person.score):
-                return _fail("bad_output", f"a person's box {person.box} is outside the frame", started)
-            if not np.all(np.isfinite(person.keypoints)) or not _finite_scores(person.keypoints[:, 2]):
-                return _fail("bad_output", "a person's keypoints are not finite or scores outside [0, 1]", started)
+        slowest = _check_raw_output(raw_interp, frame, manifest.input_long_side, build.decoder)
+        people, agent_slowest = _check_people(backend, frame)
+        slowest = max(slowest, agent_slowest)
         if slowest > max_invoke_seconds:
             return _fail("too_slow", f"an inference took {slowest:.2f} s (limit {max_invoke_seconds:.2f} s)", started)
+    except _Failed as exc:
+        return _fail(exc.reason, exc.detail, started)
     except (ValueError, RuntimeError) as exc:
         return _fail("bad_output", f"inference failed: {exc}", started)
     finally:
         backend.close()
     detail = f"{len(people)} people on the test frame, slowest inference {slowest * 1000:.0f} ms"
     return SelfTestResult(True, "ok", detail, round(time.perf_counter() - started, 3))
+
+
+def _check_raw_output(interp: Any, frame: npt.NDArray[np.uint8], long_side: int, decoder: str) -> float:
+    """The raw output, on exactly the tensor the agent's preprocessing makes: shape, finite, scores in [0, 1].
+    Returns how long the inference took."""
+    from accelerators import movenet
+
+    inputs = interp.get_input_details()
+    if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["dtype"] != np.uint8:
+        raise _Failed("bad_input", f"input is not one [1, H, W, 3] uint8 tensor: {inputs[:2]}")
+    box = movenet.Letterbox.for_frame(frame.shape[1], frame.shape[0], long_side)
+    canvas = np.zeros((1, box.in_h, box.in_w, 3), dtype=np.uint8)
+    box.apply(frame, canvas[0])
+    interp.resize_tensor_input(inputs[0]["index"], list(canvas.shape))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], canvas)
+    t0 = time.perf_counter()
+    interp.invoke()
+    took = time.perf_counter() - t0
+    outputs = interp.get_output_details()
+    raw = np.asarray(interp.get_tensor(outputs[0]["index"]), dtype=np.float32)
+    want = OUTPUT_SHAPE[decoder]
+    if len(outputs) != 1 or tuple(raw.shape) != want:
+        raise _Failed("bad_output", f"output shape {[tuple(o['shape']) for o in outputs]}, expected {want}")
+    if not np.all(np.isfinite(raw)):
+        raise _Failed("bad_output", "output holds NaN or infinity")
+    rows = raw[0]
+    scores = np.concatenate([rows[:, 2:51:3].ravel(), rows[:, 55]])
+    if not _finite_scores(scores):
+        raise _Failed("bad_output", f"scores outside [0, 1]: {scores.min():.3g}..{scores.max():.3g}")
+    return took
+
+
+def _check_people(backend: Backend, frame: npt.NDArray[np.uint8]) -> tuple[list[Person], float]:
+    """The agent's own path: ``backend.detect`` twice (the first call also sizes the tensors); every box inside
+    the frame, keypoints finite. Returns the people and the slowest of the two inferences."""
+    slowest = 0.0
+    people: list[Person] = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        people = backend.detect(frame)
+        slowest = max(slowest, time.perf_counter() - t0)
+    h, w = frame.shape[:2]
+    for person in people:
+        x1, y1, x2, y2 = person.box
+        if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h) or not math.isfinite(person.score):
+            raise _Failed("bad_output", f"a person's box {person.box} is outside the frame")
+        if not np.all(np.isfinite(person.keypoints)) or not _finite_scores(person.keypoints[:, 2]):
+            raise _Failed("bad_output", "a person's keypoints are not finite or scores outside [0, 1]")
+    return people, slowest
 
 
 def run_selftest(

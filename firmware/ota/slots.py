@@ -26,102 +26,35 @@ health check passes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from firmware.ota.slotstate import (
+    MAX_REJECTED,
+    MAX_REPORTS,
+    SLOTS,
+    STATE_FILE,
+    Choice,
+    Failure,
+    Rejected,
+    Slot,
+    SlotError,
+    SlotRecord,
+    SlotState,
+    Trial,
+    file_sha256,
+    report_for,
+)
 from wardsight import modelpkg, wire
-from wardsight.errors import WardSightError
 from wardsight.paths import fsync_dir, write_file_atomically
 
 log = logging.getLogger("wardsight.device.ota")
-
-Slot = Literal["a", "b"]
-SLOTS: tuple[Slot, Slot] = ("a", "b")
-STATE_FILE = "state.json"
-MAX_REPORTS = 32  # reports kept for the server while it is unreachable (oldest dropped first)
-MAX_REJECTED = 16
-
-
-class SlotError(WardSightError):
-    """A slot operation that does not fit the current state (e.g. installing into the active slot)."""
-
-
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SlotRecord(_Closed):
-    """The build a slot holds: checked against its file on every start."""
-
-    name: str
-    version: str
-    task: str
-    build: modelpkg.Build
-    rollout_id: str | None = None
-
-
-class Trial(_Closed):
-    slot: Slot
-    rollout_id: str
-    boots: Annotated[int, Field(ge=0)] = 0
-
-
-class Failure(_Closed):
-    rollout_id: str
-    model: str
-    version: str
-    reason: str
-    at: float  # device wall clock, informational
-
-
-class Rejected(_Closed):
-    """An offer this device will not try again (it failed here for a reason that would repeat)."""
-
-    rollout_id: str
-    version: str
-
-
-class SlotState(_Closed):
-    v: Literal[1] = 1
-    active: Slot | None = None  # None: the factory model
-    previous: Slot | None = None
-    slots: dict[Slot, SlotRecord | None] = Field(default_factory=lambda: dict.fromkeys(SLOTS))
-    trial: Trial | None = None
-    last_failure: Failure | None = None
-    rejected: list[Rejected] = Field(default_factory=list)
-    completed: str | None = None  # the rollout whose "healthy" report was queued
-    reports: list[wire.UpdateReport] = Field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The model this start runs: a slot (``record`` and ``path`` set) or the factory model (``slot`` None)."""
-
-    slot: Slot | None
-    record: SlotRecord | None = None
-    path: Path | None = None
-    trial: bool = False
-
-    @property
-    def version(self) -> str | None:
-        return self.record.version if self.record else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class SlotStore:
@@ -449,16 +382,3 @@ class SlotStore:
     @staticmethod
     def _report(rollout_id: str, record: SlotRecord, state: wire.UpdateState) -> wire.UpdateReport:
         return wire.UpdateReport(rollout_id=rollout_id, model=record.name, version=record.version, state=state)
-
-
-def report_for(
-    offer: wire.UpdateOffer, state: wire.UpdateState, reason: str | None = None, progress: float | None = None
-) -> wire.UpdateReport:
-    return wire.UpdateReport(
-        rollout_id=offer.rollout_id,
-        model=offer.model,
-        version=offer.version,
-        state=state,
-        reason=reason,
-        progress=progress,
-    )

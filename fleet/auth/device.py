@@ -1,7 +1,7 @@
 """Device authentication, decided per request: server nonces, DPoP-style proofs and short-lived credentials.
 
 Pure decision logic (bytes, keys and a clock reading in; a verdict or an :class:`AuthError` out); the
-request handlers in ``fleet.device_api`` do the I/O, including the one stateful check, the replay table.
+request side in :mod:`fleet.auth.device_requests` does the I/O, including the one stateful check, the replay table.
 
 - A **nonce** is issued by the server and checked statelessly: ``base64url(ms timestamp || HMAC(key, ts))``,
   valid for ``nonce_ttl`` seconds *by the server's clock*. A proof carries one, so freshness never depends on
@@ -203,6 +203,14 @@ def authenticate(
         return Verdict(device.id, checked, None)
     if token is None:
         raise AuthError(401, "missing credential (Authorization header)")
+    _check_credential(token, checked, device, server_key, now)
+    return Verdict(device.id, checked, device.credential_id)
+
+
+def _check_credential(
+    token: str, checked: wire.Proof, device: DeviceRecord, server_key: Ed25519PublicKey, now: float
+) -> None:
+    """The credential is the server's, for this device and key, the proof's, current and unexpired."""
     claims = read_credential(token, server_key)
     if claims["sub"] != device.id:
         raise AuthError(401, "credential belongs to another device")
@@ -214,4 +222,3 @@ def authenticate(
         raise AuthError(401, "credential superseded or revoked", code="credential_revoked")
     if now >= float(claims["exp"]):
         raise AuthError(401, "credential expired", code="credential_expired")
-    return Verdict(device.id, checked, device.credential_id)

@@ -13,8 +13,8 @@ from typing import Any
 import sqlite_utils
 
 from fleet.store import migrations
+from fleet.store.records import TokenRecord
 from fleet.store.schema import transaction
-from fleet.tokens import TokenRecord
 from wardsight.wire import Event
 
 

@@ -47,17 +47,17 @@ async def read_body(request: web.Request, content_type: str | None, max_bytes: i
     if content_type is not None and request.content_type != content_type:
         raise RejectedError(415, f"content type must be {content_type}")
     if request.content_length is not None and request.content_length > max_bytes:
-        raise RejectedError(413, f"body larger than {max_bytes} bytes")
+        raise RejectedError(413, f"request body too large (over {max_bytes} bytes)")
     if max_bytes <= request.app[CONFIG_KEY].max_body_bytes:
         body = await request.read()  # beyond the app-wide limit: 413 from the error middleware
         if len(body) > max_bytes:
-            raise RejectedError(413, f"body larger than {max_bytes} bytes")
+            raise RejectedError(413, f"request body too large (over {max_bytes} bytes)")
         return body
     chunks = bytearray()
     async for chunk in request.content.iter_chunked(CHUNK):
         chunks += chunk
         if len(chunks) > max_bytes:
-            raise RejectedError(413, f"body larger than {max_bytes} bytes")
+            raise RejectedError(413, f"request body too large (over {max_bytes} bytes)")
     return bytes(chunks)
 
 

@@ -9,6 +9,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from fleet.web.errors import RejectedError
+from wardsight import wire
 
 N = TypeVar("N", int, float)
 
@@ -31,4 +32,14 @@ def query_number(request: web.Request, name: str, kind: type[N]) -> N | None:
         raise RejectedError(400, f"{name} must be {'an integer' if kind is int else 'a number'}") from None
     if not math.isfinite(value):
         raise RejectedError(400, f"{name} must be a finite number")
+    return value
+
+
+def query_identifier(request: web.Request, name: str) -> str | None:
+    """The query parameter ``name`` as a wire identifier; None when absent or empty, 400 otherwise."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if not wire.is_identifier(value):
+        raise RejectedError(400, f"{name} must be an identifier (letters, digits, _ . : -)")
     return value

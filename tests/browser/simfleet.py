@@ -23,8 +23,9 @@ from pydantic import ValidationError
 from firmware.identity import IdentityStore
 from firmware.preview import PREVIEW_HEADER, SCENE_PATH, SceneSnapshot, SnapshotPerson, SnapshotRegion, SnapshotZone
 from firmware.transport import NotAuthorizedError, UnreachableError
-from fleet import operators, tokens
+from fleet.accounts import service as operators
 from fleet.config import ServerConfig
+from fleet.enrollment import tokens
 from fleet.server import BackgroundServer
 from fleet.store.db import FleetDB
 from wardsight import wire
@@ -318,7 +319,7 @@ def publish_model(sim: SimFleet, name: str, version: str, keys: Path) -> None:
     from signing.client import Server
     from signing.keys import generate_keys
     from signing.metadata import init_repository, publish
-    from tests.test_ota_repository import make_package
+    from tests.fleet.ota.test_ota_repository import make_package
 
     assert sim.config.database is not None
     db = sim.db()

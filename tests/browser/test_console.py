@@ -96,7 +96,7 @@ def test_sign_in_and_see_the_fleet(open_console, sim):
 
 def test_a_live_alert_arrives_and_is_acknowledged_then_resolved(open_console, sim):
     if not route_exists(sim, "/api/v1/alerts"):
-        pytest.skip("fleet/alerts_api.py is not set up on this server")
+        pytest.skip("fleet/alerts is not set up on this server")
     page = open_console("olga", path="#/alerts")
     expect(page.locator("#feed-connection")).to_have_text("connected")
     page.evaluate("window.__same_page = true")
@@ -272,7 +272,7 @@ def test_start_pause_resume_and_abort_a_rollout(open_console, sim):
 
 def test_download_a_report_as_csv(open_console, sim):
     if not route_exists(sim, "/api/v1/reports/falls"):
-        pytest.skip("fleet/reports.py is not set up on this server")
+        pytest.skip("fleet/reports is not set up on this server")
     sim.devices["cam-4a02"].send_event("fall", "fall", "critical", drop=0.5)
     sim.devices["cam-4a02"].send_event("bed_exit", "bed_exit", "warning")
     page = open_console("victor", path="#/reports", accept_downloads=True)  # a viewer may read reports

@@ -1,4 +1,4 @@
-"""The console's server routes (fleet/console.py) with the real app: static files, the fleet overview and a
+"""The console's server routes (fleet/console/) with the real app: static files, the fleet overview and a
 device's health history, the enrollment QR code and bundle CA, the last pushed configuration; each role."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import DummyCookieJar
 
-from fleet import health, operators, pki
+from fleet import pki
+from fleet.accounts import service as operators
 from fleet.app import create_app
 from fleet.auth.operator import COOKIE_NAME, CSRF_HEADER
 from fleet.config import ServerConfig
+from fleet.health.store import record_heartbeat
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from tests.fleet.helpers import Clock, enroll_device
 from wardsight import wire
@@ -56,7 +58,7 @@ async def test_overview_and_health_history_for_viewers(client):
     assert resp.status == 200 and [d["state"] for d in body["devices"]] == ["online"]
     beat = wire.Health(device_id=device.device_id, sent_at=1_800_000_000.0, uptime_s=5, agent_version="0.1.0",
                        accelerator="cpu", fps=14.5, cpu_temp_c=85.0, models={"pose_net": "1.0"})  # fmt: skip
-    health.record_heartbeat(app[DB_KEY].db, device.device_id, beat, app[CLOCK_KEY]())
+    record_heartbeat(app[DB_KEY].db, device.device_id, beat, app[CLOCK_KEY]())
     body = await (await client.get("/api/v1/fleet/overview", headers=viewer)).json()
     [row] = body["devices"]
     assert row["state"] == "degraded" and row["health"]["degraded"] == ["hot"] and row["health"]["fps"] == 14.5

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from fleet import operators, tokens
+from fleet.accounts import service as operators
+from fleet.enrollment import tokens
 from fleet.store.db import FleetDB
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from wardsight import wire
@@ -176,3 +177,23 @@ def insert_device(db: Any, device_id: str = "dev-1", *, room: str = "3B-12", **c
     }
     table.insert(row)
     return row
+
+
+# ---- the real app, started (alerts, reports, scene) ----------------------------------------------------
+
+
+async def start_app(aiohttp_client: Any, tmp_path: Any, clock: Any, **config_over: Any) -> Any:
+    """The real app from create_app with its database in ``tmp_path`` and cheap password hashing, started
+    (without a cookie jar: tests send cookies themselves)."""
+    from aiohttp import DummyCookieJar
+
+    from fleet.app import create_app
+    from fleet.config import ServerConfig
+
+    config = ServerConfig(database=tmp_path / "fleet.db", password_memory_kib=1024, password_time_cost=1, **config_over)
+    return await aiohttp_client(create_app(config, clock=clock), cookie_jar=DummyCookieJar())
+
+
+def live_db(client: Any) -> Any:
+    """The running test app's database (sqlite-utils)."""
+    return client.server.app[DB_KEY].db

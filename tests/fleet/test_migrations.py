@@ -1,28 +1,28 @@
 """The fleet database's numbered migrations: a database made by the server of 2026-12-07 (before migrations were
-numbered; kept as SQL in data/) upgrades in place, keeps every row, ends with the schema a new database gets, and
+numbered: the demo's database after a model rollout, a diagnostics job, a webhook endpoint and a delivery, kept in
+data/) upgrades in place, keeps every row, ends with the schema a new database gets, and
 the upgraded fleet serves its devices, rollouts, webhooks, jobs and an intact audit chain."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from fleet import operators
+from fleet.accounts import service as operators
 from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.store import migrations
 from fleet.store.db import FleetDB
 
-OLD_SCHEMA = Path(__file__).parent / "data" / "fleet-schema-2026-12-07.sql"
+OLD_DATABASE = Path(__file__).parent / "data" / "fleet-2026-12-07.sqlite"
 
 
 def old_database(path: Path) -> Path:
-    conn = sqlite3.connect(path)
-    conn.executescript(OLD_SCHEMA.read_text())
-    conn.close()
+    shutil.copyfile(OLD_DATABASE, path)
     return path
 
 

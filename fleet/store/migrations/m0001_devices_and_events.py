@@ -1,91 +1,57 @@
 """Migration 1: enrollment tokens, devices, proof ids (replay guard) and events (part of the 2026-12-07 baseline:
-idempotent, including the columns added to tokens and devices before migrations were numbered)."""
+idempotent, including the columns added to tokens and devices before migrations were numbered).
+
+The tables and index names are those sqlite-utils gave them when the server created them through it.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
-import sqlite_utils
+from fleet.store.schema import add_missing_column
 
+STATEMENTS = (
+    """CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, room TEXT NOT NULL,
+        created_at REAL NOT NULL, expires_at REAL NOT NULL, used_at REAL, device_id TEXT)""",
+    """CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, name TEXT NOT NULL, room TEXT NOT NULL,
+        public_key TEXT NOT NULL, enrolled_at REAL NOT NULL, last_seen REAL, token_id TEXT)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_devices_public_key ON devices (public_key)",
+    """CREATE TABLE IF NOT EXISTS proof_jti (device_id TEXT, jti TEXT, expires_at REAL NOT NULL,
+        PRIMARY KEY (device_id, jti))""",
+    "CREATE INDEX IF NOT EXISTS idx_proof_jti_expires_at ON proof_jti (expires_at)",
+    """CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices (id), room TEXT NOT NULL, app TEXT NOT NULL, type TEXT NOT NULL,
+        severity TEXT NOT NULL, time REAL NOT NULL, received_at REAL NOT NULL, track_id INTEGER, confidence REAL,
+        data TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_events_received_at ON events (received_at)",
+)
 
-def _add_columns(table: Any, columns: dict[str, type]) -> None:
-    for name, kind in columns.items():
-        if name not in table.columns_dict:
-            table.add_column(name, kind)
+# Columns added after the tables first shipped (a database from before them gets them here).
+LATER_COLUMNS = {
+    "tokens": {
+        "site": "TEXT",
+        "ward": "TEXT",
+        "require_approval": "INTEGER",
+        "revoked_at": "REAL",
+        "created_by": "TEXT",
+    },
+    "devices": {
+        "site": "TEXT",
+        "ward": "TEXT",
+        "status": "TEXT",  # pending | active | quarantined | revoked
+        "status_reason": "TEXT",
+        "status_changed_at": "REAL",
+        "status_changed_by": "TEXT",
+        "credential_id": "TEXT",  # the one current credential; None until issued (or after a reissue)
+        "credential_expires_at": "REAL",
+        "tags": "TEXT",  # JSON list
+    },
+}
 
 
 def apply(conn: sqlite3.Connection) -> None:
-    db = sqlite_utils.Database(conn)
-    if "tokens" not in db.table_names():
-        db.table("tokens").create(
-            {
-                "id": str,
-                "secret_hash": str,
-                "room": str,
-                "created_at": float,
-                "expires_at": float,
-                "used_at": float,
-                "device_id": str,
-            },
-            pk="id",
-            not_null={"secret_hash", "room", "created_at", "expires_at"},
-        )
-    _add_columns(
-        db["tokens"],
-        {"site": str, "ward": str, "require_approval": int, "revoked_at": float, "created_by": str},
-    )
-    if "devices" not in db.table_names():
-        db.table("devices").create(
-            {
-                "id": str,
-                "name": str,
-                "room": str,
-                "public_key": str,
-                "enrolled_at": float,
-                "last_seen": float,
-                "token_id": str,
-            },
-            pk="id",
-            not_null={"name", "room", "public_key", "enrolled_at"},
-        )
-        db.table("devices").create_index(["public_key"], unique=True)
-    _add_columns(
-        db["devices"],
-        {
-            "site": str,
-            "ward": str,
-            "status": str,  # pending | active | quarantined | revoked
-            "status_reason": str,
-            "status_changed_at": float,
-            "status_changed_by": str,
-            "credential_id": str,  # the one current credential; None until issued (or after a reissue)
-            "credential_expires_at": float,
-            "tags": str,  # JSON list
-        },
-    )
-    if "proof_jti" not in db.table_names():
-        db.table("proof_jti").create(
-            {"device_id": str, "jti": str, "expires_at": float}, pk=("device_id", "jti"), not_null={"expires_at"}
-        )
-        db.table("proof_jti").create_index(["expires_at"])
-    if "events" not in db.table_names():
-        db.table("events").create(
-            {
-                "event_id": str,
-                "device_id": str,
-                "room": str,
-                "app": str,
-                "type": str,
-                "severity": str,
-                "time": float,
-                "received_at": float,
-                "track_id": int,
-                "confidence": float,
-                "data": str,
-            },
-            pk="event_id",
-            foreign_keys=[("device_id", "devices", "id")],
-            not_null={"device_id", "room", "app", "type", "severity", "time", "received_at"},
-        )
-        db.table("events").create_index(["received_at"])
+    for statement in STATEMENTS:
+        conn.execute(statement)
+    for table, columns in LATER_COLUMNS.items():
+        for column, decl in columns.items():
+            add_missing_column(conn, table, column, decl)

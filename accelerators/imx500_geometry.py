@@ -1,0 +1,124 @@
+"""The AI camera's pure geometry (no camera): where the on-sensor network may look without seeing a privacy
+region (the inference ROI, :func:`clear_roi`), and where the people it found are in the frame (:func:`decode_ssd`).
+See :mod:`accelerators.imx500` for the camera and the coordinate facts these rely on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from accelerators.types import Person
+from wardsight.errors import WardSightError
+
+PERSON_CLASS = 0
+ROI_GRID = (64, 48)  # privacy masks are pooled to this many cells (any privacy pixel taints its cell)
+
+BoolMask = npt.NDArray[np.bool_]
+MaskFor = Callable[[int, int], BoolMask]  # (width, height) -> True where the privacy regions are
+Rect = tuple[int, int, int, int]  # (x, y, w, h)
+
+
+class Imx500Error(WardSightError):
+    """The AI camera cannot be used; the message says why."""
+
+
+def largest_clear_rect(dirty: BoolMask) -> tuple[int, int, int, int] | None:
+    """The largest axis-aligned rectangle (col, row, cols, rows) of False cells, or None if every cell is True."""
+    rows, cols = dirty.shape
+    heights = np.zeros(cols + 1, np.int64)  # sentinel 0 at the end
+    best: tuple[int, int, int, int] | None = None
+    best_area = 0
+    for r in range(rows):
+        heights[:cols] = np.where(dirty[r], 0, heights[:cols] + 1)
+        stack: list[int] = []
+        for c in range(cols + 1):
+            while stack and heights[stack[-1]] >= heights[c]:
+                h = int(heights[stack.pop()])
+                left = stack[-1] + 1 if stack else 0
+                area = h * (c - left)
+                if area > best_area:
+                    best_area, best = area, (left, r - h + 1, c - left, h)
+            stack.append(c)
+    return best
+
+
+def clear_roi(mask: BoolMask | None, crop: Rect, grid: tuple[int, int] = ROI_GRID) -> Rect | None:
+    """The inference ROI in sensor pixels: the largest rectangle of ``crop`` (the sensor area the frame shows)
+    holding no privacy pixel of ``mask`` (frame-sized, True = private). None when there is none."""
+    cx, cy, cw, ch = crop
+    if mask is None or not mask.any():
+        return crop
+    h, w = mask.shape
+    gw, gh = min(grid[0], w), min(grid[1], h)
+    # Cell (i, j) covers frame rows [i*h//gh, (i+1)*h//gh) etc.; dirty if any pixel in it is private.
+    ys = np.arange(gh + 1) * h // gh
+    xs = np.arange(gw + 1) * w // gw
+    dirty = np.logical_or.reduceat(np.logical_or.reduceat(mask, ys[:-1], axis=0), xs[:-1], axis=1)
+    found = largest_clear_rect(dirty)
+    if found is None:
+        return None
+    c0, r0, nc, nr = found
+    fx0, fx1, fy0, fy1 = xs[c0], xs[c0 + nc], ys[r0], ys[r0 + nr]
+    # Frame pixels -> sensor pixels, rounded inwards so the ROI never grows into a private cell.
+    sx0 = cx + int(np.ceil(fx0 * cw / w))
+    sx1 = cx + int(np.floor(fx1 * cw / w))
+    sy0 = cy + int(np.ceil(fy0 * ch / h))
+    sy1 = cy + int(np.floor(fy1 * ch / h))
+    if sx1 - sx0 < 2 or sy1 - sy0 < 2:
+        return None
+    return (sx0, sy0, sx1 - sx0, sy1 - sy0)
+
+
+def decode_ssd(
+    outputs: list[npt.NDArray[np.float32]],
+    *,
+    input_size: tuple[int, int],
+    roi: Rect,
+    scaler_crop: Rect,
+    frame_size: tuple[int, int],
+    bbox_normalization: bool = False,
+    bbox_order: str = "yx",
+    min_score: float = 0.4,
+    person_class: int = PERSON_CLASS,
+) -> list[Person]:
+    """People from a post-processed SSD network's outputs (as ``get_outputs(..., add_batch=True)`` returns them),
+    boxes in frame pixels."""
+    if len(outputs) < 3:
+        raise Imx500Error(f"expected boxes, scores and classes tensors; got {len(outputs)} tensors")
+    boxes = np.asarray(outputs[0][0], np.float32)
+    scores = np.asarray(outputs[1][0], np.float32).reshape(-1)
+    classes = np.asarray(outputs[2][0], np.float32).reshape(-1)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(scores) != len(boxes) or len(classes) != len(boxes):
+        raise Imx500Error(f"not SSD outputs: boxes {boxes.shape}, scores {scores.shape}, classes {classes.shape}")
+    if bbox_normalization:
+        boxes = boxes / float(input_size[1])
+    if bbox_order == "xy":
+        boxes = boxes[:, [1, 0, 3, 2]]
+    rx, ry, rw, rh = roi
+    cx, cy, cw, ch = scaler_crop
+    fw, fh = frame_size
+    people: list[Person] = []
+    for (y0, x0, y1, x1), score, cls in zip(boxes, scores, classes, strict=True):
+        if round(float(cls)) != person_class or not score >= min_score:
+            continue
+        y0, x0, y1, x1 = (float(np.clip(v, 0.0, 1.0)) for v in (y0, x0, y1, x1))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        # ROI-normalised -> sensor pixels -> frame pixels (the frame shows the ScalerCrop area of the sensor).
+        fx = [((rx + v * rw) - cx) * fw / cw for v in (x0, x1)]
+        fy = [((ry + v * rh) - cy) * fh / ch for v in (y0, y1)]
+        box = (
+            min(max(fx[0], 0.0), float(fw)),
+            min(max(fy[0], 0.0), float(fh)),
+            min(max(fx[1], 0.0), float(fw)),
+            min(max(fy[1], 0.0), float(fh)),
+        )
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue  # the part of the sensor the network saw lies outside this frame
+        kps = np.zeros((17, 3), np.float32)
+        kps[:, 0], kps[:, 1] = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        people.append(Person(box, min(1.0, float(score)), kps))
+    people.sort(key=lambda p: -p.score)
+    return people

@@ -1,0 +1,169 @@
+"""The ``push_config`` job: a new ``device.toml``, validated and dry-run before it replaces the running one.
+
+A pushed configuration is validated with :class:`DeviceConfig` (and the environment overrides) and dry-run
+(:func:`dry_run_config`: apps, zones, privacy regions, source description and model files, without opening a
+camera); the previous file is kept and is restored by :func:`recover_pushed_config` when the agent does not start
+with the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from firmware.assembly import build_apps, build_zones
+from firmware.exitcodes import RESTART_EXIT_CODE
+from firmware.jobs.context import JobContext
+from firmware.jobs.ledger import JobLedger, ledger_path
+from wardsight import wire
+from wardsight.device_config import ENV_PREFIX, DeviceConfig
+from wardsight.errors import WardSightError
+from wardsight.fetch import ArtifactStore
+from wardsight.paths import fsync_dir, write_file_atomically
+from wardsight.settings import load_config
+
+log = logging.getLogger("wardsight.device.jobs")
+
+
+class ConfigRefusedError(WardSightError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def previous_config_path(config_path: Path) -> Path:
+    return config_path.with_name(config_path.name + ".previous")
+
+
+def _polygon_area(points: Sequence[tuple[float, float]]) -> float:
+    n = len(points)
+    return abs(sum(points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0] * points[i][1] for i in range(n)))
+
+
+def dry_run_config(config: DeviceConfig, store: ArtifactStore | None) -> None:
+    """Build what the agent builds at start, except opening the camera and loading models.
+
+    Raises :class:`ConfigRefusedError` (``config_would_not_start``) naming the first problem: apps that
+    cannot be built (e.g. bed_exit with no bed zone), duplicate zone names, a privacy region or zone with no
+    area (it would hide or find nothing), a stream without a URL, a missing video file, an unknown model, a
+    model or footage file the agent would need but does not have.
+    """
+    from accelerators.catalog import get_model
+    from wardsight.footage import DEMO_FOOTAGE
+
+    def refuse(detail: str) -> ConfigRefusedError:
+        return ConfigRefusedError("config_would_not_start", detail)
+
+    for region in config.privacy_regions:
+        if _polygon_area(region.polygon) < 1e-6:
+            raise refuse(f"privacy region '{region.name}' has no area: it would hide nothing")
+    for zone in config.zones:
+        if _polygon_area(zone.polygon) < 1e-6:
+            raise refuse(f"zone '{zone.name}' has no area")
+    try:
+        apps = build_apps(config)
+        build_zones(config)
+        manifest = get_model(config.model)
+    except (WardSightError, ValueError) as exc:
+        raise refuse(str(exc)) from None
+    src = config.source
+    if src.kind == "stream" and not src.url:
+        raise refuse("source.kind = stream needs source.url")
+    if src.kind == "stream" and src.url and not src.url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        raise refuse("source.url must be an rtsp:// or http(s):// URL")
+    if src.kind == "file" and src.path is not None and not src.path.is_file():
+        raise refuse(f"source.path {src.path} is not a file on this device")
+    if store is None:
+        return
+    needed = [manifest.artifact]
+    if src.kind == "file" and src.path is None:
+        needed.append(DEMO_FOOTAGE)
+    wanted = set().union(*(a.needs for a in apps))
+    if "faces" in wanted:
+        from accelerators.facemask import FACEMASK_AIZOO
+        from accelerators.mediapipe_models import FACE_FULL_RANGE
+
+        needed += [FACE_FULL_RANGE, FACEMASK_AIZOO.artifact]
+    if "hands" in wanted:
+        from accelerators.mediapipe_models import HAND_LANDMARK, PALM_DETECTION
+
+        needed += [PALM_DETECTION, HAND_LANDMARK]
+    for artifact in needed:
+        if not store.is_present(artifact):
+            raise refuse(f"{artifact.name} is not on this device (run 'wardsight models fetch {artifact.name}')")
+
+
+def validate_config_text(
+    text: str, config_path: Path, environ: Mapping[str, str], store: ArtifactStore | None
+) -> DeviceConfig:
+    """The configuration the agent would start with if ``text`` replaced its file (env overrides included)."""
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".pushed-", suffix=".toml", dir=config_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        config = load_config(DeviceConfig, path=Path(tmp), env_prefix=ENV_PREFIX, environ=environ)
+    except WardSightError as exc:
+        raise ConfigRefusedError("config_invalid", str(exc).replace(tmp, "pushed config")) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    dry_run_config(config, store)
+    return config
+
+
+def recover_pushed_config(device_dir: Path, config_path: Path) -> str | None:
+    """Call at every start, before the configuration is loaded.
+
+    A pushed configuration gets one start: if the agent started with it before and did not get as far as
+    :meth:`firmware.jobs.runner.JobRunner.resume` (the build failed and the supervisor started us again), the
+    previous file is put back and the job is reported failed (``config_failed_at_start``). Returns what was done,
+    or None.
+    """
+    path = ledger_path(device_dir)
+    if not path.exists():
+        return None
+    ledger = JobLedger(path)
+    try:
+        for job_id, _, detail in ledger.in_state("config_applied"):
+            starts = int(detail.get("starts", 0))
+            if starts == 0:
+                ledger.set_state(job_id, "config_applied", {**detail, "starts": 1})
+                continue
+            previous = previous_config_path(config_path)
+            if detail.get("had_previous") and previous.exists():
+                os.replace(previous, config_path)
+                with contextlib.suppress(OSError):
+                    fsync_dir(config_path.parent)
+            elif not detail.get("had_previous"):
+                config_path.unlink(missing_ok=True)
+            ledger.finish(wire.JobReport(job_id=job_id, state="failed", reason="config_failed_at_start"))
+            message = f"the configuration pushed by {job_id} did not start; the previous one is back"
+            log.error("%s", message)
+            return message
+    finally:
+        ledger.close()
+    return None
+
+
+def push_config(ctx: JobContext, job: wire.Job) -> wire.JobReport | None:
+    if job.config is None:
+        return ctx.reports.final(wire.JobReport(job_id=job.job_id, state="refused", reason="no_config"))
+    path = ctx.hooks.config_path
+    try:
+        validate_config_text(job.config, path, ctx.hooks.environ, ctx.hooks.store)
+    except ConfigRefusedError as exc:
+        log.warning("pushed configuration (job %s) refused, the current one stays: %s", job.job_id, exc)
+        return ctx.reports.final(wire.JobReport(job_id=job.job_id, state="refused", reason=exc.reason))
+    had_previous = path.is_file()
+    if had_previous:
+        write_file_atomically(previous_config_path(path), path.read_bytes())
+    ctx.ledger.set_state(job.job_id, "config_applied", {"had_previous": had_previous, "starts": 0})
+    write_file_atomically(path, job.config.encode("utf-8"))
+    ctx.halt()
+    log.warning("configuration from job %s applied; restarting the agent with it", job.job_id)
+    ctx.hooks.stop_agent(RESTART_EXIT_CODE)
+    return None

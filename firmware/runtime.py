@@ -1,0 +1,256 @@
+"""One run of the enrolled agent: :class:`DeviceRuntime` wires what :mod:`firmware.assembly` builds (source,
+model, apps) to the device's identity and its services (event sender, OTA, scene preview, heartbeat, jobs)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerators.catalog import get_model
+from firmware.agent import Agent, AgentStats, EventStamper
+from firmware.apps.base import AppEvent
+from firmware.assembly import (
+    PoseModel,
+    agent_readings,
+    artifact_store,
+    build_analyzers,
+    build_apps,
+    build_imx500,
+    build_source,
+    build_zones,
+    device_dir,
+    open_pose_model,
+)
+from firmware.diagnostics import install_log_ring
+from firmware.exitcodes import RESTART_EXIT_CODE
+from firmware.heartbeat import HeartbeatLoop, build_health, read_system
+from firmware.identity import IdentityStore, tls_context
+from firmware.jobs.hooks import DEFAULT_REBOOT_COMMAND, JobHooks, SelfTestOutcome
+from firmware.jobs.runner import JobRunner
+from firmware.ota import selftest
+from firmware.ota.channel import FleetChannel
+from firmware.ota.download import TargetDownloader
+from firmware.ota.health import FrameCounts
+from firmware.ota.manager import OtaManager, OtaSettings
+from firmware.ota.slots import SlotStore
+from firmware.ota.slotstate import Choice
+from firmware.ota.tufclient import TufClient
+from firmware.outbox import SqliteOutbox
+from firmware.preview import PreviewSender, SceneTap
+from firmware.sender import EventSender
+from firmware.sources import FrameSource
+from wardsight import wire
+from wardsight.device_config import DeviceConfig
+from wardsight.fetch import ArtifactStore
+
+log = logging.getLogger("wardsight.device")
+
+
+@dataclass
+class RunResult:
+    agent: AgentStats
+    sent: int
+    rejected: int
+    queued: int
+    frames_captured: int
+    frames_dropped: int
+    restart: str | None = None  # why the agent stopped to be started again (e.g. to switch to a new model)
+    exit_code: int | None = None  # set by a job that ends the agent otherwise (factory reset: FACTORY_RESET_EXIT_CODE)
+
+
+class DeviceRuntime:
+    """The enrolled agent, built from ``config`` (everything that can fail on bad configuration or missing models
+    fails in the constructor, before anything starts), then :meth:`start`-ed, :meth:`run` and :meth:`stop`-ped."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        data_dir: Path,
+        *,
+        stop: threading.Event | None = None,
+        store: ArtifactStore | None = None,
+        config_path: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        reboot_command: Sequence[str] = DEFAULT_REBOOT_COMMAND,
+    ) -> None:
+        self.config, self.data_dir, self.dir = config, data_dir, device_dir(data_dir)
+        self.config_path = config_path or data_dir / "device.toml"
+        self.environ, self.reboot_command = environ or {}, reboot_command
+        self.log_ring = install_log_ring()  # recent log lines for diagnostics jobs, from the start
+        self.ids = IdentityStore(self.dir)
+        self.identity, _ = self.ids.load()
+        _, self.client = self.ids.client()
+        self.store = store or artifact_store(data_dir, config)
+        apps = build_apps(config)
+        analyzers = build_analyzers(apps, self.store, config.threads, config.mask.face_every_frames)
+        zones = build_zones(config)
+        # The model this start runs: an OTA slot (a trial, the active one, the previous one) or the factory model.
+        self.slots = SlotStore(self.dir / "models" / "slots")
+        self.ota_dir = self.dir / "ota"
+        self.ota_root = (self.ota_dir / "root.json").exists()
+        self.pose, self.source = self._open_model()
+        self.backend, self.choice = self.pose.backend, self.pose.choice
+        # Signed with the client's key, which a rotate_key job replaces.
+        client, ident = self.client, self.identity
+        self.stamp = EventStamper(ident.device_id, ident.room, lambda ev: wire.sign_event(ev, client.key))
+        self.outbox = SqliteOutbox(self.dir / "outbox.db")  # events survive outages and restarts
+        self.sender = EventSender(self.identity.server_url, queue=self.outbox, post=client.post_event)
+        self.tap = SceneTap(config.zones, config.privacy_regions)  # the zone editor's metadata view, when watched
+        self.agent = Agent(self.source, self.backend, [*apps, self.tap], self._emit, zones=zones, analyzers=analyzers)
+        model = get_model(config.model)
+        self.model_name = self.choice.record.name if self.choice.record else model.name
+        self.model_version = self.choice.version or model.version
+        self.stop_event = stop or threading.Event()
+        self.restart_reason: str | None = None
+        self.exit_code: int | None = None
+        self.started = time.monotonic()
+        self.manager: OtaManager | None = None
+        self.services: list[PreviewSender | HeartbeatLoop] = []
+        self.jobs: JobRunner | None = None
+        self.queued = 0
+
+    def _open_model(self) -> tuple[PoseModel, FrameSource]:
+        if self.config.source.kind == "imx500":  # the network runs in the sensor; no OTA slot applies
+            backend, source = build_imx500(self.config)
+            return PoseModel(backend, Choice(None), "imx500", "not_supported"), source
+        pose = open_pose_model(self.config, self.store, self.slots, self.ota_root)
+        return pose, build_source(self.config, self.store)
+
+    # ---- start, run, stop ----------------------------------------------------------------------------
+
+    def start(self) -> DeviceRuntime:
+        """Start the services around the agent; the job runner last (after the build: a start that worked)."""
+        self.sender.start()
+        self.started = time.monotonic()
+        self.manager = self._start_ota()
+        preview = PreviewSender(self.client, self.tap.snapshot).start()
+        beats = HeartbeatLoop(self.client, self.health, self.config.heartbeat_seconds, on_reply=preview.observe)
+        self.services = [beats.start(), preview]
+        self.jobs = JobRunner(self.client, self.identity, self.dir, self._job_hooks()).start()
+        return self
+
+    def run(self, duration: float | None = None) -> RunResult:
+        """Run the agent until the source ends, ``duration`` passes, ``stop`` is set or a job ends it; then stop."""
+        deadline = self.started + duration if duration is not None else None
+        try:
+            stats = self.agent.run(self.stop_event, deadline)
+        finally:
+            self.stop()
+        return RunResult(
+            stats,
+            self.sender.stats.sent,
+            self.sender.stats.rejected,
+            self.queued,
+            self.source.stats.captured,
+            self.source.stats.dropped,
+            self.restart_reason,
+            self.exit_code,
+        )
+
+    def stop(self) -> None:
+        """Stop the services and close the source, model and outbox (events not sent go after the next start)."""
+        if self.jobs is not None:
+            self.jobs.close()
+        if self.manager is not None:
+            self.manager.stop()
+        for service in self.services:
+            service.stop()
+        self.source.close()
+        self.backend.close()
+        self.sender.stop()
+        self.queued = self.sender.pending  # still in the outbox: sent after the next start
+        self.outbox.close()
+
+    # ---- what the services call ----------------------------------------------------------------------
+
+    def _emit(self, event: AppEvent) -> None:
+        log.info("%s/%s %s", event.app, event.type, event.data)
+        self.sender.submit(self.stamp(event))
+
+    def request_restart(self, reason: str) -> None:
+        """Stop the agent to be started again (the first reason asked for is the one reported)."""
+        if self.restart_reason is None:
+            self.restart_reason = reason
+        self.stop_event.set()
+
+    def _stop_for_job(self, code: int) -> None:
+        if code == RESTART_EXIT_CODE:
+            self.request_restart("maintenance job")
+        else:
+            if self.exit_code is None:
+                self.exit_code = code
+            self.stop_event.set()
+
+    def _self_test(self) -> SelfTestOutcome:
+        """The model this start runs (an OTA slot or the factory model)."""
+        choice = self.choice
+        if choice.record is None or choice.path is None:
+            path, build = self.store.require(get_model(self.config.model).artifact), selftest.factory_build()
+        else:
+            path, build = choice.path, choice.record.build
+        result = selftest.run_selftest(path, build)
+        return SelfTestOutcome(result.ok, result.reason, result.detail)
+
+    def health(self) -> wire.Health:
+        """A heartbeat report for now."""
+        pending, started = self.sender.pending, self.started
+        readings = agent_readings(
+            self.agent, self.source, self.backend, pending, self.model_name, self.model_version, started
+        )
+        uptime = time.monotonic() - started
+        health = build_health(self.identity.device_id, readings, read_system(), uptime_s=uptime, sent_at=time.time())
+        return health.model_copy(update={"updates": self.pose.updates})
+
+    def _start_ota(self) -> OtaManager | None:
+        if not (self.ota_root and self.pose.updates == "ready"):
+            log.warning("model updates over the air are off on this device (%s)", self.pose.updates)
+            return None
+        context = tls_context(self.identity.server_url, self.ids.ca_pem())
+        source, agent, client = self.source, self.agent, self.client
+        return OtaManager(
+            self.slots,
+            FleetChannel(client),
+            TufClient(self.ota_dir, self.identity.server_url, context, reference_time=client.server_now),
+            TargetDownloader(self.ota_dir, context),
+            running=self.choice,
+            restart=self.request_restart,
+            frames=lambda: FrameCounts(source.stats.captured, agent.stats.processed, agent.stats.failed),
+            server_now=client.server_now,
+            settings=OtaSettings(backend=self.pose.kind, threads=self.config.threads),
+        ).start()
+
+    def _job_hooks(self) -> JobHooks:
+        return JobHooks(
+            config_path=self.config_path,
+            stop_agent=self._stop_for_job,
+            environ=self.environ,
+            store=self.store,
+            config=self.config,
+            health=self.health,
+            pending_events=lambda: self.sender.pending,
+            self_test=self._self_test,
+            reboot_command=self.reboot_command,
+            log_ring=self.log_ring,
+            update_waiting=self.manager.wake if self.manager is not None else None,
+        )
+
+
+def run_device(
+    config: DeviceConfig,
+    data_dir: Path,
+    *,
+    duration: float | None = None,
+    stop: threading.Event | None = None,
+    store: ArtifactStore | None = None,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    reboot_command: Sequence[str] = DEFAULT_REBOOT_COMMAND,
+) -> RunResult:
+    """Run the enrolled agent until the source ends, ``duration`` passes, ``stop`` is set or a job ends it."""
+    runtime = DeviceRuntime(config, data_dir, stop=stop, store=store, config_path=config_path, environ=environ,
+                            reboot_command=reboot_command)  # fmt: skip
+    return runtime.start().run(duration)

@@ -1,0 +1,260 @@
+"""The accounts' HTTP routes: the session (login, whoami, logout, own password), operators and API tokens.
+
+Login CSRF is not possible because every body must be ``application/json``, which a cross-site form
+cannot send and which needs a CORS preflight this server never grants.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.accounts import lockout, passwords, service, sessions, store
+from fleet.accounts.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from fleet.accounts.rules import LABEL_PATTERN, MAX_TOKEN_LIFETIME, USERNAME_PATTERN, OperatorError
+from fleet.auth.operator import COOKIE_NAME, Role, authenticate, require, require_session
+from fleet.config import ServerConfig
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+from fleet.web.body import M, read_json
+from fleet.web.errors import RejectedError
+
+# ---- request bodies -----------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
+AnyPassword = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+Username = Annotated[str, Field(pattern=USERNAME_PATTERN)]
+
+
+class LoginBody(_Body):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: AnyPassword
+
+
+class NewOperatorBody(_Body):
+    username: Username
+    password: Password
+    role: Role
+
+
+class OperatorPatchBody(_Body):
+    role: Role | None = None
+    disabled: bool | None = None
+    password: Password | None = None
+
+
+class PasswordChangeBody(_Body):
+    current_password: AnyPassword
+    new_password: Password
+
+
+class NewTokenBody(_Body):
+    name: Annotated[str, Field(pattern=LABEL_PATTERN)]
+    role: Role
+    expires_in_seconds: Annotated[int, Field(ge=60, le=MAX_TOKEN_LIFETIME)] | None = None
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    # The app-wide body limit (as for every JSON body before), not read_json's own default.
+    return await read_json(request, model, max_bytes=request.app[CONFIG_KEY].max_body_bytes)
+
+
+def _refused(exc: OperatorError) -> RejectedError:
+    return RejectedError(exc.status, str(exc))
+
+
+def _locked_out(wait: float) -> RejectedError:
+    retry = str(max(1, math.ceil(wait)))
+    return RejectedError(429, "too many failed attempts; try again later", headers={"Retry-After": retry})
+
+
+# ---- session routes -----------------------------------------------------------------------------------
+
+
+def _set_cookie(response: web.StreamResponse, config: ServerConfig, value: str) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        value,
+        max_age=config.session_max_seconds,
+        path="/",
+        secure=not config.insecure_http,
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+def _fail(request: web.Request, username: str, reason: str, locks: bool, action: str) -> None:
+    app = request.app
+    lockout.record_failure(
+        app[DB_KEY].db,
+        username,
+        reason=reason,
+        locks=locks,
+        action=action,
+        remote=request.remote,
+        now=app[CLOCK_KEY](),
+        config=app[CONFIG_KEY],
+    )
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await _body(request, LoginBody)
+    app = request.app
+    db, config = app[DB_KEY].db, app[CONFIG_KEY]
+    username = body.username.lower()
+    wait, locks = lockout.begin_attempt(db, username, app[CLOCK_KEY](), config)
+    if wait > 0:
+        raise _locked_out(wait)
+    row = store.credentials(db, username)
+    stored = row["password_hash"] if row is not None else None
+    ok, rehash = await passwords.verify_in_worker(app, stored, body.password)
+    if not ok or row is None or row["disabled"]:
+        reason = "unknown user" if row is None else ("wrong password" if not ok else "account disabled")
+        _fail(request, username, reason, locks, "login.failure")
+        raise RejectedError(401, "invalid username or password")
+    new_hash = await passwords.hash_in_worker(app, body.password) if rehash else None
+    opened = sessions.open_session(
+        db,
+        username,
+        stored,
+        new_hash=new_hash,
+        old_cookie=request.cookies.get(COOKIE_NAME),
+        remote=request.remote,
+        now=app[CLOCK_KEY](),
+        config=config,
+    )
+    if opened is None:
+        raise RejectedError(401, "invalid username or password")  # disabled or changed while we were hashing
+    response = web.json_response({"username": username, "role": opened.role, "csrf_token": opened.csrf_token})
+    _set_cookie(response, config, opened.session_id)
+    return response
+
+
+async def whoami(request: web.Request) -> web.Response:
+    principal, session = authenticate(request)
+    body: dict[str, Any] = {
+        "actor": principal.actor,
+        "username": principal.username,
+        "role": principal.role,
+        "via": principal.via,
+    }
+    if session is not None:
+        body["csrf_token"] = session.csrf_token
+    return web.json_response(body)
+
+
+async def logout(request: web.Request) -> web.Response:
+    principal, session = require_session(request)
+    config = request.app[CONFIG_KEY]
+    sessions.close_session(request.app[DB_KEY].db, principal, session, request.app[CLOCK_KEY]())
+    response = web.json_response({"logged_out": True})
+    response.del_cookie(COOKIE_NAME, path="/", secure=not config.insecure_http, httponly=True, samesite="Strict")
+    return response
+
+
+async def change_password(request: web.Request) -> web.Response:
+    principal, session = require_session(request)
+    body = await _body(request, PasswordChangeBody)
+    app = request.app
+    db, config = app[DB_KEY].db, app[CONFIG_KEY]
+    username = principal.username
+    assert username is not None
+    wait, locks = lockout.begin_attempt(db, username, app[CLOCK_KEY](), config)
+    if wait > 0:
+        raise _locked_out(wait)
+    row = store.credentials(db, username)
+    stored = row["password_hash"] if row is not None else None
+    ok, _ = await passwords.verify_in_worker(app, stored, body.current_password)
+    if not ok:
+        _fail(request, username, "wrong current password", locks, "password.change_failure")
+        raise RejectedError(403, "current password is wrong")
+    if body.new_password == body.current_password:
+        raise RejectedError(400, "the new password must differ from the current one")
+    new_hash = await passwords.hash_in_worker(app, body.new_password)
+    now = app[CLOCK_KEY]()
+    if not sessions.change_own_password(db, principal, session, stored, new_hash, now):
+        raise RejectedError(409, "the account changed meanwhile; try again")
+    return web.json_response({"username": username, "password_changed_at": now})
+
+
+# ---- operator routes ----------------------------------------------------------------------------------
+
+
+async def get_operators(request: web.Request) -> web.Response:
+    await require(request, "admin")
+    return web.json_response({"operators": store.list_operators(request.app[DB_KEY].db)})
+
+
+async def post_operator(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    body = await _body(request, NewOperatorBody)
+    db = request.app[DB_KEY].db
+    if store.operator(db, body.username) is not None:
+        raise RejectedError(409, f"operator '{body.username}' already exists")
+    password_hash = await passwords.hash_in_worker(request.app, body.password)
+    try:
+        service.add_operator(db, body.username, password_hash, body.role, request.app[CLOCK_KEY](), principal.actor)
+    except OperatorError as exc:
+        raise _refused(exc) from None
+    return web.json_response({"username": body.username, "role": body.role, "disabled": False}, status=201)
+
+
+async def patch_operator(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    body = await _body(request, OperatorPatchBody)
+    if body.role is None and body.disabled is None and body.password is None:
+        raise RejectedError(400, "nothing to change: give role, disabled or password")
+    password_hash = await passwords.hash_in_worker(request.app, body.password) if body.password is not None else None
+    try:
+        view = service.apply_update(
+            request.app[DB_KEY].db,
+            request.match_info["username"],
+            actor=principal.actor,
+            now=request.app[CLOCK_KEY](),
+            role=body.role,
+            disabled=body.disabled,
+            password_hash=password_hash,
+        )
+    except OperatorError as exc:
+        raise _refused(exc) from None
+    return web.json_response(view)
+
+
+# ---- API token routes ---------------------------------------------------------------------------------
+
+
+async def get_api_tokens(request: web.Request) -> web.Response:
+    await require(request, "admin")
+    return web.json_response({"api_tokens": store.list_api_tokens(request.app[DB_KEY].db)})
+
+
+async def post_api_token(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    body = await _body(request, NewTokenBody)
+    now = request.app[CLOCK_KEY]()
+    expires_at = now + body.expires_in_seconds if body.expires_in_seconds is not None else None
+    try:
+        token = service.create_api_token(request.app[DB_KEY].db, body.name, body.role, principal.actor, now, expires_at)
+    except OperatorError as exc:
+        raise _refused(exc) from None
+    token_id = token.split(".")[1]
+    return web.json_response(
+        {"id": token_id, "token": token, "name": body.name, "role": body.role, "expires_at": expires_at}, status=201
+    )
+
+
+async def delete_api_token(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    token_id, now = request.match_info["id"], request.app[CLOCK_KEY]()
+    try:
+        service.revoke_api_token(request.app[DB_KEY].db, token_id, actor=principal.actor, now=now)
+    except OperatorError as exc:
+        raise _refused(exc) from None
+    return web.json_response({"id": token_id, "revoked_at": now})

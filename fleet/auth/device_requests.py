@@ -1,0 +1,122 @@
+"""Device requests over HTTP: authenticating one (:func:`authenticate`) and the nonce and time on every reply.
+
+Every device request but enrollment and ``nonce`` is authenticated per request (the decision is
+:func:`fleet.auth.device.authenticate`): a proof signed by the device's key, bound to method, path and body,
+with a server nonce and a unique id (replays refused here, in the one stateful check), plus the device's
+current short-lived credential. Every response on the device paths carries a fresh nonce and the server's
+time (:func:`install` adds the hook), so a device learns both without trusting its own clock.
+
+Every device route (enrollment, devices, jobs, OTA, scene, health) calls :func:`authenticate`; a feature that
+wants to know a device was heard from adds a listener with :func:`on_heard`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import sqlite_utils
+from aiohttp import web
+
+from fleet.auth import device as deviceauth
+from fleet.store.schema import transaction
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
+from fleet.web.errors import RejectedError
+from wardsight import wire
+
+JOSE = "application/jose"
+NONCES_KEY = web.AppKey("nonces", deviceauth.NonceIssuer)
+RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for renewal
+DEVICE_KEY = web.RequestKey("device", dict)  # the authenticated device's row
+
+# Called inside the transaction that records an authenticated request's proof: (database, device id, server time).
+HeardListener = Callable[[sqlite_utils.Database, str, float], None]
+HEARD_KEY: web.AppKey[list[HeardListener]] = web.AppKey("device_heard_listeners")
+
+
+def install(app: web.Application) -> None:
+    """The nonce issuer (derived from the server's credentials key) and the nonce/time stamp on responses."""
+    app[NONCES_KEY] = deviceauth.NonceIssuer.from_key(app[KEYS_KEY].credentials, app[CONFIG_KEY].nonce_ttl_seconds)
+    app.on_response_prepare.append(_stamp)
+
+
+def on_heard(app: web.Application, listener: HeardListener) -> None:
+    """Add ``listener``, called for each authenticated (not replayed) device request (a feature's ``setup``)."""
+    app.setdefault(HEARD_KEY, []).append(listener)
+
+
+def jws_text(body: bytes) -> str:
+    """A compact JWS body as text; 400 when it is not ASCII."""
+    try:
+        return body.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise RejectedError(400, "body is not a compact JWS") from None
+
+
+def _claimed_signer(request: web.Request) -> tuple[str | None, str]:
+    proof = request.headers.get(wire.PROOF_HEADER)
+    if proof is None:
+        return None, ""
+    try:
+        return proof, wire.proof_signer(proof)
+    except wire.MalformedError as exc:
+        raise RejectedError(401, f"malformed proof: {exc}") from None
+
+
+async def authenticate(request: web.Request, body: bytes, *, credential: str = "required") -> deviceauth.Verdict:
+    """Authenticate one device request (see :func:`fleet.auth.device.authenticate`) and refuse replays.
+
+    The device's row is then ``request[DEVICE_KEY]`` (the handler's copy: nothing it reads changes in this
+    request); a credential due for renewal sets ``request[RENEW_KEY]`` (the reply says so).
+    """
+    db, now = request.app[DB_KEY], request.app[CLOCK_KEY]()
+    proof, claimed = _claimed_signer(request)
+    row = db.get_device(claimed) if claimed else None
+    record = (
+        deviceauth.DeviceRecord(row["id"], row["public_key"], row["status"] or "active", row["credential_id"])
+        if row is not None
+        else None
+    )
+    nonces = request.app[NONCES_KEY]
+    try:
+        verdict = deviceauth.authenticate(
+            method=request.method,
+            path=request.path,
+            body=body,
+            proof=proof,
+            authorization=request.headers.get("Authorization"),
+            device=record,
+            claimed_device=claimed,
+            nonces=nonces,
+            server_key=request.app[KEYS_KEY].credentials.public_key(),
+            now=now,
+            credential=credential,
+        )
+    except deviceauth.AuthError as exc:
+        raise RejectedError(exc.status, str(exc), code=exc.code) from None
+    window = now + nonces.ttl + deviceauth.FUTURE_SKEW
+    with transaction(db.db.conn):  # one commit for the replay record and the sign of life
+        fresh = db.remember_jti(verdict.device_id, verdict.proof.jti, window, now)
+        if fresh:
+            for heard in request.app.get(HEARD_KEY, ()):
+                heard(db.db, verdict.device_id, now)
+    if not fresh:
+        raise RejectedError(401, "proof already used (replay)", code="replay")
+    assert row is not None  # authenticate() refuses unknown devices
+    request[DEVICE_KEY] = row
+    if verdict.credential_id is not None:
+        expires = row["credential_expires_at"]
+        ttl = request.app[CONFIG_KEY].credential_ttl_seconds
+        if expires is not None and now >= expires - ttl / 3:  # the server says when, whatever the device's clock
+            request[RENEW_KEY] = True
+    return verdict
+
+
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """A fresh nonce and the server's time on every device-API response, errors included."""
+    if request.path.startswith(wire.DEVICE_PREFIX) or request.path == wire.ENROLL_PATH:
+        now = request.app[CLOCK_KEY]()
+        response.headers[wire.NONCE_HEADER] = request.app[NONCES_KEY].issue(now)
+        response.headers[wire.TIME_HEADER] = json.dumps(now)
+        if request.get(RENEW_KEY):
+            response.headers[wire.RENEW_HEADER] = "1"

@@ -1,0 +1,69 @@
+"""The fleet overview the console shows: every device with its latest heartbeat, presence and a display state
+(online, offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from fleet.health import presence, store
+from fleet.health.monitor import watching_since
+from fleet.health.summary import fleet_summary
+from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
+
+
+def _display_state(
+    device: dict[str, Any],
+    rec: presence.PresenceRecord,
+    latest: dict[str, Any] | None,
+    now: float,
+    grace: float,
+    watch_start: float | None,
+) -> str:
+    status = device.get("status") or "active"
+    if status != "active":
+        return str(status)
+    if rec.last_heard_at is None and latest is None:
+        return "never_seen"
+    if presence.is_offline(rec, now, grace, watch_start=watch_start):
+        return "offline"
+    if latest is not None and latest.get("degraded"):
+        return "degraded"
+    return "online"
+
+
+def fleet_overview(app: web.Application) -> dict[str, Any]:
+    fleet, config, now = app[DB_KEY], app[CONFIG_KEY], app[CLOCK_KEY]()
+    db = fleet.db
+    grace = config.offline_grace_seconds
+    # Silence from before the server started is not held against a device.
+    watch_start = watching_since(app)
+    heard = store.presence_rows(db)
+    devices = []
+    for device in fleet.list_devices():
+        latest = store.device_health(db, device["id"])
+        p = heard.get(device["id"], {})
+        rec = presence.PresenceRecord(
+            device["id"],
+            device["enrolled_at"],
+            p.get("last_heard_at"),
+            p.get("offline_since"),
+            p.get("returned_at"),
+            device.get("status") or "active",
+        )
+        state = _display_state(device, rec, latest, now, grace, watch_start)
+        offline_since = p.get("offline_since")
+        if state == "offline" and offline_since is None:
+            offline_since = rec.silent_since
+        devices.append(
+            {
+                **device,
+                "state": state,
+                "last_heard_at": p.get("last_heard_at"),
+                "offline_since": offline_since if state == "offline" else None,
+                "health": latest,
+            }
+        )
+    summary = fleet_summary(db, now, grace_s=grace, watch_start=watch_start)
+    return {"now": now, "summary": summary, "devices": devices}

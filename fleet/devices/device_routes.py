@@ -1,0 +1,59 @@
+"""What an enrolled device sends about itself: its signed events (into :func:`fleet.intake.accept`) and its
+heartbeats (into :func:`fleet.health.heartbeats.accept_heartbeat`), each an authenticated device request."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from fleet import intake
+from fleet.auth.device_requests import DEVICE_KEY, JOSE, authenticate, jws_text
+from fleet.health.heartbeats import accept_heartbeat
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
+from fleet.web.body import parse_json, read_body
+from fleet.web.errors import RejectedError
+from wardsight import wire
+
+log = logging.getLogger("wardsight.fleet.device")
+
+
+def _verified_event(body: bytes, device: dict[str, Any], device_id: str) -> wire.Event:
+    """The event in ``body`` if ``device`` signed it, for its own room: 400, 401 or 403 otherwise."""
+
+    def resolve(kid: str) -> wire.Ed25519PublicKey | None:
+        return wire.decode_public_key(device["public_key"]) if kid == device_id else None
+
+    try:
+        event = wire.verify_event(jws_text(body), resolve)
+    except wire.UnknownSignerError:
+        raise RejectedError(403, "a device may only send events it signed itself") from None
+    except wire.SignatureError as exc:
+        raise RejectedError(401, str(exc)) from None
+    except wire.MalformedError as exc:
+        raise RejectedError(400, str(exc)) from None
+    if event.room != device["room"]:
+        raise RejectedError(403, f"device {event.device_id} belongs to room {device['room']}, not {event.room}")
+    return event
+
+
+async def ingest_event(request: web.Request) -> web.Response:
+    body = await read_body(request, JOSE, wire.MAX_JWS_BYTES)
+    verdict = await authenticate(request, body)
+    event = _verified_event(body, request[DEVICE_KEY], verdict.device_id)
+    stored = intake.accept(request.app, request.app[DB_KEY], event, request.app[CLOCK_KEY]())
+    if stored:
+        log.info("event %s from %s: %s/%s", event.event_id, event.device_id, event.app, event.type)
+    return web.json_response({"event_id": event.event_id, "stored": stored}, status=201 if stored else 200)
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    body = await read_body(request, "application/json", wire.MAX_JWS_BYTES)
+    verdict = await authenticate(request, body)
+    report = parse_json(wire.Health, body, "heartbeat")
+    if report.device_id != verdict.device_id:
+        raise RejectedError(403, "a device may only report its own health")
+    now = request.app[CLOCK_KEY]()
+    accept_heartbeat(request.app, verdict.device_id, report)
+    return web.json_response({"ok": True, "server_time": now})

@@ -1,0 +1,88 @@
+"""The operators' API for devices: list and view them, approve, quarantine, release, revoke, reissue a
+credential; and the recent events.
+
+Every route checks the caller's role on the server (:func:`fleet.auth.operator.require`) and every change
+goes into the audit log with who and when (:mod:`fleet.devices.service`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.auth.operator import require
+from fleet.devices import service
+from fleet.web.appkeys import CLOCK_KEY, DB_KEY
+from fleet.web.body import read_json
+from fleet.web.errors import RejectedError
+from fleet.web.query import query_number
+
+log = logging.getLogger("wardsight.fleet.admin")
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class StatusRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(max_length=200)] | None = None
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    await require(request, "viewer")
+    return web.json_response({"devices": request.app[DB_KEY].list_devices(), "now": request.app[CLOCK_KEY]()})
+
+
+async def get_device(request: web.Request) -> web.Response:
+    await require(request, "viewer")
+    device = request.app[DB_KEY].device_view(request.match_info["id"])
+    if device is None:
+        raise RejectedError(404, "no such device")
+    return web.json_response(device)
+
+
+def status_handler(action: str) -> Handler:
+    """The route for ``POST /api/v1/devices/{id}/<action>`` (an optional JSON ``reason``)."""
+    role = service.TRANSITIONS[action][0]
+
+    async def handler(request: web.Request) -> web.Response:
+        who = await require(request, role)
+        body = await read_json(request, StatusRequest) if request.can_read_body else StatusRequest()
+        device_id, db = request.match_info["id"], request.app[DB_KEY]
+        try:
+            service.change_status(
+                db, device_id, action, actor=who.actor, reason=body.reason, now=request.app[CLOCK_KEY]()
+            )
+        except service.NoSuchDeviceError:
+            raise RejectedError(404, "no such device") from None
+        except service.NotAllowedError as exc:
+            raise RejectedError(409, str(exc)) from None
+        log.warning("device %s: %s by %s (%s)", device_id, action, who.actor, body.reason or "no reason given")
+        return web.json_response(db.device_view(device_id))
+
+    return handler
+
+
+async def reissue(request: web.Request) -> web.Response:
+    """Let an active device obtain a fresh credential with its key (after its credential expired offline)."""
+    who = await require(request, "admin")
+    device_id, db = request.match_info["id"], request.app[DB_KEY]
+    try:
+        service.reissue_credential(db, device_id, actor=who.actor, now=request.app[CLOCK_KEY]())
+    except service.NoSuchDeviceError:
+        raise RejectedError(404, "no such device") from None
+    except service.NotAllowedError as exc:
+        raise RejectedError(409, str(exc)) from None
+    return web.json_response(db.device_view(device_id))
+
+
+async def list_events(request: web.Request) -> web.Response:
+    await require(request, "viewer")
+    limit = query_number(request, "limit", int)
+    limit = 50 if limit is None else limit
+    if not 1 <= limit <= 500:
+        raise RejectedError(400, "limit must be between 1 and 500")
+    return web.json_response({"events": request.app[DB_KEY].recent_events(limit)})

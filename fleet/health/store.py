@@ -1,0 +1,269 @@
+"""The health tables (keyed by device and removed with it): heartbeats, their samples, and presence.
+
+- ``health_latest``: the last heartbeat of each device, flattened, with the clock skew it showed
+  (device ``sent_at`` minus server ``received_at``; positive means the device clock is ahead).
+- ``health_samples``: a few numbers per heartbeat for charts, at most :data:`SAMPLES_PER_DEVICE` per
+  device (the oldest are trimmed on insert).
+- ``presence``: when each device was last heard from, and whether (since when) it is offline.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from fleet.health import presence
+from fleet.store.schema import transaction
+from wardsight import wire
+
+SAMPLES_PER_DEVICE = 1440  # one day at one heartbeat a minute
+HOT_C = 80.0  # a CPU or accelerator temperature at or above this marks the device degraded
+POSE_STAGES = ("pose", "inference")  # the stage_ms key charted as pose time: the first one present
+
+LATEST_COLUMNS = (
+    "device_id",
+    "received_at",
+    "clock_skew_s",
+    "sent_at",
+    "uptime_s",
+    "agent_version",
+    "accelerator",
+    "accelerator_configured",
+    "cpu_temp_c",
+    "accelerator_temp_c",
+    "mem_used_mb",
+    "mem_total_mb",
+    "fps",
+    "frames_processed",
+    "frames_dropped",
+    "frames_dropped_delta",
+    "outbox_pending",
+    "stage_ms",
+    "models",
+    "warnings",
+    "updates",
+)
+SAMPLE_COLUMNS = (
+    "received_at",
+    "fps",
+    "cpu_temp_c",
+    "mem_used_mb",
+    "frames_processed",
+    "frames_dropped",
+    "pose_ms",
+)
+
+
+class UnknownDeviceError(LookupError):
+    """The device id names no enrolled device."""
+
+
+# ---- heartbeats ---------------------------------------------------------------------------------------
+
+
+def _require_device(conn: sqlite3.Connection, device_id: str) -> None:
+    if conn.execute("SELECT 1 FROM devices WHERE id = ?", [device_id]).fetchone() is None:
+        raise UnknownDeviceError(f"no device {device_id!r}")
+
+
+def _mark_heard(conn: sqlite3.Connection, device_id: str, now: float) -> None:
+    # While a device is offline, the first contact is kept as returned_at for the monitor to announce.
+    conn.execute(
+        "INSERT INTO presence (device_id, last_heard_at) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+        " last_heard_at = excluded.last_heard_at,"
+        " returned_at = CASE WHEN presence.offline_since IS NULL THEN NULL"
+        " ELSE COALESCE(presence.returned_at, excluded.last_heard_at) END",
+        [device_id, now],
+    )
+
+
+def mark_heard(db: sqlite_utils.Database, device_id: str, now: float) -> None:
+    """Record that an authenticated request from ``device_id`` arrived at ``now`` (server clock)."""
+    conn = db.conn
+    with transaction(conn):
+        _require_device(conn, device_id)
+        _mark_heard(conn, device_id, now)
+
+
+def _dropped_since_previous(previous: tuple[Any, ...] | None, health: wire.Health) -> int:
+    """Frames dropped since the previous heartbeat (0 for a first heartbeat: no baseline yet)."""
+    if previous is None:
+        return 0
+    prev_uptime, prev_dropped = previous
+    if health.uptime_s < prev_uptime or health.frames_dropped < prev_dropped:  # the agent restarted
+        return health.frames_dropped
+    return int(health.frames_dropped - prev_dropped)
+
+
+def _heartbeat_row(health: wire.Health, now: float, previous: tuple[Any, ...] | None) -> dict[str, Any]:
+    """The ``health_latest`` row of ``health`` received at ``now`` (with ``pose_ms`` for its sample)."""
+    return {
+        "device_id": health.device_id,
+        "received_at": now,
+        "clock_skew_s": health.sent_at - now,
+        "sent_at": health.sent_at,
+        "uptime_s": health.uptime_s,
+        "agent_version": health.agent_version,
+        "accelerator": health.accelerator,
+        "accelerator_configured": health.accelerator_configured,
+        "cpu_temp_c": health.cpu_temp_c,
+        "accelerator_temp_c": health.accelerator_temp_c,
+        "mem_used_mb": health.mem_used_mb,
+        "mem_total_mb": health.mem_total_mb,
+        "fps": health.fps,
+        "frames_processed": health.frames_processed,
+        "frames_dropped": health.frames_dropped,
+        "frames_dropped_delta": _dropped_since_previous(previous, health),
+        "outbox_pending": health.outbox_pending,
+        "stage_ms": json.dumps(health.stage_ms, sort_keys=True),
+        "models": json.dumps(health.models, sort_keys=True),
+        "warnings": json.dumps(health.warnings),
+        "updates": health.updates,
+        "pose_ms": next((health.stage_ms[k] for k in POSE_STAGES if k in health.stage_ms), None),
+    }
+
+
+def record_heartbeat(
+    db: sqlite_utils.Database, device_id: str, health: wire.Health, now: float, *, keep: int = SAMPLES_PER_DEVICE
+) -> None:
+    """Store an authenticated device's heartbeat received at ``now``: latest state, a sample, and presence.
+
+    Raises ``ValueError`` if the heartbeat names another device, :class:`UnknownDeviceError` if the device
+    is not enrolled. A device that was offline is announced back online by the next presence check.
+    """
+    if health.device_id != device_id:
+        raise ValueError(f"heartbeat for {health.device_id!r} sent by device {device_id!r}")
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    conn = db.conn
+    with transaction(conn):
+        _require_device(conn, device_id)
+        previous = conn.execute(
+            "SELECT uptime_s, frames_dropped FROM health_latest WHERE device_id = ?", [device_id]
+        ).fetchone()
+        row = _heartbeat_row(health, now, previous)
+        conn.execute(
+            f"INSERT OR REPLACE INTO health_latest ({', '.join(LATEST_COLUMNS)})"  # noqa: S608 - our constants
+            f" VALUES ({', '.join(':' + c for c in LATEST_COLUMNS)})",
+            row,
+        )
+        conn.execute(
+            f"INSERT INTO health_samples (device_id, {', '.join(SAMPLE_COLUMNS)})"  # noqa: S608 - our constants
+            f" VALUES (:device_id, {', '.join(':' + c for c in SAMPLE_COLUMNS)})",
+            row,
+        )
+        # Keep the newest ``keep`` samples of this device, newest by arrival (not by a clock that may step).
+        conn.execute(
+            "DELETE FROM health_samples WHERE device_id = ? AND id <= ("
+            " SELECT id FROM health_samples WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            [device_id, device_id, keep],
+        )
+        _mark_heard(conn, device_id, now)
+
+
+def degraded_reasons(latest: dict[str, Any]) -> list[str]:
+    """Why a device's latest heartbeat (a :func:`device_health` dict) counts as degraded; empty if it does not."""
+    reasons = []
+    if latest.get("warnings"):
+        reasons.append("warnings")
+    configured = latest.get("accelerator_configured")
+    if configured and configured != latest.get("accelerator"):
+        reasons.append("accelerator_fallback")
+    if (latest.get("frames_dropped_delta") or 0) > 0:
+        reasons.append("frames_dropping")
+    temps = (latest.get("cpu_temp_c"), latest.get("accelerator_temp_c"))
+    if any(t is not None and t >= HOT_C for t in temps):
+        reasons.append("hot")
+    return reasons
+
+
+def decode_latest(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``health_latest`` row with its JSON columns decoded and its ``degraded`` reasons added (in place)."""
+    for key in ("stage_ms", "models", "warnings"):
+        row[key] = json.loads(row[key])
+    row["degraded"] = degraded_reasons(row)
+    return row
+
+
+def device_health(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
+    """The device's latest heartbeat with its presence; None if it has never sent one."""
+    cur = db.conn.execute(
+        f"SELECT {', '.join('h.' + c for c in LATEST_COLUMNS)}, p.last_heard_at, p.offline_since"  # noqa: S608
+        " FROM health_latest h LEFT JOIN presence p ON p.device_id = h.device_id WHERE h.device_id = ?",
+        [device_id],
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return decode_latest(dict(zip([d[0] for d in cur.description], row, strict=True)))
+
+
+def latest_rows(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+    """Every device's ``health_latest`` row (JSON columns not decoded), by device id."""
+    cur = db.conn.execute(f"SELECT {', '.join(LATEST_COLUMNS)} FROM health_latest")  # noqa: S608
+    return {r["device_id"]: r for r in (dict(zip(LATEST_COLUMNS, row, strict=True)) for row in cur)}
+
+
+def health_history(db: sqlite_utils.Database, device_id: str, since: float, limit: int = 500) -> list[dict[str, Any]]:
+    """The device's newest ``limit`` samples received at or after ``since``, oldest first."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    cur = db.conn.execute(
+        f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM health_samples"  # noqa: S608 - our constants
+        " WHERE device_id = ? AND received_at >= ? ORDER BY id DESC LIMIT ?",
+        [device_id, since, limit],
+    )
+    rows = [dict(zip(SAMPLE_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    rows.reverse()
+    return rows
+
+
+# ---- presence -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    record: presence.PresenceRecord
+    room: str
+
+
+def device_rows(db: sqlite_utils.Database) -> list[DeviceRow]:
+    """Every enrolled device's presence record and room, ordered by device id."""
+    # Silence counts from enrollment, or from the last status change (an approval, a release) if later.
+    cur = db.conn.execute(
+        "SELECT d.id, d.room, MAX(d.enrolled_at, COALESCE(d.status_changed_at, d.enrolled_at)),"
+        " COALESCE(d.status, 'active'), p.last_heard_at, p.offline_since, p.returned_at"
+        " FROM devices d LEFT JOIN presence p ON p.device_id = d.id ORDER BY d.id"
+    )
+    return [
+        DeviceRow(presence.PresenceRecord(dev, enrolled, heard, offline, back, stat), room)
+        for dev, room, enrolled, stat, heard, offline, back in cur.fetchall()
+    ]
+
+
+def presence_rows(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+    """The ``presence`` table by device id (devices never heard from and never offline have no row)."""
+    cur = db.conn.execute("SELECT device_id, last_heard_at, offline_since, returned_at FROM presence")
+    return {row[0]: {"last_heard_at": row[1], "offline_since": row[2], "returned_at": row[3]} for row in cur}
+
+
+def apply_transition(conn: sqlite3.Connection, t: presence.Transition) -> None:
+    """Record an announced transition: the device is offline since ``t.silent_since``, or back online."""
+    with transaction(conn):
+        if t.kind == "offline":
+            conn.execute(
+                "INSERT INTO presence (device_id, last_heard_at, offline_since) VALUES (?, NULL, ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET offline_since = excluded.offline_since, returned_at = NULL"
+                " WHERE presence.offline_since IS NULL",
+                [t.device_id, t.silent_since],
+            )
+        else:
+            conn.execute(
+                "UPDATE presence SET offline_since = NULL, returned_at = NULL WHERE device_id = ?"
+                " AND offline_since = ? AND returned_at = ?",
+                [t.device_id, t.silent_since, t.at],
+            )

@@ -1,0 +1,112 @@
+"""Why a device is where it is in a rollout, in words an operator can act on (pure: state and facts in, text out).
+
+The rollout state says *what* each device reported; an operator also needs to know what happens next: is the
+device able to take updates at all, has it been told, when does it check, how far is its health check.
+:func:`explain` puts the rollout's view of the device together with :class:`DeviceFacts` (its latest
+heartbeat, presence and polls, gathered by ``fleet.ota.rollouts.store.device_facts``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from fleet.ota.rollouts.spec import RolloutSpec
+from fleet.ota.rollouts.state import DeviceState
+
+POLL_SECONDS = 300.0  # the device's fallback update poll (firmware.ota.manager.OtaSettings.poll_seconds)
+
+# The device's reason codes (firmware.ota) as a person reads them.
+REASONS = {
+    "self_test_failed": "the model failed its self-test",
+    "package_invalid": "the package is damaged or malformed",
+    "package_mismatch": "the package is not the offered model or version",
+    "unsupported_model": "the device does not run this model",
+    "agent_too_old": "the package needs a newer agent",
+    "crashed": "the agent crashed on the new model",
+    "health_check_missed": "too few frames processed on the new model in time",
+    "inference_failed": "inference failed on the new model",
+    "load_failed": "the new model did not load",
+    "install_damaged": "the installed model file was damaged",
+    "not_booted": "the device did not start the new model",
+    "backend_changed": "the device now runs another backend",
+    "timeout": "no progress within the in-progress timeout",
+    "stopped": "the rollout stopped",
+    "aborted": "the rollout was aborted",
+    "rolled_back": "the rollout was rolled back",
+}
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the server knows of a device beside the rollout (all optional: a device may never have reported)."""
+
+    updates: str | None = None  # wire.UpdateCapability from its latest heartbeat
+    accelerator: str | None = None  # the backend it runs, from its latest heartbeat
+    offline_since: float | None = None
+    connected: bool = False  # holds its long poll open now: an offer reaches it within seconds
+    last_update_poll: float | None = None  # when it last asked for its offer
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + " UTC"
+
+
+def reason_text(reason: str | None, facts: DeviceFacts) -> str:
+    if reason == "no_build_for_backend":
+        runs = facts.accelerator or "another backend"
+        return f"this device runs {runs}; the package has no build for it"
+    if reason is None:
+        return "no reason given"
+    return REASONS.get(reason, reason.replace("_", " "))
+
+
+def _offered(facts: DeviceFacts, now: float) -> str:
+    if facts.updates == "no_ota_root":
+        return "cannot take updates (enrolled without an OTA root)"
+    if facts.updates == "not_supported":
+        return "cannot take updates (its model runs in the AI Camera's sensor)"
+    if facts.offline_since is not None:
+        return f"offline since {_clock(facts.offline_since)}; takes the offer when it returns"
+    if facts.connected:
+        return "offered; the device is connected and was told (it checks within seconds)"
+    if facts.last_update_poll is not None:
+        left = max(0, math.ceil(facts.last_update_poll + POLL_SECONDS - now))
+        return f"offered; next check within {left} s"
+    return f"offered; next check within {POLL_SECONDS:.0f} s (not heard asking yet)"
+
+
+def explain(spec: RolloutSpec, device_id: str, dev: DeviceState, facts: DeviceFacts, now: float) -> str:
+    """One line: where the device is and what happens next."""
+    status = dev.status
+    if status == "pending":
+        return "waiting for its group to start"
+    if status == "offered":
+        return _offered(facts, now)
+    if status == "downloading":
+        pct = f" ({dev.progress:.0%})" if dev.progress is not None else ""
+        return f"downloading the package{pct}"
+    if status == "downloaded":
+        return "downloaded and verified; installing and self-testing"
+    if status == "installed":
+        if spec.window is not None and not dev.reverting:
+            start, _ = spec.window.current_or_next(now)
+            if now < start:
+                return f"installed, waiting for the maintenance window ({_clock(start)})"
+        return "installed, waiting for restart"
+    if status == "activated":
+        if dev.done is not None and dev.total:
+            return f"on trial, health check {min(dev.done, dev.total)} of {dev.total} frames"
+        return "on trial: restarted into the new model, health check running"
+    if status == "healthy":
+        return f"healthy on {spec.version}"
+    if status == "rejected":
+        return f"rejected by the device: {reason_text(dev.reason, facts)}; it still runs its previous model"
+    if status == "rolled_back":
+        if dev.reverting:
+            return f"rolled back to {spec.revert_version(device_id) or 'its previous version'}"
+        return f"went back to its previous model: {reason_text(dev.reason, facts)}"
+    if status == "failed":
+        return f"failed: {reason_text(dev.reason, facts)}"
+    return f"offer withdrawn ({reason_text(dev.reason, facts)})"

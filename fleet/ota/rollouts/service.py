@@ -1,0 +1,185 @@
+"""Rollout operations, each one transaction with its audit entries: create, operator commands, the tick, and
+a device's report. The routes call them; so may tests or a CLI, with their own clock.
+
+The decisions are made by the pure modules (:mod:`fleet.ota.rollouts.decide`, ``commands``, ``selection``);
+these feed them what is stored and store what they decide (:mod:`fleet.ota.rollouts.store`).
+Creations and commands go into the audit log; so do status changes the tick makes (actor ``system``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any, Literal
+
+import sqlite_utils
+from aiohttp import web
+
+from fleet.audit import log as audit
+from fleet.ota.rollouts import commands, store
+from fleet.ota.rollouts.appkeys import TargetCheck, no_library
+from fleet.ota.rollouts.bodies import NewRollout
+from fleet.ota.rollouts.commands import CommandError
+from fleet.ota.rollouts.decide import refuse_report, tick
+from fleet.ota.rollouts.selection import GroupSize, Selector, select_devices, split_groups
+from fleet.ota.rollouts.spec import ErrorThreshold, RolloutError, RolloutSpec
+from fleet.ota.rollouts.state import Decision, new_state
+from fleet.ota.rollouts.view import view
+from fleet.store.db import FleetDB
+from fleet.store.schema import transaction
+from fleet.web.appkeys import DB_KEY
+from wardsight import wire
+
+log = logging.getLogger("wardsight.fleet.rollouts")
+
+Command = Literal["pause", "resume", "abort", "rollback"]
+COMMANDS: tuple[Command, ...] = ("pause", "resume", "abort", "rollback")
+_STATUS_ACTIONS = {
+    "paused": "rollout.pause",
+    "stopped": "rollout.stop",
+    "completed": "rollout.complete",
+    "rolled_back": "rollout.rolled_back",
+}
+
+
+class RolloutRefusedError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _audit_status_changes(
+    db: sqlite_utils.Database, rollout_id: str, decisions: list[Decision], actor: str, now: float
+) -> None:
+    """Record the rollout's own status changes (not per-device offers, which the state and reports hold)."""
+    for d in decisions:
+        action = _STATUS_ACTIONS.get(d.kind)
+        if action is not None:
+            audit.record(db, actor=actor, action=action, target=f"rollout:{rollout_id}", details={"reason": d.reason},
+                         now=now)  # fmt: skip
+        if d.kind == "timed_out":
+            log.warning("rollout %s: device %s timed out (%s)", rollout_id, d.device_id, d.reason)
+
+
+def _spec(body: NewRollout, rollout_id: str, selected: list[str], from_versions: dict[str, str]) -> RolloutSpec:
+    """The rollout's spec: the selection cut into groups, the thresholds, the window (400 when they do not fit)."""
+    try:
+        groups = split_groups(selected, [GroupSize(g.count, g.percent) for g in body.groups])
+        threshold = body.error_threshold
+        return RolloutSpec(
+            rollout_id=rollout_id,
+            model=body.model,
+            version=body.version,
+            groups=groups,
+            success_threshold=body.success_threshold,
+            error_threshold=ErrorThreshold(threshold.count, threshold.fraction),
+            in_progress_timeout_s=float(body.in_progress_timeout_s),
+            previous_version=body.previous_version,
+            from_versions=from_versions,
+            window=body.window.window() if body.window is not None else None,
+        )
+    except RolloutError as exc:
+        raise RolloutRefusedError(400, str(exc)) from None
+
+
+def create_rollout(
+    db: sqlite_utils.Database,
+    body: NewRollout,
+    *,
+    actor: str,
+    now: float,
+    target_check: TargetCheck = no_library,
+) -> dict[str, Any]:
+    """Select the devices, cut them into groups, store the rollout and offer its first group; return its view."""
+    target = wire.target_path(body.model, body.version)
+    known = target_check(db, target)
+    if known is False:
+        raise RolloutRefusedError(400, f"the model library has no {body.model} {body.version} ({target})")
+    rollout_id = "ro-" + secrets.token_hex(6)
+    sel = body.selector
+    selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent)
+    with transaction(db.conn):
+        selected = select_devices(store.device_infos(db), selector, rollout_id)
+        if not selected:
+            raise RolloutRefusedError(400, "no active device matches the selector")
+        spec = _spec(body, rollout_id, selected, store.running_versions(db, selected, body.model))
+        state, decisions = tick(spec, new_state(spec, now), [], now)
+        store.insert(db, spec, state, request=body.model_dump_json(), target_checked=known is True, actor=actor,
+                     now=now)  # fmt: skip
+        store.save(db, rollout_id, spec, state, now)
+        details = {"model": spec.model, "version": spec.version, "devices": spec.total,
+                   "groups": [len(g) for g in spec.groups], "target_checked": known is True}  # fmt: skip
+        audit.record(db, actor=actor, action="rollout.create", target=f"rollout:{rollout_id}", details=details,
+                     now=now)  # fmt: skip
+        _audit_status_changes(db, rollout_id, decisions, "system", now)
+        row = store.load(db, rollout_id)
+    assert row is not None
+    log.info("rollout %s by %s: %s %s to %d devices in %d groups", rollout_id, actor, spec.model, spec.version,
+             spec.total, len(spec.groups))  # fmt: skip
+    return view(row)
+
+
+def apply_command(
+    db: sqlite_utils.Database, rollout_id: str, command: Command, *, actor: str, now: float, reason: str | None = None
+) -> dict[str, Any]:
+    """Pause, resume, abort or roll back a rollout (audited); RolloutRefusedError 404 / 409."""
+    with transaction(db.conn):
+        row = store.load(db, rollout_id)
+        if row is None:
+            raise RolloutRefusedError(404, f"no rollout '{rollout_id}'")
+        spec, state = store.decode(row)
+        try:
+            new, decisions = commands.COMMANDS[command](spec, state, now, reason)
+        except CommandError as exc:
+            raise RolloutRefusedError(409, str(exc)) from None
+        store.save(db, rollout_id, spec, new, now)
+        details = {
+            "reason": reason,
+            "from": state.status,
+            "to": new.status,
+            "offers_withdrawn": sum(d.kind == "cancel" for d in decisions),
+            "rollbacks_offered": sum(d.kind == "offer_previous" for d in decisions),
+        }
+        audit.record(db, actor=actor, action=f"rollout.{command}", target=f"rollout:{rollout_id}", details=details,
+                     now=now)  # fmt: skip
+        row = store.load(db, rollout_id)
+    assert row is not None
+    log.warning("rollout %s: %s by %s (%s): %s -> %s", rollout_id, command, actor, reason or "no reason given",
+                state.status, new.status)  # fmt: skip
+    return view(row)
+
+
+def _tick_one(db: sqlite_utils.Database, rollout_id: str, now: float) -> list[Decision]:
+    row = store.load(db, rollout_id)
+    assert row is not None
+    spec, state = store.decode(row)
+    rows = store.new_reports(db, row)
+    new, decisions = tick(spec, state, store.as_reports(rows), now)
+    if new != state or rows:
+        store.save(db, rollout_id, spec, new, now, rows[-1]["id"] if rows else None)
+    _audit_status_changes(db, rollout_id, decisions, "system", now)
+    return decisions
+
+
+def tick_all(target: web.Application | FleetDB, now: float) -> dict[str, list[Decision]]:
+    """Tick every rollout that is not settled or has new reports, as of ``now``; return each one's decisions."""
+    db = (target[DB_KEY] if isinstance(target, web.Application) else target).db
+    out: dict[str, list[Decision]] = {}
+    for rollout_id in store.to_tick(db):
+        with transaction(db.conn):
+            decisions = _tick_one(db, rollout_id, now)
+        out[rollout_id] = decisions
+    return out
+
+
+def record_report(db: sqlite_utils.Database, device_id: str, report: wire.UpdateReport, now: float) -> None:
+    """Store a device's report if the rollout it names offers this device what it reports on."""
+    row = store.load(db, report.rollout_id)
+    member = row is not None and store.targets(db, report.rollout_id, device_id)
+    if row is None or not member:
+        raise RolloutRefusedError(404, f"rollout '{report.rollout_id}' offers this device nothing")
+    spec, state = store.decode(row)
+    why = refuse_report(spec, state, device_id, report.model, report.version)
+    if why is not None:
+        raise RolloutRefusedError(409, why)
+    store.insert_report(db, device_id, report, now)

@@ -1,0 +1,72 @@
+"""The event rows a report reads, in SQL: the kinds' event types over a time range, within a scope."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from fleet.reports.grouping import DAY
+
+LOOKBACK_SECONDS = DAY  # how far before ``from`` occupancy follows a device's state (alone periods, counts)
+
+_TYPES: dict[str, str] = {
+    "hygiene": "e.app = 'hand_hygiene' AND e.type IN ('opportunity', 'missed', 'unknown')",
+    "falls": "((e.app = 'fall' AND e.type IN ('fall', 'still_on_floor'))"
+    " OR (e.app = 'bed_exit' AND e.type = 'bed_exit'))",
+    "occupancy": "((e.app = 'occupancy' AND e.type IN ('count_changed', 'patient_alone', 'patient_attended',"
+    " 'over_capacity', 'after_hours_visitor'))"
+    " OR (e.app = 'system' AND e.type IN ('device_offline', 'device_online')))",
+}
+_COLUMNS = "e.event_id, e.device_id, e.room, d.ward, d.site, e.app, e.type, e.time, e.data"
+
+
+@dataclass(frozen=True)
+class Scope:
+    room: str | None = None
+    ward: str | None = None
+    site: str | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for column, value in (("e.room", self.room), ("d.ward", self.ward), ("d.site", self.site)):
+            if value is not None:
+                clauses.append(f" AND {column} = ?")
+                params.append(value)
+        return "".join(clauses), params
+
+
+EVERYWHERE = Scope()  # the default scope: every room, ward and site
+
+
+def _decode(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        row["data"] = json.loads(row["data"] or "{}")
+        out.append(row)
+    return out
+
+
+def read_rows(
+    db: sqlite_utils.Database, kind: str, start: float, end: float, scope: Scope = EVERYWHERE
+) -> list[dict[str, Any]]:
+    """The event rows a report of ``kind`` over ``[start, end)`` needs (occupancy: with the state before)."""
+    where, params = scope.sql()
+    base = f"SELECT {_COLUMNS} FROM events e LEFT JOIN devices d ON d.id = e.device_id WHERE {_TYPES[kind]}{where}"  # noqa: S608
+    if kind != "occupancy":
+        return _decode(db.query(base + " AND e.time >= ? AND e.time < ?", [*params, start, end]))
+    lookback = start - LOOKBACK_SECONDS
+    rows = {r["event_id"]: r for r in db.query(base + " AND e.time >= ? AND e.time < ?", [*params, lookback, end])}
+    # Each device's last count and last stated capacity from before the lookback (SQLite returns the row of MAX()).
+    for seed in ("count_changed", "over_capacity"):
+        sql = (
+            f"SELECT {_COLUMNS}, MAX(e.time) AS latest FROM events e LEFT JOIN devices d ON d.id = e.device_id"  # noqa: S608
+            f" WHERE e.app = 'occupancy' AND e.type = ? AND e.time < ?{where} GROUP BY e.device_id"
+        )
+        for row in db.query(sql, [seed, lookback, *params]):
+            row.pop("latest")
+            rows.setdefault(row["event_id"], row)
+    return _decode(rows.values())

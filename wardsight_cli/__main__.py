@@ -1,0 +1,3 @@
+from wardsight_cli.main import main
+
+main()
