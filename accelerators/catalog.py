@@ -22,11 +22,12 @@ class ModelManifest:
     input_multiple: int  # H and W rounded up to a multiple of this
     input_dtype: str  # "uint8": RGB 0..255, no normalisation
     decoder: str
-    artifact: Artifact
+    artifact: Artifact  # its file, under the model's name (the name `wardsight models fetch` takes)
 
 
+MOVENET_MULTIPOSE_NAME = "movenet-multipose"
 MOVENET_MULTIPOSE = ModelManifest(
-    name="movenet-multipose",
+    name=MOVENET_MULTIPOSE_NAME,
     version="lightning-fp16-1",
     task="pose",
     runtime="litert",
@@ -35,7 +36,7 @@ MOVENET_MULTIPOSE = ModelManifest(
     input_dtype="uint8",
     decoder="movenet_multipose",
     artifact=Artifact(
-        name="movenet-multipose",
+        name=MOVENET_MULTIPOSE_NAME,
         filename="movenet_multipose_lightning_fp16.tflite",
         sha256="d4489f89e6bd6777a8b9a1a16189832131f84ff90d82fae729e670b84d7948dd",
         size=9_585_276,

@@ -33,8 +33,9 @@ VARIANCES: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
 Label = Literal["mask", "no_mask"]
 LABELS: tuple[Label, Label] = ("mask", "no_mask")  # the model's class order: Mask, NoMask
 
+FACEMASK_AIZOO_NAME = "face-mask-aizoo"
 FACEMASK_AIZOO = ModelManifest(
-    name="face-mask-aizoo",
+    name=FACEMASK_AIZOO_NAME,
     version="tflite-1",
     task="face_mask",
     runtime="litert",
@@ -43,7 +44,7 @@ FACEMASK_AIZOO = ModelManifest(
     input_dtype="float32",  # RGB / 255
     decoder="aizoo_ssd",
     artifact=Artifact(
-        name="face-mask-aizoo",
+        name=FACEMASK_AIZOO_NAME,
         # The offline mirror (and a user's mirror directory) holds the file under this name.
         filename="aizoo_face_mask_detection.tflite",
         sha256="d2347acf155858681619bc009368f730288aa0447d2c97209be4a26d9be4e928",

@@ -55,6 +55,7 @@ import numpy.typing as npt
 
 from accelerators.base import Backend, Frame
 from accelerators.imx500_geometry import BoolMask, Imx500Error, MaskFor, Rect, clear_roi, decode_ssd
+from accelerators.picam import stop_and_close
 from accelerators.registry import Availability, BackendEntry, register
 from accelerators.types import Person
 
@@ -135,13 +136,12 @@ class Imx500Camera:
             cam = picamera2.Picamera2(imx500.camera_num)
         except (IndexError, RuntimeError) as exc:
             raise Imx500Error(f"cannot open the AI camera (camera {imx500.camera_num}): {exc}") from exc
-        self._cam: Any = cam
         try:
             self._configure(cam)
         except Exception as exc:
-            self._cam = None
             cam.close()
             raise Imx500Error(f"cannot configure the AI camera: {exc}") from exc
+        self._cam: Any = cam
 
     def _configure(self, cam: Any) -> None:
         config = cam.create_preview_configuration(
@@ -245,12 +245,8 @@ class Imx500Camera:
 
     def close(self) -> None:
         cam, self._cam = self._cam, None
-        if cam is None:
-            return
-        try:
-            cam.stop()
-        finally:
-            cam.close()
+        if cam is not None:
+            stop_and_close(cam)
 
 
 class Imx500PersonBackend(Backend):

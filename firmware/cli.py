@@ -16,15 +16,10 @@ from firmware.jobs.config import recover_pushed_config
 from firmware.runtime import run_device
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
+from wardsight.clictx import config_option as clictx_config_option
 from wardsight.device_config import DeviceConfig, load_device_config
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Device config file (TOML; default <data dir>/device.toml if present).",
-)
+config_option = clictx_config_option("Device config file (TOML; default <data dir>/device.toml if present).")
 
 
 @click.group()

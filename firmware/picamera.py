@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from accelerators.picam import stop_and_close
 from firmware.clock import STEADY
 from firmware.privacy import PrivacyMask
 from firmware.sources import CapturedFrame, FrameSource, SourceError
@@ -97,18 +98,16 @@ class Picamera2Source(FrameSource):
             ) from exc
         except Exception as exc:
             raise SourceError(f"cannot open Raspberry Pi camera {camera_num} (disabled, or busy): {exc}") from exc
-        self._cam: Any = cam
         try:
-            self._configure(lores)
+            self._configure(cam, lores)
         except Exception as exc:
-            self._cam = None
             cam.close()
             if isinstance(exc, SourceError):
                 raise
             raise SourceError(f"cannot configure Raspberry Pi camera {camera_num}: {exc}") from exc
+        self._cam: Any = cam
 
-    def _configure(self, lores: tuple[int, int] | None) -> None:
-        cam = self._cam
+    def _configure(self, cam: Any, lores: tuple[int, int] | None) -> None:
         frame_us = round(1e6 / self._fps)
         config = cam.create_video_configuration(
             main={"format": "RGB888", "size": self._requested},
@@ -229,9 +228,5 @@ class Picamera2Source(FrameSource):
 
     def close(self) -> None:
         cam, self._cam = self._cam, None
-        if cam is None:
-            return
-        try:
-            cam.stop()
-        finally:
-            cam.close()
+        if cam is not None:
+            stop_and_close(cam)

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
 from fleet.config import ServerConfig, load_server_config
 from fleet.store.db import FleetDB
+from wardsight import clictx
 from wardsight.clictx import Context
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Server config file (TOML; default <data dir>/server.toml if present).",
-)
+config_option = clictx.config_option("Server config file (TOML; default <data dir>/server.toml if present).")
 
 
 def load_config(ctx: Context, config_path: Path | None) -> ServerConfig:

@@ -41,7 +41,8 @@ class ServerKeys:
         return "whpk_" + base64.b64encode(raw).decode("ascii")
 
 
-def _load_or_create(path: Path) -> Ed25519PrivateKey:
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key in ``path``, made and written there (0600) on first use."""
     if path.exists():
         return wire.load_private_key(path)
     key = wire.generate_key()
@@ -52,7 +53,7 @@ def _load_or_create(path: Path) -> Ed25519PrivateKey:
 def load_server_keys(directory: Path) -> ServerKeys:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return ServerKeys(
-        credentials=_load_or_create(directory / "credentials.key"),
-        webhooks=_load_or_create(directory / "webhooks.key"),
-        jobs=_load_or_create(directory / "jobs.key"),
+        credentials=load_or_create_key(directory / "credentials.key"),
+        webhooks=load_or_create_key(directory / "webhooks.key"),
+        jobs=load_or_create_key(directory / "jobs.key"),
     )

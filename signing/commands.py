@@ -255,16 +255,7 @@ def status_command(url: str, api_token: str | None, ca: Path | None, insecure_ht
 )
 @click.option("--input", "inputs", multiple=True, help="KEY=VALUE input setting for every build (long_side=256).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .wsm to write.")
-def package_command(
-    name: str,
-    version: str,
-    task: str,
-    licence: str,
-    min_agent_version: str,
-    builds: tuple[str, ...],
-    inputs: tuple[str, ...],
-    out: Path,
-) -> None:
+def package_command(out: Path, **spec: Any) -> None:
     """Build a model package (.wsm): a manifest and one file per backend build, checked by sha256.
 
     \b
@@ -274,16 +265,7 @@ def package_command(
             --build hailo:hailort:yolov8_pose:yolov8s_pose.hef:hailo8l \\
             --input long_side=256 --input multiple=32 --input dtype=uint8 --out movenet-1.1.wsm
     """
-    count = build_package(
-        out,
-        name=name,
-        version=version,
-        task=task,
-        licence=licence,
-        min_agent_version=min_agent_version,
-        builds=builds,
-        inputs=inputs,
-    )
+    count = build_package(out, **spec)  # the options but --out are build_package's keyword arguments
     click.echo(f"wrote {out} ({count} build(s), sha256 {modelpkg.describe_file(out)[0]})")
 
 

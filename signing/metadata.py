@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import CryptoSigner
@@ -26,6 +26,14 @@ from wardsight.wire import target_path
 
 DEFAULT_ROOT_DAYS = 365
 DEFAULT_TARGETS_DAYS = 365
+
+
+class Signing(TypedDict, total=False):
+    """How :func:`resign_targets` signs (its defaults for what is not given): at ``now``, valid ``targets_days``."""
+
+    now: datetime | None
+    targets_days: int
+    passphrase: Passphrase
 
 
 def utc_now(now: datetime | None) -> datetime:
@@ -139,15 +147,7 @@ def resign_targets(
     return summary
 
 
-def publish(
-    package: Path,
-    keys: Path,
-    server: Server,
-    *,
-    now: datetime | None = None,
-    targets_days: int = DEFAULT_TARGETS_DAYS,
-    passphrase: Passphrase = None,
-) -> dict[str, Any]:
+def publish(package: Path, keys: Path, server: Server, **signing: Unpack[Signing]) -> dict[str, Any]:
     """Upload ``package`` and publish it: targets metadata listing it, signed with the offline targets key."""
     info = target_info(package)
     staged = upload_package(package, server)
@@ -161,19 +161,10 @@ def publish(
             raise OtaCliError(f"{info.path} is already published" + ("" if same else " with other contents"))
         targets.targets[info.path] = info
 
-    return resign_targets(keys, server, add, now=now, targets_days=targets_days, passphrase=passphrase)
+    return resign_targets(keys, server, add, **signing)
 
 
-def withdraw(
-    name: str,
-    version: str,
-    keys: Path,
-    server: Server,
-    *,
-    now: datetime | None = None,
-    targets_days: int = DEFAULT_TARGETS_DAYS,
-    passphrase: Passphrase = None,
-) -> dict[str, Any]:
+def withdraw(name: str, version: str, keys: Path, server: Server, **signing: Unpack[Signing]) -> dict[str, Any]:
     """Sign targets metadata that no longer lists ``name`` ``version`` (devices will not install it)."""
     path = target_path(name, version)
 
@@ -181,4 +172,4 @@ def withdraw(
         if targets.targets.pop(path, None) is None:
             raise OtaCliError(f"{path} is not published")
 
-    return resign_targets(keys, server, remove, now=now, targets_days=targets_days, passphrase=passphrase)
+    return resign_targets(keys, server, remove, **signing)

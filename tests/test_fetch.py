@@ -22,6 +22,14 @@ def artifact(*sources, payload=PAYLOAD):
     )
 
 
+def mirror_holding(tmp_path, content=PAYLOAD):
+    """A mirror directory in ``tmp_path`` whose tiny.bin holds ``content``."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "tiny.bin").write_bytes(content)
+    return MirrorSource(mirror)
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,11 +37,9 @@ def closed_port() -> int:
 
 
 def test_mirror_source_is_verified_and_stored(tmp_path):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / "tiny.bin").write_bytes(PAYLOAD)
+    mirror = mirror_holding(tmp_path)
     store = ArtifactStore(tmp_path / "store")
-    path = store.ensure(artifact(MirrorSource(mirror)))
+    path = store.ensure(artifact(mirror))
     assert path.read_bytes() == PAYLOAD
     assert store.is_present(artifact())
 
@@ -56,12 +62,10 @@ def test_sources_tried_in_order_until_one_verifies(tmp_path):
     ],
 )
 def test_bad_file_is_refused_and_leaves_nothing(tmp_path, content, reason):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / "tiny.bin").write_bytes(content)
+    mirror = mirror_holding(tmp_path, content)
     store = ArtifactStore(tmp_path / "store")
     with pytest.raises(FetchError, match=reason):
-        store.ensure(artifact(MirrorSource(mirror)))
+        store.ensure(artifact(mirror))
     assert list((tmp_path / "store").rglob("*.*")) == []
 
 
@@ -80,16 +84,14 @@ def test_url_source_file_scheme(tmp_path):
 
 
 def test_damaged_stored_file_is_replaced(tmp_path):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / "tiny.bin").write_bytes(PAYLOAD)
+    mirror = mirror_holding(tmp_path)
     store = ArtifactStore(tmp_path / "store")
-    path = store.ensure(artifact(MirrorSource(mirror)))
+    path = store.ensure(artifact(mirror))
     path.write_bytes(PAYLOAD[:100])
     assert not store.is_present(artifact())
     with pytest.raises(FetchError, match="models fetch tiny"):
         store.require(artifact())
-    assert store.ensure(artifact(MirrorSource(mirror))).read_bytes() == PAYLOAD
+    assert store.ensure(artifact(mirror)).read_bytes() == PAYLOAD
 
 
 def test_nested_member_extraction(tmp_path):

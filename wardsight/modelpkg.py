@@ -90,17 +90,15 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's contents."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def describe_file(path: Path) -> tuple[str, int]:
     """(sha256, size) of a model file, for writing a manifest."""
-    return _sha256(path), path.stat().st_size
+    return file_sha256(path), path.stat().st_size
 
 
 def write_package(out: Path, manifest: Manifest, files: Mapping[str, Path]) -> None:

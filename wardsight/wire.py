@@ -16,7 +16,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +36,7 @@ from wardsight.errors import WardSightError
 from wardsight.paths import write_file_atomically
 
 SCHEMA_VERSION = 1
+_Model = TypeVar("_Model", bound=BaseModel)
 MAX_JWS_BYTES = 8 * 1024
 EVENT_TYP = "wardsight-event+jws"
 PROOF_TYP = "wardsight-proof+jws"
@@ -319,12 +320,7 @@ def sign_job(job: Job, key: Ed25519PrivateKey) -> str:
 def verify_job(token: str, server_key: Ed25519PublicKey) -> Job:
     """Check a job's signature (the server's job key) and shape; the device then checks expiry and replay."""
     _header(token, JOB_TYP, MAX_JOB_BYTES)
-    payload = _verified_payload(token, server_key)
-    try:
-        return Job.model_validate(payload)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MalformedError(f"job field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    return _validated(Job, _verified_payload(token, server_key), "job")
 
 
 # ---- key rotation: the device proves it holds its new key (``POST ROTATE_PATH``) ----------------------------
@@ -533,6 +529,15 @@ def _header(token: str, typ: str, max_bytes: int = MAX_JWS_BYTES) -> dict[str, A
     return header
 
 
+def _validated(model: type[_Model], payload: Any, what: str) -> _Model:
+    """``payload`` as ``model``, or a MalformedError naming ``what`` and its first bad field."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise MalformedError(f"{what} field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+
+
 def _verified_payload(token: str, key: Ed25519PublicKey, audience: str | None = None) -> dict[str, Any]:
     try:
         return jwt.decode(
@@ -563,12 +568,7 @@ def verify_event(token: str, resolve_key: Callable[[str], Ed25519PublicKey | Non
     key = resolve_key(kid)
     if key is None:
         raise UnknownSignerError(f"unknown device '{kid[:64]}'")
-    payload = _verified_payload(token, key)
-    try:
-        event = Event.model_validate(payload)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MalformedError(f"event field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    event = _validated(Event, _verified_payload(token, key), "event")
     if event.device_id != kid:
         raise SignatureError("event names a different device than its signer")
     return event
@@ -590,11 +590,7 @@ def verify_enrollment(token: str) -> EnrollmentRequest:
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError as exc:
         raise MalformedError(f"invalid JWS: {exc}") from None
-    try:
-        claimed = EnrollmentRequest.model_validate(unverified)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MalformedError(f"enrollment field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    claimed = _validated(EnrollmentRequest, unverified, "enrollment")
     payload = _verified_payload(token, decode_public_key(claimed.public_key), audience=ENROLL_AUDIENCE)
     return EnrollmentRequest.model_validate(payload)
 
@@ -635,9 +631,4 @@ def proof_signer(token: str) -> str:
 def verify_proof(token: str, key: Ed25519PublicKey) -> Proof:
     """Check a proof's signature and shape; the caller checks what it is bound to (method, path, body, nonce)."""
     _header(token, PROOF_TYP)
-    payload = _verified_payload(token, key)
-    try:
-        return Proof.model_validate(payload)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MalformedError(f"proof field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    return _validated(Proof, _verified_payload(token, key), "proof")

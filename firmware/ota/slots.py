@@ -48,7 +48,6 @@ from firmware.ota.slotstate import (
     SlotRecord,
     SlotState,
     Trial,
-    file_sha256,
     report_for,
 )
 from wardsight import modelpkg, wire
@@ -124,7 +123,7 @@ class SlotStore:
         try:
             if path.stat().st_size != record.build.size:
                 return "size_mismatch"
-            if file_sha256(path) != record.build.sha256:
+            if modelpkg.file_sha256(path) != record.build.sha256:
                 return "hash_mismatch"
         except OSError:
             return "missing"

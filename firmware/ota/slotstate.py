@@ -3,7 +3,6 @@ the update reports the state queues for the server."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -83,14 +82,6 @@ class Choice:
     @property
     def version(self) -> str | None:
         return self.record.version if self.record else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def report_for(

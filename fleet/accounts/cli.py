@@ -108,9 +108,8 @@ def list_command(ctx: Context, config_path: Path | None) -> None:
 
 
 def _update(ctx: Context, config_path: Path | None, username: str, **change: Any) -> dict[str, Any]:
-    config = _config(ctx, config_path)
-    with _refusals(), _database(config) as db:
-        return service.update_operator(db, username, actor=cli_actor(), now=time.time(), config=config, **change)
+    with _refusals(), _database(_config(ctx, config_path)) as db:
+        return service.apply_update(db, username, actor=cli_actor(), now=time.time(), **change)
 
 
 @operators_cli.command("set-role")
@@ -129,34 +128,38 @@ def set_role(ctx: Context, username: str, role: str, config_path: Path | None) -
     click.echo(f"'{username}' is now {role}")
 
 
-@operators_cli.command("disable")
-@click.argument("username")
-@config_option
-@pass_context
-def disable(ctx: Context, username: str, config_path: Path | None) -> None:
+def _state_command(word: str, disabled: bool, help_text: str) -> None:
+    """``operator disable`` and ``operator enable``: one command each, told apart by the state they set."""
+
+    @operators_cli.command(word, help=help_text)
+    @click.argument("username")
+    @config_option
+    @pass_context
+    def command(ctx: Context, username: str, config_path: Path | None) -> None:
+        _update(ctx, config_path, username, disabled=disabled)
+        click.echo(f"'{username}' is {word}d")
+
+
+_state_command(
+    "disable",
+    True,
     """Disable an operator and end their sessions at once (the last enabled admin cannot be disabled).
 
     \b
     Example:
         wardsight fleet operator disable bob
-    """
-    _update(ctx, config_path, username, disabled=True)
-    click.echo(f"'{username}' is disabled")
-
-
-@operators_cli.command("enable")
-@click.argument("username")
-@config_option
-@pass_context
-def enable(ctx: Context, username: str, config_path: Path | None) -> None:
+    """,
+)
+_state_command(
+    "enable",
+    False,
     """Enable a disabled operator again.
 
     \b
     Example:
         wardsight fleet operator enable bob
-    """
-    _update(ctx, config_path, username, disabled=False)
-    click.echo(f"'{username}' is enabled")
+    """,
+)
 
 
 @operators_cli.group("api-token")

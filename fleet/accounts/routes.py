@@ -7,8 +7,10 @@ cannot send and which needs a CORS preflight this server never grants.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import sqlite_utils
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +22,8 @@ from fleet.config import ServerConfig
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.web.body import M, read_json
 from fleet.web.errors import RejectedError
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 # ---- request bodies -----------------------------------------------------------------------------------
 
@@ -104,17 +108,28 @@ def _fail(request: web.Request, username: str, reason: str, locks: bool, action:
     )
 
 
+async def _check_password(
+    app: web.Application, username: str, password: str
+) -> tuple[dict[str, Any] | None, str | None, bool, bool, bool]:
+    """Count an attempt for ``username`` (429 while it is locked out), then check ``password`` against its stored
+    hash: (its credentials row or None, the stored hash, whether it matches, whether to rehash it, whether a
+    failure now starts a lockout)."""
+    db = app[DB_KEY].db
+    wait, locks = lockout.begin_attempt(db, username, app[CLOCK_KEY](), app[CONFIG_KEY])
+    if wait > 0:
+        raise _locked_out(wait)
+    row = store.credentials(db, username)
+    stored = row["password_hash"] if row is not None else None
+    ok, rehash = await passwords.verify_in_worker(app, stored, password)
+    return row, stored, ok, rehash, locks
+
+
 async def login(request: web.Request) -> web.Response:
     body = await _body(request, LoginBody)
     app = request.app
     db, config = app[DB_KEY].db, app[CONFIG_KEY]
     username = body.username.lower()
-    wait, locks = lockout.begin_attempt(db, username, app[CLOCK_KEY](), config)
-    if wait > 0:
-        raise _locked_out(wait)
-    row = store.credentials(db, username)
-    stored = row["password_hash"] if row is not None else None
-    ok, rehash = await passwords.verify_in_worker(app, stored, body.password)
+    row, stored, ok, rehash, locks = await _check_password(app, username, body.password)
     if not ok or row is None or row["disabled"]:
         reason = "unknown user" if row is None else ("wrong password" if not ok else "account disabled")
         _fail(request, username, reason, locks, "login.failure")
@@ -163,15 +178,10 @@ async def change_password(request: web.Request) -> web.Response:
     principal, session = require_session(request)
     body = await _body(request, PasswordChangeBody)
     app = request.app
-    db, config = app[DB_KEY].db, app[CONFIG_KEY]
+    db = app[DB_KEY].db
     username = principal.username
     assert username is not None
-    wait, locks = lockout.begin_attempt(db, username, app[CLOCK_KEY](), config)
-    if wait > 0:
-        raise _locked_out(wait)
-    row = store.credentials(db, username)
-    stored = row["password_hash"] if row is not None else None
-    ok, _ = await passwords.verify_in_worker(app, stored, body.current_password)
+    _, stored, ok, _, locks = await _check_password(app, username, body.current_password)
     if not ok:
         _fail(request, username, "wrong current password", locks, "password.change_failure")
         raise RejectedError(403, "current password is wrong")
@@ -187,9 +197,17 @@ async def change_password(request: web.Request) -> web.Response:
 # ---- operator routes ----------------------------------------------------------------------------------
 
 
-async def get_operators(request: web.Request) -> web.Response:
-    await require(request, "admin")
-    return web.json_response({"operators": store.list_operators(request.app[DB_KEY].db)})
+def _admin_list(key: str, rows: Callable[[sqlite_utils.Database], list[dict[str, Any]]]) -> Handler:
+    """A GET handler for admins answering ``{key: rows(db)}``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await require(request, "admin")
+        return web.json_response({key: rows(request.app[DB_KEY].db)})
+
+    return handler
+
+
+get_operators = _admin_list("operators", store.list_operators)
 
 
 async def post_operator(request: web.Request) -> web.Response:
@@ -230,9 +248,7 @@ async def patch_operator(request: web.Request) -> web.Response:
 # ---- API token routes ---------------------------------------------------------------------------------
 
 
-async def get_api_tokens(request: web.Request) -> web.Response:
-    await require(request, "admin")
-    return web.json_response({"api_tokens": store.list_api_tokens(request.app[DB_KEY].db)})
+get_api_tokens = _admin_list("api_tokens", store.list_api_tokens)
 
 
 async def post_api_token(request: web.Request) -> web.Response:

@@ -72,7 +72,11 @@ def apply_update(
     disabled: bool | None = None,
     password_hash: str | None = None,
 ) -> dict[str, Any]:
-    """:func:`update_operator` with the new password already hashed; returns the operator as admins see it."""
+    """Change an operator's role, enabled state or password (already hashed); returns the operator as admins see it.
+
+    Disabling or a new password ends their sessions at once. Refuses to demote or disable the last enabled admin
+    (OperatorError 409). The routes and ``wardsight fleet operator`` both change operators through it.
+    """
     with transaction(db.conn) as conn:
         row = store.operator(db, username)
         if row is None:
@@ -90,25 +94,6 @@ def apply_update(
         updated = store.operator(db, username)
     assert updated is not None
     return store.operator_view(updated)
-
-
-def update_operator(
-    db: sqlite_utils.Database,
-    username: str,
-    *,
-    actor: str,
-    now: float,
-    config: ServerConfig,
-    role: Role | None = None,
-    disabled: bool | None = None,
-    password: str | None = None,
-) -> dict[str, Any]:
-    """Change an operator's role, enabled state or password (disabling or a new password ends their
-    sessions at once). Refuses to demote or disable the last enabled admin (OperatorError 409)."""
-    if role is not None:
-        validate_role(role)
-    password_hash = hash_password(password, config) if password is not None else None
-    return apply_update(db, username, actor=actor, now=now, role=role, disabled=disabled, password_hash=password_hash)
 
 
 # ---- API tokens ---------------------------------------------------------------------------------------

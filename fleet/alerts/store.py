@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from fleet.audit import log as audit
-from fleet.store.schema import transaction
+from fleet.store.schema import conditions, transaction
 from wardsight import wire
 
 MAX_LIMIT = 500
@@ -74,13 +74,9 @@ class Filters:
     ward: str | None = None
     site: str | None = None
 
-    def sql(self) -> tuple[list[str], list[Any]]:
-        clauses, params = [], []
-        for column, value in (("e.room", self.room), ("d.ward", self.ward), ("d.site", self.site)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        return clauses, params
+    def sql(self, *more: tuple[str, Any]) -> tuple[list[str], list[Any]]:
+        """The conditions (and their values) for these filters and ``more`` (:func:`fleet.store.schema.conditions`)."""
+        return conditions(("e.room = ?", self.room), ("d.ward = ?", self.ward), ("d.site = ?", self.site), *more)
 
 
 def list_alerts(
@@ -98,16 +94,10 @@ def list_alerts(
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-    clauses, params = filters.sql()
+    clauses, params = filters.sql(("e.received_at >= ?", since), ("e.rowid < ?", before))
     clauses.insert(0, _ALERT_WHERE)
     if state is not None:
         clauses.append(_STATE_SQL[state])
-    if since is not None:
-        clauses.append("e.received_at >= ?")
-        params.append(since)
-    if before is not None:
-        clauses.append("e.rowid < ?")
-        params.append(before)
     sql = f"SELECT e.rowid AS seq, {_ALERT_COLUMNS}{_ALERT_FROM} WHERE {' AND '.join(clauses)}"
     rows = list(db.query(sql + " ORDER BY e.rowid DESC LIMIT ?", [*params, limit]))
     return [_view(r) for r in rows], (rows[-1]["seq"] if len(rows) == limit else None)

@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlite_utils
 
-from fleet.store.schema import transaction
+from fleet.store.schema import conditions, transaction
 
 GENESIS = "0" * 64
 MAX_QUERY_LIMIT = 1000
@@ -159,12 +159,14 @@ def query(
     ``before_seq`` pages back (pass the last ``seq`` of the previous page)."""
     if not 1 <= limit <= MAX_QUERY_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("actor", actor), ("action", action), ("target", target)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
+    clauses, params = conditions(
+        ("actor = ?", actor),
+        ("action = ?", action),
+        ("target = ?", target),
+        ("time >= ?", since),
+        ("time < ?", until),
+        ("seq < ?", before_seq),
+    )
     if text:
         like = f"%{_escape_like(text)}%"
         clauses.append(
@@ -172,15 +174,6 @@ def query(
             " OR details LIKE ? ESCAPE '\\')"
         )
         params.extend([like] * 4)
-    if since is not None:
-        clauses.append("time >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("time < ?")
-        params.append(until)
-    if before_seq is not None:
-        clauses.append("seq < ?")
-        params.append(before_seq)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     sql = "SELECT seq, time, actor, action, target, details, hash FROM audit" + where  # noqa: S608 (fixed clauses)
     rows = list(db.query(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit]))

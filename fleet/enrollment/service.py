@@ -17,13 +17,7 @@ from wardsight import wire
 
 def token_details(record: TokenRecord) -> dict[str, Any]:
     """What the audit entry and the API's answer say about a new token (never its secret)."""
-    return {
-        "room": record.room,
-        "site": record.site,
-        "ward": record.ward,
-        "expires_at": record.expires_at,
-        "require_approval": record.require_approval,
-    }
+    return {name: getattr(record, name) for name in ("room", "site", "ward", "expires_at", "require_approval")}
 
 
 def create_token(

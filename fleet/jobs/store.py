@@ -21,7 +21,7 @@ import sqlite_utils
 from fleet.audit import log as audit
 from fleet.jobs import logic
 from fleet.jobs.bodies import Target
-from fleet.store.schema import transaction
+from fleet.store.schema import conditions, transaction
 
 log = logging.getLogger("wardsight.fleet.jobs")
 
@@ -42,13 +42,9 @@ def one(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> dict[
 
 def select_devices(db: sqlite_utils.Database, target: Target) -> tuple[list[str], list[str]]:
     """(active devices the target selects, in site/ward/room order; listed ids skipped as unknown or not active)."""
-    clauses, params = ["status = 'active'"], []
-    for column in ("site", "ward", "room"):
-        value = getattr(target, column)
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    sql = "SELECT id, tags FROM devices WHERE " + " AND ".join(clauses) + " ORDER BY site, ward, room, id"  # noqa: S608
+    clauses, params = conditions(("site = ?", target.site), ("ward = ?", target.ward), ("room = ?", target.room))
+    where = " AND ".join(["status = 'active'", *clauses])
+    sql = f"SELECT id, tags FROM devices WHERE {where} ORDER BY site, ward, room, id"  # noqa: S608
     listed = set(target.device_ids or ())
     wanted = set(target.tags or ())
     chosen = []

@@ -4,48 +4,40 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
 from fleet.reports.grouping import BY_ROOM, Grouping, finish, ratio
 
+OUTCOMES = ("compliant", "missed", "unknown")
+SIDES = ("entries", "exits")
+# The report's counts, in its column order: opportunities and each outcome, then per side its count and its outcomes'.
+COUNTS = ("opportunities", *OUTCOMES, *(name for side in SIDES for name in (side, *(f"{o}_{side}" for o in OUTCOMES))))
 
-@dataclass
+
 class HygieneStats:
-    opportunities: int = 0
-    compliant: int = 0
-    missed: int = 0
-    unknown: int = 0
-    entries: int = 0
-    compliant_entries: int = 0
-    missed_entries: int = 0
-    unknown_entries: int = 0
-    exits: int = 0
-    compliant_exits: int = 0
-    missed_exits: int = 0
-    unknown_exits: int = 0
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(COUNTS, 0)
 
     def add(self, row: Mapping[str, Any]) -> None:
         outcome = {"opportunity": "compliant", "missed": "missed", "unknown": "unknown"}.get(row["type"])
         if outcome is None:
             return
-        self.opportunities += 1
-        setattr(self, outcome, getattr(self, outcome) + 1)
+        names = ["opportunities", outcome]
         entry = (row.get("data") or {}).get("entry")
         if entry is True or entry is False:
             side = "entries" if entry else "exits"
-            setattr(self, side, getattr(self, side) + 1)
-            name = f"{outcome}_{side}"
-            setattr(self, name, getattr(self, name) + 1)
+            names += [side, f"{outcome}_{side}"]
+        for name in names:
+            self.counts[name] += 1
 
     def merge(self, other: HygieneStats) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name, count in other.counts.items():
+            self.counts[name] += count
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["compliance"] = ratio(self.compliant_entries, self.compliant_entries + self.missed_entries)
-        out["exit_compliance"] = ratio(self.compliant_exits, self.compliant_exits + self.missed_exits)
+        out: dict[str, Any] = dict(self.counts)
+        out["compliance"] = ratio(out["compliant_entries"], out["compliant_entries"] + out["missed_entries"])
+        out["exit_compliance"] = ratio(out["compliant_exits"], out["compliant_exits"] + out["missed_exits"])
         return out
 
 

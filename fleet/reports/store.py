@@ -10,6 +10,7 @@ from typing import Any
 import sqlite_utils
 
 from fleet.reports.grouping import DAY
+from fleet.store.schema import conditions
 
 LOOKBACK_SECONDS = DAY  # how far before ``from`` occupancy follows a device's state (alone periods, counts)
 
@@ -31,12 +32,8 @@ class Scope:
     site: str | None = None
 
     def sql(self) -> tuple[str, list[Any]]:
-        clauses, params = [], []
-        for column, value in (("e.room", self.room), ("d.ward", self.ward), ("d.site", self.site)):
-            if value is not None:
-                clauses.append(f" AND {column} = ?")
-                params.append(value)
-        return "".join(clauses), params
+        clauses, params = conditions(("e.room = ?", self.room), ("d.ward = ?", self.ward), ("d.site = ?", self.site))
+        return "".join(f" AND {clause}" for clause in clauses), params
 
 
 EVERYWHERE = Scope()  # the default scope: every room, ward and site

@@ -1,10 +1,22 @@
-"""Small SQLite tools the store and its migrations share: write transactions and adding a missing column."""
+"""Small SQLite tools the store, its migrations and the features share: write transactions, a migration of SQL
+statements, adding a missing column, optional WHERE conditions."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+
+def executing(statements: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
+    """A migration's ``apply`` that executes ``statements`` in order."""
+
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return apply
 
 
 def add_missing_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
@@ -12,6 +24,12 @@ def add_missing_column(conn: sqlite3.Connection, table: str, column: str, decl: 
     have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
     if column not in have:
         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")  # our constants
+
+
+def conditions(*given: tuple[str, Any]) -> tuple[list[str], list[Any]]:
+    """Of ``(sql, value)`` pairs (each ``sql`` with one ``?``), those whose value is not None: (sql list, values)."""
+    kept = [(sql, value) for sql, value in given if value is not None]
+    return [sql for sql, _ in kept], [value for _, value in kept]
 
 
 @contextlib.contextmanager

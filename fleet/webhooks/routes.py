@@ -16,20 +16,10 @@ from fleet.store.schema import transaction
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
+from fleet.webhooks import store
 from fleet.webhooks.envelope import Format
 from fleet.webhooks.ssrf import MAX_URL_LENGTH, UrlRefusedError, check_url_resolves
-from fleet.webhooks.store import (
-    EndpointError,
-    Status,
-    create_endpoint,
-    delete_endpoint,
-    get_endpoint,
-    list_deliveries,
-    list_endpoints,
-    queue_depth,
-    redeliver,
-    update_endpoint,
-)
+from fleet.webhooks.store import EndpointError, Status
 from fleet.webhooks.worker import wake
 from wardsight.wire import App, Severity
 
@@ -80,6 +70,11 @@ async def _checked_url(request: web.Request, url: str) -> None:
         raise RejectedError(400, f"url refused: {exc}") from None
 
 
+def _endpoint_fields(body: CreateRequest | UpdateRequest) -> dict[str, Any]:
+    """The body as the store's keyword arguments: its fields by name, ``hmac`` as ``with_hmac``."""
+    return {**body.model_dump(exclude={"hmac"}), "with_hmac": body.hmac}
+
+
 def _audit(request: web.Request, actor: str, action: str, target: str, details: Mapping[str, Any]) -> None:
     """Inside the change's transaction, so the change and its audit entry commit together."""
     audit.record(
@@ -90,27 +85,18 @@ def _audit(request: web.Request, actor: str, action: str, target: str, details: 
 async def handle_list(request: web.Request) -> web.Response:
     await require(request, "operator")
     db = request.app[DB_KEY].db
-    return web.json_response({"webhooks": list_endpoints(db), "queue": queue_depth(db)})
+    return web.json_response({"webhooks": store.list_endpoints(db), "queue": store.queue_depth(db)})
 
 
 async def handle_create(request: web.Request) -> web.Response:
     who = await require(request, "admin")
     body = await read_json(request, CreateRequest)
     await _checked_url(request, body.url)
-    db = request.app[DB_KEY].db
+    db, now, insecure = request.app[DB_KEY].db, request.app[CLOCK_KEY](), request.app[CONFIG_KEY].webhook_allow_insecure
     try:
         with transaction(db.conn):
-            endpoint, secret = create_endpoint(
-                db,
-                name=body.name,
-                url=body.url,
-                format=body.format,
-                apps=body.apps,
-                min_severity=body.min_severity,
-                with_hmac=body.hmac,
-                created_by=who.actor,
-                now=request.app[CLOCK_KEY](),
-                allow_insecure=request.app[CONFIG_KEY].webhook_allow_insecure,
+            endpoint, secret = store.create_endpoint(
+                db, **_endpoint_fields(body), created_by=who.actor, now=now, allow_insecure=insecure
             )
             details = {k: endpoint[k] for k in ("name", "url", "format", "apps", "min_severity", "has_hmac")}
             _audit(request, who.actor, "webhook.create", f"webhook:{endpoint['id']}", details)
@@ -135,22 +121,12 @@ async def handle_update(request: web.Request) -> web.Response:
     if "hmac" in changes:  # say what happened; the secret itself never goes into the audit log
         changes["hmac_secret_rotated" if body.hmac else "hmac_secret_removed"] = True
         del changes["hmac"]
-    db = request.app[DB_KEY].db
+    db, now, insecure = request.app[DB_KEY].db, request.app[CLOCK_KEY](), request.app[CONFIG_KEY].webhook_allow_insecure
+    reason = f"disabled by {who.actor}"
     try:
         with transaction(db.conn):
-            endpoint, secret = update_endpoint(
-                db,
-                endpoint_id,
-                now=request.app[CLOCK_KEY](),
-                allow_insecure=request.app[CONFIG_KEY].webhook_allow_insecure,
-                name=body.name,
-                url=body.url,
-                format=body.format,
-                apps=body.apps,
-                min_severity=body.min_severity,
-                enabled=body.enabled,
-                with_hmac=body.hmac,
-                disabled_reason=f"disabled by {who.actor}",
+            endpoint, secret = store.update_endpoint(
+                db, endpoint_id, **_endpoint_fields(body), now=now, allow_insecure=insecure, disabled_reason=reason
             )
             _audit(request, who.actor, "webhook.update", f"webhook:{endpoint_id}", changes)
     except EndpointError as exc:
@@ -170,8 +146,8 @@ async def handle_delete(request: web.Request) -> web.Response:
     endpoint_id = _int_id(request)
     db = request.app[DB_KEY].db
     with transaction(db.conn):
-        endpoint = get_endpoint(db, endpoint_id)
-        if endpoint is None or not delete_endpoint(db, endpoint_id):
+        endpoint = store.get_endpoint(db, endpoint_id)
+        if endpoint is None or not store.delete_endpoint(db, endpoint_id):
             raise RejectedError(404, f"no webhook endpoint {endpoint_id}")
         details = {"name": endpoint["name"], "url": endpoint["url"], "pending_dropped": endpoint["pending_count"]}
         _audit(request, who.actor, "webhook.delete", f"webhook:{endpoint_id}", details)
@@ -182,7 +158,7 @@ async def handle_deliveries(request: web.Request) -> web.Response:
     await require(request, "operator")
     endpoint_id = _int_id(request)
     db = request.app[DB_KEY].db
-    if get_endpoint(db, endpoint_id) is None:
+    if store.get_endpoint(db, endpoint_id) is None:
         raise RejectedError(404, f"no webhook endpoint {endpoint_id}")
     statuses: dict[str | None, Status | None] = {
         None: None,
@@ -194,7 +170,7 @@ async def handle_deliveries(request: web.Request) -> web.Response:
         raise RejectedError(400, "status must be pending, delivered or dead")
     try:
         limit = int(request.query.get("limit", "100"))
-        rows = list_deliveries(db, endpoint_id, statuses[request.query.get("status")], limit)
+        rows = store.list_deliveries(db, endpoint_id, statuses[request.query.get("status")], limit)
     except ValueError:
         raise RejectedError(400, "limit must be an integer between 1 and 1000") from None
     return web.json_response({"deliveries": rows})
@@ -206,7 +182,7 @@ async def handle_redeliver(request: web.Request) -> web.Response:
     db = request.app[DB_KEY].db
     try:
         with transaction(db.conn):
-            row = redeliver(db, delivery_id, request.app[CLOCK_KEY]())
+            row = store.redeliver(db, delivery_id, request.app[CLOCK_KEY]())
             details = {"endpoint_id": row["endpoint_id"], "event_id": row["event_id"]}
             _audit(request, who.actor, "webhook.redeliver", f"webhook_delivery:{delivery_id}", details)
     except EndpointError as exc:

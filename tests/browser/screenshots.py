@@ -17,7 +17,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from tests.browser.simfleet import PASSWORD, Readings, publish_model, start_sim_fleet, wait_for
+from tests.browser.simfleet import PASSWORD, Readings, draw_shape, publish_model, start_sim_fleet, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [
@@ -90,18 +90,10 @@ def shoot(sim, out: Path, chromium: str) -> None:
         page.get_by_role("heading", name="Zones and privacy regions").wait_for()
         page.get_by_label("Shape name").fill("door")
         page.get_by_label("Zone kind").select_option("door")
-        page.get_by_role("button", name="Start a new shape").click()
-        canvas = page.locator("canvas.scene")
-        box = canvas.bounding_box()
-        for x, y in ((0.05, 0.15), (0.22, 0.15), (0.22, 0.95), (0.05, 0.95)):
-            canvas.click(position={"x": box["width"] * x, "y": box["height"] * y})
-        page.get_by_role("button", name="Finish shape").click()
+        draw_shape(page, ((0.05, 0.15), (0.22, 0.15), (0.22, 0.95), (0.05, 0.95)))
         page.get_by_label("Shape type").select_option("privacy")
         page.get_by_label("Shape name").fill("bathroom")
-        page.get_by_role("button", name="Start a new shape").click()
-        for x, y in ((0.75, 0.05), (0.98, 0.05), (0.98, 0.6), (0.75, 0.6)):
-            canvas.click(position={"x": box["width"] * x, "y": box["height"] * y})
-        page.get_by_role("button", name="Finish shape").click()
+        draw_shape(page, ((0.75, 0.05), (0.98, 0.05), (0.98, 0.6), (0.75, 0.6)))
         page.get_by_role("button", name="Save as configuration job").click()
         page.locator(".job-line[data-state='succeeded']").wait_for()
         batch = page.locator(".job-line a").first.text_content()

@@ -345,6 +345,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 
         time.sleep(interval)
 
 
+def draw_shape(page: Any, points: tuple[tuple[float, float], ...]) -> None:
+    """In the console's zone editor: start a shape, click its ``points`` on the scene canvas (fractions of the
+    canvas's width and height), finish it."""
+    page.get_by_role("button", name="Start a new shape").click()
+    canvas = page.locator("canvas.scene")
+    box = canvas.bounding_box()
+    for x, y in points:
+        canvas.click(position={"x": box["width"] * x, "y": box["height"] * y})
+    page.get_by_role("button", name="Finish shape").click()
+
+
 def jobs_of(sim: SimFleet, device: SimDevice) -> list[dict[str, Any]]:
     return sim.query("SELECT * FROM jobs WHERE device_id = ? ORDER BY updated_at", [device.device_id])
 

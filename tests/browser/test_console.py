@@ -19,7 +19,7 @@ pytest.importorskip("playwright.sync_api", reason="the playwright package is not
 from playwright.sync_api import expect
 
 from firmware.identity import IdentityStore
-from tests.browser.simfleet import Readings, SimDevice, publish_model, wait_for
+from tests.browser.simfleet import Readings, SimDevice, draw_shape, publish_model, wait_for
 from wardsight.bundle import Bundle
 from wardsight.device_config import DeviceConfig
 
@@ -185,17 +185,12 @@ def test_draw_a_zone_and_a_privacy_region_and_the_config_job_completes(open_cons
     cam = sim.devices["cam-3b15"]
     page = open_console("olga", path=f"#/devices/{cam.device_id}")
     expect(page.get_by_role("heading", name="Zones and privacy regions")).to_be_visible()
-    canvas = page.locator("canvas.scene")
     if route_exists(sim, f"/api/v1/devices/{cam.device_id}/scene"):
         expect(page.get_by_text(re.compile(r"2 people in view \(1280\u00d7720\)"))).to_be_visible(timeout=15000)
     # A zone with the mouse...
     page.get_by_label("Shape name").fill("door")
     page.get_by_label("Zone kind").select_option("door")
-    page.get_by_role("button", name="Start a new shape").click()
-    box = canvas.bounding_box()
-    for x, y in ((0.1, 0.2), (0.3, 0.2), (0.3, 0.9), (0.1, 0.9)):
-        canvas.click(position={"x": box["width"] * x, "y": box["height"] * y})
-    page.get_by_role("button", name="Finish shape").click()
+    draw_shape(page, ((0.1, 0.2), (0.3, 0.2), (0.3, 0.9), (0.1, 0.9)))
     # ... and a privacy region with the keyboard only.
     page.get_by_label("Shape type").select_option("privacy")
     page.get_by_label("Shape name").fill("bathroom door")

@@ -12,7 +12,7 @@ from accelerators import facemask
 from accelerators.cpu import ModelLoadError
 from accelerators.facemask import FACEMASK_AIZOO, CpuFaceMaskDetector, Face
 from tests.conftest import SHARED as _SHARED
-from tests.device.helpers import read_rgb
+from tests.device.helpers import assert_refuses_bad_frames, read_rgb, truncated_model
 from wardsight.errors import FetchError
 from wardsight.fetch import ArtifactStore
 
@@ -153,12 +153,9 @@ def test_boxes_map_back_for_any_aspect_ratio(detector):
 
 
 def test_truncated_model_file_is_a_clear_error(model_path, tmp_path):
-    broken = tmp_path / "broken.tflite"
-    broken.write_bytes(model_path.read_bytes()[:100_000])
     with pytest.raises(ModelLoadError, match="cannot load model"):
-        CpuFaceMaskDetector(broken)
+        CpuFaceMaskDetector(truncated_model(model_path, tmp_path))
 
 
 def test_bad_frame_is_refused(detector):
-    with pytest.raises(ValueError):
-        detector.detect(np.zeros((10, 10), np.uint8))
+    assert_refuses_bad_frames(detector)

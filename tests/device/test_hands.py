@@ -18,7 +18,7 @@ from accelerators.mediapipe_models import HAND_LANDMARK, PALM_DETECTION
 from accelerators.palms import HandRoi, Palm
 from accelerators.types import Person
 from tests.conftest import SHARED
-from tests.device.helpers import read_rgb
+from tests.device.helpers import assert_refuses_bad_frames, read_rgb, truncated_model
 from wardsight.fetch import ArtifactStore
 
 HANDWASH = SHARED / "data" / "handwash-dev"
@@ -198,17 +198,14 @@ def test_wrist_regions_from_forearms_and_from_the_box():
 
 def test_truncated_model_file_is_a_clear_error(model_paths, tmp_path):
     palm, landmark = model_paths
-    broken = tmp_path / "broken.tflite"
-    broken.write_bytes(palm.read_bytes()[:100_000])
     with pytest.raises(ModelLoadError, match="cannot load model"):
-        HandDetector(broken, landmark)
+        HandDetector(truncated_model(palm, tmp_path), landmark)
     with pytest.raises(ModelLoadError):
         HandDetector(landmark, palm)  # swapped: wrong input sizes
 
 
 def test_bad_frame_is_refused(detector):
-    with pytest.raises(ValueError):
-        detector.detect(np.zeros((10, 10), np.uint8))
+    assert_refuses_bad_frames(detector)
 
 
 def test_no_hands_in_an_empty_frame_or_a_photo_without_hands(detector):

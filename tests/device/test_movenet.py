@@ -5,7 +5,7 @@ import pytest
 
 from accelerators import movenet
 from accelerators.cpu import CpuPoseBackend, ModelLoadError
-from tests.device.helpers import read_rgb
+from tests.device.helpers import assert_refuses_bad_frames, read_rgb, truncated_model
 
 
 def head_inside_box(person) -> bool:
@@ -68,15 +68,12 @@ def test_decoder_on_a_constructed_output():
 
 
 def test_truncated_model_file_is_a_clear_error(movenet_path, tmp_path):
-    broken = tmp_path / "broken.tflite"
-    broken.write_bytes(movenet_path.read_bytes()[:100_000])
     with pytest.raises(ModelLoadError, match="cannot load model"):
-        CpuPoseBackend(broken)
+        CpuPoseBackend(truncated_model(movenet_path, tmp_path))
 
 
 def test_bad_frame_is_refused(backend):
-    with pytest.raises(ValueError):
-        backend.detect(np.zeros((10, 10), np.uint8))
+    assert_refuses_bad_frames(backend)
 
 
 def test_decoder_with_padding_on_both_axes():

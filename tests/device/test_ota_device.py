@@ -52,6 +52,7 @@ from fleet.ota.rollouts.bodies import NewRollout
 from fleet.server import BackgroundServer
 from fleet.store.db import FleetDB
 from signing.metadata import target_info
+from tests.device.helpers import make_package
 from wardsight import modelpkg, wire
 from wardsight.bundle import Bundle
 from wardsight.footage import DEMO_FOOTAGE
@@ -61,25 +62,6 @@ _rooms = itertools.count(1)
 
 
 # ---- the hospital's side and the server ------------------------------------------------------------------
-
-
-def make_package(directory: Path, version: str, model_file: Path, name: str = MODEL) -> Path:
-    """A real model package (one CPU build) holding ``model_file``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    digest, size = modelpkg.describe_file(model_file)
-    build = modelpkg.Build(
-        backend="cpu",
-        runtime="litert",
-        file="movenet.tflite",
-        sha256=digest,
-        size=size,
-        input={"long_side": 256, "multiple": 32, "dtype": "uint8"},
-        decoder="movenet_multipose",
-    )
-    manifest = modelpkg.Manifest(name=name, version=version, task="pose", license="Apache-2.0", builds=[build])
-    out = directory / f"{name}-{version}.wsm"
-    modelpkg.write_package(out, manifest, {"movenet.tflite": model_file})
-    return out
 
 
 def truncated_copy(model: Path, dest: Path) -> Path:

@@ -31,7 +31,8 @@ import pytest
 
 from firmware.ota.slotstate import SlotState
 from tests.conftest import ROOT
-from tests.device.test_ota_device import Device, Fleet, make_package
+from tests.device.helpers import make_package
+from tests.device.test_ota_device import Device, Fleet
 
 RESTART = 75
 

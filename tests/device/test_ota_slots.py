@@ -13,35 +13,8 @@ import pytest
 
 from firmware.ota.slots import SlotStore
 from firmware.ota.slotstate import SlotError
+from tests.device.helpers import make_package
 from wardsight import modelpkg, wire
-
-
-def make_package(tmp: Path, version: str, payload: bytes, name: str = "movenet-multipose") -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    model = tmp / f"model-{version}.bin"
-    model.write_bytes(payload)
-    digest, size = modelpkg.describe_file(model)
-    manifest = modelpkg.Manifest(
-        name=name,
-        version=version,
-        task="pose",
-        license="Apache-2.0",
-        builds=[
-            modelpkg.Build(
-                backend="cpu",
-                runtime="litert",
-                file="model.tflite",
-                sha256=digest,
-                size=size,
-                decoder="movenet_multipose",
-            )
-        ],
-    )
-    out = tmp / f"pkg-{version}.wsm"
-    src = tmp / "model.tflite"
-    src.write_bytes(payload)
-    modelpkg.write_package(out, manifest, {"model.tflite": src})
-    return out
 
 
 def install(store: SlotStore, package: Path, rollout: str = "r1") -> str:
@@ -52,6 +25,18 @@ def install(store: SlotStore, package: Path, rollout: str = "r1") -> str:
     store.write(slot, package, manifest, build)
     store.commit(slot, manifest, build, rollout)
     return slot
+
+
+def confirmed_then_trial(tmp: Path) -> SlotStore:
+    """``tmp/slots`` with version 1.0 confirmed in slot a, and 2.0 installed in slot b and begun as a trial (r2)."""
+    store = SlotStore(tmp / "slots")
+    install(store, make_package(tmp / "p1", "1.0", b"one" * 500))
+    store.begin_trial("a", "r1")
+    store.boot()
+    store.confirm("a")
+    install(store, make_package(tmp / "p2", "2.0", b"two" * 500), "r2")
+    store.begin_trial("b", "r2")
+    return store
 
 
 def states(store: SlotStore) -> list[tuple[str, str | None]]:
@@ -117,13 +102,7 @@ def test_a_trial_that_keeps_crashing_is_abandoned_and_reported(tmp_path):
 
 
 def test_failed_health_check_switches_back_to_the_active_slot(tmp_path):
-    store = SlotStore(tmp_path / "slots")
-    install(store, make_package(tmp_path / "p1", "1.0", b"one" * 500))
-    store.begin_trial("a", "r1")
-    store.boot()
-    store.confirm("a")
-    install(store, make_package(tmp_path / "p2", "2.0", b"two" * 500), "r2")
-    store.begin_trial("b", "r2")
+    store = confirmed_then_trial(tmp_path)
     assert store.boot().slot == "b"
     store.fail_trial("health_check_missed")
     choice = SlotStore(tmp_path / "slots").boot()
@@ -132,13 +111,7 @@ def test_failed_health_check_switches_back_to_the_active_slot(tmp_path):
 
 
 def test_a_damaged_slot_is_skipped_down_to_the_factory_model(tmp_path):
-    store = SlotStore(tmp_path / "slots")
-    install(store, make_package(tmp_path / "p1", "1.0", b"one" * 500))
-    store.begin_trial("a", "r1")
-    store.boot()
-    store.confirm("a")
-    install(store, make_package(tmp_path / "p2", "2.0", b"two" * 500), "r2")
-    store.begin_trial("b", "r2")
+    store = confirmed_then_trial(tmp_path)
     store.boot()
     store.confirm("b")
     # Bit rot in the active slot: same size, other bytes.

@@ -43,23 +43,29 @@ def device_post(tmp_path):
     return IdentityStore(tmp_path / "device").client(timeout=2.0)[1].post_event
 
 
-def test_events_survive_a_server_outage(tmp_path):
-    port, db_path, identity, key = enrolled_then_offline(tmp_path, "5C-01")
-
-    sender = EventSender(identity.server_url, max_backoff=0.5, post=device_post(tmp_path)).start()
+def submit_events(sender, identity, key, count, app, type_, data_key):
+    """``count`` signed events of the enrolled device (at 1.8e9 + n s, data {data_key: n}) to ``sender``; their ids."""
     ids = []
-    for n in range(5):
+    for n in range(count):
         event = wire.Event(
             event_id=wire.new_event_id(),
             device_id=identity.device_id,
             room=identity.room,
-            app="occupancy",
-            type="count_changed",
+            app=app,
+            type=type_,
             time=1_800_000_000.0 + n,
-            data={"count": n},
+            data={data_key: n},
         )
         ids.append(event.event_id)
         sender.submit(wire.sign_event(event, key))
+    return ids
+
+
+def test_events_survive_a_server_outage(tmp_path):
+    port, db_path, identity, key = enrolled_then_offline(tmp_path, "5C-01")
+
+    sender = EventSender(identity.server_url, max_backoff=0.5, post=device_post(tmp_path)).start()
+    ids = submit_events(sender, identity, key, 5, "occupancy", "count_changed", "count")
     assert wait_for(lambda: sender.stats.retries >= 2)
     assert sender.pending == 5 and sender.stats.sent == 0
 
@@ -127,12 +133,7 @@ def test_outbox_survives_an_agent_restart_and_delivers_in_order_exactly_once(tmp
     url = identity.server_url
     outbox_path = tmp_path / "device" / "outbox.db"
     first = EventSender(url, queue=SqliteOutbox(outbox_path), max_backoff=0.2, post=device_post(tmp_path)).start()
-    ids = []
-    for n in range(4):
-        event = wire.Event(event_id=wire.new_event_id(), device_id=identity.device_id, room=identity.room,
-                           app="fall", type="fall", time=1_800_000_000.0 + n, data={"n": n})  # fmt: skip
-        ids.append(event.event_id)
-        first.submit(wire.sign_event(event, key))
+    ids = submit_events(first, identity, key, 4, "fall", "fall", "n")
     assert wait_for(lambda: first.stats.retries >= 1)
     first.stop(flush_timeout=0.1)  # the agent is killed (nothing was sent)
 

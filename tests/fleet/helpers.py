@@ -194,6 +194,14 @@ async def start_app(aiohttp_client: Any, tmp_path: Any, clock: Any, **config_ove
     return await aiohttp_client(create_app(config, clock=clock), cookie_jar=DummyCookieJar())
 
 
+async def start_default_app(aiohttp_client: Any, db_path: Any, clock: Any) -> Any:
+    """The real app from create_app with the default configuration and its database at ``db_path``, started."""
+    from fleet.app import create_app
+    from fleet.config import ServerConfig
+
+    return await aiohttp_client(create_app(ServerConfig(database=db_path), clock=clock))
+
+
 def live_db(client: Any) -> Any:
     """The running test app's database (sqlite-utils)."""
     return client.server.app[DB_KEY].db

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from wardsight import wire
+from fleet.keys import load_or_create_key
 
 SNAPSHOT_KEY_FILE = "tuf-snapshot.key"
 TIMESTAMP_KEY_FILE = "tuf-timestamp.key"
@@ -22,14 +22,6 @@ TIMESTAMP_KEY_FILE = "tuf-timestamp.key"
 def signer_for(key: Ed25519PrivateKey) -> CryptoSigner:
     """A securesystemslib signer (scheme ed25519, default key id) for a cryptography Ed25519 key."""
     return CryptoSigner(key, SSlibKey.from_crypto(key.public_key()))
-
-
-def _load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    if path.exists():
-        return wire.load_private_key(path)
-    key = wire.generate_key()
-    wire.write_private_key(key, path)
-    return key
 
 
 @dataclass(frozen=True)
@@ -51,6 +43,6 @@ def load_online_keys(keys_dir: Path) -> OnlineKeys:
     """Load the online keys from the server's keys directory, making them (0600) on first use."""
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return OnlineKeys(
-        snapshot=signer_for(_load_or_create_key(keys_dir / SNAPSHOT_KEY_FILE)),
-        timestamp=signer_for(_load_or_create_key(keys_dir / TIMESTAMP_KEY_FILE)),
+        snapshot=signer_for(load_or_create_key(keys_dir / SNAPSHOT_KEY_FILE)),
+        timestamp=signer_for(load_or_create_key(keys_dir / TIMESTAMP_KEY_FILE)),
     )

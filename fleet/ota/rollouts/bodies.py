@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,26 +29,29 @@ class SelectorBody(_Body):
     percent: Annotated[float, Field(gt=0, le=100)] | None = None
 
 
-class GroupBody(_Body):
+class _OneOf(_Body):
+    """A body that gives exactly one of its two fields; ``what`` names it in the refusal."""
+
+    what: ClassVar[str]
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        first, second = type(self).model_fields
+        if (getattr(self, first) is None) == (getattr(self, second) is None):
+            raise ValueError(f"give {self.what} either {first} or {second}")
+        return self
+
+
+class GroupBody(_OneOf):
+    what = "a group"
     count: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     percent: Annotated[float, Field(gt=0, le=100)] | None = None
 
-    @model_validator(mode="after")
-    def _one(self) -> GroupBody:
-        if (self.count is None) == (self.percent is None):
-            raise ValueError("give a group either count or percent")
-        return self
 
-
-class ErrorThresholdBody(_Body):
+class ErrorThresholdBody(_OneOf):
+    what = "the error threshold"
     count: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     fraction: Annotated[float, Field(ge=0, lt=1)] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> ErrorThresholdBody:
-        if (self.count is None) == (self.fraction is None):
-            raise ValueError("give the error threshold either count or fraction")
-        return self
 
 
 class WindowBody(_Body):

@@ -3,7 +3,7 @@ the 2026-12-07 baseline: idempotent)."""
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.schema import executing
 
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -25,7 +25,4 @@ STATEMENTS = (
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
 )
 
-
-def apply(conn: sqlite3.Connection) -> None:
-    for statement in STATEMENTS:
-        conn.execute(statement)
+apply = executing(STATEMENTS)

@@ -3,7 +3,7 @@ idempotent)."""
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.schema import executing
 
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS operators (
@@ -45,7 +45,4 @@ STATEMENTS = (
     )""",
 )
 
-
-def apply(conn: sqlite3.Connection) -> None:
-    for statement in STATEMENTS:
-        conn.execute(statement)
+apply = executing(STATEMENTS)

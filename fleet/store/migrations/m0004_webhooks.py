@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.schema import executing
 
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS webhook_endpoints (
@@ -44,7 +44,4 @@ STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_status ON webhook_deliveries (status, endpoint_id)",
 )
 
-
-def apply(conn: sqlite3.Connection) -> None:
-    for statement in STATEMENTS:
-        conn.execute(statement)
+apply = executing(STATEMENTS)

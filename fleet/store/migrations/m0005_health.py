@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.schema import executing
 
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS health_latest (
@@ -48,7 +48,4 @@ STATEMENTS = (
     )""",
 )
 
-
-def apply(conn: sqlite3.Connection) -> None:
-    for statement in STATEMENTS:
-        conn.execute(statement)
+apply = executing(STATEMENTS)

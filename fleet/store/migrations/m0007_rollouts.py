@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.schema import executing
 
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS rollouts (
@@ -46,7 +46,4 @@ STATEMENTS = (
         BEGIN SELECT RAISE(ABORT, 'rollout reports are append-only'); END""",
 )
 
-
-def apply(conn: sqlite3.Connection) -> None:
-    for statement in STATEMENTS:
-        conn.execute(statement)
+apply = executing(STATEMENTS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.schema import executing
 
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS alert_states (
@@ -29,7 +29,4 @@ STATEMENTS = (
         BEGIN INSERT INTO alert_feed (event_id, kind, at) VALUES (NEW.event_id, 'alert', NEW.received_at); END""",
 )
 
-
-def apply(conn: sqlite3.Connection) -> None:
-    for statement in STATEMENTS:
-        conn.execute(statement)
+apply = executing(STATEMENTS)

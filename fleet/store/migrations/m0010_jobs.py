@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.schema import executing
 
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS job_batches (
@@ -41,7 +41,4 @@ STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state)",
 )
 
-
-def apply(conn: sqlite3.Connection) -> None:
-    for statement in STATEMENTS:
-        conn.execute(statement)
+apply = executing(STATEMENTS)

@@ -4,17 +4,14 @@ import logging
 
 import pytest
 
-from fleet.app import create_app
-from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
-from tests.fleet.helpers import counts, enroll_device, event_for
+from tests.fleet.helpers import counts, enroll_device, event_for, start_default_app
 from wardsight import wire
 
 
 @pytest.fixture
 async def client(aiohttp_client, db_path, clock):
-    app = create_app(ServerConfig(database=db_path), clock=clock)
-    return await aiohttp_client(app)
+    return await start_default_app(aiohttp_client, db_path, clock)
 
 
 async def test_event_accepted_once(client, db_path, clock):

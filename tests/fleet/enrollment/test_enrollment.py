@@ -5,17 +5,14 @@ import logging
 
 import pytest
 
-from fleet.app import create_app
-from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
-from tests.fleet.helpers import JOSE, counts, enroll_device, enrollment, issue_token
+from tests.fleet.helpers import JOSE, counts, enroll_device, enrollment, issue_token, start_default_app
 from wardsight import wire
 
 
 @pytest.fixture
 async def client(aiohttp_client, db_path, clock):
-    app = create_app(ServerConfig(database=db_path), clock=clock)
-    return await aiohttp_client(app)
+    return await start_default_app(aiohttp_client, db_path, clock)
 
 
 async def enroll_ok(client, db_path, clock):

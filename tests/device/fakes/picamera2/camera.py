@@ -90,6 +90,70 @@ def reset() -> None:
     _attached.clear()
 
 
+# Per use case, as the real create_{preview,still,video}_configuration have them: the main stream's defaults (size
+# None: the sensor's full resolution) and the NoiseReductionMode / FrameDurationLimits controls.
+_USE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "preview": (
+        {"format": "XBGR8888", "size": (640, 480), "preserve_ar": True},
+        {"NoiseReductionMode": 1, "FrameDurationLimits": (100, 83333)},
+    ),
+    "still": (
+        {"format": "BGR888", "size": None, "preserve_ar": True},
+        {"NoiseReductionMode": 2, "FrameDurationLimits": (100, 1_000_000_000)},
+    ),
+    "video": (
+        {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True},
+        {"NoiseReductionMode": 3, "FrameDurationLimits": (33333, 33333)},
+    ),
+}
+
+
+def _configuration_method(kind: str, *, buffer_count: int, display: str | None) -> Callable[..., dict[str, Any]]:
+    """``Picamera2.create_<kind>_configuration``: the real three share one signature and differ in the defaults of
+    ``buffer_count``, ``display`` / ``encode`` and ``use_case``, and in the main stream's and the controls'."""
+    main_default, nr_and_fdl = _USE_CASES[kind]
+
+    def create_configuration(
+        self: Picamera2,
+        main: dict[str, Any] | None = None,
+        lores: dict[str, Any] | None = None,
+        raw: dict[str, Any] | None = None,
+        transform: Any = None,
+        colour_space: Any = None,
+        buffer_count: int = buffer_count,
+        controls: dict[str, Any] | None = None,
+        display: str | None = display,
+        encode: str | None = display,
+        queue: bool = True,
+        sensor: dict[str, Any] | None = None,
+        use_case: str = kind,
+    ) -> dict[str, Any]:
+        if self._sensor is None:
+            raise RuntimeError("Camera not opened")
+        main_cfg = self._stream(main_default | {"size": main_default["size"] or self.sensor_resolution}, main or {})
+        assert main_cfg is not None
+        lores_cfg = self._stream({"format": "YUV420", "size": main_cfg["size"], "preserve_ar": False}, lores)
+        raw_cfg = self._stream({"format": RAW_FORMAT, "size": main_cfg["size"]}, {} if raw is None else raw)
+        return {
+            "use_case": use_case,
+            "transform": transform or "Transform(identity)",
+            "colour_space": colour_space or "Sycc",
+            "buffer_count": buffer_count,
+            "queue": queue,
+            "main": main_cfg,
+            "lores": lores_cfg,
+            "raw": raw_cfg,
+            "controls": nr_and_fdl | dict(controls or {}),
+            "sensor": dict(sensor or {}),
+            "display": display,
+            "encode": encode,
+        }
+
+    create_configuration.__name__ = f"create_{kind}_configuration"
+    create_configuration.__qualname__ = f"Picamera2.{create_configuration.__name__}"
+    return create_configuration
+
+
 class _Stall(Exception):
     """No frame can complete: all buffers held, the sensor stopped, or the event loop died."""
 
@@ -181,139 +245,9 @@ class Picamera2:
             stream["size"] = (w - w % 2, h - h % 2)  # align_stream(optimal=False)
         return stream
 
-    def _create(
-        self,
-        use_case: str,
-        main_default: dict[str, Any],
-        nr_and_fdl: dict[str, Any],
-        main: dict[str, Any],
-        lores: dict[str, Any] | None,
-        raw: dict[str, Any] | None,
-        buffer_count: int,
-        controls: dict[str, Any],
-        display: str | None,
-        encode: str | None,
-        queue: bool,
-        sensor: dict[str, Any],
-        transform: Any,
-        colour_space: Any,
-    ) -> dict[str, Any]:
-        if self._sensor is None:
-            raise RuntimeError("Camera not opened")
-        main_cfg = self._stream(main_default, main)
-        assert main_cfg is not None
-        lores_cfg = self._stream({"format": "YUV420", "size": main_cfg["size"], "preserve_ar": False}, lores)
-        raw_cfg = self._stream({"format": RAW_FORMAT, "size": main_cfg["size"]}, raw)
-        return {
-            "use_case": use_case,
-            "transform": transform or "Transform(identity)",
-            "colour_space": colour_space or "Sycc",
-            "buffer_count": buffer_count,
-            "queue": queue,
-            "main": main_cfg,
-            "lores": lores_cfg,
-            "raw": raw_cfg,
-            "controls": nr_and_fdl | dict(controls),
-            "sensor": dict(sensor),
-            "display": display,
-            "encode": encode,
-        }
-
-    def create_preview_configuration(
-        self,
-        main: dict[str, Any] | None = None,
-        lores: dict[str, Any] | None = None,
-        raw: dict[str, Any] | None = None,
-        transform: Any = None,
-        colour_space: Any = None,
-        buffer_count: int = 4,
-        controls: dict[str, Any] | None = None,
-        display: str | None = "main",
-        encode: str | None = "main",
-        queue: bool = True,
-        sensor: dict[str, Any] | None = None,
-        use_case: str = "preview",
-    ) -> dict[str, Any]:
-        return self._create(
-            use_case,
-            {"format": "XBGR8888", "size": (640, 480), "preserve_ar": True},
-            {"NoiseReductionMode": 1, "FrameDurationLimits": (100, 83333)},
-            main or {},
-            lores,
-            {} if raw is None else raw,
-            buffer_count,
-            controls or {},
-            display,
-            encode,
-            queue,
-            sensor or {},
-            transform,
-            colour_space,
-        )
-
-    def create_still_configuration(
-        self,
-        main: dict[str, Any] | None = None,
-        lores: dict[str, Any] | None = None,
-        raw: dict[str, Any] | None = None,
-        transform: Any = None,
-        colour_space: Any = None,
-        buffer_count: int = 1,
-        controls: dict[str, Any] | None = None,
-        display: str | None = None,
-        encode: str | None = None,
-        queue: bool = True,
-        sensor: dict[str, Any] | None = None,
-        use_case: str = "still",
-    ) -> dict[str, Any]:
-        return self._create(
-            use_case,
-            {"format": "BGR888", "size": self.sensor_resolution, "preserve_ar": True},
-            {"NoiseReductionMode": 2, "FrameDurationLimits": (100, 1_000_000_000)},
-            main or {},
-            lores,
-            {} if raw is None else raw,
-            buffer_count,
-            controls or {},
-            display,
-            encode,
-            queue,
-            sensor or {},
-            transform,
-            colour_space,
-        )
-
-    def create_video_configuration(
-        self,
-        main: dict[str, Any] | None = None,
-        lores: dict[str, Any] | None = None,
-        raw: dict[str, Any] | None = None,
-        transform: Any = None,
-        colour_space: Any = None,
-        buffer_count: int = 6,
-        controls: dict[str, Any] | None = None,
-        display: str | None = "main",
-        encode: str | None = "main",
-        queue: bool = True,
-        sensor: dict[str, Any] | None = None,
-        use_case: str = "video",
-    ) -> dict[str, Any]:
-        return self._create(
-            use_case,
-            {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True},
-            {"NoiseReductionMode": 3, "FrameDurationLimits": (33333, 33333)},
-            main or {},
-            lores,
-            {} if raw is None else raw,
-            buffer_count,
-            controls or {},
-            display,
-            encode,
-            queue,
-            sensor or {},
-            transform,
-            colour_space,
-        )
+    create_preview_configuration = _configuration_method("preview", buffer_count=4, display="main")
+    create_still_configuration = _configuration_method("still", buffer_count=1, display=None)
+    create_video_configuration = _configuration_method("video", buffer_count=6, display="main")
 
     # -- configure / start / stop / close ---------------------------------------------------------------
 
