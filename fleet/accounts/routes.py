@@ -66,8 +66,8 @@ class NewTokenBody(_Body):
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
-    # The app-wide body limit (as for every JSON body before), not read_json's own default.
-    return await read_json(request, model, max_bytes=request.app[CONFIG_KEY].max_body_bytes)
+    # The app-wide body limit, as for every JSON body.
+    return await read_json(request, model)
 
 
 def _refused(exc: OperatorError) -> RejectedError:

@@ -92,7 +92,7 @@ def _check_output(batch: dict[str, Any], got: wire.JobReport) -> None:
 
 
 async def report(request: web.Request) -> web.Response:
-    body = await read_body(request, "application/json", MAX_REPORT_BYTES)
+    body = await read_body(request, "application/json", MAX_REPORT_BYTES, beyond_app_limit=True)
     verdict = await authenticate(request, body)
     got = parse_json(wire.JobReport, body, "job report")
     if got.job_id != request.match_info["job_id"]:
@@ -161,7 +161,7 @@ def _proven_key(got: RotateRequest, verdict: deviceauth.Verdict) -> wire.Ed25519
 
 
 async def rotate_key(request: web.Request) -> web.Response:
-    body = await read_body(request, "application/json", MAX_ROTATE_BYTES)
+    body = await read_body(request, "application/json", MAX_ROTATE_BYTES, beyond_app_limit=True)
     verdict = await authenticate(request, body)
     got = parse_json(RotateRequest, body)
     app, now = request.app, request_time(request)

@@ -81,7 +81,7 @@ def _check_size(kind: wire.JobKind, params: dict[str, Any], config: str | None, 
 
 async def create_jobs(request: web.Request) -> web.Response:
     who = await require(request, "operator")
-    body = parse_json(CreateJobs, await read_body(request, "application/json", MAX_CREATE_BYTES))
+    body = parse_json(CreateJobs, await read_body(request, "application/json", MAX_CREATE_BYTES, beyond_app_limit=True))
     if body.kind in ADMIN_KINDS and not has_role(who.role, "admin"):
         raise RejectedError(403, f"{body.kind} jobs need the admin role; {who.actor} is {who.role}")
     params = _validated_params(body)

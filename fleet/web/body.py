@@ -17,7 +17,6 @@ from fleet.web.errors import RejectedError
 
 M = TypeVar("M", bound=BaseModel)
 CHUNK = 64 * 1024
-DEFAULT_MAX_BYTES = 64 * 1024
 
 
 def validation_message(exc: ValidationError, what: str = "") -> str:
@@ -39,25 +38,31 @@ def validation_message(exc: ValidationError, what: str = "") -> str:
     return f"{what}: {message}" if what else message
 
 
-async def read_body(request: web.Request, content_type: str | None, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The body, at most ``max_bytes`` (413 beyond, before reading when the length says so); 415 when
-    ``content_type`` is given and the request has another. A route's own cap may exceed the app-wide one
-    (``max_body_bytes``): such a body is read in chunks; a smaller one through aiohttp (which keeps it, so a
-    handler may read it again)."""
+async def read_body(
+    request: web.Request, content_type: str | None, max_bytes: int | None = None, *, beyond_app_limit: bool = False
+) -> bytes:
+    """The body, at most ``max_bytes`` and never more than the app-wide ``max_body_bytes`` (413 beyond, before
+    reading when the length says so); 415 when ``content_type`` is given and the request has another.
+
+    Only a route that must take more than the app-wide limit (job configs and reports, OTA metadata) says
+    ``beyond_app_limit=True``: its body is read in chunks up to its own cap. Any other body is read through
+    aiohttp, which keeps it, so a handler may read it again."""
     if content_type is not None and request.content_type != content_type:
         raise RejectedError(415, f"content type must be {content_type}")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise RejectedError(413, f"request body too large (over {max_bytes} bytes)")
-    if max_bytes <= request.app[CONFIG_KEY].max_body_bytes:
-        body = await request.read()  # beyond the app-wide limit: 413 from the error middleware
-        if len(body) > max_bytes:
-            raise RejectedError(413, f"request body too large (over {max_bytes} bytes)")
+    app_limit = request.app[CONFIG_KEY].max_body_bytes
+    limit = app_limit if max_bytes is None else max_bytes if beyond_app_limit else min(max_bytes, app_limit)
+    if request.content_length is not None and request.content_length > limit:
+        raise RejectedError(413, f"request body too large (over {limit} bytes)")
+    if not beyond_app_limit:
+        body = await request.read()  # beyond the app-wide limit: 413 from aiohttp, reported by the error middleware
+        if len(body) > limit:
+            raise RejectedError(413, f"request body too large (over {limit} bytes)")
         return body
     chunks = bytearray()
     async for chunk in request.content.iter_chunked(CHUNK):
         chunks += chunk
-        if len(chunks) > max_bytes:
-            raise RejectedError(413, f"request body too large (over {max_bytes} bytes)")
+        if len(chunks) > limit:
+            raise RejectedError(413, f"request body too large (over {limit} bytes)")
     return bytes(chunks)
 
 
@@ -71,6 +76,6 @@ def parse_json(model: type[M], raw: bytes | str, what: str = "") -> M:
         raise RejectedError(400, "body is not valid JSON") from None
 
 
-async def read_json(request: web.Request, model: type[M], *, max_bytes: int = DEFAULT_MAX_BYTES) -> M:
+async def read_json(request: web.Request, model: type[M], *, max_bytes: int | None = None) -> M:
     """An ``application/json`` body as ``model``: 415, 413 or 400 as :func:`read_body` and :func:`parse_json`."""
     return parse_json(model, await read_body(request, "application/json", max_bytes))

@@ -96,3 +96,21 @@ def test_the_database_and_its_directory_are_owner_only(tmp_path):
         os.umask(old)
     assert (tmp_path / "data" / "fleet.db").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "data").stat().st_mode & 0o077 == 0
+
+
+async def test_json_bodies_are_capped_by_the_app_wide_limit_on_every_route(aiohttp_client, tmp_path):
+    """Found by the restructure's review: routes with their own, larger cap must not lift the app-wide one."""
+    client, admin = await start(aiohttp_client, tmp_path)
+    padded = {"name": "x", "url": "https://example.org/hook", "pad": "x" * 20_000}  # over the default 16 KiB
+    for path in ("/api/v1/webhooks", "/api/v1/tokens", "/api/v1/rollouts"):
+        resp = await client.post(path, json=padded, headers=admin)
+        assert resp.status == 413, (path, await resp.text())
+
+
+async def test_device_bodies_are_capped_by_a_smaller_app_wide_limit_before_authentication(aiohttp_client, tmp_path):
+    app = create_app(ServerConfig(database=tmp_path / "fleet.db", max_body_bytes=4096, **FAST), clock=Clock())
+    client = await aiohttp_client(app)
+    body = b"x" * 6000  # under a JWS's own 8 KiB cap, over this server's 4 KiB
+    for path in ("/api/v1/enroll", "/api/v1/device/events"):
+        resp = await client.post(path, data=body, headers={"Content-Type": "application/jose"})
+        assert resp.status == 413, (path, await resp.text())

@@ -103,7 +103,10 @@ async def get_status(request: web.Request) -> web.Response:
 async def post_root(request: web.Request) -> web.Response:
     """Body ``{"root": <root metadata>, "targets": <targets metadata, optional>}``."""
     who = await require(request, "admin")
-    body = parse_json(RootUpload, await read_body(request, "application/json", MAX_ROOT_BYTES + MAX_TARGETS_BYTES))
+    body = parse_json(
+        RootUpload,
+        await read_body(request, "application/json", MAX_ROOT_BYTES + MAX_TARGETS_BYTES, beyond_app_limit=True),
+    )
     root_data = json.dumps(body.root).encode()
     targets_data = json.dumps(body.targets).encode() if body.targets is not None else None
     if len(root_data) > MAX_ROOT_BYTES or (targets_data is not None and len(targets_data) > MAX_TARGETS_BYTES):
@@ -123,7 +126,7 @@ async def post_root(request: web.Request) -> web.Response:
 async def post_targets(request: web.Request) -> web.Response:
     """Body: targets metadata (JSON) signed with the offline targets key."""
     who = await require(request, "admin")
-    data = await read_body(request, "application/json", MAX_TARGETS_BYTES)
+    data = await read_body(request, "application/json", MAX_TARGETS_BYTES, beyond_app_limit=True)
     repo = request.app[REPOSITORY_KEY]
     try:
         summary = await asyncio.to_thread(repo.accept_targets, data, _now(request))
