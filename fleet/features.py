@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from fleet import accounts, alerts, audit, console, devices, enrollment, health, jobs, ota, reports, scene, webhooks
+from fleet import (
+    accounts,
+    alerts,
+    audit,
+    commissioning,
+    console,
+    devices,
+    enrollment,
+    health,
+    jobs,
+    ota,
+    reports,
+    scene,
+    webhooks,
+)
 
 FEATURES: tuple[ModuleType, ...] = (
     enrollment,  # tokens, device keys, nonces and credentials
@@ -23,5 +37,6 @@ FEATURES: tuple[ModuleType, ...] = (
     reports,  # compliance reports
     scene,  # metadata-only scene previews
     jobs,  # remote maintenance
+    commissioning,  # per-device commissioning checks and test alerts
     console,  # the web console
 )

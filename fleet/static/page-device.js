@@ -1,5 +1,5 @@
-// Device detail: state and actions, health over time (small charts), the zone / privacy-region editor over the
-// privacy-safe scene (boxes and skeletons on black), events, jobs and configuration.
+// Device detail: state and actions, the commissioning checks, health over time (small charts), the zone /
+// privacy-region editor over the privacy-safe scene (boxes and skeletons on black), events, jobs and configuration.
 import {can, get, getOptional, post, ApiError} from "./api.js";
 import {h, clear, field, fmtTime, fmtAgo, fmtNum, pageHeader, statusLine, actionButton, table, notice,
   unavailable, badge} from "./ui.js";
@@ -7,6 +7,7 @@ import {lineChart, drawScene, toFrame, ZONE_COLORS} from "./canvas.js";
 import {readShapes, writeShapes} from "./toml.js";
 import {stateBadge} from "./page-fleet.js";
 import {followBatch, batchStatus} from "./page-jobs.js";
+import {commissioningPanel} from "./panel-commissioning.js";
 
 const ZONE_KINDS = ["door", "dispenser", "bed", "floor", "room"];
 const IDENT = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
@@ -67,6 +68,11 @@ export async function render(root, ctx) {
     if (!can("operator")) actions.appendChild(h("p", {class: "muted"}, "Read-only: device actions need the operator role."));
   }
   drawFacts(device, null);
+
+  // ---- commissioning: ready for the ward? ----------------------------------------------------------------
+  const commissioning = commissioningPanel(deviceId, {report, timers, refreshMs: ctx.refreshMs});
+  root.appendChild(section("Commissioning", "commissioning-h", commissioning.el));
+  await commissioning.refresh();
 
   // ---- health -----------------------------------------------------------------------------------------
   const latestEl = h("dl", {class: "facts"});

@@ -65,6 +65,7 @@ def sentence(event: Event) -> str:
         ("occupancy", "over_capacity"): f"Over capacity in {room}: {_people(data)}",
         ("occupancy", "patient_alone"): f"Patient alone in {room}",
         ("occupancy", "patient_attended"): f"Patient attended in {room}",
+        ("system", "test_alert"): f"WardSight test alert for {room}: no action needed",
     }
     text = known.get((event.app, event.type))
     if text is None:

@@ -215,6 +215,9 @@ ROLE_MATRIX = [
     Route("GET", "/api/v1/fleet/overview", "viewer"),
     Route("GET", "/api/v1/devices/{active_id}/health", "viewer"),
     Route("GET", "/api/v1/devices/{active_id}/config", "operator"),
+    # fleet/commissioning/
+    Route("GET", "/api/v1/devices/{active_id}/commissioning", "viewer"),
+    Route("POST", "/api/v1/devices/{active_id}/commissioning/test-alert", "operator", {}, ok=201),
     Route("POST", "/api/v1/console/qr", "operator", {"text": "wst.abc.def"}, ok_type="image/svg+xml"),
     Route("GET", "/api/v1/console/bundle-ca", "operator"),
 ]
