@@ -167,13 +167,19 @@ class Agent:
         stop: threading.Event | None = None,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_frame: Callable[[], None] | None = None,
     ) -> AgentStats:
+        """Loop until the source ends, ``stop`` is set or ``deadline`` passes. ``on_frame`` is called after every
+        frame that went through the loop (processed or skipped), never while waiting for one: the systemd
+        watchdog's pings, so a camera or model that hangs stops them."""
         stop = stop or threading.Event()
         while not stop.is_set() and (deadline is None or clock() < deadline):
             try:
                 if not self.step():
                     log.info("source ended")
                     break
+                if on_frame is not None:
+                    on_frame()
             except TransientSourceError as exc:
                 log.debug("no frame yet: %s", exc)  # the source is reconnecting; keep checking stop/deadline
             except SourceError as exc:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +15,7 @@ import click
 
 from firmware.assembly import device_dir
 from firmware.exitcodes import RESTART_EXIT_CODE
+from firmware.firstboot import FirstBootHooks, FirstBootPaths, StatusLed, first_boot, why_down
 from firmware.identity import IdentityStore
 from firmware.jobs.config import recover_pushed_config
 from firmware.runtime import run_device
@@ -18,6 +23,7 @@ from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
 from wardsight.clictx import config_option as clictx_config_option
 from wardsight.device_config import DeviceConfig, load_device_config
+from wardsight.errors import WardSightError
 
 config_option = clictx_config_option("Device config file (TOML; default <data dir>/device.toml if present).")
 
@@ -83,14 +89,63 @@ def enroll(
 
 
 @device.command()
+@click.option(
+    "--boot-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The boot partition, holding wardsight/enrollment.json (a bundle from 'wardsight provision bundle').",
+)
+@click.option("--status-led", type=click.Path(dir_okay=False, path_type=Path), help="A sysfs LED brightness file.")
+@click.option("--agent-user", default=None, help="Run as root: the user the device directory is given to.")
+@click.option("--ssh-user", default=None, help="Run as root: the user the SSH authorized_keys file is given to.")
+@click.option(
+    "--firewall-file", type=click.Path(dir_okay=False, path_type=Path), help="Default <data dir>/firewall/fleet.nft."
+)
+@click.option(
+    "--ssh-keys-file", type=click.Path(dir_okay=False, path_type=Path), help="Default <data dir>/ssh/authorized_keys."
+)
+@click.option("--name", default=None, help="Device name in the console (default: the bundle's, else configured).")
+@config_option
+@pass_context
+def firstboot(
+    ctx: Context,
+    boot_dir: Path,
+    status_led: Path | None,
+    agent_user: str | None,
+    ssh_user: str | None,
+    firewall_file: Path | None,
+    ssh_keys_file: Path | None,
+    name: str | None,
+    config_path: Path | None,
+) -> None:
+    """Enroll from the boot partition's bundle at the first boot, then erase the bundle (run at every boot).
+
+    Retries until the network and the server answer; idempotent (enrolled: nothing is enrolled again). A refused
+    token leaves the device down, state in <data dir>/device/firstboot.json, until a new bundle is written.
+
+    \b
+    Example:
+        wardsight --data-dir /var/lib/wardsight device firstboot --boot-dir /boot/firmware
+    """
+    config = load_device_config(ctx.data_dir, config_path, ctx.environ)
+    paths = FirstBootPaths(boot_dir, ctx.data_dir, firewall_file, ssh_keys_file)
+    led = StatusLed(status_led) if status_led is not None else None
+    hooks = FirstBootHooks(say=click.echo, led=led, agent_user=agent_user, ssh_user=ssh_user)
+    first_boot(paths, config.name, hooks, name=name)
+
+
+@device.command()
 @pass_context
 def show(ctx: Context) -> None:
-    """Show this device's identity (never its private key).
+    """Show this device's identity (never its private key), or why it is not enrolled.
 
     \b
     Example:
         wardsight device show
     """
+    down = why_down(ctx.data_dir)
+    if down is not None:
+        raise WardSightError(f"this device is not enrolled ({down})")
     identity, _ = IdentityStore(device_dir(ctx.data_dir)).load()
     click.echo(f"device {identity.device_id} ({identity.name}) in room {identity.room}, server {identity.server_url}")
 
@@ -127,11 +182,36 @@ def with_source_options(fn: F) -> F:
     return fn
 
 
+@contextlib.contextmanager
+def stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
+    """systemd stops the agent with SIGTERM: finish the frame, stop the services and close the camera, then die
+    of that SIGTERM after all (the exit status a supervisor expects of a stopped service)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield
+        return
+    received = threading.Event()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        received.set()
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if received.is_set():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @device.command()
 @with_source_options
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Stop after SECONDS.")
 @click.option(
-    "--reboot-command", default="systemctl reboot", show_default=True, help="What a reboot job runs (shell words)."
+    "--reboot-command",
+    default=None,
+    help="What a reboot job runs (shell words; default: the configuration's reboot_command).",
 )
 @config_option
 @pass_context
@@ -142,7 +222,7 @@ def run(
     stream: str | None,
     loop: bool,
     duration: float | None,
-    reboot_command: str,
+    reboot_command: str | None,
     config_path: Path | None,
 ) -> None:
     """Run the agent: capture, blackout, detect people, run the apps, send signed events.
@@ -157,19 +237,22 @@ def run(
     recover_pushed_config(device_dir(ctx.data_dir), config_file)  # a pushed config that failed to start: undone
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
     apply_source_options(config, video, camera, loop, stream)
-    result = run_device(
-        config,
-        ctx.data_dir,
-        duration=duration,
-        config_path=config_file,
-        environ=ctx.environ,
-        reboot_command=shlex.split(reboot_command),
-    )
-    click.echo(
-        f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
-        f"{result.frames_dropped} dropped; events: {result.agent.events} raised, {result.sent} sent, "
-        f"{result.rejected} refused, {result.queued} unsent"
-    )
+    stop = threading.Event()
+    with stop_on_sigterm(stop):
+        result = run_device(
+            config,
+            ctx.data_dir,
+            duration=duration,
+            stop=stop,
+            config_path=config_file,
+            environ=ctx.environ,
+            reboot_command=shlex.split(reboot_command) if reboot_command else None,
+        )
+        click.echo(
+            f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
+            f"{result.frames_dropped} dropped; events: {result.agent.events} raised, {result.sent} sent, "
+            f"{result.rejected} refused, {result.queued} unsent"
+        )
     if result.restart is not None:
         click.echo(f"restarting: {result.restart} (exit {RESTART_EXIT_CODE}; the supervisor starts the agent again)")
         raise SystemExit(RESTART_EXIT_CODE)

@@ -13,13 +13,25 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from firmware.transport import CredentialFile, FleetClient, post_jws
+from firmware.transport import CredentialFile, FleetClient, UnreachableError, post_jws
 from wardsight import tls, wire
 from wardsight.bundle import Bundle
 from wardsight.errors import WardSightError
 from wardsight.paths import write_file_atomically
 
 log = logging.getLogger("wardsight.device.identity")
+
+
+class EnrollmentRefusedError(WardSightError):
+    """The server refused the enrollment for good (token invalid, used, expired or revoked; room or key refused):
+    trying again with this bundle cannot work. ``status`` is the HTTP status, ``reason`` the server's words."""
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        super().__init__(f"enrollment refused by {url}: {reason}")
+        self.status, self.reason = status, reason
+
+
+RETRY_STATUSES = frozenset({408, 425, 429})  # "later": not a refusal
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,10 @@ class IdentityStore:
     def enroll(
         self, bundle: Bundle, name: str, *, room: str | None = None, timeout: float = 15.0
     ) -> tuple[Identity, str]:
-        """Prove possession of this device's key to the server; record the identity it assigns and its status."""
+        """Prove possession of this device's key to the server; record the identity it assigns and its status.
+
+        Raises :class:`EnrollmentRefusedError` when the server refuses for good and
+        :class:`~firmware.transport.UnreachableError` when it cannot be reached or asks to try later."""
         if self.identity_path.exists():
             raise WardSightError(f"already enrolled ({self.identity_path}); remove it to enroll again")
         bundle.check()
@@ -110,8 +125,10 @@ class IdentityStore:
             raise WardSightError(f"cannot enroll: {exc.errors()[0]['loc'][0]} is malformed") from None
         url = bundle.server_url.rstrip("/")
         reply = post_jws(url + "/api/v1/enroll", wire.sign_enrollment(request, key), timeout, context)
+        if reply.status in RETRY_STATUSES:
+            raise UnreachableError(f"{url} asks to enroll later (HTTP {reply.status})")
         if reply.status != 201:
-            raise WardSightError(f"enrollment refused by {url}: {reply.error}")
+            raise EnrollmentRefusedError(url, reply.status, reply.error)
         answer = wire.EnrollmentResponse.model_validate(reply.body)
         identity = Identity(answer.device_id, answer.room, url, name, answer.site, answer.ward, answer.job_key)
         if bundle.ca_pem:

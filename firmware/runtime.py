@@ -29,7 +29,7 @@ from firmware.diagnostics import install_log_ring
 from firmware.exitcodes import RESTART_EXIT_CODE
 from firmware.heartbeat import HeartbeatLoop, build_health, read_system
 from firmware.identity import IdentityStore, tls_context
-from firmware.jobs.hooks import DEFAULT_REBOOT_COMMAND, JobHooks, SelfTestOutcome
+from firmware.jobs.hooks import JobHooks, SelfTestOutcome
 from firmware.jobs.runner import JobRunner
 from firmware.ota import selftest
 from firmware.ota.channel import FleetChannel
@@ -41,6 +41,7 @@ from firmware.ota.slotstate import Choice
 from firmware.ota.tufclient import TufClient
 from firmware.outbox import SqliteOutbox
 from firmware.preview import PreviewSender, SceneTap
+from firmware.sdnotify import Notifier
 from firmware.sender import EventSender
 from firmware.sources import FrameSource
 from wardsight import wire
@@ -75,11 +76,14 @@ class DeviceRuntime:
         store: ArtifactStore | None = None,
         config_path: Path | None = None,
         environ: Mapping[str, str] | None = None,
-        reboot_command: Sequence[str] = DEFAULT_REBOOT_COMMAND,
+        reboot_command: Sequence[str] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config, self.data_dir, self.dir = config, data_dir, device_dir(data_dir)
         self.config_path = config_path or data_dir / "device.toml"
-        self.environ, self.reboot_command = environ or {}, reboot_command
+        self.environ = environ or {}
+        self.reboot_command = tuple(reboot_command or config.reboot_command)
+        self.notifier = notifier or Notifier(self.environ)  # systemd's READY=1 / WATCHDOG=1; a no-op without it
         self.log_ring = install_log_ring()  # recent log lines for diagnostics jobs, from the start
         self.ids = IdentityStore(self.dir)
         self.identity, _ = self.ids.load()
@@ -131,13 +135,15 @@ class DeviceRuntime:
         beats = HeartbeatLoop(self.client, self.health, self.config.heartbeat_seconds, on_reply=preview.observe)
         self.services = [beats.start(), preview]
         self.jobs = JobRunner(self.client, self.identity, self.dir, self._job_hooks()).start()
+        source = self.config.source.kind
+        self.notifier.ready(f"running {self.model_name} {self.model_version} ({self.pose.kind}), source {source}")
         return self
 
     def run(self, duration: float | None = None) -> RunResult:
         """Run the agent until the source ends, ``duration`` passes, ``stop`` is set or a job ends it; then stop."""
         deadline = self.started + duration if duration is not None else None
         try:
-            stats = self.agent.run(self.stop_event, deadline)
+            stats = self.agent.run(self.stop_event, deadline, on_frame=self._alive)
         finally:
             self.stop()
         return RunResult(
@@ -153,6 +159,7 @@ class DeviceRuntime:
 
     def stop(self) -> None:
         """Stop the services and close the source, model and outbox (events not sent go after the next start)."""
+        self.notifier.stopping(self._stopping_status())
         if self.jobs is not None:
             self.jobs.close()
         if self.manager is not None:
@@ -164,6 +171,25 @@ class DeviceRuntime:
         self.sender.stop()
         self.queued = self.sender.pending  # still in the outbox: sent after the next start
         self.outbox.close()
+        self.notifier.close()
+
+    def _alive(self) -> None:
+        """After each frame of the loop: the watchdog ping (at most every half WatchdogSec) and a status line."""
+        self.notifier.tick(self._status)
+
+    def _status(self) -> str:
+        stats = self.agent.stats
+        return (
+            f"{stats.processed} frames processed, {stats.failed} skipped, {stats.events} events, "
+            f"{self.sender.pending} unsent"
+        )
+
+    def _stopping_status(self) -> str:
+        if self.restart_reason is not None:
+            return f"stopping to restart: {self.restart_reason}"
+        if self.exit_code is not None:
+            return f"stopping for good (exit {self.exit_code})"
+        return "stopping"
 
     # ---- what the services call ----------------------------------------------------------------------
 
@@ -248,7 +274,7 @@ def run_device(
     store: ArtifactStore | None = None,
     config_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    reboot_command: Sequence[str] = DEFAULT_REBOOT_COMMAND,
+    reboot_command: Sequence[str] | None = None,
 ) -> RunResult:
     """Run the enrolled agent until the source ends, ``duration`` passes, ``stop`` is set or a job ends it."""
     runtime = DeviceRuntime(config, data_dir, stop=stop, store=store, config_path=config_path, environ=environ,

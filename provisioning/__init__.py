@@ -1,1 +1,1 @@
-"""Preparing devices: enrollment bundles now; SD-card images and flashing later."""
+"""Preparing devices: a ward's enrollment bundles and labels, images carrying a bundle, flashing, Imager lists."""

@@ -19,6 +19,9 @@ from wardsight.settings import StrictModel, load_config
 from wardsight.wire import Identifier
 
 ENV_PREFIX = "WARDSIGHT_DEVICE_"
+# What a reboot job runs: the image's root helper unit, which its polkit rule lets the agent's user start. Where
+# that unit does not exist (a laptop) the job fails cleanly ("reboot_command_failed") instead of rebooting.
+DEFAULT_REBOOT_COMMAND = ("systemctl", "--no-block", "start", "wardsight-reboot.service")
 
 Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
 
@@ -157,6 +160,11 @@ class DeviceConfig(StrictModel):
     mask: MaskSettings = Field(default_factory=MaskSettings)
     hand_hygiene: HygieneSettings = Field(default_factory=HygieneSettings)
     heartbeat_seconds: Annotated[float, Field(ge=0.05, le=3600, description="Health report interval.")] = 30.0
+    reboot_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=32)] = Field(
+        default_factory=lambda: list(DEFAULT_REBOOT_COMMAND),
+        description="What a reboot job runs (program and arguments, no shell). Local to the device: a pushed"
+        " configuration that changes it is refused.",
+    )
 
     @field_validator("server_url")
     @classmethod

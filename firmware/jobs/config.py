@@ -20,7 +20,7 @@ from firmware.exitcodes import RESTART_EXIT_CODE
 from firmware.jobs.context import JobContext
 from firmware.jobs.ledger import JobLedger, ledger_path
 from wardsight import wire
-from wardsight.device_config import ENV_PREFIX, DeviceConfig
+from wardsight.device_config import DEFAULT_REBOOT_COMMAND, ENV_PREFIX, DeviceConfig
 from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.paths import fsync_dir, write_file_atomically
@@ -115,6 +115,14 @@ def validate_config_text(
     return config
 
 
+def check_local_settings(pushed: DeviceConfig, running: DeviceConfig | None) -> None:
+    """Refuse a pushed configuration that changes what only the device's own file may set: the reboot command
+    (a command the agent runs; a remote operator must not choose it)."""
+    current = running.reboot_command if running is not None else list(DEFAULT_REBOOT_COMMAND)
+    if pushed.reboot_command != current:
+        raise ConfigRefusedError("reboot_command_is_local", "a pushed configuration may not change reboot_command")
+
+
 def recover_pushed_config(device_dir: Path, config_path: Path) -> str | None:
     """Call at every start, before the configuration is loaded.
 
@@ -154,7 +162,8 @@ def push_config(ctx: JobContext, job: wire.Job) -> wire.JobReport | None:
         return ctx.reports.final(wire.JobReport(job_id=job.job_id, state="refused", reason="no_config"))
     path = ctx.hooks.config_path
     try:
-        validate_config_text(job.config, path, ctx.hooks.environ, ctx.hooks.store)
+        pushed = validate_config_text(job.config, path, ctx.hooks.environ, ctx.hooks.store)
+        check_local_settings(pushed, ctx.hooks.config)
     except ConfigRefusedError as exc:
         log.warning("pushed configuration (job %s) refused, the current one stays: %s", job.job_id, exc)
         return ctx.reports.final(wire.JobReport(job_id=job.job_id, state="refused", reason=exc.reason))

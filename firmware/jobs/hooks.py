@@ -13,10 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from firmware.diagnostics import LogRing
 from firmware.transport import Reply
 from wardsight import wire
-from wardsight.device_config import DeviceConfig
+from wardsight.device_config import DEFAULT_REBOOT_COMMAND, DeviceConfig
 from wardsight.fetch import ArtifactStore
-
-DEFAULT_REBOOT_COMMAND = ("systemctl", "reboot")
 
 
 class JobTransport(Protocol):

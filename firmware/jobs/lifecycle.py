@@ -13,12 +13,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from firmware.erase import erase_file
 from firmware.exitcodes import FACTORY_RESET_EXIT_CODE, RESTART_EXIT_CODE
 from firmware.jobs.config import previous_config_path
 from firmware.jobs.context import JobContext
 from firmware.transport import NotAuthorizedError, UnreachableError
 from wardsight import wire
-from wardsight.paths import write_file_atomically
+from wardsight.errors import WardSightError
 
 log = logging.getLogger("wardsight.device.jobs")
 
@@ -65,9 +66,8 @@ def factory_reset(ctx: JobContext, job: wire.Job) -> None:
 
 
 def wipe_device_dir(device_dir: Path) -> None:
-    """Delete everything in the device directory; private key files are overwritten first (best effort)."""
+    """Delete everything in the device directory; private key files are overwritten in place first (best effort)."""
     for key_file in device_dir.glob("key.pem*"):
-        with contextlib.suppress(OSError):
-            size = key_file.stat().st_size
-            write_file_atomically(key_file, b"\0" * size)
+        with contextlib.suppress(WardSightError):
+            erase_file(key_file)
     shutil.rmtree(device_dir, ignore_errors=True)
