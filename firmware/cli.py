@@ -15,7 +15,7 @@ import click
 
 from firmware.assembly import device_dir
 from firmware.exitcodes import RESTART_EXIT_CODE
-from firmware.firstboot import FirstBootHooks, FirstBootPaths, StatusLed, first_boot, why_down
+from firmware.firstboot import FirstBootHooks, FirstBootPaths, StatusLed, first_boot, refresh_allowance, why_down
 from firmware.identity import IdentityStore
 from firmware.jobs.config import recover_pushed_config
 from firmware.runtime import run_device
@@ -93,11 +93,11 @@ def enroll(
     "--boot-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     required=True,
-    help="The boot partition, holding wardsight/enrollment.json (a bundle from 'wardsight provision bundle').",
+    help="Holds wardsight/enrollment.json (from 'wardsight provision bundle'): the boot partition, or a copy of it.",
 )
 @click.option("--status-led", type=click.Path(dir_okay=False, path_type=Path), help="A sysfs LED brightness file.")
-@click.option("--agent-user", default=None, help="Run as root: the user the device directory is given to.")
-@click.option("--ssh-user", default=None, help="Run as root: the user the SSH authorized_keys file is given to.")
+@click.option("--agent-user", default=None, help="When run as root: the user the device directory is given to.")
+@click.option("--ssh-user", default=None, help="When run as root: the user the SSH authorized_keys file is given to.")
 @click.option(
     "--firewall-file", type=click.Path(dir_okay=False, path_type=Path), help="Default <data dir>/firewall/fleet.nft."
 )
@@ -118,14 +118,16 @@ def firstboot(
     name: str | None,
     config_path: Path | None,
 ) -> None:
-    """Enroll from the boot partition's bundle at the first boot, then erase the bundle (run at every boot).
+    """Enroll from the boot partition's bundle at the first boot, then erase the bundle (safe at every boot).
 
     Retries until the network and the server answer; idempotent (enrolled: nothing is enrolled again). A refused
-    token leaves the device down, state in <data dir>/device/firstboot.json, until a new bundle is written.
+    token leaves the device down (exit 0, no identity), state in <data dir>/device/firstboot.json, until a new
+    bundle is written. Needs no privilege when run as the agent's user (as the image does, on a staged copy).
 
     \b
     Example:
-        wardsight --data-dir /var/lib/wardsight device firstboot --boot-dir /boot/firmware
+        wardsight --data-dir /var/lib/wardsight device firstboot --boot-dir /run/wardsight-firstboot
+        sudo wardsight --data-dir /var/lib/wardsight device firstboot --boot-dir /boot/firmware --agent-user wardsight
     """
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
     paths = FirstBootPaths(boot_dir, ctx.data_dir, firewall_file, ssh_keys_file)
@@ -235,6 +237,7 @@ def run(
     """
     config_file = config_path or ctx.data_dir / "device.toml"
     recover_pushed_config(device_dir(ctx.data_dir), config_file)  # a pushed config that failed to start: undone
+    refresh_allowance(ctx.data_dir)  # on the image: the server's name may resolve to new addresses
     config = load_device_config(ctx.data_dir, config_path, ctx.environ)
     apply_source_options(config, video, camera, loop, stream)
     stop = threading.Event()

@@ -1,10 +1,16 @@
-"""The firewall's one allowance for the agent: outbound TCP to the fleet server, as nftables text.
+"""The firewall's one allowance for the agent: outbound TCP to the fleet server, as nftables set elements.
 
-The image's static rules (``/etc/nftables.conf``) allow DNS and NTP, drop other outbound traffic and jump from
-their output chain to ``inet wardsight fleet_out``; ``wardsight device firstboot`` fills that chain from the
-enrollment bundle's URL (:func:`fleet_rules`, pure) with the addresses the server's name resolves to now
-(:func:`resolve`), and the image's root unit loads the file. The file can be loaded again (it flushes the chain
-first) and on its own (it declares the table and chain it fills).
+The image's base rules (``images/nftables/base.nft``) declare table ``inet wardsight`` with the sets ``fleet4``
+(``ipv4_addr . inet_service``) and ``fleet6`` (``ipv6_addr . inet_service``) and accept output to their members
+only. ``wardsight device firstboot`` writes the members for the enrollment bundle's server URL
+(:func:`fleet_rules`, pure) from the addresses its host has now (:func:`resolve`), one line each::
+
+    add element inet wardsight fleet4 { 192.0.2.10 . 443 }
+    add element inet wardsight fleet6 { 2001:db8::10 . 443 }
+
+and nothing else: the image's root loader (``/usr/lib/wardsight/wardsight-firewall``) takes the file only when
+every line has exactly this form (a file the unprivileged agent writes must not change any other rule), and
+only IP literals, since it is loaded before the network (and DNS) is up.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from wardsight.errors import WardSightError
 from wardsight.paths import write_file_atomically
 
 TABLE = "inet wardsight"
-CHAIN = "fleet_out"
+SETS = {4: "fleet4", 6: "fleet6"}
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*\.?")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -42,14 +48,18 @@ def server_endpoint(url: str) -> tuple[str, int]:
 
 
 def _literal(host: str) -> Address | None:
+    """``host`` as an address (an IPv4-mapped IPv6 one as IPv4; a link-local zone dropped), else None."""
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0])  # a link-local zone (%eth0) is not nft syntax
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # a zone (%eth0) is not nft syntax
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def fleet_rules(url: str, addresses: Iterable[str]) -> str:
-    """nftables text filling ``fleet_out`` with: TCP to ``addresses`` at the URL's port, accepted."""
+    """One ``add element`` line per address of the server (sorted, IPv4 first) at the URL's TCP port."""
     host, port = server_endpoint(url)
     given = list(addresses)
     parsed = {_literal(a) for a in given}
@@ -59,26 +69,7 @@ def fleet_rules(url: str, addresses: Iterable[str]) -> str:
     v6 = sorted(a for a in parsed if isinstance(a, ipaddress.IPv6Address))
     if not v4 and not v6:
         raise WardSightError(f"{host} resolved to no address: nothing to allow")
-    rules = [f"ip daddr {{ {', '.join(map(str, v4))} }} tcp dport {port} accept"] if v4 else []
-    rules += [f"ip6 daddr {{ {', '.join(map(str, v6))} }} tcp dport {port} accept"] if v6 else []
-    shown = f"[{host}]" if ":" in host else host
-    return "\n".join(
-        [
-            f"# Outbound to the fleet server {shown}:{port}, written by 'wardsight device firstboot' at each boot.",
-            f"# Filled into {TABLE} {CHAIN}, which the image's static rules jump to; loading it again replaces it.",
-            f"table {TABLE} {{",
-            f"\tchain {CHAIN} {{",
-            "\t}",
-            "}",
-            f"flush chain {TABLE} {CHAIN}",
-            f"table {TABLE} {{",
-            f"\tchain {CHAIN} {{",
-            *(f"\t\t{rule}" for rule in rules),
-            "\t}",
-            "}",
-            "",
-        ]
-    )
+    return "".join(f"add element {TABLE} {SETS[a.version]} {{ {a} . {port} }}\n" for a in (*v4, *v6))
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -94,7 +85,7 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 def write_fleet_rules(path: Path, url: str, resolver: Resolver = resolve) -> bool:
-    """Write the rules for ``url`` to ``path`` (0644) unless it already holds them; True when it changed."""
+    """Write the elements for ``url`` to ``path`` (0644) unless it already holds them; True when it changed."""
     text = fleet_rules(url, resolver(*server_endpoint(url)))
     try:
         if path.read_text() == text:

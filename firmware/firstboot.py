@@ -1,18 +1,23 @@
 """First boot: enroll from the bundle on the boot partition, then erase it (``wardsight device firstboot``).
 
-Run at every boot, before the agent (a systemd oneshot), it is idempotent:
+Idempotent, and needs no privilege: on the image it runs as the agent's user (a systemd oneshot before the
+agent) on a private copy of the boot partition's ``wardsight/`` that a root step staged in
+``/run/wardsight-firstboot``; the root step after it removes the token from the boot partition itself once the
+identity exists, and installs the SSH keys. By hand ``--boot-dir`` may be the boot partition itself.
 
-- enrolled already: the identity is kept and nothing is enrolled again; a bundle found on the boot partition is
+- enrolled already: the identity is kept and nothing is enrolled again; a bundle found in the boot directory is
   erased unused; the firewall allowance is refreshed (the server's name may resolve to new addresses);
-- a bundle (``<boot dir>/wardsight/enrollment.json``, :class:`wardsight.bundle.Bundle`): its SSH keys are written,
-  the firewall allowance for its server is written, and the device enrolls, retrying with capped exponential
-  backoff until the network and the server answer (one journal line per attempt). On success the identity is
-  in the data directory and the bundle is overwritten with zeros and deleted; a refused token (used, expired,
-  revoked, unknown) erases the bundle and the key and leaves the device down in state ``token_refused``;
+- a bundle (``<boot dir>/wardsight/enrollment.json``, :class:`wardsight.bundle.Bundle`): the firewall allowance
+  for its server (:mod:`firmware.firewall`) is written before each attempt, rewritten only when the addresses
+  changed, and the device enrolls, retrying with capped exponential backoff until the network and the server
+  answer (one journal line per attempt). On success the identity is in the data directory, the bundle's SSH keys
+  are written, and the bundle is overwritten with zeros and deleted; a refused token (used, expired, revoked,
+  unknown) erases the bundle and the key and leaves the device down in state ``token_refused``;
 - no bundle: state ``unprovisioned`` (or the earlier refusal stays shown).
 
-The state is ``<data dir>/device/firstboot.json`` ({"state": ..., "reason": ..., "at": ...}); the agent's unit
-starts only when the identity exists. Tokens are never written to the journal or the state.
+Every "stays down" outcome exits 0 with no identity written. The state is ``<data dir>/device/firstboot.json``
+({"state": ..., "reason": ..., "at": ...}); the agent's unit starts only when the identity exists. Tokens are
+never written to the journal or the state.
 """
 
 from __future__ import annotations
@@ -112,8 +117,8 @@ class FirstBootHooks:
     resolve: Resolver = resolve
     led: StatusLed | None = None
     backoff: Backoff = field(default_factory=Backoff)
-    agent_user: str | None = None  # owner of the device directory (when first boot runs as root)
-    ssh_user: str | None = None  # owner of the authorized_keys file
+    agent_user: str | None = None  # owner of the device directory (only needed when first boot runs as root)
+    ssh_user: str | None = None  # owner of the authorized_keys file (idem)
 
     def light(self, on: bool) -> None:
         if self.led is not None:
@@ -152,10 +157,13 @@ def _write_state(paths: FirstBootPaths, hooks: FirstBootHooks, state: str, **fie
 
 
 def _chown(path: Path, user: str | None) -> None:
+    """Give ``path`` to ``user``; no system call when it is theirs already (a sandbox may forbid chown)."""
     if user is None:
         return
     entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    now = os.lstat(path)
+    if (now.st_uid, now.st_gid) != (entry.pw_uid, entry.pw_gid):
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def _chown_tree(root: Path, user: str | None) -> None:
@@ -193,7 +201,6 @@ def first_boot(
     except WardSightError as exc:
         hooks.say(f"first boot: the enrollment bundle {paths.bundle} is not usable: {exc}")
         return _stay_down(paths, hooks, "bundle_invalid", str(exc))
-    _write_ssh_keys(paths, bundle, hooks)
     return _enroll_until_answered(paths, store, bundle, name or bundle.name or configured_name, hooks)
 
 
@@ -289,12 +296,15 @@ def _enroll_until_answered(
         except WardSightError as exc:  # e.g. a name the server would refuse: the bundle is kept for a retry
             hooks.say(f"first boot: cannot enroll with {url}: {exc}")
             return _stay_down(paths, hooks, "enroll_failed", str(exc), server_url=url)
-        return _enrolled(paths, identity, status, hooks)
+        return _enrolled(paths, bundle, identity, status, hooks)
 
 
-def _enrolled(paths: FirstBootPaths, identity: Identity, status: str, hooks: FirstBootHooks) -> dict[str, Any]:
+def _enrolled(
+    paths: FirstBootPaths, bundle: Bundle, identity: Identity, status: str, hooks: FirstBootHooks
+) -> dict[str, Any]:
     state = _enrolled_state(paths, hooks, identity, status)
     _chown_tree(paths.device, hooks.agent_user)
+    _write_ssh_keys(paths, bundle, hooks)  # only now: a refused or forged bundle leaves no keys to install
     erased = _erase_bundle(paths, hooks)
     hooks.light(False)
     hooks.say(
@@ -315,3 +325,17 @@ def _refused(
     token_id = bundle.token.split(".")[1]  # the public half (the server logs it too), never the secret
     fields = {"http_status": exc.status, "token_id": token_id, "server_url": bundle.server_url}
     return _stay_down(paths, hooks, "token_refused", exc.reason, **fields)
+
+
+def refresh_allowance(data_dir: Path, resolver: Resolver = resolve) -> None:
+    """At every agent start: rewrite the fleet allowance (``<data dir>/firewall/fleet.nft``) when the server's
+    name now resolves to other addresses. Only where first boot wrote one (a device image); never fatal."""
+    paths = FirstBootPaths(boot_dir=data_dir, data_dir=data_dir)
+    if not paths.firewall.is_file():
+        return
+    try:
+        identity, _ = IdentityStore(paths.device).load()
+        if write_fleet_rules(paths.firewall, identity.server_url, resolver):
+            log.info("firewall allowance for %s refreshed in %s", identity.server_url, paths.firewall)
+    except (WardSightError, OSError) as exc:
+        log.warning("the firewall allowance was not refreshed: %s", exc)

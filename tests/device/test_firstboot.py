@@ -7,13 +7,23 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from firmware.firstboot import Backoff, FirstBootHooks, FirstBootPaths, StatusLed, first_boot, why_down
+from firmware.firstboot import (
+    Backoff,
+    FirstBootHooks,
+    FirstBootPaths,
+    StatusLed,
+    first_boot,
+    refresh_allowance,
+    why_down,
+)
 from fleet.cli import create_token
 from fleet.config import ServerConfig
 from fleet.server import BackgroundServer
@@ -77,8 +87,15 @@ class Boot:
         return "\n".join(self.lines)
 
 
-def test_first_boot_through_the_cli_enrolls_erases_the_bundle_and_writes_ssh_keys_and_firewall(tmp_path, fleet):
+def test_first_boot_through_the_cli_enrolls_erases_the_bundle_and_writes_ssh_keys_and_firewall(
+    tmp_path, fleet, monkeypatch
+):
     server, config = fleet
+
+    def no_chown(*args, **kwargs):  # the image's sandbox forbids chown: none is needed as the agent's own user
+        raise PermissionError("chown called")
+
+    monkeypatch.setattr(os, "chown", no_chown)
     boot = Boot(tmp_path)
     token = create_token(config, "3B-12", 600)
     bundle = Bundle(server.url, token, server.ca_pem, name="cam-3b12-door", ssh_authorized_keys=(ED25519, RSA))
@@ -103,7 +120,8 @@ def test_first_boot_through_the_cli_enrolls_erases_the_bundle_and_writes_ssh_key
     assert keys.read_text() == f"{ED25519}\n{RSA}\n" and keys.stat().st_mode & 0o777 == 0o600
     assert keys.parent.stat().st_mode & 0o777 == 0o755
     port = server.url.rsplit(":", 1)[1]
-    assert f"ip daddr {{ 127.0.0.1 }} tcp dport {port} accept" in (boot.data / "firewall" / "fleet.nft").read_text()
+    fleet_nft = boot.data / "firewall" / "fleet.nft"
+    assert fleet_nft.read_text() == f"add element inet wardsight fleet4 {{ 127.0.0.1 . {port} }}\n"
     assert boot.led.read_text() == "0"
     assert counts(config.database)[0] == 1
     shown = CliRunner().invoke(cli, ["--data-dir", str(boot.data), "device", "show"])
@@ -127,6 +145,21 @@ def test_a_second_boot_keeps_the_identity_and_erases_a_leftover_bundle_unused(tm
     assert boot.sleeps == []
 
 
+def test_the_agent_refreshes_the_allowance_at_start_only_where_first_boot_wrote_one(tmp_path, fleet):
+    server, config = fleet
+    boot = Boot(tmp_path)
+    boot.write_bundle(Bundle(server.url, create_token(config, "3B-12", 600), server.ca_pem))
+    assert boot.run()["state"] == "enrolled"
+    allowance = boot.data / "firewall" / "fleet.nft"
+    written = allowance.read_text()
+    allowance.write_text("add element inet wardsight fleet4 { 192.0.2.99 . 443 }\n")  # the name moved since
+    refresh_allowance(boot.data)
+    assert allowance.read_text() == written
+    allowance.unlink()  # a laptop or a device without the image's firewall: nothing is created
+    refresh_allowance(boot.data)
+    assert not allowance.exists()
+
+
 def test_a_used_token_leaves_the_device_down_with_a_clear_reason(tmp_path, fleet):
     server, config = fleet
     token = create_token(config, "3B-12", 600)
@@ -134,8 +167,9 @@ def test_a_used_token_leaves_the_device_down_with_a_clear_reason(tmp_path, fleet
     other.write_bundle(Bundle(server.url, token, server.ca_pem))
     assert other.run()["state"] == "enrolled"
     boot = Boot(tmp_path / "this")
-    path = boot.write_bundle(Bundle(server.url, token, server.ca_pem))
+    path = boot.write_bundle(Bundle(server.url, token, server.ca_pem, ssh_authorized_keys=(ED25519,)))
     state = boot.run(led=StatusLed(boot.led))
+    assert not (boot.data / "ssh").exists()  # keys only from a bundle the server accepted
     assert state["state"] == "token_refused" and state["reason"] == "enrollment token already used"
     assert state["token_id"] == token.split(".")[1] and token.split(".")[2] not in json.dumps(state)
     assert "refused this device's enrollment token: enrollment token already used" in boot.said
@@ -255,3 +289,89 @@ def test_bad_ssh_keys_are_refused(tmp_path, keys, message):
 def test_a_bad_device_name_is_refused(tmp_path):
     with pytest.raises(WardSightError, match="device name"):
         Bundle("http://127.0.0.1:8765", "wst.a.b", insecure_http=True, name="bad name").check()
+
+
+# ---- as the image runs it: root stage step, first boot unprivileged on the staged copy, root finish step -------
+
+LIB = Path(__file__).resolve().parent.parent.parent / "images/deb/lib"
+
+
+class ImageBoot:
+    """wardsight-firstboot.service's three commands on throwaway directories (the FAT, /run, the data dir); the
+    root helpers' firewall loader and systemctl are stubs that record their calls."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp, self.fat, self.staged, self.data = tmp_path, tmp_path / "fat", tmp_path / "run", tmp_path / "data"
+        self.calls = tmp_path / "calls"
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        stub = tmp_path / "stub"
+        stub.write_text(f'#!/bin/sh\necho "$(basename "$0") $*" >> {self.calls}\n')
+        stub.chmod(0o755)
+        self.env = dict(
+            os.environ,
+            WARDSIGHT_BOOT_DIRS=str(self.fat),
+            WARDSIGHT_USER=getpass.getuser(),
+            WARDSIGHT_PYTHON=sys.executable,
+            WARDSIGHT_FIREWALL_BOOTSTRAP=str(tmp_path / "bootstrap.nft"),
+            WARDSIGHT_FIREWALL=str(stub),
+            WARDSIGHT_DATA_DIR=str(self.data),
+            WARDSIGHT_SSH_DIR=str(tmp_path / "ssh"),
+            WARDSIGHT_STAGED=str(self.staged),
+            WARDSIGHT_SSHD=str(tmp_path / "no-sshd"),  # the key install (root, setpriv) is tested in tests/images
+            SYSTEMCTL=str(stub),
+        )
+
+    def write_bundle(self, bundle: Bundle) -> Path:
+        path = self.fat / "wardsight" / "enrollment.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bundle.write(path)
+        return path
+
+    def helper(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(LIB / name), *args], capture_output=True, text=True, env=self.env, check=False)
+
+    def boot(self) -> str:
+        """ExecCondition, ExecStart, ExecStartPost (this one only when ExecStart exited 0, as systemd does)."""
+        stage = self.helper("firstboot-stage", str(self.staged))
+        assert stage.returncode == 0, stage.stderr
+        args = ["--data-dir", str(self.data), "device", "firstboot", "--boot-dir", str(self.staged)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        finish = self.helper("firstboot-finish")
+        assert finish.returncode == 0, finish.stderr
+        return result.output + finish.stderr
+
+    @property
+    def recorded(self) -> list[str]:
+        return self.calls.read_text().splitlines() if self.calls.exists() else []
+
+
+def test_the_image_sequence_enrolls_and_only_then_spends_the_token_on_the_fat(tmp_path, fleet):
+    server, config = fleet
+    image = ImageBoot(tmp_path)
+    on_fat = image.write_bundle(Bundle(server.url, create_token(config, "3B-12", 600), server.ca_pem))
+    output = image.boot()
+    assert "enrolled as " in output
+    assert (image.data / "device" / "identity.json").exists()
+    assert not on_fat.exists() and not (image.staged / "wardsight").exists()
+    assert image.recorded == ["stub load", "stub load", "stub --no-block start wardsight-agent.service"]
+    fleet_nft = image.data / "firewall" / "fleet.nft"
+    env = dict(image.env, WARDSIGHT_FIREWALL_FLEET=str(fleet_nft), WARDSIGHT_FIREWALL_BASE=os.devnull)
+    env["WARDSIGHT_FIREWALL_BOOTSTRAP"] = env["WARDSIGHT_SSH_KEYS"] = str(tmp_path / "absent")
+    shown = subprocess.run([str(LIB / "wardsight-firewall"), "print"], capture_output=True, text=True, env=env)
+    assert shown.stderr == "" and shown.stdout == f"# from {fleet_nft}\n{fleet_nft.read_text()}"  # taken whole
+
+
+def test_the_image_sequence_keeps_the_fat_bundle_when_the_token_is_refused(tmp_path, fleet):
+    server, config = fleet
+    token = create_token(config, "3B-12", 600)
+    other = Boot(tmp_path / "other")
+    other.write_bundle(Bundle(server.url, token, server.ca_pem))
+    assert other.run()["state"] == "enrolled"  # the token is spent
+    image = ImageBoot(tmp_path / "this")
+    on_fat = image.write_bundle(Bundle(server.url, token, server.ca_pem))
+    output = image.boot()  # first boot exits 0: the device stays down, no restart loop
+    assert "stays down (token_refused)" in output and "not enrolled; nothing to finish" in output
+    assert not (image.data / "device" / "identity.json").exists()
+    assert on_fat.exists() and not (image.staged / "wardsight" / "enrollment.json").exists()
+    assert "wardsight-agent.service" not in "\n".join(image.recorded)
