@@ -1,11 +1,11 @@
 """The arm64 check: the recipe's agent layers build an arm64 rootfs under qemu-user, and the agent's Python stack
-(``ai_edge_litert``, ``cv2``, ``numpy``) imports there.
+(``ai_edge_litert``, ``cv2``, ``numpy``) imports there and runs one inference of the pose model.
 
 Run by images/test-arm64-rootfs.sh inside userns.py (a private user namespace where qemu-aarch64 is registered).
 Steps: the aarch64 wheels for CPython 3.11 (pip download, cached), the arm64 .deb built by ``make deb`` inside an
 arm64 Debian 12 builder made with mmdebstrap (images/README.md, "The .deb for arm64"), then the layers the Pi
 config names that live here (wardsight-base, wardsight-agent) built with mmdebstrap for arm64, with the import
-check run in that rootfs as its last hook. One PASS/FAIL line per step, a final line, exit 1 on failure.
+and inference checks run in that rootfs as its last hooks. One PASS/FAIL line per step, a final line, exit 1 on failure.
 """
 
 from __future__ import annotations
@@ -22,16 +22,27 @@ from typing import TypeVar
 from layers import mmdebstrap_args, select, tree_digest
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("WARDSIGHT_TWIN_CACHE", Path.home() / ".cache" / "wardsight-twin")) / "arm64"
+BASE = Path(os.environ.get("WARDSIGHT_TWIN_CACHE", Path.home() / ".cache" / "wardsight-twin"))
+CACHE = BASE / "arm64"
 MIRROR = os.environ.get("WARDSIGHT_TWIN_MIRROR", "http://deb.debian.org/debian")
 PIP = [str(REPO / ".venv" / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
 PLATFORM = ["--only-binary=:all:", "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64",
             "--platform", "manylinux_2_17_aarch64", "--python-version", "3.11", "--implementation", "cp",
             "--abi", "cp311", "--abi", "abi3", "--abi", "none"]
 IMPORTS = (
-    "import ai_edge_litert, cv2, numpy; from ai_edge_litert.interpreter import Interpreter;"
-    " print('imports ok: numpy', numpy.__version__, 'cv2', cv2.__version__)"
+    "import ai_edge_litert, cv2, numpy; print('imports ok: numpy', numpy.__version__, 'cv2', cv2.__version__)"
 )
+# One inference of the pose model on a blank frame, in the arm64 rootfs: LiteRT/XNNPACK really run on aarch64.
+INFERENCE = """
+import sys, numpy
+from ai_edge_litert.interpreter import Interpreter
+net = Interpreter(model_path=sys.argv[1], num_threads=2)
+net.resize_tensor_input(net.get_input_details()[0]["index"], [1, 256, 256, 3])
+net.allocate_tensors()
+net.set_tensor(net.get_input_details()[0]["index"], numpy.zeros((1, 256, 256, 3), numpy.uint8))
+net.invoke()
+print("inference ok: output", net.get_tensor(net.get_output_details()[0]["index"]).shape)
+"""
 DEB_SOURCES = ("wardsight", "firmware", "accelerators", "fleet", "provisioning", "signing", "wardsight_cli",
                "pyproject.toml", "README.md", "Makefile", "images/deb", "images/systemd", "images/polkit",
                "images/nftables", "images/README.md")
@@ -101,18 +112,31 @@ def build_deb(work: Path, wheels: Path) -> Path:
 
 
 def build_rootfs(work: Path, deb: Path) -> str:
+    (work / "rootfs.log").unlink(missing_ok=True)
     layers, notes = select(REPO / "images" / "config" / "pi4.yaml", REPO / "images" / "layer", None, [])
     for note in notes:
         log(f"arm64: layer {note}")
     log(f"arm64: layers in build order: {', '.join(layer.name for layer in layers)}")
-    check = f"--customize-hook=chroot \"$1\" /opt/wardsight/venv/bin/python3 -c \"{IMPORTS}\""
-    command = ["mmdebstrap", "--variant=apt", "--architectures=arm64", *mmdebstrap_args(layers), check,
-               "--customize-hook=chroot \"$1\" /usr/bin/wardsight --version", "bookworm", "/dev/null", MIRROR]
+    wardsight = str(REPO / ".venv" / "bin" / "wardsight")
+    run([wardsight, "--data-dir", str(BASE / "fetched"), "models", "fetch", "movenet-multipose"], work / "rootfs.log")
+    model = sorted((BASE / "fetched" / "models" / "movenet-multipose").glob("*.tflite"))[0]
+    script = work / "inference.py"
+    script.write_text(INFERENCE)
+    python = "chroot \"$1\" /opt/wardsight/venv/bin/python3"
+    checks = [
+        f"--customize-hook={python} -c \"{IMPORTS}\"",
+        f"--customize-hook=copy-in {script} {model} /tmp",
+        f"--customize-hook={python} /tmp/{script.name} /tmp/{model.name}",
+        f"--customize-hook=rm -f \"$1/tmp/{script.name}\" \"$1/tmp/{model.name}\"",
+        "--customize-hook=chroot \"$1\" /usr/bin/wardsight --version",
+    ]
+    command = ["mmdebstrap", "--variant=apt", "--architectures=arm64", *mmdebstrap_args(layers), *checks,
+               "bookworm", "/dev/null", MIRROR]
     os.environ.update({"WARDSIGHT_DEB": str(deb), "IGconf_wardsight_deb": str(deb)})
     logfile = work / "rootfs.log"
-    logfile.unlink(missing_ok=True)
     run(command, logfile)
-    said = [line for line in logfile.read_text().splitlines() if line.startswith(("imports ok", "wardsight,"))]
+    said = [line for line in logfile.read_text().splitlines()
+            if line.startswith(("imports ok", "inference ok", "wardsight,"))]
     return "; ".join(said)
 
 

@@ -121,8 +121,8 @@ def select(
         elif (layer_dir / f"{name}.yaml").is_file():
             chosen.append(read_layer(layer_dir / f"{name}.yaml"))
         else:
-            stand_in = twin_layer.name if twin_layer is not None else "nothing"
-            notes.append(f"{name}: upstream rpi-image-gen layer, stood in for by {stand_in} / Debian's base")
+            stand_in = f"stood in for by {twin_layer.name}" if twin_layer is not None else "not built here"
+            notes.append(f"{name}: upstream rpi-image-gen layer, {stand_in} (Debian's base instead)")
     ordered = _order(chosen)
     return [*ordered, read_layer(twin_layer)] if twin_layer is not None else ordered, notes
 

@@ -5,7 +5,8 @@ Usage (images/test-twin.sh runs it as root): run.py [--config images/config/pi4.
 Boot 1 enrolls from the bundle on the FAT disk and runs the in-guest checks (twin-check: boot, read-only root,
 agent, firewall, watchdog) while the host answers its questions (events on the server, the inbound connection);
 then the host reads the FAT back with mtools. Boot 2, same disks, checks the identity is kept and nothing enrolls
-again. The serial console of each boot is kept in the work directory, with the guest's journal.
+again. The serial console of each boot, the guest's journal and the server's log are copied to
+<cache>/last-run/ whatever happens; a failed run's disks stay in <cache>/run-*/ until the next run.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ def check_fat(report: Report, fat: Path, token: str) -> None:
         f" FAT holds: {fat_listing(fat)}",
     )
     secret = token.rsplit(".", 1)[-1].encode()
+    left = secret in fat.read_bytes()
     report.check(
-        "token-bytes-gone-from-fat", secret not in fat.read_bytes(),
-        "the token's secret is not in the FAT image's raw bytes (deleted clusters included)"
-        if secret not in fat.read_bytes() else "the token's secret is still in the FAT image's raw bytes"
-        " (the file was deleted, its clusters not overwritten)",
+        "token-bytes-gone-from-fat", not left,
+        "the token's secret is still in the FAT image's bytes (the file was deleted, its clusters not overwritten)"
+        if left else "the token's secret is nowhere in the FAT image's bytes (deleted clusters included)",
     )
 
 
