@@ -8,6 +8,7 @@ written anywhere.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -100,8 +101,18 @@ def _bgr_to_rgb(bgr: npt.NDArray[Any]) -> Frame:
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
+def first_in_its_slot(t: float, fps: float, last_slot: int | None) -> tuple[bool, int]:
+    """Whether a frame at clip time ``t`` is the first of its 1/``fps`` slot (kept when feeding at ``fps``)."""
+    slot = math.floor(t * fps + 1e-9)
+    return last_slot is None or slot > last_slot, slot
+
+
 class VideoFileSource(FrameSource):
-    """A video file, paced at its frame rate (dropping frames we are too slow for) or as fast as possible."""
+    """A video file, paced at its frame rate (dropping frames we are too slow for) or as fast as possible.
+
+    ``fps`` feeds at most that many frames per second of the clip's own time (the first frame of each 1/fps
+    slot; the others are grabbed and dropped undecoded), as a slower device would see the scene.
+    """
 
     def __init__(
         self,
@@ -112,8 +123,11 @@ class VideoFileSource(FrameSource):
         privacy: PrivacyMask | None = None,
         clock: Callable[[], float] = STEADY,
         sleep: Callable[[float], None] = time.sleep,
+        fps: float | None = None,
     ) -> None:
         super().__init__(privacy)
+        if fps is not None and fps <= 0:
+            raise SourceError(f"frame rate must be positive, not {fps}")
         if not Path(path).is_file():
             raise SourceError(f"video file not found: {path}")
         self.path = Path(path)
@@ -130,6 +144,7 @@ class VideoFileSource(FrameSource):
         self._clock, self._sleep = clock, sleep
         self._start = clock()
         self._index = 0  # frames consumed from the start (across loops)
+        self.max_fps, self._last_slot = fps, None
 
     def _grab(self) -> bool:
         if self._cap.grab():
@@ -145,9 +160,15 @@ class VideoFileSource(FrameSource):
                 self._pace()
             if not self._grab():
                 return None
-            ok, bgr = self._cap.retrieve()
             t = self._start + self._index / self._fps
             self._index += 1
+            if self.max_fps is not None:
+                keep, slot = first_in_its_slot(t - self._start, self.max_fps, self._last_slot)
+                if not keep:
+                    self.stats.dropped += 1
+                    continue
+                self._last_slot = slot
+            ok, bgr = self._cap.retrieve()
             if ok and bgr is not None and bgr.ndim == 3:
                 return CapturedFrame(t, _bgr_to_rgb(bgr))
             self.stats.errors += 1

@@ -1,26 +1,36 @@
 """Fall detection from pose over time, for the nurse on the ward. Pure: scenes in, events out.
 
-The rule, as a clinician would read it: a person who was **standing** goes **down to the floor fast**
-and **stays down**.
-- Standing: torso within ``upright_angle`` of vertical, a box taller than wide, and at least
-  ``standing_fraction`` of the tallest the person has looked upright in the last ``height_memory_seconds``
-  (so kneeling or sitting upright is not standing). Standing samples of the last ``window_seconds`` are
-  kept per person.
-- Down: the torso near horizontal (``horizontal_angle`` from vertical, or a box ``horizontal_aspect``
-  times wider than tall) with the body centre at least ``min_drop`` standing heights below where it was
-  while standing, within ``window_seconds``. A slow lie-down takes longer than the window, so it is
-  not a fall; sitting down keeps the torso upright, so it is not one either.
-- Alert: down for ``confirm_seconds`` (a person bending to pick something up straightens again).
-  Not raised while the person's body is in a bed zone, nor for someone next to a person already down
-  (staff kneeling or bending beside the patient).
+What counts is the clinical definition hospitals report against (NDNQI): an unplanned descent **to the floor**
+from any posture (standing, walking, sitting on a chair or the bed's edge, or lying in bed). The rule, as a
+clinician would read it: a person who was **up** (standing or sitting upright; or lying in a bed zone) comes
+**down fast**, ends **on the floor** and **stays down**.
+- Body height ``H``: the person's height in pixels, the largest of their upright box heights and of their torso
+  length divided by ``torso_share`` over the last ``height_memory_seconds`` (so a person only ever seen sitting
+  or lying still has a height). Every distance below is in body heights.
+- Up: the torso within ``upright_angle`` of vertical and the box taller than wide (standing or sitting), or lying
+  inside a bed zone. Up samples of the last ``window_seconds`` are kept per person.
+- Down: the torso near horizontal (``horizontal_angle`` from vertical, or a box ``horizontal_aspect`` times
+  wider than tall) with the body centre at least ``min_drop`` body heights lower than it was while up, within
+  ``window_seconds``. Sitting down keeps the torso upright; lying down slowly takes longer than the window.
+- On the floor, not on furniture: a descent that leaves the body's lowest point ``furniture_heights`` or more
+  above where the person's feet were while up (the feet went up onto a bed or a sofa), or that ends inside a bed
+  zone, is a descent onto furniture: not a fall by the definition, and no event at all (lying down on a bed
+  must stay silent, and the two look alike). Inside a floor zone the body is on the floor whatever the picture
+  says.
+- Alert: down for ``confirm_seconds`` (a person bending to pick something up straightens again). Not raised for
+  someone next to a person already down (staff kneeling or bending beside the patient).
+- One person, whichever track: the tracker may lose a person in a fast fall; a new track appearing within
+  ``handover_heights`` of where a person was lost in the last ``handover_seconds`` continues that person's
+  history, so the fall is seen whatever id the descent ends under.
 - Follow-ups: ``still_on_floor`` once after ``still_down_seconds``; ``resolved`` when the person has
   stood up for ``get_up_seconds`` or someone else has been beside them for ``attended_seconds``.
-Events carry numbers only: drop (standing heights), descent speed (heights per second), time down.
+Events carry numbers only: drop (body heights), descent speed (heights per second), time down.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -37,55 +47,71 @@ HIPS = [KEYPOINT_INDEX["left_hip"], KEYPOINT_INDEX["right_hip"]]
 
 @dataclass(frozen=True)
 class FallConfig:
-    window_seconds: float = 2.5  # standing to down within this time is a fall
-    min_drop: float = 0.3  # body-centre drop, in standing heights
-    confirm_seconds: float = 1.0  # down this long before the alert
+    window_seconds: float = 2.5  # up to down within this time is a fall
+    min_drop: float = 0.2  # body-centre drop, in body heights (sitting on a chair to the floor is about 0.25-0.3)
+    confirm_seconds: float = 0.5  # down at least this long before the alert (a stumble or a pose wobble is shorter)
+    settle_seconds: float = 1.5  # and not up for this long since the descent began (bending to pick up and
+    # straightening again takes about a second)
     still_down_seconds: float = 60.0  # follow-up while still on the floor
     get_up_seconds: float = 2.0  # standing this long resolves the incident
     attended_seconds: float = 5.0  # someone beside the person this long resolves it
     upright_angle: float = 30.0  # degrees from vertical
-    standing_fraction: float = 0.8  # of the tallest upright height seen recently
+    standing_fraction: float = 0.8  # of the body height: an upright box this tall is standing (gets up)
     height_memory_seconds: float = 30.0
+    torso_share: float = 0.3  # shoulder-to-hip length as a share of body height (adults: about 0.3)
     horizontal_angle: float = 55.0  # degrees from vertical
-    horizontal_aspect: float = 1.3  # box width / height
+    horizontal_aspect: float = 1.3  # box width / height, when the torso is not seen
+    foreshortened: float = 0.5  # torso under this share of its upright length: lying along the line of sight
+    furniture_heights: float = 0.15  # lowest point this far above where the feet were: landed on furniture
     keypoint_score: float = 0.2
     pose_tolerance_seconds: float = 0.5  # a pending fall survives this long without looking down
-    handover_heights: float = 1.5  # a new track this close to a lost fallen person continues the incident
+    handover_seconds: float = 2.0  # a new track near a person lost this recently is that person
+    handover_heights: float = 1.5  # ... within this many body heights of where they were lost
     bed_zones: frozenset[str] = frozenset()
-    forget_seconds: float = 30.0  # drop state of people unseen this long
+    floor_zones: frozenset[str] = frozenset()
+    forget_seconds: float = 30.0  # state of people unseen this long
 
 
 @dataclass(frozen=True)
 class Posture:
     centre_y: float  # box centre, pixels (down is larger)
+    bottom: float  # box bottom, pixels: the body's lowest point in the picture
     height: float  # box height, pixels
     angle: float | None  # torso from vertical, degrees; None when shoulders or hips are unseen
     aspect: float  # box width / height
+    torso: float | None  # shoulder-to-hip length, pixels; None when unseen
 
 
 def posture(person: ScenePerson, min_score: float) -> Posture:
     p = person.track.person
     x1, y1, x2, y2 = p.box
     kp = p.keypoints
-    angle = None
+    angle = torso = None
     sh, hp = kp[SHOULDERS], kp[HIPS]
     sh, hp = sh[sh[:, 2] >= min_score], hp[hp[:, 2] >= min_score]
     if len(sh) and len(hp):
         dx, dy = sh[:, :2].mean(axis=0) - hp[:, :2].mean(axis=0)
         angle = math.degrees(math.atan2(abs(float(dx)), -float(dy)))
+        torso = math.hypot(float(dx), float(dy))
     h = max(y2 - y1, 1.0)
-    return Posture((y1 + y2) / 2, h, angle, (x2 - x1) / h)
+    return Posture((y1 + y2) / 2, y2, h, angle, (x2 - x1) / h, torso)
 
 
 @dataclass
 class _Track:
-    standing: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, centre_y, height)
-    upright_heights: deque[tuple[float, float]] = field(default_factory=deque)  # (t, height)
+    up: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, centre_y, bottom) while up
+    # (t, upright box height, torso length / torso_share), pixels, while up
+    heights: deque[tuple[float, float, float]] = field(default_factory=deque)
     state: str = "up"  # up | pending | fallen
     down_since: float = 0.0
     drop: float = 0.0
     speed: float = 0.0
-    fell_at: float = 0.0  # the last moment seen standing before the fall
+    fell_at: float = 0.0  # the last moment seen up before the fall
+    centre_before: float = 0.0  # box centre then, pixels
+    feet_before: float = 0.0  # box bottom then, pixels
+    bottoms: list[float] = field(default_factory=list)  # box bottoms while pending
+    on_floor_zone: bool = False
+    in_bed_zone: bool = False
     ref_height: float = 1.0
     up_since: float | None = None
     not_down_since: float | None = None
@@ -93,6 +119,12 @@ class _Track:
     followed_up: bool = False
     last_seen: float = 0.0
     centre: tuple[float, float] = (0.0, 0.0)
+
+    def body_height(self) -> float:
+        """The tallest upright box, or the torso's typical length / torso_share if larger (a seated box is short)."""
+        boxes = max((box for _, box, _ in self.heights), default=0.0)
+        torsos = [torso for _, _, torso in self.heights if torso > 0]
+        return max(boxes, statistics.median(torsos) if torsos else 0.0, 1.0)
 
 
 class FallApp:
@@ -103,49 +135,51 @@ class FallApp:
         self.config = config or FallConfig()
         self._tracks: dict[int, _Track] = {}
 
-    def _handover(self, track_id: int, centre: tuple[float, float], t: float) -> _Track:
-        """A new track lying where a fallen (or falling) person was lost continues that person's incident."""
-        for tid, old in self._tracks.items():
-            if (
-                old.state in ("pending", "fallen")
-                and t - old.last_seen > 0.2
-                and math.dist(old.centre, centre) < self.config.handover_heights * old.ref_height
-            ):
-                del self._tracks[tid]
-                return old
+    def _handover(self, centre: tuple[float, float], t: float, in_view: set[int]) -> _Track:
+        """A new track where a person was lost moments ago (or where a fallen person lies) is that person."""
+        c = self.config
+        candidates = [
+            (math.dist(old.centre, centre) / old.body_height(), tid)
+            for tid, old in self._tracks.items()
+            if tid not in in_view and (t - old.last_seen <= c.handover_seconds or old.state in ("pending", "fallen"))
+        ]
+        near = [(distance, tid) for distance, tid in candidates if distance < c.handover_heights]
+        if near:
+            return self._tracks.pop(min(near)[1])
         return _Track()
 
     def is_upright(self, p: Posture) -> bool:
         return p.angle is not None and p.angle < self.config.upright_angle and p.aspect < 0.8
 
-    def is_horizontal(self, p: Posture) -> bool:
+    def is_horizontal(self, p: Posture, body_height: float | None = None) -> bool:
+        """Lying: the torso near horizontal in the picture, or foreshortened to under ``foreshortened`` of its
+        upright length (lying along the line of sight: a torso pointing at or away from the camera looks short
+        and upright). The box's shape decides only when the torso is not seen: someone sitting on the floor
+        with their legs out has a wide box and an upright torso."""
         c = self.config
-        return (p.angle is not None and p.angle >= c.horizontal_angle) or p.aspect >= c.horizontal_aspect
+        if p.angle is None or p.torso is None:
+            return p.aspect >= c.horizontal_aspect
+        upright_torso = c.torso_share * body_height if body_height else None
+        return p.angle >= c.horizontal_angle or (
+            upright_torso is not None and p.torso < c.foreshortened * upright_torso
+        )
 
     def update(self, scene: Scene) -> list[AppEvent]:
         c, t = self.config, scene.time
         events: list[AppEvent] = []
+        in_view = {p.track_id for p in scene.people}
         for person in scene.people:
             pose = posture(person, c.keypoint_score)
             x1, _, x2, _ = person.track.person.box
+            centre = ((x1 + x2) / 2, pose.centre_y)
             if person.track_id not in self._tracks:
-                self._tracks[person.track_id] = self._handover(person.track_id, ((x1 + x2) / 2, pose.centre_y), t)
+                self._tracks[person.track_id] = self._handover(centre, t, in_view)
             track = self._tracks[person.track_id]
-            track.last_seen, track.centre = t, ((x1 + x2) / 2, pose.centre_y)
-            standing = track.standing
-            while standing and standing[0][0] < t - c.window_seconds:
-                standing.popleft()
-            if self.is_upright(pose):
-                heights = track.upright_heights
-                heights.append((t, pose.height))
-                while heights[0][0] < t - c.height_memory_seconds:
-                    heights.popleft()
-                if pose.height >= c.standing_fraction * max(h for _, h in heights):
-                    standing.append((t, pose.centre_y, pose.height))
+            track.last_seen, track.centre = t, centre
+            self._observe(track, person, pose, t)
             events += self._step(person, track, pose, scene)
-        seen = {p.track_id for p in scene.people}
         for tid, track in list(self._tracks.items()):
-            if tid in seen:
+            if tid in in_view:
                 continue
             if track.state == "fallen":
                 # Out of sight after a fall: the follow-up still goes out; the incident is kept until then.
@@ -158,16 +192,29 @@ class FallApp:
                 del self._tracks[tid]
         return events
 
-    def _down(self, track: _Track, pose: Posture) -> tuple[float, float, float] | None:
-        """(drop, time last standing, standing height) if the person is down relative to a recent standing sample."""
-        if not self.is_horizontal(pose) or not track.standing:
+    def _observe(self, track: _Track, person: ScenePerson, pose: Posture, t: float) -> None:
+        """Keeps the up samples of the last window and the body height seen while up."""
+        c = self.config
+        while track.heights and track.heights[0][0] < t - c.height_memory_seconds:
+            track.heights.popleft()
+        while track.up and track.up[0][0] < t - c.window_seconds:
+            track.up.popleft()
+        upright = self.is_upright(pose)
+        if upright or (bool(person.zones & c.bed_zones) and self.is_horizontal(pose, track.body_height())):
+            track.up.append((t, pose.centre_y, pose.bottom))
+            track.heights.append((t, pose.height if upright else 0.0, (pose.torso or 0.0) / c.torso_share))
+
+    def _down(self, track: _Track, pose: Posture) -> tuple[float, float, float, float] | None:
+        """(drop, time last up, centre then, feet then) if the person is down well below a recent up sample."""
+        if not track.up or not self.is_horizontal(pose, track.body_height()):
             return None
-        # The last moment the person stood at least min_drop standing heights higher than now.
-        qualifying = [s for s in track.standing if (pose.centre_y - s[1]) / s[2] >= self.config.min_drop]
+        height = track.body_height()
+        # The last moment the person was up at least min_drop body heights higher than now.
+        qualifying = [u for u in track.up if (pose.centre_y - u[1]) / height >= self.config.min_drop]
         if not qualifying:
             return None
-        t_ref, cy_ref, h_ref = max(qualifying, key=lambda s: s[0])
-        return (pose.centre_y - cy_ref) / h_ref, t_ref, h_ref
+        t_ref, cy_ref, bottom_ref = max(qualifying, key=lambda u: u[0])
+        return (pose.centre_y - cy_ref) / height, t_ref, cy_ref, bottom_ref
 
     def _beside_someone_down(self, person: ScenePerson, track: _Track) -> bool:
         for tid, other in self._tracks.items():
@@ -185,29 +232,51 @@ class FallApp:
                     return True
         return False
 
+    def _on_furniture(self, track: _Track) -> bool:
+        """Ended on a bed or a sofa: in a bed zone, or the body's lowest point stayed well above where the feet were."""
+        if track.on_floor_zone:
+            return False
+        if track.in_bed_zone:
+            return True
+        lifted = (track.feet_before - statistics.median(track.bottoms)) / track.ref_height
+        return lifted >= self.config.furniture_heights
+
     def _step(self, person: ScenePerson, track: _Track, pose: Posture, scene: Scene) -> list[AppEvent]:
         c, t = self.config, scene.time
         in_bed = bool(person.zones & c.bed_zones)
         if track.state == "up":
             down = self._down(track, pose)
-            if down and not in_bed and not self._beside_someone_down(person, track):
+            if down and not self._beside_someone_down(person, track):
                 track.state, track.down_since = "pending", t
-                track.drop, track.fell_at, track.ref_height = down
+                track.drop, track.fell_at, track.centre_before, track.feet_before = down
+                track.ref_height = track.body_height()
                 track.speed = track.drop / max(t - track.fell_at, 1e-3)
+                track.bottoms, track.on_floor_zone, track.in_bed_zone = [pose.bottom], False, False
             return []
         if track.state == "pending":
             # Stays pending only while the person stays down (a short wobble of the pose estimate is tolerated).
-            track.not_down_since = None if self.is_horizontal(pose) else (track.not_down_since or t)
+            horizontal = self.is_horizontal(pose, track.ref_height)
+            track.not_down_since = None if horizontal else (track.not_down_since or t)
             not_down_for = 0.0 if track.not_down_since is None else t - track.not_down_since
-            if self.is_upright(pose) or in_bed or not_down_for >= c.pose_tolerance_seconds:
+            if horizontal:
+                track.drop = max(track.drop, (pose.centre_y - track.centre_before) / track.ref_height)
+                track.bottoms.append(pose.bottom)
+                track.on_floor_zone |= bool(person.zones & c.floor_zones)
+                track.in_bed_zone |= in_bed and not person.zones & c.floor_zones
+            if self.is_upright(pose) or not_down_for >= c.pose_tolerance_seconds:
                 track.state = "up"
-            elif t - track.down_since >= c.confirm_seconds:
+            elif t - track.down_since >= c.confirm_seconds and t - track.fell_at >= c.settle_seconds:
+                if self._on_furniture(track):  # not a fall (NDNQI): lying on a bed or a sofa now
+                    track.state = "up"
+                    track.up.clear()
+                    return []
                 track.state, track.followed_up = "fallen", False
                 track.up_since = track.attended_since = None
                 return [self._event(person, track, "fall", "critical", t)]
             return []
         # fallen
-        track.up_since = (track.up_since or t) if self.is_upright(pose) else None
+        standing = self.is_upright(pose) and pose.height >= c.standing_fraction * track.ref_height
+        track.up_since = (track.up_since or t) if standing else None
         track.attended_since = (track.attended_since or t) if self._someone_beside(person, track, scene) else None
         if track.up_since is not None and t - track.up_since >= c.get_up_seconds:
             track.state = "up"
