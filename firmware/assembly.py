@@ -99,7 +99,8 @@ def build_apps(config: DeviceConfig) -> list[App]:
     beds = [z for z in config.zones if z.kind == "bed"]
     if config.fall.enabled:
         settings = config.fall.model_dump(exclude={"enabled"})
-        apps.append(FallApp(FallConfig(**settings, bed_zones=frozenset(z.name for z in beds))))
+        floors = frozenset(z.name for z in config.zones if z.kind == "floor")
+        apps.append(FallApp(FallConfig(**settings, bed_zones=frozenset(z.name for z in beds), floor_zones=floors)))
     if config.bed_exit.enabled:
         wanted = config.bed_exit.bed_zone
         bed = next((z for z in beds if wanted is None or z.name == wanted), None)

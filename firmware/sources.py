@@ -144,7 +144,8 @@ class VideoFileSource(FrameSource):
         self._clock, self._sleep = clock, sleep
         self._start = clock()
         self._index = 0  # frames consumed from the start (across loops)
-        self.max_fps, self._last_slot = fps, None
+        self.max_fps = fps
+        self._last_slot: int | None = None
 
     def _grab(self) -> bool:
         if self._cap.grab():

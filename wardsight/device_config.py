@@ -87,12 +87,14 @@ class OccupancyConfig(StrictModel):
 
 
 class FallSettings(StrictModel):
-    """The fall app (firmware/apps/fall.py); zones of kind "bed" are never fall locations."""
+    """The fall app (firmware/apps/fall.py): descents to the floor from any posture. A descent that ends in a zone of
+    kind "bed" is never a fall; one that ends in a zone of kind "floor" always lands on the floor."""
 
     enabled: bool = True
-    window_seconds: Annotated[float, Field(gt=0, le=10, description="Standing to down within (s).")] = 2.5
-    min_drop: Annotated[float, Field(gt=0, le=2, description="Body-centre drop (standing heights).")] = 0.3
-    confirm_seconds: Annotated[float, Field(ge=0, le=30, description="Down this long before alerting (s).")] = 1.0
+    window_seconds: Annotated[float, Field(gt=0, le=10, description="Up to down within (s).")] = 2.5
+    min_drop: Annotated[float, Field(gt=0, le=2, description="Body-centre drop (body heights).")] = 0.2
+    confirm_seconds: Annotated[float, Field(ge=0, le=30, description="Down this long before alerting (s).")] = 0.5
+    settle_seconds: Annotated[float, Field(ge=0, le=30, description="Not up this long before alerting (s).")] = 1.5
     still_down_seconds: Annotated[float, Field(gt=0, le=3600, description="Follow-up after (s).")] = 60.0
     get_up_seconds: Annotated[float, Field(gt=0, le=60, description="Standing this long resolves (s).")] = 2.0
     attended_seconds: Annotated[float, Field(gt=0, le=600, description="Someone beside this long resolves (s).")] = 5.0

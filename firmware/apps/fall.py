@@ -4,21 +4,27 @@ What counts is the clinical definition hospitals report against (NDNQI): an unpl
 from any posture (standing, walking, sitting on a chair or the bed's edge, or lying in bed). The rule, as a
 clinician would read it: a person who was **up** (standing or sitting upright; or lying in a bed zone) comes
 **down fast**, ends **on the floor** and **stays down**.
-- Body height ``H``: the person's height in pixels, the largest of their upright box heights and of their torso
-  length divided by ``torso_share`` over the last ``height_memory_seconds`` (so a person only ever seen sitting
-  or lying still has a height). Every distance below is in body heights.
-- Up: the torso within ``upright_angle`` of vertical and the box taller than wide (standing or sitting), or lying
-  inside a bed zone. Up samples of the last ``window_seconds`` are kept per person.
-- Down: the torso near horizontal (``horizontal_angle`` from vertical, or a box ``horizontal_aspect`` times
-  wider than tall) with the body centre at least ``min_drop`` body heights lower than it was while up, within
-  ``window_seconds``. Sitting down keeps the torso upright; lying down slowly takes longer than the window.
+- Body height ``H``: the person's height in pixels while up: the tallest upright box, or the typical torso
+  length divided by ``torso_share`` when that is larger (a seated box is short), over the last
+  ``height_memory_seconds``. Every distance below is in body heights.
+- Up: the torso within ``upright_angle`` of vertical, not foreshortened, and the box taller than wide (standing
+  or sitting), or lying inside a bed zone. Up samples of the last ``window_seconds`` are kept per person.
+- Down: lying, i.e. the torso ``horizontal_angle`` or more from vertical, or foreshortened to under
+  ``foreshortened`` of its upright length (lying along the line of sight: a torso pointing at or away from the
+  camera looks short and upright), or, with the torso unseen, a box ``horizontal_aspect`` times wider than tall;
+  with the body centre at least ``min_drop`` body heights lower than it was while up, within ``window_seconds``.
+  Sitting down keeps the torso upright (a wide box alone, legs out on the floor, is not lying); lying down slowly
+  takes longer than the window.
 - On the floor, not on furniture: a descent that leaves the body's lowest point ``furniture_heights`` or more
   above where the person's feet were while up (the feet went up onto a bed or a sofa), or that ends inside a bed
   zone, is a descent onto furniture: not a fall by the definition, and no event at all (lying down on a bed
   must stay silent, and the two look alike). Inside a floor zone the body is on the floor whatever the picture
   says.
-- Alert: down for ``confirm_seconds`` (a person bending to pick something up straightens again). Not raised for
-  someone next to a person already down (staff kneeling or bending beside the patient).
+- Alert: down for ``confirm_seconds`` and not up for ``settle_seconds`` since the descent began (a person
+  bending to pick something up straightens again within about a second), and not bent in place: a box still
+  ``bent_height`` of the body height tall with the feet within ``feet_still`` of where they stood is someone
+  bending over or kneeling, however long they stay. Not raised for someone next to a person who is down
+  (staff kneeling or bending beside the patient, also after their presence resolved the incident).
 - One person, whichever track: the tracker may lose a person in a fast fall; a new track appearing within
   ``handover_heights`` of where a person was lost in the last ``handover_seconds`` continues that person's
   history, so the fall is seen whatever id the descent ends under.
@@ -63,6 +69,8 @@ class FallConfig:
     horizontal_aspect: float = 1.3  # box width / height, when the torso is not seen
     foreshortened: float = 0.5  # torso under this share of its upright length: lying along the line of sight
     furniture_heights: float = 0.15  # lowest point this far above where the feet were: landed on furniture
+    bent_height: float = 0.5  # a box still this tall (of the body height) with the feet where they stood is
+    feet_still: float = 0.1  # ... someone bending over or kneeling, not lying (feet within this, body heights)
     keypoint_score: float = 0.2
     pose_tolerance_seconds: float = 0.5  # a pending fall survives this long without looking down
     handover_seconds: float = 2.0  # a new track near a person lost this recently is that person
@@ -110,13 +118,13 @@ class _Track:
     centre_before: float = 0.0  # box centre then, pixels
     feet_before: float = 0.0  # box bottom then, pixels
     bottoms: list[float] = field(default_factory=list)  # box bottoms while pending
-    on_floor_zone: bool = False
-    in_bed_zone: bool = False
+    zone_votes: list[str] = field(default_factory=list)  # per frame down: "floor", "bed" or "" (neither)
     ref_height: float = 1.0
     up_since: float | None = None
     not_down_since: float | None = None
     attended_since: float | None = None
     followed_up: bool = False
+    attended_down: bool = False  # resolved by someone beside them while still down: others near them are helping
     last_seen: float = 0.0
     centre: tuple[float, float] = (0.0, 0.0)
 
@@ -148,8 +156,13 @@ class FallApp:
             return self._tracks.pop(min(near)[1])
         return _Track()
 
-    def is_upright(self, p: Posture) -> bool:
-        return p.angle is not None and p.angle < self.config.upright_angle and p.aspect < 0.8
+    def is_upright(self, p: Posture, body_height: float | None = None) -> bool:
+        """Standing or sitting: the torso near vertical, the box taller than wide, and (once the body height is
+        known) the torso not foreshortened (a short upright-looking torso lies along the line of sight)."""
+        c = self.config
+        if p.angle is None or p.torso is None or p.angle >= c.upright_angle or p.aspect >= 0.8:
+            return False
+        return not body_height or p.torso >= c.foreshortened * c.torso_share * body_height
 
     def is_horizontal(self, p: Posture, body_height: float | None = None) -> bool:
         """Lying: the torso near horizontal in the picture, or foreshortened to under ``foreshortened`` of its
@@ -199,7 +212,7 @@ class FallApp:
             track.heights.popleft()
         while track.up and track.up[0][0] < t - c.window_seconds:
             track.up.popleft()
-        upright = self.is_upright(pose)
+        upright = self.is_upright(pose, track.body_height() if track.heights else None)
         if upright or (bool(person.zones & c.bed_zones) and self.is_horizontal(pose, track.body_height())):
             track.up.append((t, pose.centre_y, pose.bottom))
             track.heights.append((t, pose.height if upright else 0.0, (pose.torso or 0.0) / c.torso_share))
@@ -218,7 +231,7 @@ class FallApp:
 
     def _beside_someone_down(self, person: ScenePerson, track: _Track) -> bool:
         for tid, other in self._tracks.items():
-            if tid != person.track_id and other.state == "fallen":
+            if tid != person.track_id and (other.state == "fallen" or other.attended_down):
                 d = math.dist(track.centre, other.centre)
                 if d < 1.5 * other.ref_height:
                     return True
@@ -232,26 +245,38 @@ class FallApp:
                     return True
         return False
 
+    def _bent_in_place(self, track: _Track, pose: Posture) -> bool:
+        """Still tall, feet where they stood: bending over or kneeling (held as long as it takes), not lying."""
+        c = self.config
+        feet_moved = abs(pose.bottom - track.feet_before) / track.ref_height
+        return pose.height >= c.bent_height * track.ref_height and feet_moved <= c.feet_still
+
+    def _zone_vote(self, person: ScenePerson) -> str:
+        c = self.config
+        return "floor" if person.zones & c.floor_zones else "bed" if person.zones & c.bed_zones else ""
+
     def _on_furniture(self, track: _Track) -> bool:
         """Ended on a bed or a sofa: in a bed zone, or the body's lowest point stayed well above where the feet were."""
-        if track.on_floor_zone:
-            return False
-        if track.in_bed_zone:
+        votes = track.zone_votes  # where the zones say the body lay for most of the time down, if they say
+        if 2 * votes.count("bed") > len(votes):
             return True
+        if 2 * votes.count("floor") > len(votes):
+            return False
         lifted = (track.feet_before - statistics.median(track.bottoms)) / track.ref_height
         return lifted >= self.config.furniture_heights
 
     def _step(self, person: ScenePerson, track: _Track, pose: Posture, scene: Scene) -> list[AppEvent]:
         c, t = self.config, scene.time
-        in_bed = bool(person.zones & c.bed_zones)
         if track.state == "up":
+            if track.attended_down and self.is_upright(pose, track.ref_height):
+                track.attended_down = False  # back on their feet (or sat up): no longer the patient on the floor
             down = self._down(track, pose)
             if down and not self._beside_someone_down(person, track):
                 track.state, track.down_since = "pending", t
                 track.drop, track.fell_at, track.centre_before, track.feet_before = down
                 track.ref_height = track.body_height()
                 track.speed = track.drop / max(t - track.fell_at, 1e-3)
-                track.bottoms, track.on_floor_zone, track.in_bed_zone = [pose.bottom], False, False
+                track.bottoms, track.zone_votes = [pose.bottom], [self._zone_vote(person)]
             return []
         if track.state == "pending":
             # Stays pending only while the person stays down (a short wobble of the pose estimate is tolerated).
@@ -261,11 +286,14 @@ class FallApp:
             if horizontal:
                 track.drop = max(track.drop, (pose.centre_y - track.centre_before) / track.ref_height)
                 track.bottoms.append(pose.bottom)
-                track.on_floor_zone |= bool(person.zones & c.floor_zones)
-                track.in_bed_zone |= in_bed and not person.zones & c.floor_zones
-            if self.is_upright(pose) or not_down_for >= c.pose_tolerance_seconds:
+                track.zone_votes.append(self._zone_vote(person))
+            if self.is_upright(pose, track.ref_height) or not_down_for >= c.pose_tolerance_seconds:
                 track.state = "up"
-            elif t - track.down_since >= c.confirm_seconds and t - track.fell_at >= c.settle_seconds:
+            elif (
+                t - track.down_since >= c.confirm_seconds
+                and t - track.fell_at >= c.settle_seconds
+                and not self._bent_in_place(track, pose)
+            ):
                 if self._on_furniture(track):  # not a fall (NDNQI): lying on a bed or a sofa now
                     track.state = "up"
                     track.up.clear()
@@ -275,14 +303,14 @@ class FallApp:
                 return [self._event(person, track, "fall", "critical", t)]
             return []
         # fallen
-        standing = self.is_upright(pose) and pose.height >= c.standing_fraction * track.ref_height
+        standing = self.is_upright(pose, track.ref_height) and pose.height >= c.standing_fraction * track.ref_height
         track.up_since = (track.up_since or t) if standing else None
         track.attended_since = (track.attended_since or t) if self._someone_beside(person, track, scene) else None
         if track.up_since is not None and t - track.up_since >= c.get_up_seconds:
             track.state = "up"
             return [self._event(person, track, "resolved", "info", t, reason_got_up=True)]
         if track.attended_since is not None and t - track.attended_since >= c.attended_seconds:
-            track.state = "up"
+            track.state, track.attended_down = "up", True
             return [self._event(person, track, "resolved", "info", t, reason_got_up=False)]
         if not track.followed_up and t - track.down_since >= c.still_down_seconds:
             track.followed_up = True

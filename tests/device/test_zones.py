@@ -89,6 +89,23 @@ def test_apps_from_device_config(tmp_path):
         build_apps(load_device_config(tmp_path, None, {}))
 
 
+def test_an_unconfigured_device_runs_the_fall_rule_with_its_own_defaults(tmp_path):
+    """The device configuration's fall defaults are the rule's (the figures in the README are measured with them)."""
+    import dataclasses
+
+    from firmware.apps.fall import FallApp, FallConfig
+    from firmware.assembly import build_apps
+
+    apps = build_apps(load_device_config(tmp_path, None, {}))
+    fall = next(a for a in apps if isinstance(a, FallApp))
+    assert fall.config == FallConfig()
+    (tmp_path / "device.toml").write_text(
+        '[[zones]]\nname = "rug"\nkind = "floor"\npolygon = [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]\n'
+    )
+    fall = next(a for a in build_apps(load_device_config(tmp_path, None, {})) if isinstance(a, FallApp))
+    assert fall.config == dataclasses.replace(FallConfig(), floor_zones=frozenset({"rug"}))
+
+
 def test_mask_and_occupancy_settings_from_device_config(tmp_path, shared, model_store):
     from firmware.apps.mask import MaskApp
     from firmware.apps.occupancy import OccupancyApp
