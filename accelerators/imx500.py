@@ -1,7 +1,7 @@
-"""Raspberry Pi AI Camera (Sony IMX500): person detection by the network that runs inside the sensor.
+"""Raspberry Pi AI Camera (Sony IMX500): people and their pose found by the network that runs inside the sensor.
 
 API facts relied on (raspberrypi/picamera2 ``picamera2/devices/imx500/imx500.py`` and the IMX500 demos; see
-/work/shared/reference/EDGE_APIS.md section 1.8 and the Appendix):
+``../shared/reference/EDGE_APIS.md`` (beside the repository) section 1.8 and the Appendix):
 
 - ``IMX500(network_file)`` must be constructed **before** ``Picamera2(imx500.camera_num)``: it finds the sensor's
   V4L2 sub-device (``RuntimeError`` "Requested camera dev-node not found" without one) and hands the ``.rpk``
@@ -14,6 +14,10 @@ API facts relied on (raspberrypi/picamera2 ``picamera2/devices/imx500/imx500.py`
   ``outputs[1][0]`` scores (N,), ``outputs[2][0]`` classes (N,); the network intrinsics may say the boxes are in
   input pixels (``bbox_normalization``: divide by the input height) or in (x0, y0, x1, y1) order
   (``bbox_order == "xy"``). Class 0 is "person" in the COCO label maps of imx500-models.
+- The YOLOv8 pose network (``imx500_network_yolov8n_pose.rpk``, task "pose estimation", 640x640 input) gives raw
+  outputs that Picamera2 decodes on the CPU with ``postprocess_yolov8_keypoints``: box distances (1, 4, 8400),
+  person scores (1, 1, 8400) and keypoints (1, 51, 8400); :func:`accelerators.imx500_geometry.decode_yolov8_pose`
+  does the same decoding, so the agent gets people with all 17 keypoints. It is the default network.
 - ``set_inference_roi_abs((x, y, w, h))`` sets the inference crop in full-sensor pixels (4056 x 3040); the input
   tensor is that crop scaled to the network input, so tensor coordinates are relative to the crop.
 
@@ -32,6 +36,14 @@ the largest rectangle of the visible field that contains no privacy pixel, re-de
 cannot be tied to a frame). When no such rectangle exists, detections are turned off rather than leaked.
 
 The ROI and box arithmetic (no camera) is in :mod:`accelerators.imx500_geometry`.
+
+SENSOR-ONLY MODE (``host_frames=False``). The camera still has to stream an image (libcamera needs a processed
+output to drive it; EDGE_APIS.md 1.2), so it is configured with the smallest main stream and no ``pre_callback``,
+and each frame is read with ``capture_metadata()`` alone: no image buffer is mapped, copied or made into an array
+in this process. The people come in the coordinates of a frame of ``size`` that never exists (zones and privacy
+regions are frame-relative, so they mean the same in both modes). Privacy regions are enforced where the pixels
+are: the inference ROI keeps them out of the network, and a person whose box centre or any confident keypoint lies
+inside one is dropped before it leaves this module.
 
 The IMX500 is both the camera and the accelerator: ``Imx500Camera.read()`` returns each frame with the people the
 sensor found in it, and ``Imx500PersonBackend.detect(frame)`` answers for frames that camera delivered.
@@ -54,7 +66,15 @@ import numpy as np
 import numpy.typing as npt
 
 from accelerators.base import Backend, Frame
-from accelerators.imx500_geometry import BoolMask, Imx500Error, MaskFor, Rect, clear_roi, decode_ssd
+from accelerators.imx500_geometry import (
+    BoolMask,
+    Imx500Error,
+    MaskFor,
+    Rect,
+    clear_roi,
+    decode_ssd,
+    decode_yolov8_pose,
+)
 from accelerators.picam import stop_and_close
 from accelerators.registry import Availability, BackendEntry, register
 from accelerators.types import Person
@@ -63,16 +83,19 @@ log = logging.getLogger("wardsight.accelerators.imx500")
 
 FULL_SENSOR = (4056, 3040)  # IMX500 full sensor, as picamera2 hard-codes it
 MODELS_DIR = Path("/usr/share/imx500-models")
-DEFAULT_NETWORK = MODELS_DIR / "imx500_network_ssd_mobilenetv2_fpnlite_320x320_pp.rpk"
+DEFAULT_NETWORK = MODELS_DIR / "imx500_network_yolov8n_pose.rpk"  # pose: every app that needs keypoints runs
+SSD_NETWORK = MODELS_DIR / "imx500_network_ssd_mobilenetv2_fpnlite_320x320_pp.rpk"  # person boxes only
 PICAMERA2_HINT = "picamera2 is not installed; on Raspberry Pi OS: sudo apt install python3-picamera2"
 MODELS_HINT = "sudo apt install imx500-firmware imx500-models"
 ROI_SETTLE_FRAMES = 2  # frames whose detections are dropped after the inference ROI changes
+SENSOR_ONLY_STREAM = (64, 64)  # the smallest main stream asked for when no image is wanted on the host
+KEYPOINT_SEEN = 0.3  # a keypoint this confident counts when checking privacy regions in sensor-only mode
 
 
 @dataclass(frozen=True)
 class Imx500Frame:
     timestamp: float
-    image: npt.NDArray[np.uint8]  # RGB, privacy regions already black
+    image: npt.NDArray[np.uint8] | None  # RGB, privacy regions already black; None in sensor-only mode
     people: list[Person]
     has_tensor: bool  # False: the sensor sent no results with this frame
 
@@ -82,7 +105,8 @@ class Imx500Frame:
 
 class Imx500Camera:
     """The AI camera: RGB frames of ``size`` (privacy regions blacked out in the camera buffers), each with the
-    people the on-sensor network found in the part of the scene outside the privacy regions."""
+    people the on-sensor network found in the part of the scene outside the privacy regions; with
+    ``host_frames=False`` (sensor-only) the people alone, in the coordinates of a ``size`` frame."""
 
     def __init__(
         self,
@@ -93,7 +117,9 @@ class Imx500Camera:
         min_score: float = 0.4,
         capture_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        host_frames: bool = True,
     ) -> None:
+        self.host_frames = bool(host_frames)
         w, h = (int(v) for v in size)
         if w <= 0 or h <= 0 or w % 2 or h % 2:
             raise Imx500Error(f"size must be a positive, even (width, height); got {size}")
@@ -118,9 +144,13 @@ class Imx500Camera:
             raise Imx500Error(f"no IMX500 (Raspberry Pi AI Camera) is usable: {exc}") from exc
         self._imx500: Any = imx500
         intrinsics = getattr(imx500, "network_intrinsics", None)
-        task = getattr(intrinsics, "task", None)
-        if task not in (None, "object detection"):
-            raise Imx500Error(f"{path.name} is a {task} network; WardSight decodes object detection networks")
+        task = getattr(intrinsics, "task", None) or ("pose estimation" if "pose" in path.name else "object detection")
+        if task not in ("object detection", "pose estimation"):
+            raise Imx500Error(
+                f"{path.name} is a {task} network; WardSight decodes pose estimation (YOLOv8 pose) and object"
+                " detection (post-processed SSD) networks"
+            )
+        self.task: str = task
         self._bbox_normalization = bool(getattr(intrinsics, "bbox_normalization", False) or False)
         self._bbox_order = str(getattr(intrinsics, "bbox_order", "yx") or "yx")
         rate = getattr(intrinsics, "inference_rate", None)
@@ -144,16 +174,16 @@ class Imx500Camera:
         self._cam: Any = cam
 
     def _configure(self, cam: Any) -> None:
-        config = cam.create_preview_configuration(
-            main={"format": "RGB888", "size": self._requested},
-            controls={"FrameRate": self._fps},
-            buffer_count=12,
-        )
+        stream = {"format": "RGB888", "size": self._requested if self.host_frames else SENSOR_ONLY_STREAM}
+        config = cam.create_preview_configuration(main=stream, controls={"FrameRate": self._fps}, buffer_count=12)
         cam.configure(config)
         main = cam.camera_configuration()["main"]
-        if main["format"] != "RGB888":
-            raise Imx500Error(f"the AI camera gave main format {main['format']}, not RGB888")
-        self.frame_size: tuple[int, int] = (int(main["size"][0]), int(main["size"][1]))
+        if self.host_frames:
+            if main["format"] != "RGB888":
+                raise Imx500Error(f"the AI camera gave main format {main['format']}, not RGB888")
+            self.frame_size: tuple[int, int] = (int(main["size"][0]), int(main["size"][1]))
+        else:
+            self.frame_size = self._requested  # the frame the people's coordinates refer to; it never exists
         if self._privacy_mask is not None:
             mask = np.asarray(self._privacy_mask(*self.frame_size), dtype=np.bool_).copy()
             self._mask = mask if mask.any() else None
@@ -161,7 +191,8 @@ class Imx500Camera:
         limits = cam.camera_controls.get("ScalerCrop")
         crop = tuple(int(v) for v in limits[1]) if limits else (0, 0, *FULL_SENSOR)
         self._set_roi(crop)  # type: ignore[arg-type]
-        cam.pre_callback = self._blank
+        if self.host_frames:
+            cam.pre_callback = self._blank
         cam.start()
         self._started = True
 
@@ -202,6 +233,8 @@ class Imx500Camera:
         cam = self._cam
         if cam is None:
             raise Imx500Error("the AI camera is closed")
+        if not self.host_frames:
+            return self._read_metadata(cam)
         try:
             request = cam.capture_request(wait=self._timeout)
         except TimeoutError as exc:
@@ -218,6 +251,25 @@ class Imx500Camera:
         people, has_tensor = self._people(metadata)
         return Imx500Frame(self._clock(), image, people, has_tensor)
 
+    def _read_metadata(self, cam: Any) -> Imx500Frame:
+        """Sensor-only: the frame's metadata and nothing else (``capture_metadata`` maps no image buffer)."""
+        try:
+            metadata = cam.capture_metadata(wait=self._timeout)
+        except TimeoutError as exc:
+            raise Imx500Error(f"the AI camera stopped delivering frames (none within {self._timeout:g} s)") from exc
+        people, has_tensor = self._people(metadata)
+        return Imx500Frame(self._clock(), None, [p for p in people if not self._in_privacy_region(p)], has_tensor)
+
+    def _in_privacy_region(self, person: Person) -> bool:
+        """A person whose box centre or any confident keypoint lies in a privacy region."""
+        if self._mask is None:
+            return False
+        h, w = self._mask.shape
+        x1, y1, x2, y2 = person.box
+        points = [((x1 + x2) / 2, (y1 + y2) / 2)]
+        points += [(float(x), float(y)) for x, y, score in person.keypoints if score >= KEYPOINT_SEEN]
+        return any(self._mask[min(max(int(y), 0), h - 1), min(max(int(x), 0), w - 1)] for x, y in points)
+
     def _people(self, metadata: dict[str, Any]) -> tuple[list[Person], bool]:
         crop_md = metadata.get("ScalerCrop")
         crop: Rect = tuple(int(v) for v in crop_md) if crop_md else self._roi_crop  # type: ignore[assignment]
@@ -231,6 +283,16 @@ class Imx500Camera:
             return [], True  # computed with an ROI we cannot vouch for
         if self.roi is None:
             return [], True
+        if self.task == "pose estimation":
+            people = decode_yolov8_pose(
+                outputs,
+                input_size=self.input_size,
+                roi=self.roi,
+                scaler_crop=crop,
+                frame_size=self.frame_size,
+                min_score=self.min_score,
+            )
+            return people, True
         people = decode_ssd(
             outputs,
             input_size=self.input_size,
@@ -267,7 +329,8 @@ class Imx500PersonBackend(Backend):
     def read(self) -> Imx500Frame:
         t0 = time.perf_counter()
         frame = self.camera.read()
-        self._recent = [*self._recent[-(self.KEEP - 1) :], (weakref.ref(frame.image), frame.people)]
+        if frame.image is not None:
+            self._recent = [*self._recent[-(self.KEEP - 1) :], (weakref.ref(frame.image), frame.people)]
         self.last_timings = {"capture": time.perf_counter() - t0}
         return frame
 
@@ -309,10 +372,12 @@ def create(
     size: tuple[int, int] = (1280, 720),
     privacy_mask: MaskFor | None = None,
     min_score: float = 0.4,
+    host_frames: bool = True,
     **_: Any,
 ) -> Backend:
     network = Path(network_file or os.environ.get("WARDSIGHT_IMX500_NETWORK") or DEFAULT_NETWORK)
-    return Imx500PersonBackend(Imx500Camera(network, size=size, privacy_mask=privacy_mask, min_score=min_score))
+    camera = Imx500Camera(network, size=size, privacy_mask=privacy_mask, min_score=min_score, host_frames=host_frames)
+    return Imx500PersonBackend(camera)
 
 
 register(BackendEntry("imx500", probe, create))

@@ -122,3 +122,104 @@ def decode_ssd(
         people.append(Person(box, min(1.0, float(score)), kps))
     people.sort(key=lambda p: -p.score)
     return people
+
+
+# -- YOLOv8 pose (imx500_network_yolov8n_pose.rpk) -------------------------------------------------------------
+
+YOLO_STRIDES = (8, 16, 32)  # feature maps of an input side / stride cells each, in this order, row-major
+
+
+def yolo_anchors(input_size: tuple[int, int]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Anchor centres (N, 2) in grid units (column + 0.5, row + 0.5) and their strides (N,), as YOLOv8 orders them."""
+    w, h = input_size
+    centres, strides = [], []
+    for stride in YOLO_STRIDES:
+        cols, rows = w // stride, h // stride
+        ys, xs = np.meshgrid(np.arange(rows) + 0.5, np.arange(cols) + 0.5, indexing="ij")
+        centres.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        strides.append(np.full(rows * cols, stride))
+    return np.concatenate(centres).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def _iou_one(box: npt.NDArray[np.float32], others: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def decode_yolov8_pose(
+    outputs: list[npt.NDArray[np.float32]],
+    *,
+    input_size: tuple[int, int],
+    roi: Rect,
+    scaler_crop: Rect,
+    frame_size: tuple[int, int],
+    min_score: float = 0.4,
+    iou_threshold: float = 0.7,
+    max_people: int = 20,
+) -> list[Person]:
+    """People with 17 COCO keypoints from the YOLOv8 pose network's raw outputs (as ``get_outputs(...,
+    add_batch=True)`` returns them: box distances (1, 4, N), person scores (1, 1, N), keypoints (1, 51, N)), in
+    frame pixels. The decoding is YOLOv8's, as Picamera2's ``postprocess_yolov8_keypoints`` does it on the CPU:
+    per anchor, the box is (l, t, r, b) distances from the anchor centre in stride units; each keypoint's x and y
+    are ``(raw * 2 + anchor - 0.5) * stride`` input pixels and its visibility a logit; then score threshold and
+    non-maximum suppression. Input pixels map to the frame through the inference ROI and ``ScalerCrop``."""
+    if len(outputs) < 3:
+        raise Imx500Error(f"expected box, score and keypoint tensors; got {len(outputs)} tensors")
+    anchors, strides = yolo_anchors(input_size)
+    n = len(anchors)
+    dist = np.asarray(outputs[0], np.float32).reshape(4, -1)
+    scores = np.asarray(outputs[1], np.float32).reshape(-1)
+    raw_kps = np.asarray(outputs[2], np.float32).reshape(51, -1)
+    if dist.shape[1] != n or len(scores) != n or raw_kps.shape[1] != n:
+        raise Imx500Error(
+            f"not YOLOv8 pose outputs for a {input_size[0]}x{input_size[1]} input ({n} anchors): "
+            f"{[np.asarray(o).shape for o in outputs[:3]]}"
+        )
+    keep = np.flatnonzero(scores >= min_score)
+    if not len(keep):
+        return []
+    keep = keep[np.argsort(-scores[keep])]
+    a, s = anchors[keep], strides[keep][:, None]
+    x0y0 = (a - dist[:2, keep].T) * s
+    x1y1 = (a + dist[2:, keep].T) * s
+    boxes = np.concatenate([x0y0, x1y1], axis=1)
+    chosen: list[int] = []
+    suppressed = np.zeros(len(keep), bool)
+    for i in range(len(keep)):
+        if suppressed[i]:
+            continue
+        chosen.append(i)
+        if len(chosen) >= max_people:
+            break
+        suppressed[i + 1 :] |= _iou_one(boxes[i], boxes[i + 1 :]) > iou_threshold
+    rx, ry, rw, rh = roi
+    cx, cy, cw, ch = scaler_crop
+    fw, fh = frame_size
+    iw, ih = input_size
+    sx, sy = rw / iw * fw / cw, rh / ih * fh / ch  # input pixels -> frame pixels
+    ox, oy = (rx - cx) * fw / cw, (ry - cy) * fh / ch
+
+    def to_frame(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]) -> tuple[npt.NDArray, npt.NDArray]:
+        return np.clip(ox + x * sx, 0, fw), np.clip(oy + y * sy, 0, fh)
+
+    people: list[Person] = []
+    for i in chosen:
+        j = keep[i]
+        bx, by = to_frame(boxes[i, [0, 2]], boxes[i, [1, 3]])
+        if bx[1] <= bx[0] or by[1] <= by[0]:
+            continue  # the part of the sensor the network saw lies outside this frame
+        k = raw_kps[:, j].reshape(17, 3)
+        kx = (k[:, 0] * 2.0 + anchors[j, 0] - 0.5) * strides[j]
+        ky = (k[:, 1] * 2.0 + anchors[j, 1] - 0.5) * strides[j]
+        fx, fy = to_frame(kx, ky)
+        visible = 1.0 / (1.0 + np.exp(-np.clip(k[:, 2], -60.0, 60.0)))
+        kps = np.stack([fx, fy, visible], axis=1).astype(np.float32)
+        box = (float(bx[0]), float(by[0]), float(bx[1]), float(by[1]))
+        people.append(Person(box, min(1.0, float(scores[j])), kps))
+    return people

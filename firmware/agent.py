@@ -21,7 +21,7 @@ from firmware.apps.base import App, AppEvent
 from firmware.clock import STEADY
 from firmware.perception import Analyzer
 from firmware.scene import Scene, ScenePerson
-from firmware.sources import FrameSource, SourceError, TransientSourceError
+from firmware.sources import Frame, FrameSource, SourceError, TransientSourceError
 from firmware.tracking import Tracker
 from firmware.zones import ZoneMap
 from wardsight import wire
@@ -82,6 +82,12 @@ class EventStamper:
         return self._sign(event)
 
 
+def _pixels(image: Frame | None) -> Frame:
+    if image is None:  # configuration refuses pixel models in sensor-only mode; this is the backstop
+        raise SourceError("this source delivers no image (sensor-only mode): nothing to run a model on")
+    return image
+
+
 class Agent:
     """One camera's loop. ``tracker`` and ``zones`` default to a fresh tracker and no zones."""
 
@@ -116,17 +122,20 @@ class Agent:
         stages.add("capture", t1 - t0)
         if captured is None:
             return False
-        t, size = captured.time, (captured.image.shape[1], captured.image.shape[0])
+        image = captured.image
+        t = captured.time
+        size = (image.shape[1], image.shape[0]) if image is not None else self.source.frame_size
         extra: dict[str, dict[int, Any]] = {}
         timings: list[tuple[str, float]] = []
         try:
-            people = self.backend.detect(captured.image)
+            # A sensor that ran the network itself hands over its people (and, in sensor-only mode, no image).
+            people = captured.people if captured.people is not None else self.backend.detect(_pixels(image))
             t2 = time.perf_counter()
             tracked = self.tracker.update(t, people)
             t3 = time.perf_counter()
             timings += [("inference", t2 - t1), ("tracking", t3 - t2)]
             for analyzer in self.analyzers:
-                extra[analyzer.need] = analyzer.annotate(captured.image, tracked)
+                extra[analyzer.need] = analyzer.annotate(_pixels(image), tracked)
                 t4 = time.perf_counter()
                 timings.append((analyzer.need, t4 - t3))
                 t3 = t4
@@ -137,7 +146,7 @@ class Agent:
         finally:
             # Drop our reference to the frame as soon as the models are done. (A model's input tensor still
             # holds its own downscaled copy of the already-blacked-out frame until the next frame.)
-            del captured
+            del captured, image
         for name, seconds in (*timings, *((f"inference.{k}", v) for k, v in self.backend.last_timings.items())):
             stages.add(name, seconds)
         faces, hands = extra.get("faces", {}), extra.get("hands", {})

@@ -58,7 +58,10 @@ def build_imx500(config: DeviceConfig) -> tuple[Backend, FrameSource]:
         raise SourceError(f"source.kind = imx500: {state.reason}")
     privacy = PrivacyMask([r.polygon for r in config.privacy_regions])
     backend = imx500.create(
-        network_file=network, size=config.source.size, privacy_mask=privacy.mask_for if privacy else None
+        network_file=network,
+        size=config.source.size,
+        privacy_mask=privacy.mask_for if privacy else None,
+        host_frames=config.source.host_frames,
     )
     assert isinstance(backend, imx500.Imx500PersonBackend)
     if config.accelerator.kind not in ("auto", "cpu"):
@@ -91,8 +94,33 @@ def build_zones(config: DeviceConfig) -> ZoneMap:
     )
 
 
+def privacy_mode(config: DeviceConfig) -> str:
+    """What the heartbeat says of this device: "sensor-only" (no image reaches the host) or "blackout-at-capture"."""
+    return "sensor-only" if sensor_only(config) else "blackout-at-capture"
+
+
+def sensor_only(config: DeviceConfig) -> bool:
+    return config.source.kind == "imx500" and not config.source.host_frames
+
+
+SENSOR_ONLY = "source.host_frames = false (sensor-only: no image reaches this computer)"
+
+
 def build_apps(config: DeviceConfig) -> list[App]:
-    """The apps this room's configuration enables, with their thresholds."""
+    """The apps this room's configuration enables, with their thresholds. In sensor-only mode the apps that need
+    pixels on the host are refused, and hand hygiene judges the wrists' dwell at the dispenser alone."""
+    if sensor_only(config) and config.mask.enabled:
+        raise ConfigError(
+            f"mask is enabled but {SENSOR_ONLY}: the mask app looks at faces in the image, which never arrives."
+            " Turn [mask] off, or set host_frames = true (privacy regions are then blacked out at capture)."
+        )
+    hygiene = config.hand_hygiene
+    if sensor_only(config) and hygiene.enabled and hygiene.use_hands and "use_hands" in hygiene.model_fields_set:
+        raise ConfigError(
+            f"hand_hygiene.use_hands = true but {SENSOR_ONLY}: rub detection finds hands in the image, which never"
+            " arrives. Remove use_hands (hand hygiene then judges the wrists' dwell at the dispenser), or set"
+            " host_frames = true."
+        )
     occ = config.occupancy.model_dump()
     occ["zones"] = tuple(occ["zones"])
     apps: list[App] = [OccupancyApp(OccupancyAppConfig(**occ))]
@@ -127,7 +155,9 @@ def build_apps(config: DeviceConfig) -> list[App]:
                     rub_seconds=h.rub_seconds,
                     dispenser_dwell_seconds=h.dispenser_dwell_seconds,
                     lost_seconds=h.lost_seconds,
-                    use_hands=h.use_hands,
+                    use_hands=h.use_hands and not sensor_only(config),
+                    # Without hands on the host, rubbing cannot be judged: the dispenser dwell of the wrists decides.
+                    require_rub=not sensor_only(config),
                 )
             )
         )

@@ -4,7 +4,8 @@
 found in it. This source yields those frames to the agent; the same backend object then answers
 ``detect(frame)`` for them, so the agent's loop is unchanged. The camera blanks privacy regions in its
 buffers (``pre_callback``) and keeps them out of the network's view with the inference ROI;
-:meth:`FrameSource.read` zeroes them once more before anything else sees the frame.
+:meth:`FrameSource.read` zeroes them once more before anything else sees the frame. In sensor-only mode
+(``source.host_frames = false``) there is no frame: each capture carries the people alone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ class Imx500Source(FrameSource):
 
     def _capture(self) -> CapturedFrame | None:
         frame = self.backend.read()
+        if frame.image is None:  # sensor-only: the people alone, in the coordinates of the camera's frame size
+            self._size = self.backend.camera.frame_size
+            return CapturedFrame(frame.timestamp, None, people=frame.people)
         h, w = frame.image.shape[:2]
         self._size = (w, h)
         return CapturedFrame(frame.timestamp, frame.image)

@@ -305,10 +305,10 @@ class StreamSource(FrameSource):
                 continue
             last_good = now
             self._slot_mask.apply(image)  # before it is stored: no unmasked frame ever sits in the slot
-            self._deliver(CapturedFrame(self._clock(), image), now)
+            self._deliver(CapturedFrame(self._clock(), image), image.shape, now)
 
-    def _deliver(self, frame: CapturedFrame, now: float) -> None:
-        h, w = frame.image.shape[:2]
+    def _deliver(self, frame: CapturedFrame, shape: tuple[int, ...], now: float) -> None:
+        h, w = shape[:2]
         if (w, h) != self._size:
             if self._size != (0, 0):
                 log.warning("%s: frame size changed from %dx%d to %dx%d", self.name, *self._size, w, h)

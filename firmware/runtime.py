@@ -24,6 +24,7 @@ from firmware.assembly import (
     build_zones,
     device_dir,
     open_pose_model,
+    privacy_mode,
 )
 from firmware.diagnostics import install_log_ring
 from firmware.exitcodes import RESTART_EXIT_CODE
@@ -135,8 +136,11 @@ class DeviceRuntime:
         beats = HeartbeatLoop(self.client, self.health, self.config.heartbeat_seconds, on_reply=preview.observe)
         self.services = [beats.start(), preview]
         self.jobs = JobRunner(self.client, self.identity, self.dir, self._job_hooks()).start()
-        source = self.config.source.kind
-        self.notifier.ready(f"running {self.model_name} {self.model_version} ({self.pose.kind}), source {source}")
+        source, mode = self.config.source.kind, privacy_mode(self.config)
+        log.info("privacy mode: %s", mode)
+        self.notifier.ready(
+            f"running {self.model_name} {self.model_version} ({self.pose.kind}), source {source}, privacy {mode}"
+        )
         return self
 
     def run(self, duration: float | None = None) -> RunResult:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from accelerators.types import Person
 from firmware.clock import STEADY
 from firmware.privacy import PrivacyMask
 from wardsight.errors import WardSightError
@@ -38,8 +39,12 @@ class TransientSourceError(SourceError):
 
 @dataclass(frozen=True)
 class CapturedFrame:
+    """One frame: its time and the masked image, or (a sensor that runs the network itself, in sensor-only mode)
+    no image at all and the people the sensor found, in the coordinates of a ``frame_size`` frame."""
+
     time: float  # seconds since the epoch for live sources; media time anchored at start for files
-    image: Frame
+    image: Frame | None
+    people: list[Person] | None = None  # set only by a source whose sensor found the people itself
 
 
 @dataclass
@@ -78,7 +83,8 @@ class FrameSource(ABC):
         captured = self._capture()
         if captured is None:
             return None
-        self.privacy.apply(captured.image)  # before anyone else sees it
+        if captured.image is not None:
+            self.privacy.apply(captured.image)  # before anyone else sees it
         self.stats.captured += 1
         return captured
 

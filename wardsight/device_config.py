@@ -45,6 +45,20 @@ class SourceConfig(StrictModel):
     fps: Annotated[float, Field(gt=0, le=120, description="Pi camera frame rate.")] = 15.0
     loop: bool = Field(False, description="Start the file again at its end.")
     realtime: bool = Field(True, description="Pace a file at its frame rate, dropping stale frames.")
+    host_frames: bool = Field(
+        True,
+        description="kind=imx500 only: false is sensor-only mode, where no image ever reaches this computer (the"
+        " AI Camera's network finds people and their pose in the sensor; the agent reads only its metadata).",
+    )
+
+    @model_validator(mode="after")
+    def _sensor_only_needs_the_ai_camera(self) -> SourceConfig:
+        if not self.host_frames and self.kind != "imx500":
+            raise ValueError(
+                f"host_frames = false (sensor-only) needs kind = imx500, the AI Camera that runs the network in"
+                f" the sensor; a {self.kind} source always hands images to the agent"
+            )
+        return self
 
 
 class PrivacyRegion(StrictModel):
@@ -141,7 +155,7 @@ class AcceleratorSettings(StrictModel):
     hailo_hef: Path | None = Field(None, description="YOLOv8-pose HEF compiled for this chip (hailo8 or hailo8l).")
     coral_model: Path | None = Field(None, description="Edge TPU compiled person detector (.tflite).")
     imx500_network: Path | None = Field(
-        None, description="AI Camera network firmware (.rpk); default the SSD MobileNetV2 from imx500-models."
+        None, description="AI Camera network firmware (.rpk); default the YOLOv8n pose network from imx500-models."
     )
 
 

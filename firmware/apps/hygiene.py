@@ -9,7 +9,8 @@ The rules, as a clinician would read them (the clinical brief, "Hand hygiene at 
   its end: the wrists **dwell** at a dispenser zone for ``dispenser_dwell_seconds`` (a dwell may break for
   up to ``dwell_gap_seconds``), **followed by hand rubbing** lasting ``rub_seconds``. Rubbing only counts once
   such a dwell has been completed; a rubbing bout may pause for up to ``rub_gap_seconds`` and still be one bout
-  (the longest bout is the one judged).
+  (the longest bout is the one judged). With ``require_rub`` off (the AI Camera's sensor-only mode, where no
+  image reaches the host to find hands in) the dwell alone is compliance.
 - Rubbing (:func:`is_rubbing`, over the last ``rub_window_seconds`` of wrist samples): the two wrists are
   within ``rub_max_wrist_distance`` of each other in at least ``rub_together_fraction`` of the samples, and
   the wrists move to and fro at least ``rub_min_motion`` per second (path length less the net shift over the
@@ -66,6 +67,7 @@ class HygieneConfig:
     lost_seconds: float = 3.0  # seconds unseen during an opportunity -> "unknown"
     cooldown_seconds: float = 10.0  # seconds before the same track's next opportunity of the same kind counts
     use_hands: bool = True  # ask the agent for hand landmarks ("hands"); pose wrists alone also work
+    require_rub: bool = True  # False: the dispenser dwell alone is compliance (sensor-only mode: no hands)
 
 
 # --- rubbing: a pure decision over a short window of wrist samples ---------------------------------------------
@@ -313,7 +315,8 @@ class HandHygieneApp:
         if last is not None and t - last < c.cooldown_seconds:
             return None
         track.last_event[entry] = t
-        compliant = not lost and track.dispensed and track.rub.best >= c.rub_seconds - 1e-6
+        rubbed = track.rub.best >= c.rub_seconds - 1e-6 or not c.require_rub
+        compliant = not lost and track.dispensed and rubbed
         kind: str
         severity: Severity = "info"
         if lost:

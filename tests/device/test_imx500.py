@@ -93,9 +93,9 @@ def test_intrinsics_bbox_order_and_normalisation(fake, network, order):
     assert frame.people[0].box == pytest.approx((40, 150, 120, 240), abs=3)
 
 
-def test_pose_networks_are_refused(fake, network):
-    ai_camera(fake, [scene()], fake_imx500.FakeNetwork(task="pose estimation"))
-    with pytest.raises(Imx500Error, match="pose estimation"):
+def test_networks_of_other_tasks_are_refused(fake, network):
+    ai_camera(fake, [scene()], fake_imx500.FakeNetwork(task="segmentation"))
+    with pytest.raises(Imx500Error, match="segmentation network; WardSight decodes pose estimation"):
         Imx500Camera(network)
 
 

@@ -31,7 +31,29 @@ Modelled on raspberrypi/picamera2 (0.3.x; ``picamera2/picamera2.py`` and ``picam
   the request's buffer (read-only with ``write=False``) and is None outside the ``with``; ``make_array`` and
   ``make_buffer`` return copies; an undefined stream raises ``RuntimeError("Stream 'x' is not defined")``.
 - ``capture_request(wait=<seconds>)`` raises ``TimeoutError`` (what ``concurrent.futures.Future.result``
-  raises in the real ``Job.get_result``) when no frame comes.
+  raises in the real ``Job.get_result``) when no frame comes; so do ``capture_array``/``capture_arrays``/
+  ``capture_buffer``/``capture_buffers``/``capture_image``/``capture_metadata``, which each take the next request,
+  copy out of it and release it. ``capture_metadata()`` returns only the frame's metadata dict.
+- There is no configuration without a main stream (EDGE_APIS.md 1.2): ``create_*_configuration(main=None)`` raises
+  the real builder's ``TypeError`` (its ``align_stream(None)``) and ``configure`` a config whose main is None
+  raises ``RuntimeError("main stream should be a dictionary")``. A small main (e.g. 64x64) is the way to stream
+  without wanting images; sizes are made even by the builders, odd sizes are refused by ``configure``.
+- ``make_image`` / ``capture_image`` build a PIL image as the real ``Helpers.make_image`` does (pillow is imported
+  only then; YUV streams raise ``RuntimeError("Stream format ... not supported for PIL images")``).
+- An "imx500" camera advertises the ``CnnEnableInputTensor`` control (see ``devices/imx500``).
+
+**Pixels handed to the process** (fake-only, for privacy tests such as the IMX500 sensor-only mode): every time
+image pixels of a camera buffer reach the process the fake counts one hand-out on ``FakeSensor.pixels_handed_out``
+(per sensor, kept across the Picamera2 objects that open it and after ``close()``), on
+``FakeSensor.pixel_handouts`` (a ``Counter`` by kind) and on ``Picamera2.pixels_handed_out`` (per camera object).
+Counted, one per stream buffer: ``MappedArray(...)`` entered (any ``write``/``reshape``, in ``pre_callback`` or
+anywhere: kind "MappedArray"), ``CompletedRequest.make_array`` / ``make_buffer`` / ``make_image`` (kinds of those
+names; so ``capture_array``, ``capture_arrays(names)`` (one per name), ``capture_buffer(s)`` and ``capture_image``
+count through them), and ``get_metadata()`` of a frame whose metadata carries the IMX500 ``CnnInputTensor`` (kind
+"CnnInputTensor"; also via ``capture_metadata``/``capture_arrays``). Not counted: ``capture_request`` /
+``captured_request`` by themselves, ``get_metadata`` / ``capture_metadata`` without an input tensor, and the
+fake's own rendering of frames into its buffers. A sensor-only loop of ``capture_metadata()`` calls leaves the
+count at 0.
 
 Where the fake is deliberately stricter than the real camera (each of these is a hang, a silent fallback or
 a race in the real thing; a test should fail fast instead):
@@ -52,10 +74,10 @@ a race in the real thing; a test should fail fast instead):
 - The raw stream is accepted in configurations but not simulated: mapping it raises ``RuntimeError``.
 
 Fake-only controls (not in the real package): ``add_camera(scenes, ...)`` attaches a ``FakeSensor`` and
-``reset()`` detaches all; ``FakeSensor.fail_after(n)`` / ``fail_with(exc)`` make the camera stop delivering;
-``Picamera2.taps`` holds functions called with each request right after ``pre_callback`` returns (standing
-in for everything downstream of it: capture jobs, encoders, the preview); ``Picamera2.outstanding`` and
-``Picamera2.requests_issued`` count requests.
+``reset()`` detaches all; ``FakeSensor.pixels_handed_out`` (above); ``FakeSensor.fail_after(n)`` /
+``fail_with(exc)`` make the camera stop delivering; ``Picamera2.taps`` holds functions called with each request
+right after ``pre_callback`` returns (standing in for everything downstream of it: capture jobs, encoders, the
+preview); ``Picamera2.outstanding`` and ``Picamera2.requests_issued`` count requests.
 """
 
 from .camera import FakeSensor, Picamera2, Preview, add_camera, attached, reset

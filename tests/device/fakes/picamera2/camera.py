@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,10 @@ class FakeSensor:
         self.delivered = 0
         self.opened_by: Picamera2 | None = None
         self.cameras: list[Picamera2] = []  # every Picamera2 that opened this sensor, newest last
+        self.network: Any = None  # an IMX500 sensor's on-sensor network (devices.imx500 FakeNetwork/FakePoseNetwork)
+        # Every time image pixels of this camera reached the process (see the package docstring), and by which call.
+        self.pixels_handed_out = 0
+        self.pixel_handouts: Counter[str] = Counter()
 
     def fail_after(self, frames: int) -> None:
         """Deliver this many more frames, then stop (a cable pulled, a sensor hung): captures time out."""
@@ -108,6 +114,9 @@ _USE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+_NO_UPDATES: Mapping[str, Any] = MappingProxyType({})  # the real builders' ``main={}`` default, immutable
+
+
 def _configuration_method(kind: str, *, buffer_count: int, display: str | None) -> Callable[..., dict[str, Any]]:
     """``Picamera2.create_<kind>_configuration``: the real three share one signature and differ in the defaults of
     ``buffer_count``, ``display`` / ``encode`` and ``use_case``, and in the main stream's and the controls'."""
@@ -115,7 +124,7 @@ def _configuration_method(kind: str, *, buffer_count: int, display: str | None) 
 
     def create_configuration(
         self: Picamera2,
-        main: dict[str, Any] | None = None,
+        main: Mapping[str, Any] | None = _NO_UPDATES,
         lores: dict[str, Any] | None = None,
         raw: dict[str, Any] | None = None,
         transform: Any = None,
@@ -130,7 +139,11 @@ def _configuration_method(kind: str, *, buffer_count: int, display: str | None) 
     ) -> dict[str, Any]:
         if self._sensor is None:
             raise RuntimeError("Camera not opened")
-        main_cfg = self._stream(main_default | {"size": main_default["size"] or self.sensor_resolution}, main or {})
+        if main is None:
+            # The real builder passes main=None through _make_initial_stream_config (-> None) into align_stream,
+            # which subscripts it: there is no configuration without a main stream (EDGE_APIS.md 1.2).
+            raise TypeError("'NoneType' object is not subscriptable")
+        main_cfg = self._stream(main_default | {"size": main_default["size"] or self.sensor_resolution}, dict(main))
         assert main_cfg is not None
         lores_cfg = self._stream({"format": "YUV420", "size": main_cfg["size"], "preserve_ar": False}, lores)
         raw_cfg = self._stream({"format": RAW_FORMAT, "size": main_cfg["size"]}, {} if raw is None else raw)
@@ -177,6 +190,7 @@ class Picamera2:
         self.requests_issued = 0
         self.unreleased_at_close = 0
         self.flushes = 0  # cancel_all_and_flush() calls
+        self.pixels_handed_out = 0  # this camera's share of sensor.pixels_handed_out
 
     def _reset_flags(self) -> None:
         self.camera_config: dict[str, Any] | None = None
@@ -216,7 +230,8 @@ class Picamera2:
     def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
         lo, hi = self.sensor.frame_duration_range
         w, h = self.sensor.pixel_array
-        return {
+        imx500 = {"CnnEnableInputTensor": (False, True, False)} if self.sensor.model == "imx500" else {}
+        return imx500 | {
             "FrameDurationLimits": (lo, hi, 33333),
             "NoiseReductionMode": (0, 4, 0),
             "ExposureTime": (1, 66_666_666, 20000),
@@ -280,7 +295,7 @@ class Picamera2:
             )()
         if not isinstance(camera_config, dict):
             raise NotImplementedError("the fake picamera2 takes dict or named configurations only")
-        config = {k: dict(v) if isinstance(v, dict) else v for k, v in camera_config.items()}
+        config: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in camera_config.items()}
         self.camera_config = None
         for key in ("colour_space", "transform", "main", "lores", "raw"):
             if key not in config:
@@ -450,10 +465,36 @@ class Picamera2:
         finally:
             request.release()
 
+    def _captured(self, wait: Any, signal_function: Any) -> contextlib.AbstractContextManager[CompletedRequest]:
+        if signal_function is not None or wait is False:
+            raise NotImplementedError("the fake picamera2 models blocking captures only")
+        return self.captured_request(wait=wait)
+
     def capture_array(self, name: str = "main", wait: Any = None, signal_function: Any = None) -> np.ndarray:
-        with self.captured_request(wait=wait) as request:
+        with self._captured(wait, signal_function) as request:
             return request.make_array(name)
 
+    def capture_arrays(
+        self, names: Sequence[str] = ("main",), wait: Any = None, signal_function: Any = None
+    ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        with self._captured(wait, signal_function) as request:
+            return [request.make_array(name) for name in names], request.get_metadata()
+
+    def capture_buffer(self, name: str = "main", wait: Any = None, signal_function: Any = None) -> np.ndarray:
+        with self._captured(wait, signal_function) as request:
+            return request.make_buffer(name)
+
+    def capture_buffers(
+        self, names: Sequence[str] = ("main",), wait: Any = None, signal_function: Any = None
+    ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        with self._captured(wait, signal_function) as request:
+            return [request.make_buffer(name) for name in names], request.get_metadata()
+
+    def capture_image(self, name: str = "main", wait: Any = None, signal_function: Any = None) -> Any:
+        with self._captured(wait, signal_function) as request:
+            return request.make_image(name)
+
     def capture_metadata(self, wait: Any = None, signal_function: Any = None) -> dict[str, Any]:
-        with self.captured_request(wait=wait) as request:
+        """The next frame's metadata only; the request is released here, no pixel reaches the caller."""
+        with self._captured(wait, signal_function) as request:
             return request.get_metadata()

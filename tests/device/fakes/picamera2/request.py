@@ -1,10 +1,13 @@
 """Fake ``picamera2.request``: ref-counted ``CompletedRequest`` and the zero-copy ``MappedArray``.
 
 Buffer layouts follow the real ``MappedArray.__enter__`` / ``Helpers.make_array``; see the package docstring.
+Every call that gives the process image pixels is counted (``FakeSensor.pixels_handed_out``, see the package
+docstring); the count is taken here, where the pixels leave the camera buffer.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,7 @@ KNOWN_FORMATS = (
     "BGR161616",
     "MJPEG",
 )
+PIL_MODES = {"RGB888": "BGR", "BGR888": "RGB", "XBGR8888": "RGBX", "XRGB8888": "BGRX"}  # Helpers._get_pil_mode
 STRIDE_ALIGN = 64  # bytes; Pi 5 (PiSP) row alignment
 PAD_BYTE = 0xA5  # fills the row padding beyond the image width
 POISON_BYTE = 0x5A  # fills a buffer when it goes back to the camera (it will be overwritten by a later frame)
@@ -108,6 +112,13 @@ class CompletedRequest:
         self.configure_count = picam2.configure_count
         self._buffers: dict[str, np.ndarray] | None = picam2._pool[slot]
         self._metadata = dict(metadata)
+        self._sensor = picam2.sensor  # counts pixel hand-outs even after the camera is closed
+
+    def _hand_out(self, kind: str) -> None:
+        """Count one hand-out of image pixels to the process (fake-only bookkeeping)."""
+        self.picam2.pixels_handed_out += 1
+        self._sensor.pixels_handed_out += 1
+        self._sensor.pixel_handouts[kind] += 1
 
     def acquire(self) -> None:
         with self.lock:
@@ -142,15 +153,33 @@ class CompletedRequest:
 
     def make_buffer(self, name: str) -> np.ndarray:
         flat, _ = self._buffer(name)
+        self._hand_out("make_buffer")
         return flat.copy()
 
     def make_array(self, name: str) -> np.ndarray:
         flat, config = self._buffer(name)
+        self._hand_out("make_array")
         return np.ascontiguousarray(shaped_view(flat, config)).copy()
+
+    def make_image(self, name: str, width: int | None = None, height: int | None = None) -> Any:
+        """A PIL image, as the real ``Helpers.make_image`` builds it (pillow is a dependency of the real package;
+        the fake imports it only here, so without pillow this raises ``ModuleNotFoundError``)."""
+        image_module = importlib.import_module("PIL.Image")
+        flat, config = self._buffer(name)
+        mode = PIL_MODES.get(config["format"])
+        if mode is None:
+            raise RuntimeError(f"Stream format {config['format']} not supported for PIL images")
+        self._hand_out("make_image")
+        rgb = np.ascontiguousarray(shaped_view(flat, config)).copy()
+        image = image_module.frombuffer("RGB", (rgb.shape[1], rgb.shape[0]), rgb, "raw", mode, rgb.strides[0], 1)
+        w, h = width or rgb.shape[1], height or rgb.shape[0]
+        return image if (w, h) == (rgb.shape[1], rgb.shape[0]) else image.resize((w, h))
 
     def get_metadata(self) -> dict[str, Any]:
         if self._buffers is None:
             raise RuntimeError("fake picamera2: request used after release (its buffer went back to the camera)")
+        if "CnnInputTensor" in self._metadata:  # the IMX500's input image (CnnEnableInputTensor): pixels too
+            self._hand_out("CnnInputTensor")
         return dict(self._metadata)
 
 
@@ -167,6 +196,7 @@ class MappedArray:
 
     def __enter__(self) -> MappedArray:
         flat, config = self.__request._buffer(self.__stream)
+        self.__request._hand_out("MappedArray")
         array = shaped_view(flat, config) if self.__reshape else flat[:]
         if not self.__write:
             array = array.view()
