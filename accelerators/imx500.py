@@ -143,18 +143,7 @@ class Imx500Camera:
         except RuntimeError as exc:
             raise Imx500Error(f"no IMX500 (Raspberry Pi AI Camera) is usable: {exc}") from exc
         self._imx500: Any = imx500
-        intrinsics = getattr(imx500, "network_intrinsics", None)
-        task = getattr(intrinsics, "task", None) or ("pose estimation" if "pose" in path.name else "object detection")
-        if task not in ("object detection", "pose estimation"):
-            raise Imx500Error(
-                f"{path.name} is a {task} network; WardSight decodes pose estimation (YOLOv8 pose) and object"
-                " detection (post-processed SSD) networks"
-            )
-        self.task: str = task
-        self._bbox_normalization = bool(getattr(intrinsics, "bbox_normalization", False) or False)
-        self._bbox_order = str(getattr(intrinsics, "bbox_order", "yx") or "yx")
-        rate = getattr(intrinsics, "inference_rate", None)
-        self._fps = float(rate) if rate else 30.0
+        self._read_intrinsics(imx500, path)
         self.input_size: tuple[int, int] = tuple(int(v) for v in imx500.get_input_size())  # type: ignore[assignment]
         self._blanked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._mask: BoolMask | None = None
@@ -172,6 +161,20 @@ class Imx500Camera:
             cam.close()
             raise Imx500Error(f"cannot configure the AI camera: {exc}") from exc
         self._cam: Any = cam
+
+    def _read_intrinsics(self, imx500: Any, path: Path) -> None:
+        intrinsics = getattr(imx500, "network_intrinsics", None)
+        task = getattr(intrinsics, "task", None) or ("pose estimation" if "pose" in path.name else "object detection")
+        if task not in ("object detection", "pose estimation"):
+            raise Imx500Error(
+                f"{path.name} is a {task} network; WardSight decodes pose estimation (YOLOv8 pose) and object"
+                " detection (post-processed SSD) networks"
+            )
+        self.task: str = task
+        self._bbox_normalization = bool(getattr(intrinsics, "bbox_normalization", False) or False)
+        self._bbox_order = str(getattr(intrinsics, "bbox_order", "yx") or "yx")
+        rate = getattr(intrinsics, "inference_rate", None)
+        self._fps = float(rate) if rate else 30.0
 
     def _configure(self, cam: Any) -> None:
         stream = {"format": "RGB888", "size": self._requested if self.host_frames else SENSOR_ONLY_STREAM}

@@ -152,6 +152,32 @@ def _iou_one(box: npt.NDArray[np.float32], others: npt.NDArray[np.float32]) -> n
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
+def _candidates(
+    dist: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float32],
+    anchors: npt.NDArray[np.float32],
+    strides: npt.NDArray[np.float32],
+    min_score: float,
+    iou_threshold: float,
+    max_people: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """The anchors kept (best first) and their boxes (x0, y0, x1, y1) in input pixels, after non-maximum suppression."""
+    keep = np.flatnonzero(scores >= min_score)
+    keep = keep[np.argsort(-scores[keep])]
+    a, s = anchors[keep], strides[keep][:, None]
+    boxes = np.concatenate([(a - dist[:2, keep].T) * s, (a + dist[2:, keep].T) * s], axis=1)
+    chosen: list[int] = []
+    suppressed = np.zeros(len(keep), bool)
+    for i in range(len(keep)):
+        if suppressed[i]:
+            continue
+        chosen.append(i)
+        if len(chosen) >= max_people:
+            break
+        suppressed[i + 1 :] |= _iou_one(boxes[i], boxes[i + 1 :]) > iou_threshold
+    return keep[chosen], boxes[chosen]
+
+
 def decode_yolov8_pose(
     outputs: list[npt.NDArray[np.float32]],
     *,
@@ -181,23 +207,7 @@ def decode_yolov8_pose(
             f"not YOLOv8 pose outputs for a {input_size[0]}x{input_size[1]} input ({n} anchors): "
             f"{[np.asarray(o).shape for o in outputs[:3]]}"
         )
-    keep = np.flatnonzero(scores >= min_score)
-    if not len(keep):
-        return []
-    keep = keep[np.argsort(-scores[keep])]
-    a, s = anchors[keep], strides[keep][:, None]
-    x0y0 = (a - dist[:2, keep].T) * s
-    x1y1 = (a + dist[2:, keep].T) * s
-    boxes = np.concatenate([x0y0, x1y1], axis=1)
-    chosen: list[int] = []
-    suppressed = np.zeros(len(keep), bool)
-    for i in range(len(keep)):
-        if suppressed[i]:
-            continue
-        chosen.append(i)
-        if len(chosen) >= max_people:
-            break
-        suppressed[i + 1 :] |= _iou_one(boxes[i], boxes[i + 1 :]) > iou_threshold
+    keep, boxes = _candidates(dist, scores, anchors, strides, min_score, iou_threshold, max_people)
     rx, ry, rw, rh = roi
     cx, cy, cw, ch = scaler_crop
     fw, fh = frame_size
@@ -209,8 +219,7 @@ def decode_yolov8_pose(
         return np.clip(ox + x * sx, 0, fw), np.clip(oy + y * sy, 0, fh)
 
     people: list[Person] = []
-    for i in chosen:
-        j = keep[i]
+    for i, j in enumerate(keep):
         bx, by = to_frame(boxes[i, [0, 2]], boxes[i, [1, 3]])
         if bx[1] <= bx[0] or by[1] <= by[0]:
             continue  # the part of the sensor the network saw lies outside this frame

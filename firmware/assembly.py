@@ -94,7 +94,7 @@ def build_zones(config: DeviceConfig) -> ZoneMap:
     )
 
 
-def privacy_mode(config: DeviceConfig) -> str:
+def privacy_mode(config: DeviceConfig) -> wire.PrivacyMode:
     """What the heartbeat says of this device: "sensor-only" (no image reaches the host) or "blackout-at-capture"."""
     return "sensor-only" if sensor_only(config) else "blackout-at-capture"
 
@@ -267,7 +267,14 @@ def open_pose_model(config: DeviceConfig, store: ArtifactStore, slots: SlotStore
 
 
 def agent_readings(
-    agent: Agent, source: FrameSource, backend: Backend, pending: int, model: str, version: str, started: float
+    agent: Agent,
+    source: FrameSource,
+    backend: Backend,
+    pending: int,
+    model: str,
+    version: str,
+    started: float,
+    mode: wire.PrivacyMode = "blackout-at-capture",
 ) -> AgentReadings:
     elapsed = max(1e-6, time.monotonic() - started)
     configured = None
@@ -291,4 +298,5 @@ def agent_readings(
         accelerator_temp_c=accel_temp if isinstance(accel_temp, int | float) else None,
         models={model: version},
         outbox_pending=pending,
+        privacy_mode=mode,
     )

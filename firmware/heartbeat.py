@@ -66,6 +66,9 @@ class AgentReadings:
     models: dict[str, str]
     outbox_pending: int
     warnings: tuple[str, ...] = ()
+    # How images are kept private: "sensor-only" (the AI Camera's network runs in the sensor, no image reaches
+    # the host) or "blackout-at-capture" (privacy regions zeroed in each frame before any other code sees it).
+    privacy_mode: wire.PrivacyMode = "blackout-at-capture"
 
 
 def build_health(
@@ -92,6 +95,7 @@ def build_health(
         stage_ms={_key(k): round(v, 3) for k, v in list(agent.stage_ms.items())[:16]},
         models={_key(k): v for k, v in list(agent.models.items())[:8]},
         warnings=[_ident(w) for w in warnings[:16]],
+        privacy_mode=agent.privacy_mode,
     )
 
 

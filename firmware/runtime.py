@@ -229,7 +229,14 @@ class DeviceRuntime:
         """A heartbeat report for now."""
         pending, started = self.sender.pending, self.started
         readings = agent_readings(
-            self.agent, self.source, self.backend, pending, self.model_name, self.model_version, started
+            self.agent,
+            self.source,
+            self.backend,
+            pending,
+            self.model_name,
+            self.model_version,
+            started,
+            privacy_mode(self.config),
         )
         uptime = time.monotonic() - started
         health = build_health(self.identity.device_id, readings, read_system(), uptime_s=uptime, sent_at=time.time())

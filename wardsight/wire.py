@@ -192,6 +192,12 @@ def data_key(text: str) -> str:
     return (key if key[:1].isalpha() else "k_" + key)[:32] or "unknown"
 
 
+PrivacyMode = Literal[
+    "sensor-only",  # the AI Camera runs the network in the sensor: no image reaches the host, only metadata
+    "blackout-at-capture",  # frames reach the agent; privacy regions are zeroed before any other code sees them
+]
+
+
 class Health(_Closed):
     """A device heartbeat: how the agent and its hardware are doing. Numbers and identifiers only."""
 
@@ -217,6 +223,8 @@ class Health(_Closed):
     warnings: Annotated[list[Identifier], Field(max_length=16)] = Field(default_factory=list)
     # Whether this device can take model updates over the air (None: an agent that does not say).
     updates: UpdateCapability | None = None
+    # How this device keeps images private (None: an older agent that does not say).
+    privacy_mode: PrivacyMode | None = None
 
 
 UpdateState = Literal[

@@ -1,7 +1,9 @@
 """The console's helper routes beyond the other features' (every one checks the role on the server):
 
-- ``GET /api/v1/fleet/overview`` (viewer): every device with its latest heartbeat, presence and a display
-  state (online, offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary.
+- ``GET /api/v1/fleet/overview?privacy_mode=`` (viewer): every device with its latest heartbeat, presence,
+  privacy mode (``sensor-only``, ``blackout-at-capture`` or null: not reported) and a display state (online,
+  offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary (of the whole fleet);
+  ``privacy_mode`` (optional: ``sensor-only``, ``blackout-at-capture``, ``unknown``) keeps only those devices.
 - ``GET /api/v1/devices/{id}/health?since=&limit=`` (viewer): the latest heartbeat and the samples for charts.
 - ``GET /api/v1/devices/{id}/config`` (operator): the device.toml most recently pushed to the device by a
   ``push_config`` job (the one that succeeded, else the newest), so the zone editor starts from it; ``config``
@@ -26,11 +28,12 @@ from fleet.auth.operator import require
 from fleet.config import ServerConfig
 from fleet.console.overview import fleet_overview
 from fleet.health import store
+from fleet.health.privacy import PRIVACY_FILTERS
 from fleet.ota.repository.files import bundle_root
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
-from fleet.web.query import query_number
+from fleet.web.query import query_choice, query_number
 
 MAX_QR_TEXT = 2900  # a version-40 QR code at error level L holds 2953 bytes
 HISTORY_LIMIT = 1440
@@ -41,7 +44,8 @@ HISTORY_LIMIT = 1440
 
 async def get_overview(request: web.Request) -> web.Response:
     await require(request, "viewer")
-    return web.json_response(fleet_overview(request.app))
+    wanted = query_choice(request, "privacy_mode", PRIVACY_FILTERS)
+    return web.json_response(fleet_overview(request.app, wanted))
 
 
 async def get_device_health(request: web.Request) -> web.Response:

@@ -1,6 +1,10 @@
 """The operators' API for devices: list and view them, approve, quarantine, release, revoke, reissue a
 credential; and the recent events.
 
+Every device view carries ``privacy_mode``, as its latest heartbeat reported it (``sensor-only`` or
+``blackout-at-capture``; null when not reported); ``GET /api/v1/devices?privacy_mode=`` lists only the devices
+with that mode (``unknown``: those that did not report one).
+
 Every route checks the caller's role on the server (:func:`fleet.auth.operator.require`) and every change
 goes into the audit log with who and when (:mod:`fleet.devices.service`).
 """
@@ -9,17 +13,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.auth.operator import require
 from fleet.devices import service
+from fleet.health import store as health_store
+from fleet.health.privacy import PRIVACY_FILTERS, privacy_matches
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
-from fleet.web.query import query_number
+from fleet.web.query import query_choice, query_number
 
 log = logging.getLogger("wardsight.fleet.admin")
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -31,14 +37,28 @@ class StatusRequest(BaseModel):
     reason: Annotated[str, Field(max_length=200)] | None = None
 
 
+def _device_view(request: web.Request, device_id: str) -> dict[str, Any] | None:
+    """The device's view with the privacy mode of its latest heartbeat; None for no such device."""
+    db = request.app[DB_KEY]
+    device = db.device_view(device_id)
+    if device is not None:
+        device["privacy_mode"] = health_store.privacy_mode(db.db, device_id)
+    return device
+
+
 async def list_devices(request: web.Request) -> web.Response:
     await require(request, "viewer")
-    return web.json_response({"devices": request.app[DB_KEY].list_devices(), "now": request.app[CLOCK_KEY]()})
+    wanted = query_choice(request, "privacy_mode", PRIVACY_FILTERS)
+    db = request.app[DB_KEY]
+    modes = health_store.privacy_modes(db.db)
+    devices = [{**d, "privacy_mode": modes.get(d["id"])} for d in db.list_devices()]
+    picked = [d for d in devices if privacy_matches(d["privacy_mode"], wanted)]
+    return web.json_response({"devices": picked, "now": request.app[CLOCK_KEY]()})
 
 
 async def get_device(request: web.Request) -> web.Response:
     await require(request, "viewer")
-    device = request.app[DB_KEY].device_view(request.match_info["id"])
+    device = _device_view(request, request.match_info["id"])
     if device is None:
         raise RejectedError(404, "no such device")
     return web.json_response(device)
@@ -61,7 +81,7 @@ def status_handler(action: str) -> Handler:
         except service.NotAllowedError as exc:
             raise RejectedError(409, str(exc)) from None
         log.warning("device %s: %s by %s (%s)", device_id, action, who.actor, body.reason or "no reason given")
-        return web.json_response(db.device_view(device_id))
+        return web.json_response(_device_view(request, device_id))
 
     return handler
 
@@ -76,7 +96,7 @@ async def reissue(request: web.Request) -> web.Response:
         raise RejectedError(404, "no such device") from None
     except service.NotAllowedError as exc:
         raise RejectedError(409, str(exc)) from None
-    return web.json_response(db.device_view(device_id))
+    return web.json_response(_device_view(request, device_id))
 
 
 async def list_events(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """The health tables (keyed by device and removed with it): heartbeats, their samples, and presence.
 
 - ``health_latest``: the last heartbeat of each device, flattened, with the clock skew it showed
-  (device ``sent_at`` minus server ``received_at``; positive means the device clock is ahead).
+  (device ``sent_at`` minus server ``received_at``; positive means the device clock is ahead) and the privacy
+  mode it reported (NULL: an agent that does not say).
 - ``health_samples``: a few numbers per heartbeat for charts, at most :data:`SAMPLES_PER_DEVICE` per
   device (the oldest are trimmed on insert).
 - ``presence``: when each device was last heard from, and whether (since when) it is offline.
@@ -46,6 +47,7 @@ LATEST_COLUMNS = (
     "models",
     "warnings",
     "updates",
+    "privacy_mode",
 )
 SAMPLE_COLUMNS = (
     "received_at",
@@ -123,6 +125,7 @@ def _heartbeat_row(health: wire.Health, now: float, previous: tuple[Any, ...] | 
         "models": json.dumps(health.models, sort_keys=True),
         "warnings": json.dumps(health.warnings),
         "updates": health.updates,
+        "privacy_mode": health.privacy_mode,
         "pose_ms": next((health.stage_ms[k] for k in POSE_STAGES if k in health.stage_ms), None),
     }
 
@@ -206,6 +209,18 @@ def latest_rows(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
     """Every device's ``health_latest`` row (JSON columns not decoded), by device id."""
     cur = db.conn.execute(f"SELECT {', '.join(LATEST_COLUMNS)} FROM health_latest")  # noqa: S608
     return {r["device_id"]: r for r in (dict(zip(LATEST_COLUMNS, row, strict=True)) for row in cur)}
+
+
+def privacy_modes(db: sqlite_utils.Database) -> dict[str, str | None]:
+    """Each device's privacy mode as its latest heartbeat said, by device id; devices never heard from are absent,
+    and None is an agent that does not say."""
+    return dict(db.conn.execute("SELECT device_id, privacy_mode FROM health_latest").fetchall())
+
+
+def privacy_mode(db: sqlite_utils.Database, device_id: str) -> str | None:
+    """The device's privacy mode as its latest heartbeat said; None if it did not say or never sent one."""
+    row = db.conn.execute("SELECT privacy_mode FROM health_latest WHERE device_id = ?", [device_id]).fetchone()
+    return row[0] if row is not None else None
 
 
 def health_history(db: sqlite_utils.Database, device_id: str, since: float, limit: int = 500) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ import {h, clear, field, fmtTime, fmtAgo, fmtNum, pageHeader, statusLine, action
   unavailable, badge} from "./ui.js";
 import {lineChart, drawScene, toFrame, ZONE_COLORS} from "./canvas.js";
 import {readShapes, writeShapes} from "./toml.js";
-import {stateBadge} from "./page-fleet.js";
+import {stateBadge, privacyText} from "./page-fleet.js";
 import {followBatch, batchStatus} from "./page-jobs.js";
 import {commissioningPanel} from "./panel-commissioning.js";
 
@@ -49,6 +49,8 @@ export async function render(root, ctx) {
     add("Enrolled", fmtTime(dev.enrolled_at));
     add("Status", `${dev.status}${dev.status_reason ? ` (${dev.status_reason})` : ""}${dev.status_changed_by ? `, by ${dev.status_changed_by} at ${fmtTime(dev.status_changed_at)}` : ""}`);
     add("Credential expires", fmtTime(dev.credential_expires_at));
+    // As the latest heartbeat said (the overview is the fresher reading when there is one).
+    add("Privacy mode", privacyText(overview ? overview.privacy_mode : dev.privacy_mode));
     if (overview) add("Last heard", fmtAgo(overview.last_heard_at, overview.now));
     clear(headBadge).appendChild(stateBadge(overview ? overview.state : dev.status));
     clear(actions);

@@ -1,4 +1,5 @@
-// Fleet overview: every device by site / ward / room with its state and health; counts, filters and search.
+// Fleet overview: every device by site / ward / room with its state, health and privacy mode; counts, filters
+// and search.
 import {get, getOptional} from "./api.js";
 import {h, clear, field, fmtAgo, fmtNum, pageHeader, badge, keepFocus} from "./ui.js";
 
@@ -6,6 +7,18 @@ const STATES = ["online", "offline", "degraded", "updating", "pending", "quarant
 const STATE_TEXT = {online: "online", offline: "offline", degraded: "degraded", updating: "updating",
   pending: "pending approval", quarantined: "quarantined", revoked: "revoked", never_seen: "not heard from yet"};
 const UPDATING = new Set(["downloading", "downloaded", "installed", "activated"]);
+// How a device keeps images private, as its latest heartbeat said ("unknown": not reported, or never heard from).
+const PRIVACY_TEXT = {"sensor-only": "Sensor only (no image reaches the computer)",
+  "blackout-at-capture": "Blackout at capture"};
+const PRIVACY_FILTERS = ["sensor-only", "blackout-at-capture", "unknown"];
+
+export function privacyMode(mode) {
+  return PRIVACY_TEXT[mode] ? mode : "unknown";
+}
+
+export function privacyText(mode) {
+  return PRIVACY_TEXT[mode] || "not reported";
+}
 
 export function stateBadge(state) {
   return badge(STATE_TEXT[state] || state, `state state-${state}`);
@@ -49,13 +62,15 @@ export async function render(root, ctx) {
   const state = field("Status", "select", {}, [["", "any status"], ...STATES.map(s => [s, STATE_TEXT[s]])]);
   const site = field("Site", "select", {}, [["", "all sites"]]);
   const ward = field("Ward", "select", {}, [["", "all wards"]]);
+  const privacy = field("Privacy mode", "select", {}, [["", "any privacy mode"],
+    ...PRIVACY_FILTERS.map(m => [m, privacyText(m)])]);
   const filters = h("form", {class: "filters", role: "search", "aria-label": "Filter devices",
-    onsubmit: ev => ev.preventDefault()}, search.wrap, state.wrap, site.wrap, ward.wrap);
+    onsubmit: ev => ev.preventDefault()}, search.wrap, state.wrap, site.wrap, ward.wrap, privacy.wrap);
   const shown = h("p", {class: "muted", "aria-live": "polite"});
   const tableEl = h("table", {class: "fleet"},
     h("caption", {class: "sr-only"}, "Devices grouped by site and ward"),
-    h("thead", {}, h("tr", {}, ["Device", "Room", "Status", "Model version", "Accelerator", "Frame rate",
-      "Temperature", "Last heard"].map(t => h("th", {scope: "col"}, t)))));
+    h("thead", {}, h("tr", {}, ["Device", "Room", "Status", "Model version", "Accelerator", "Privacy mode",
+      "Frame rate", "Temperature", "Last heard"].map(t => h("th", {scope: "col"}, t)))));
   root.append(pageHeader("Fleet"), counts, filters, shown, tableEl);
 
   let data = null;
@@ -63,6 +78,7 @@ export async function render(root, ctx) {
   const params = ctx.params;
   if (params.get("q")) search.input.value = params.get("q");
   if (params.get("state")) state.input.value = params.get("state");
+  if (PRIVACY_FILTERS.includes(params.get("privacy_mode"))) privacy.input.value = params.get("privacy_mode");
 
   function fillSelect(select, values, allText) {
     const current = select.value;
@@ -90,11 +106,12 @@ export async function render(root, ctx) {
       (!state.input.value || d.state === state.input.value) &&
       (!site.input.value || d.site === site.input.value) &&
       (!ward.input.value || d.ward === ward.input.value) &&
+      (!privacy.input.value || privacyMode(d.privacy_mode) === privacy.input.value) &&
       (!q || [d.id, d.name, d.room, d.site, d.ward].some(v => v && String(v).toLowerCase().includes(q))));
     shown.textContent = `Showing ${picked.length} of ${devices.length} devices.`;
     for (const tb of tableEl.querySelectorAll("tbody")) tb.remove();
     if (!picked.length) {
-      tableEl.appendChild(h("tbody", {}, h("tr", {}, h("td", {colSpan: 8, class: "empty"},
+      tableEl.appendChild(h("tbody", {}, h("tr", {}, h("td", {colSpan: 9, class: "empty"},
         devices.length ? "No device matches the filters." : "No devices enrolled yet."))));
       return;
     }
@@ -105,7 +122,7 @@ export async function render(root, ctx) {
       groups.get(key).push(d);
     }
     for (const [key, list] of groups) {
-      const tb = h("tbody", {}, h("tr", {class: "group"}, h("th", {colSpan: 8, scope: "rowgroup"}, key)));
+      const tb = h("tbody", {}, h("tr", {class: "group"}, h("th", {colSpan: 9, scope: "rowgroup"}, key)));
       for (const d of list.sort((a, b) => (a.room || "").localeCompare(b.room || "") || a.id.localeCompare(b.id))) {
         const hl = d.health;
         let heard = fmtAgo(d.last_heard_at ?? d.last_seen, data.now);
@@ -116,6 +133,7 @@ export async function render(root, ctx) {
           h("td", {}, stateBadge(d.state), hl && hl.degraded && hl.degraded.length ? h("span", {class: "muted"}, ` ${hl.degraded.join(", ")}`) : null),
           h("td", {}, modelVersions(hl)),
           h("td", {}, accelerator(hl)),
+          h("td", {class: `privacy privacy-${privacyMode(d.privacy_mode)}`}, privacyText(d.privacy_mode)),
           h("td", {}, hl ? fmtNum(hl.fps, 1, " fps") : "—"),
           h("td", {}, temperature(hl)),
           h("td", {}, heard)));
@@ -132,7 +150,7 @@ export async function render(root, ctx) {
       ctx.setStatus(`Cannot load the fleet (${err.message}); retrying…`);
     }
   }
-  for (const f of [search.input, state.input, site.input, ward.input]) f.addEventListener("input", draw);
+  for (const f of [search.input, state.input, site.input, ward.input, privacy.input]) f.addEventListener("input", draw);
   await refresh();
   const timer = setInterval(refresh, ctx.refreshMs);
   return () => clearInterval(timer);

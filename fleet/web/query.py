@@ -1,9 +1,10 @@
-"""Query-string parsing: unknown parameters and numbers, each refused with a 400 naming the parameter."""
+"""Query-string parsing: unknown parameters, numbers, identifiers and choices, each refused with a 400 naming the
+parameter."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from typing import TypeVar
 
 from aiohttp import web
@@ -42,4 +43,14 @@ def query_identifier(request: web.Request, name: str) -> str | None:
         return None
     if not wire.is_identifier(value):
         raise RejectedError(400, f"{name} must be an identifier (letters, digits, _ . : -)")
+    return value
+
+
+def query_choice(request: web.Request, name: str, choices: Sequence[str]) -> str | None:
+    """The query parameter ``name`` if it is one of ``choices``; None when absent or empty, 400 otherwise."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if value not in choices:
+        raise RejectedError(400, f"{name} must be one of {', '.join(choices)}")
     return value

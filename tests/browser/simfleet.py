@@ -50,6 +50,7 @@ class Readings:
     accelerator_temp_c: float | None = None
     models: dict[str, str] = field(default_factory=lambda: {"pose_net": "1.0"})
     warnings: list[str] = field(default_factory=list)
+    privacy_mode: wire.PrivacyMode | None = "blackout-at-capture"  # None: an older agent
 
 
 class SimDevice:
@@ -108,6 +109,7 @@ class SimDevice:
             stage_ms={"pose": round(19.5 + 2 * wobble, 2), "capture": 2.6},
             models=dict(r.models),
             warnings=list(r.warnings),
+            privacy_mode=r.privacy_mode,
         )
         reply = self.client.heartbeat(health)
         if reply.headers.get(PREVIEW_HEADER) == "1":

@@ -21,6 +21,7 @@ from firmware.identity import IdentityStore  # noqa: E402
 from firmware.runtime import DeviceRuntime  # noqa: E402
 from fleet.cli import create_token  # noqa: E402
 from fleet.config import ServerConfig  # noqa: E402
+from fleet.health.store import privacy_mode as fleet_privacy_mode  # noqa: E402
 from fleet.server import BackgroundServer  # noqa: E402
 from fleet.store.db import FleetDB  # noqa: E402
 from tests.device.fakes import picamera2 as fake_picamera2  # noqa: E402
@@ -118,8 +119,14 @@ def test_a_sensor_only_agent_touches_no_image_and_its_events_reach_the_fleet(fak
         thread = threading.Thread(target=runtime.run, daemon=True)
         thread.start()
         db = FleetDB(config.database)
+        device_id = runtime.identity.device_id
+
+        def arrived() -> bool:
+            heard = fleet_privacy_mode(db.db, device_id) is not None
+            return heard and any(e["app"] == "occupancy" for e in db.recent_events())
+
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(e["app"] == "occupancy" for e in db.recent_events()):
+        while time.monotonic() < deadline and not arrived():
             time.sleep(0.1)
         runtime.stop_event.set()
         thread.join(30)
@@ -127,5 +134,6 @@ def test_a_sensor_only_agent_touches_no_image_and_its_events_reach_the_fleet(fak
         assert any(e["app"] == "occupancy" and e["type"] == "count_changed" for e in events), events
         assert runtime.agent.stats.processed >= 10
         assert sensor.pixels_handed_out == 0, sensor.pixel_handouts
+        assert fleet_privacy_mode(db.db, device_id) == "sensor-only"  # from its heartbeats, as the console shows it
     finally:
         server.stop()
