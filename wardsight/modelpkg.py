@@ -6,19 +6,23 @@ size, and the input and decoder settings the agent needs. The OTA system signs a
 checks the package's length and hashes); the device then extracts only the build for its backend and checks that
 file's sha256 against the manifest.
 
-Reading is defensive: member names are plain file names (no directories, links or ``..``), sizes are capped, and
-nothing is extracted that the manifest does not name.
+Reading is defensive: member names are plain file names (no directories, links or ``..``), sizes are capped, the
+number of members is capped (read header by header and refused at the first past :data:`MAX_MEMBERS`), tar
+extension headers are small and carry no GNU sparse maps, and nothing is extracted that the manifest does not name.
+Error messages are one line of at most :data:`MAX_ERROR_CHARS` characters and never name a path on disk (the
+caller knows which file it passed), so a server can hand them to whoever uploaded the package.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,6 +33,9 @@ from wardsight.errors import WardSightError
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
 MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_MEMBERS = 16  # the manifest and at most 8 builds (Manifest.builds), with room to spare
+MAX_EXTENSION_BYTES = 64 * 1024  # a pax or GNU long-name header (names here are at most 128 characters)
+MAX_ERROR_CHARS = 300
 FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 VERSION = r"^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$"  # numeric dotted: ordered without ambiguity
 
@@ -36,8 +43,19 @@ Backend = Literal["cpu", "hailo", "coral", "imx500"]
 Runtime = Literal["litert", "onnxruntime", "hailort", "edgetpu", "imx500"]
 
 
+def short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` on one line and at most ``limit`` characters (cut with an ellipsis)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class PackageError(WardSightError):
-    """Not a usable model package (malformed, unsafe, or a file that does not match its manifest)."""
+    """Not a usable model package (malformed, unsafe, or a file that does not match its manifest).
+
+    The message is made :func:`short`; it names members and the package, never a path on disk."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(short(message))
 
 
 class _Strict(BaseModel):
@@ -109,7 +127,7 @@ def write_package(out: Path, manifest: Manifest, files: Mapping[str, Path]) -> N
     for name, path in files.items():
         digest, size = describe_file(path)
         if (digest, size) != (named[name].sha256, named[name].size):
-            raise PackageError(f"{path} does not match the manifest's sha256/size for {name}")
+            raise PackageError(f"the file given for {name} does not match the manifest's sha256/size")
     tmp = out.with_name(out.name + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         data = manifest.model_dump_json(indent=2).encode()
@@ -126,29 +144,80 @@ def write_package(out: Path, manifest: Manifest, files: Mapping[str, Path]) -> N
     os.replace(tmp, out)
 
 
-def _open(path: Path) -> tarfile.TarFile:
-    try:
-        return tarfile.open(path, "r:")  # uncompressed only: no decompression bombs
-    except (OSError, tarfile.TarError) as exc:
-        raise PackageError(f"{path} is not a model package: {exc}") from None
+_EXTENSIONS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 
 
-def _member(tar: tarfile.TarFile, name: str, limit: int) -> tarfile.TarInfo:
+class _Header(tarfile.TarInfo):
+    """tarfile's header reader with limits: tarfile reads an extension header's data whole into memory and
+    follows GNU sparse maps of any length, so both are checked before tarfile processes a header."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise PackageError("package holds a sparse file")
+        if self.type in _EXTENSIONS:
+            if self.size > MAX_EXTENSION_BYTES:
+                raise PackageError(f"package has a tar extension header over {MAX_EXTENSION_BYTES} bytes")
+            assert tar.fileobj is not None
+            start = tar.fileobj.tell()
+            records = tar.fileobj.read(self.size)
+            tar.fileobj.seek(start)
+            if b"GNU.sparse" in records:
+                raise PackageError("package holds a sparse file")
+        member: tarfile.TarInfo = tarfile.TarInfo._proc_member(self, tar)  # type: ignore[attr-defined]
+        return member
+
+
+@contextlib.contextmanager
+def open_package(path: Path) -> Iterator[tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]]:
+    """The open package and its members by name (see :func:`members`)."""
     try:
-        info = tar.getmember(name)
-    except KeyError:
-        raise PackageError(f"package has no {name}") from None
-    if not info.isfile() or info.size > limit:
-        raise PackageError(f"package member {name} is not a regular file under {limit} bytes")
+        # Uncompressed only: no decompression bombs. Closed by the with below.
+        tar = tarfile.open(path, "r:", tarinfo=_Header)  # noqa: SIM115
+    except OSError as exc:
+        raise PackageError(f"the package cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except tarfile.TarError as exc:
+        raise PackageError(f"the file is not a model package (an uncompressed tar): {exc}") from None
+    with tar:
+        yield tar, members(tar)
+
+
+def members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """Every member of a package just opened, by name, read header by header: refused at the first member past
+    :data:`MAX_MEMBERS` (the rest is never read), at a second member of the same name, and at a member that is
+    not a regular file with a plain file name."""
+    found: dict[str, tarfile.TarInfo] = {}
+    try:
+        while (info := tar.next()) is not None:
+            if len(found) == MAX_MEMBERS:
+                raise PackageError(f"package has more than {MAX_MEMBERS} members")
+            if not re.match(FILE_NAME, info.name) or not info.isfile():
+                raise PackageError(f"package member '{info.name[:80]}' is not a regular file with a plain file name")
+            if info.name in found:
+                raise PackageError(f"package has two members named {info.name}")
+            found[info.name] = info
+    except (tarfile.TarError, ValueError) as exc:
+        raise PackageError(f"the package is not a readable tar: {exc}") from None
+    return found
+
+
+def _member(listed: Mapping[str, tarfile.TarInfo], name: str, limit: int) -> tarfile.TarInfo:
+    info = listed.get(name)
+    if info is None:
+        raise PackageError(f"package has no {name}")
+    if info.size > limit:
+        raise PackageError(f"package member {name} is over {limit} bytes")
     return info
 
 
 def read_manifest(path: Path) -> Manifest:
-    with _open(path) as tar:
-        for info in tar.getmembers():
-            if not re.match(FILE_NAME, info.name) or not info.isfile():
-                raise PackageError(f"package member '{info.name[:80]}' is not a plain file name")
-        fh = tar.extractfile(_member(tar, MANIFEST, MAX_MANIFEST_BYTES))
+    with open_package(path) as (tar, listed):
+        fh = tar.extractfile(_member(listed, MANIFEST, MAX_MANIFEST_BYTES))
         assert fh is not None
         try:
             return Manifest.model_validate(json.loads(fh.read()))
@@ -158,8 +227,8 @@ def read_manifest(path: Path) -> Manifest:
 
 def extract_build(path: Path, build: Build, dest: Path) -> Path:
     """Copy one build's file out of the package to ``dest`` (a file path), checking its size and sha256."""
-    with _open(path) as tar:
-        info = _member(tar, build.file, MAX_FILE_BYTES)
+    with open_package(path) as (tar, listed):
+        info = _member(listed, build.file, MAX_FILE_BYTES)
         if info.size != build.size:
             raise PackageError(f"{build.file} is {info.size} bytes, the manifest says {build.size}")
         src = tar.extractfile(info)

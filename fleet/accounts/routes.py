@@ -94,34 +94,25 @@ def _set_cookie(response: web.StreamResponse, config: ServerConfig, value: str) 
     )
 
 
-def _fail(request: web.Request, username: str, reason: str, locks: bool, action: str) -> None:
-    app = request.app
-    lockout.record_failure(
-        app[DB_KEY].db,
-        username,
-        reason=reason,
-        locks=locks,
-        action=action,
-        remote=request.remote,
-        now=app[CLOCK_KEY](),
-        config=app[CONFIG_KEY],
-    )
+def _fail(request: web.Request, attempt: lockout.Attempt, reason: str, action: str) -> None:
+    lockout.record_failure(request.app[DB_KEY].db, attempt, reason=reason, action=action, now=request.app[CLOCK_KEY]())
 
 
 async def _check_password(
-    app: web.Application, username: str, password: str
-) -> tuple[dict[str, Any] | None, str | None, bool, bool, bool]:
-    """Count an attempt for ``username`` (429 while it is locked out), then check ``password`` against its stored
-    hash: (its credentials row or None, the stored hash, whether it matches, whether to rehash it, whether a
-    failure now starts a lockout)."""
+    request: web.Request, username: str, password: str
+) -> tuple[dict[str, Any] | None, str | None, bool, bool, lockout.Attempt]:
+    """Count an attempt for ``username`` from the client's address (429 while throttled there), then check
+    ``password`` against its stored hash: (its credentials row or None, the stored hash, whether it matches,
+    whether to rehash it, the attempt for :func:`_fail` or the sign-in)."""
+    app = request.app
     db = app[DB_KEY].db
-    wait, locks = lockout.begin_attempt(db, username, app[CLOCK_KEY](), app[CONFIG_KEY])
-    if wait > 0:
-        raise _locked_out(wait)
+    attempt = lockout.begin_attempt(db, app[lockout.THROTTLE_KEY], username, request.remote, app[CLOCK_KEY]())
+    if attempt.wait > 0:
+        raise _locked_out(attempt.wait)
     row = store.credentials(db, username)
     stored = row["password_hash"] if row is not None else None
     ok, rehash = await passwords.verify_in_worker(app, stored, password)
-    return row, stored, ok, rehash, locks
+    return row, stored, ok, rehash, attempt
 
 
 async def login(request: web.Request) -> web.Response:
@@ -129,10 +120,10 @@ async def login(request: web.Request) -> web.Response:
     app = request.app
     db, config = app[DB_KEY].db, app[CONFIG_KEY]
     username = body.username.lower()
-    row, stored, ok, rehash, locks = await _check_password(app, username, body.password)
+    row, stored, ok, rehash, attempt = await _check_password(request, username, body.password)
     if not ok or row is None or row["disabled"]:
         reason = "unknown user" if row is None else ("wrong password" if not ok else "account disabled")
-        _fail(request, username, reason, locks, "login.failure")
+        _fail(request, attempt, reason, "login.failure")
         raise RejectedError(401, "invalid username or password")
     new_hash = await passwords.hash_in_worker(app, body.password) if rehash else None
     opened = sessions.open_session(
@@ -141,7 +132,8 @@ async def login(request: web.Request) -> web.Response:
         stored,
         new_hash=new_hash,
         old_cookie=request.cookies.get(COOKIE_NAME),
-        remote=request.remote,
+        attempt=attempt,
+        guard=app[lockout.THROTTLE_KEY],
         now=app[CLOCK_KEY](),
         config=config,
     )
@@ -181,15 +173,16 @@ async def change_password(request: web.Request) -> web.Response:
     db = app[DB_KEY].db
     username = principal.username
     assert username is not None
-    _, stored, ok, _, locks = await _check_password(app, username, body.current_password)
+    _, stored, ok, _, attempt = await _check_password(request, username, body.current_password)
     if not ok:
-        _fail(request, username, "wrong current password", locks, "password.change_failure")
+        _fail(request, attempt, "wrong current password", "password.change_failure")
         raise RejectedError(403, "current password is wrong")
     if body.new_password == body.current_password:
         raise RejectedError(400, "the new password must differ from the current one")
     new_hash = await passwords.hash_in_worker(app, body.new_password)
     now = app[CLOCK_KEY]()
-    if not sessions.change_own_password(db, principal, session, stored, new_hash, now):
+    guard = app[lockout.THROTTLE_KEY]
+    if not sessions.change_own_password(db, principal, session, stored, new_hash, now, attempt, guard):
         raise RejectedError(409, "the account changed meanwhile; try again")
     return web.json_response({"username": username, "password_changed_at": now})
 

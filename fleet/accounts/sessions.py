@@ -33,25 +33,27 @@ def open_session(
     *,
     new_hash: str | None,
     old_cookie: str | None,
-    remote: str | None,
+    attempt: lockout.Attempt,
+    guard: lockout.Throttle,
     now: float,
     config: ServerConfig,
 ) -> NewSession | None:
     """Log ``username`` in, unless the account was disabled or its password changed since ``checked_hash``
-    was verified (None then). Clears the failed attempts, drops expired sessions and the one in
-    ``old_cookie``, stamps ``last_login_at`` and stores ``new_hash`` (a rehash) if given."""
+    was verified (None then). Takes back the ``attempt``'s count and remembers its address
+    (:func:`lockout.signed_in`), drops expired sessions and the one in ``old_cookie``, stamps ``last_login_at``
+    and stores ``new_hash`` (a rehash) if given."""
     session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     with transaction(db.conn) as conn:
         current = store.credentials(db, username)
         if current is None or current["disabled"] or current["password_hash"] != checked_hash:
             return None
-        lockout.clear_failures(conn, username)
+        lockout.signed_in(conn, guard, attempt, now)
         store.delete_expired_sessions(conn, now, config)
         if old_cookie:
             store.delete_session(conn, sha256(old_cookie))
         store.insert_session(conn, sha256(session_id), username, csrf, now)
         store.note_login(conn, username, now, new_hash)
-        details = {"remote": remote, "rehashed": new_hash is not None}
+        details = {"remote": attempt.remote, "rehashed": new_hash is not None}
         actor = f"user:{username}"
         audit.record(db, actor=actor, action="login.success", target=actor, details=details, now=now)
     return NewSession(session_id, csrf, current["role"])
@@ -71,15 +73,18 @@ def change_own_password(
     checked_hash: str | None,
     new_hash: str,
     now: float,
+    attempt: lockout.Attempt,
+    guard: lockout.Throttle,
 ) -> bool:
     """Replace the password whose hash was ``checked_hash``; False (nothing stored) if the account changed
-    meanwhile. The user's other sessions (perhaps an attacker's) end; this one stays."""
+    meanwhile. The user's other sessions (perhaps an attacker's) end; this one stays. The ``attempt`` that
+    checked the current password counts as a sign-in (:func:`lockout.signed_in`)."""
     username = principal.username
     assert username is not None
     with transaction(db.conn) as conn:
         if not store.replace_password(conn, username, checked_hash, new_hash, now):
             return False
-        lockout.clear_failures(conn, username)
+        lockout.signed_in(conn, guard, attempt, now)
         store.end_sessions(conn, username, keep=session.id_hash)
         audit.record(db, actor=principal.actor, action="password.change", target=principal.actor, now=now)
     return True

@@ -30,34 +30,36 @@ def _sha256_stream(stream: Any) -> str:
     return digest.hexdigest()
 
 
-def _check_members(tar: tarfile.TarFile, manifest: modelpkg.Manifest) -> None:
-    """Exactly the manifest and the builds it names, each of its size and sha256."""
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def _check_members(tar: tarfile.TarFile, listed: dict[str, tarfile.TarInfo], manifest: modelpkg.Manifest) -> None:
+    """Exactly the manifest and the builds it names, each of its size and sha256 (``listed``: the package's
+    members by name, from :func:`modelpkg.members`, which refused duplicates and too many members)."""
     builds = {build.file: build for build in manifest.builds}
-    members = tar.getmembers()
-    names = [m.name for m in members]
-    if len(set(names)) != len(names):
-        raise modelpkg.PackageError("package has two members with the same name")
-    extra = set(names) - set(builds) - {modelpkg.MANIFEST}
-    missing = set(builds) - set(names)
-    if extra or missing:
-        raise modelpkg.PackageError(f"package members {sorted(extra)} extra, {sorted(missing)} missing")
-    for info in members:
-        build = builds.get(info.name)
-        if build is None:
-            continue
+    extra = sorted(set(listed) - set(builds) - {modelpkg.MANIFEST})
+    missing = sorted(set(builds) - set(listed))
+    if extra:
+        raise modelpkg.PackageError(f"package has {len(extra)} member(s) the manifest does not name: {_some(extra)}")
+    if missing:
+        raise modelpkg.PackageError(f"package lacks {len(missing)} file(s) its manifest names: {_some(missing)}")
+    for name, build in builds.items():
+        info = listed[name]
         if info.size != build.size:
-            raise modelpkg.PackageError(f"{info.name} is {info.size} bytes, the manifest says {build.size}")
+            raise modelpkg.PackageError(f"{name} is {info.size} bytes, the manifest says {build.size}")
         fh = tar.extractfile(info)
         assert fh is not None
         if _sha256_stream(fh) != build.sha256:
-            raise modelpkg.PackageError(f"{info.name} does not match its sha256 in the manifest")
+            raise modelpkg.PackageError(f"{name} does not match its sha256 in the manifest")
 
 
 def inspect_package(path: Path) -> PackageInfo:
-    """Check a package thoroughly (modelpkg.PackageError if anything is wrong) and describe it."""
+    """Check a package thoroughly (modelpkg.PackageError if anything is wrong; its message names no path)
+    and describe it."""
     manifest = modelpkg.read_manifest(path)
-    with tarfile.open(path, "r:") as tar:
-        _check_members(tar, manifest)
+    with modelpkg.open_package(path) as (tar, listed):
+        _check_members(tar, listed, manifest)
     with open(path, "rb") as fh:
         digest = _sha256_stream(fh)
     return PackageInfo(manifest, target_path(manifest.name, manifest.version), path.stat().st_size, digest)

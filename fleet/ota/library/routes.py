@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from wardsight import modelpkg
 
 MAX_PACKAGE_BYTES = 2 * 1024**3
 _CHUNK = 256 * 1024
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"]+/)+[^\s'\"]*")
 
 
 async def _reader(request: web.Request) -> Callable[[int], Awaitable[bytes]]:
@@ -65,6 +67,15 @@ async def _receive(request: web.Request, directory: Path) -> Path:
     return tmp
 
 
+def _refusal(exc: Exception, *paths: Path) -> str:
+    """Why a package was refused, short and on one line, naming no path on the server (``paths`` and anything
+    else that looks like an absolute path become "the package")."""
+    text = str(exc)
+    for path in sorted(map(str, paths), key=len, reverse=True):
+        text = re.sub(re.escape(path) + r"[^\s'\"]*", "the package", text)
+    return modelpkg.short(f"not a usable model package: {_ABSOLUTE_PATH.sub('the package', text)}")
+
+
 async def get_models(request: web.Request) -> web.Response:
     await require(request, "viewer")
     repo = request.app[REPOSITORY_KEY]
@@ -79,7 +90,7 @@ async def _store(request: web.Request, tmp: Path) -> tuple[PackageInfo, dict[str
     try:
         info = await asyncio.to_thread(inspect_package, tmp)
     except (modelpkg.PackageError, tarfile.TarError, ValueError) as exc:
-        raise RejectedError(400, f"not a usable model package: {exc}") from None
+        raise RejectedError(400, _refusal(exc, tmp, repo.directory)) from None
     m = info.manifest
     row = find(request.app[DB_KEY].db, m.name, m.version)
     if row is not None and row["published_at"] is not None and row["sha256"] != info.sha256:

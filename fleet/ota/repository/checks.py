@@ -16,12 +16,15 @@ from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, T, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 
+from wardsight import modelpkg
+
 
 class OtaError(Exception):
-    """A refused repository change; ``status`` is the HTTP status, ``str(exc)`` says why."""
+    """A refused repository change; ``status`` is the HTTP status, ``str(exc)`` says why (one line, short: it
+    goes into the response and the log line)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+        super().__init__(modelpkg.short(message))
         self.status = status
 
 

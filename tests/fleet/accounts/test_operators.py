@@ -368,20 +368,27 @@ async def test_wrong_password_and_unknown_user_look_the_same_and_both_spend_a_ha
     assert "not the password" not in json.dumps(audit.query(live_db(client)))
 
 
-async def test_lockout_refuses_even_the_right_password_until_it_expires(client, clock):
+async def test_throttling_refuses_even_the_right_password_until_the_wait_is_over(client, clock):
     add_user(client, "alice", "admin")
     for _ in range(3):
         assert (await try_login(client, "alice", "guess guess guess")).status == 401
     locked = await try_login(client, "alice")
-    assert locked.status == 429 and locked.headers["Retry-After"] == "300"
-    assert (await try_login(client, "ALICE")).status == 429  # usernames are case-insensitive
-    clock.now += 299.5
-    locked = await try_login(client, "alice")
     assert locked.status == 429 and locked.headers["Retry-After"] == "1"
-    clock.now += 0.5
+    assert (await try_login(client, "ALICE")).status == 429  # usernames are case-insensitive
+    clock.now += 1
+    for wait in (2, 4, 8):  # each further failure from here doubles the wait
+        assert (await try_login(client, "alice", "guess guess guess")).status == 401
+        locked = await try_login(client, "alice")
+        assert locked.status == 429 and locked.headers["Retry-After"] == str(wait)
+        clock.now += wait - 0.5
+        assert (await try_login(client, "alice")).status == 429
+        clock.now += 0.5
     assert (await try_login(client, "alice")).status == 200
-    assert ("system", "login.locked", "user:alice") in audit_log(client)
-    # The success cleared the count: two more failures do not lock.
+    locks = audit.query(live_db(client), action="login.locked")
+    assert [(e["actor"], e["target"], e["details"]["account"], e["details"]["address"]) for e in locks] == [
+        ("system", "user:alice", "alice", "127.0.0.1")
+    ] * 4
+    # The success cleared the count: two more failures do not throttle.
     for _ in range(2):
         assert (await try_login(client, "alice", "guess guess guess")).status == 401
     assert (await try_login(client, "alice")).status == 200
