@@ -3,17 +3,30 @@
 Starts the fleet server on 127.0.0.1 (its own SQLite file), fetches the model and the demo footage if
 missing, sets up the OTA repository with **demo keys** (kept in ``<data dir>/demo/ota-demo-keys``, unencrypted:
 never use them for a real fleet), enrolls a device with a one-time token (its bundle carries the OTA root),
-runs the agent on the footage (looped, paced in real time; restarted in-process when it asks to switch models,
-as systemd restarts it on a device) and leaves the console open until Ctrl-C or ``--duration``. It prints the
-three commands that publish a model package and roll it out to the demo device. Demo state lives in
-``<data dir>/demo`` and is recreated on each run; fetched models are kept in ``<data dir>/models``.
+runs the agent on the footage (looped, paced in real time) and leaves the console open until Ctrl-C or
+``--duration``. It prints the three commands that publish a model package and roll it out to the demo device.
+Demo state lives in ``<data dir>/demo`` and is recreated on each run; fetched models are kept in
+``<data dir>/models``.
+
+The agent is supervised in-process as systemd supervises it on a device (:class:`firmware.supervisor.Supervisor`):
+when it stops to restart (a new model, a configuration pushed by a job, a maintenance job) it is built again from
+the demo device's ``<data dir>/demo/device.toml`` as it is then (a copy of the user's ``<data dir>/device.toml``
+at the start, which configuration jobs replace; the demo's name and source options still apply), with the server
+and console staying up; when it fails it is started again after a backoff, and a pushed configuration that does
+not start is put back to the previous one at that start, as on a device. If it cannot be started at all, or ends
+for good, the demo says why and keeps the console up until Ctrl-C or ``--duration``. Ctrl-C stops the agent
+cleanly (a second one at once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -22,8 +35,7 @@ from accelerators.catalog import get_model
 from firmware.assembly import device_dir
 from firmware.cli import apply_source_options, with_source_options
 from firmware.identity import IdentityStore
-from firmware.runtime import RunResult
-from firmware.supervisor import run_supervised
+from firmware.supervisor import Supervision, Supervisor, starter
 from fleet.accounts import service as accounts
 from fleet.cli import create_token
 from fleet.config import ServerConfig
@@ -82,7 +94,11 @@ def demo(
         shutil.rmtree(demo_dir)
     demo_dir.mkdir(parents=True, mode=0o700)
     store = ArtifactStore(models_dir(root))
-    device_config = _device_config(ctx, store, video, camera, stream, loop)
+    if (root / "device.toml").is_file():  # the demo device's own file: the user's (its privacy regions kept)
+        shutil.copyfile(root / "device.toml", demo_dir / "device.toml")
+    device_config = load_device_config(demo_dir, None, ctx.environ)
+    demo_choices = _demo_choices(_fetch(store, device_config), video, camera, stream, loop)
+    device_config = demo_choices(device_config)
     server_config = ServerConfig(host="127.0.0.1", port=port, database=demo_dir / "fleet.db")
     try:
         server = BackgroundServer(server_config).start()
@@ -97,29 +113,102 @@ def demo(
             + (f" for {duration:g} s" if duration else " until Ctrl-C"),
             nl=True,
         )
-        try:
-            result = run_supervised(device_config, demo_dir, duration=duration, store=store, echo=click.echo)
-        except KeyboardInterrupt:
-            result = None
-        _print_summary(server_config, result)
+        load = _loader(ctx, demo_dir, demo_choices)
+        start = starter(demo_dir, load, store=store, environ=ctx.environ, echo=click.echo)
+        _print_summary(server_config, _supervise(Supervisor(start, echo=click.echo), duration))
     finally:
         server.stop()
 
 
-def _device_config(
-    ctx: Context, store: ArtifactStore, video: Path | None, camera: int | None, stream: str | None, loop: bool
-) -> DeviceConfig:
-    """The user's device configuration (its privacy regions kept) on the demo clip, fetched if missing."""
-    device_config = load_device_config(ctx.data_dir, None, ctx.environ)
-    device_config.name = "demo-camera"
-    for artifact in (get_model(device_config.model).artifact, DEMO_FOOTAGE):
+def _supervise(supervisor: Supervisor, duration: float | None) -> Supervision | None:
+    """Run the agent under ``supervisor`` until Ctrl-C or ``duration``. If it stops for good before that (it failed
+    too often, a factory reset, its source ended), say so and keep the server and console up till then."""
+    started = time.monotonic()
+    try:
+        with _ctrl_c_stops(supervisor):
+            supervision = supervisor.run(duration)
+            if not supervision.stopped:
+                left = None if duration is None else max(0.0, duration - (time.monotonic() - started))
+                click.echo(
+                    "the device is stopped; the server and console stay up "
+                    + ("until Ctrl-C" if left is None else f"for the remaining {left:.0f} s")
+                )
+                supervisor.wait_stopped(left)
+            return supervision
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        return None
+
+
+def _fetch(store: ArtifactStore, config: DeviceConfig) -> Path:
+    """The configured model and the demo footage, fetched if missing; returns the footage's path."""
+    for artifact in (get_model(config.model).artifact, DEMO_FOOTAGE):
         if not store.is_present(artifact):
             click.echo(f"fetching {artifact.name} ({artifact.size / 1e6:.1f} MB) ...")
         store.ensure(artifact)
-    device_config.source.path = store.path(DEMO_FOOTAGE)
-    device_config.source.loop = True
-    apply_source_options(device_config, video, camera, loop or video is not None, stream)
-    return device_config
+    return store.path(DEMO_FOOTAGE)
+
+
+def _demo_choices(
+    footage: Path, video: Path | None, camera: int | None, stream: str | None, loop: bool
+) -> Callable[[DeviceConfig], DeviceConfig]:
+    """What the demo sets in every configuration it starts the agent with (the user's first, then any a job pushed),
+    as a device's command line options apply at each start: its name, and the source (the demo clip, looped, unless
+    --video, --camera or --stream chose another)."""
+
+    def apply(config: DeviceConfig) -> DeviceConfig:
+        config.name = "demo-camera"
+        config.source.path = footage
+        config.source.loop = True
+        apply_source_options(config, video, camera, loop or video is not None, stream)
+        return config
+
+    return apply
+
+
+def _loader(
+    ctx: Context, demo_dir: Path, demo_choices: Callable[[DeviceConfig], DeviceConfig]
+) -> Callable[[], DeviceConfig]:
+    """The configuration for each start of the agent, read from the demo device's ``device.toml`` as it is then (the
+    user's copied at the start; replaced or edited by configuration jobs; none: the defaults)."""
+    path = demo_dir / "device.toml"
+    starts = 0
+
+    def load() -> DeviceConfig:
+        nonlocal starts
+        starts += 1
+        config = demo_choices(load_device_config(demo_dir, None, ctx.environ))
+        if starts > 1:
+            where = str(path) if path.is_file() else "the default configuration"
+            click.echo(f"starting the agent again with {where}: {_layout(config)}")
+        return config
+
+    return load
+
+
+def _layout(config: DeviceConfig) -> str:
+    zones = ", ".join(f"{z.name} ({z.kind})" for z in config.zones) or "none"
+    regions = len(config.privacy_regions)
+    return f"zones {zones}; {regions} privacy region{'' if regions == 1 else 's'}"
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(supervisor: Supervisor) -> Iterator[None]:
+    """Ctrl-C stops the agent cleanly (it finishes its frame, stops its services and closes the source) and starts
+    it no more; a second Ctrl-C interrupts at once (KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if supervisor.stopping:
+            raise KeyboardInterrupt
+        supervisor.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _set_up_fleet(
@@ -153,16 +242,17 @@ def _set_up_fleet(
     _print_update_commands(server.url, server.ca_path, api_token, keys, model_file)
 
 
-def _print_summary(server_config: ServerConfig, result: RunResult | None) -> None:
+def _print_summary(server_config: ServerConfig, supervision: Supervision | None) -> None:
     db = FleetDB(server_config.database)  # type: ignore[arg-type]
     try:
         stored = db.count_events()
     finally:
         db.close()
-    if result is not None:
+    if supervision is not None and supervision.runs:
+        starts = f" (the agent was started {supervision.starts} times)" if supervision.starts > 1 else ""
         click.echo(
-            f"frames: {result.frames_captured} captured, {result.agent.processed} processed, "
-            f"{result.frames_dropped} dropped"
+            f"frames: {supervision.frames_captured} captured, {supervision.frames_processed} processed, "
+            f"{supervision.frames_dropped} dropped{starts}"
         )
     click.echo(f"events: {stored} stored by the fleet server")
 
