@@ -1,11 +1,19 @@
 """The fleet's SQLite database, through sqlite-utils: opening it (owner-only file, WAL, migrations applied) and
-the tables every feature reads: enrollment tokens, devices and events. One instance per thread that uses it."""
+the tables every feature reads: enrollment tokens, devices and events. One instance per thread that uses it.
+
+:func:`connect` is the one way the database is opened, by the server and by every ``wardsight fleet`` command
+alike (the same journal mode and pragmas), and it is safe next to a running server, in another process or in
+the same one (``wardsight demo`` runs the server in its own process): outside SQLite it only creates a missing
+``fleet.db``; it never opens, closes, replaces or deletes an existing one or its ``-wal`` and ``-shm`` files,
+never changes the journal mode back, and leaves checkpoints to SQLite.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,21 +25,65 @@ from fleet.store.records import TokenRecord
 from fleet.store.schema import transaction
 from wardsight.wire import Event
 
+BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's write lock (a CLI, the server)
+
+# Set on every connection, by every process: WAL (persistent in the file; what lets a CLI write while the server
+# reads and writes), a busy timeout instead of "database is locked", foreign keys, and full fsync on commit.
+PRAGMAS = (
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = FULL",
+)
+
+_creating = threading.Lock()
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A connection to the fleet database at ``path`` (created owner-only if missing) in WAL mode with
+    :data:`PRAGMAS`: autocommit, explicit transactions (:func:`fleet.store.schema.transaction`). No migrations."""
+    memory = str(path) == ":memory:"
+    if not memory:
+        _create_private(Path(path))
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute(PRAGMAS[0])  # the busy timeout first: switching to WAL may wait for a lock
+        if not memory:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"{path}: cannot use WAL journal mode (got {mode!r})")
+        for pragma in PRAGMAS[1:]:
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty and 0600 if it does not exist; narrow an existing one's mode to 0600.
+
+    It holds webhook HMAC secrets, diagnostics and event history: owner only (SQLite gives its -wal and -shm
+    files the database file's mode). An existing database file is never opened here: closing any descriptor of
+    a file drops every POSIX lock this process holds on it, among them the lock by which an open connection of
+    this process (the server, when ``wardsight demo`` or a test runs it in-process) tells other processes that
+    the database is in use. Without that lock the next connection another process closed (any ``wardsight
+    fleet`` command) believed it was the last one, checkpointed and deleted ``-wal`` and ``-shm`` under the
+    server, and the server's next writes corrupted the database.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _creating:  # no connection of this process opens a file created here before its descriptor is closed
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        except FileExistsError:
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)  # by name: opens nothing
+        else:
+            os.close(fd)
+
 
 class FleetDB:
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            # It holds webhook HMAC secrets, diagnostics and event history: owner only. SQLite gives its -wal
-            # and -shm files the database file's permissions.
-            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-            if os.stat(path).st_mode & 0o077:
-                os.chmod(path, 0o600)
-        conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 10000")
-        if str(path) != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA foreign_keys = ON")
+        conn = connect(path)
         self.db = sqlite_utils.Database(conn)
         self._jti_purged_at = float("-inf")
         migrations.migrate(conn)

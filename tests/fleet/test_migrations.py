@@ -16,7 +16,7 @@ from fleet.accounts import service as operators
 from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.store import migrations
-from fleet.store.db import FleetDB
+from fleet.store.db import FleetDB, connect
 
 OLD_DATABASE = Path(__file__).parent / "data" / "fleet-2026-12-07.sqlite"
 
@@ -85,6 +85,22 @@ def test_a_database_newer_than_the_server_is_refused_untouched(tmp_path):
     with pytest.raises(RuntimeError, match="newer than this server knows"):
         FleetDB(path)
     assert counts(path) == before
+
+
+def test_a_migration_another_process_applied_meanwhile_is_not_applied_again(tmp_path, monkeypatch):
+    # A `wardsight fleet` command opening the database while a newer server starts: both read the old version,
+    # the server migrates first; the command, once it holds the write lock, must see that and apply nothing.
+    path = tmp_path / "fleet.db"
+    FleetDB(path).close()  # the other process migrated it to the latest version
+    conn = connect(path)
+    real = migrations.schema_version
+    stale = [0]  # what this process read before the other one migrated
+    monkeypatch.setattr(migrations, "schema_version", lambda c: stale.pop() if stale else real(c))
+    try:
+        assert migrations.migrate(conn) == []
+        assert real(conn) == len(migrations.migrations())
+    finally:
+        conn.close()
 
 
 async def test_the_upgraded_fleet_serves_what_the_old_one_stored(tmp_path, aiohttp_client):

@@ -1,8 +1,10 @@
 """The fleet database's schema, as numbered migrations: ``mNNNN_<what>.py``, each with ``apply(conn)``.
 
 ``PRAGMA user_version`` holds the number of the last migration applied; opening a database applies the ones
-after it, in order, each in its own transaction with the version bump, so a fleet upgrades in place and a
-migration that fails leaves the database as it was. Migrations 1 to 12 are the baseline of 2026-12-07, the
+after it, in order, each in its own write transaction with the version bump, so a fleet upgrades in place and a
+migration that fails leaves the database as it was. The version is read again inside that transaction (BEGIN
+IMMEDIATE), so two processes opening the database at once (a ``wardsight fleet`` command next to a starting
+server) apply each migration once. Migrations 1 to 12 are the baseline of 2026-12-07, the
 schema the server had before migrations were numbered: they are idempotent (``IF NOT EXISTS``, columns added
 only when missing), so a database made by that server (``user_version`` 0) upgrades like an empty one. A new
 migration is a new file with the next number; a migration, once released, is never edited.
@@ -63,7 +65,9 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
         )
     applied = []
     for migration in known[current:]:
-        with transaction(conn):
+        with transaction(conn):  # BEGIN IMMEDIATE: one process at a time (a CLI next to a starting server)
+            if schema_version(conn) >= migration.number:
+                continue  # another process applied it since we looked
             migration.apply(conn)
             conn.execute(f"PRAGMA user_version = {migration.number}")  # an int we numbered
         applied.append(migration.name)
