@@ -196,3 +196,18 @@ def test_saving_zones_restarts_the_agent_with_them_and_the_demo_keeps_running(da
     assert "(the agent was started 4 times)" in out and "events:" in out, out
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert time.monotonic() - started < 90
+
+
+def test_a_second_demo_on_the_same_data_directory_is_refused_before_it_deletes_anything(tmp_path):
+    """The demo deletes and recreates <data dir>/demo at start; a running demo's database must not go with it."""
+    import pytest
+
+    from wardsight.errors import WardSightError
+    from wardsight_cli.demo import _only_demo_here
+
+    _only_demo_here(tmp_path)  # the running demo
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "fleet.db").write_bytes(b"the running server's")
+    with pytest.raises(WardSightError, match="another wardsight demo is running"):
+        _only_demo_here(tmp_path)
+    assert (tmp_path / "demo" / "fleet.db").read_bytes() == b"the running server's"

@@ -90,6 +90,7 @@ def demo(
     """
     root = ctx.data_dir
     demo_dir = root / "demo"
+    _only_demo_here(root)  # before anything is deleted: a running demo's database must never go from under it
     if demo_dir.exists():
         shutil.rmtree(demo_dir)
     demo_dir.mkdir(parents=True, mode=0o700)
@@ -209,6 +210,26 @@ def _ctrl_c_stops(supervisor: Supervisor) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+_LOCKS: list[object] = []  # the open lock files, held until the process ends
+
+
+def _only_demo_here(root: Path) -> None:
+    """Holds ``<data dir>/demo.lock`` for this process's life; refuses when another demo holds it."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    handle = (root / "demo.lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise WardSightError(
+            f"another wardsight demo is running with the data directory {root}; stop it first, or give this one"
+            " its own with --data-dir"
+        ) from None
+    _LOCKS.append(handle)
 
 
 def _set_up_fleet(
