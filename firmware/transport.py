@@ -2,9 +2,10 @@
 
 :func:`http` does one HTTP(S) exchange (urllib, with the fleet CA pinned for https). :class:`FleetClient`
 adds what every device request needs: a server nonce (taken from the last response, fetched when absent),
-a fresh proof signed by the device key and bound to method, path and body, and the device's short-lived
-credential, obtained after enrollment and renewed at two thirds of its life. Time comes from the server
-(every response carries it), so a device whose clock is years off still renews on time.
+a fresh proof signed by the device key and bound to the full request target (method, path and query string)
+and the body, and the device's short-lived credential, obtained after enrollment and renewed at two thirds
+of its life. Time comes from the server (every response carries it), so a device whose clock is years off
+still renews on time.
 """
 
 from __future__ import annotations
@@ -214,6 +215,7 @@ class FleetClient:
         query: str = "",
         timeout: float | None = None,
     ) -> Reply:
+        target_query = wire.canonical_query(query)  # sent in the form the proof binds (same parameters, one spelling)
         for _ in range(2):  # a second time only when our nonce went stale (401 use_nonce), with the new one
             with self._lock:  # signing under the lock; the exchange itself without it (a long poll may take 30 s)
                 if self._nonce is None:
@@ -226,7 +228,8 @@ class FleetClient:
                     self._key,
                     self.device_id,
                     method=method,
-                    path=path,  # the query is not part of what the proof binds (the server sees request.path)
+                    path=path,
+                    query=target_query,  # bound as sent: the server checks it against the query it decoded
                     body=data,
                     nonce=nonce,
                     credential=credential,
@@ -238,7 +241,7 @@ class FleetClient:
                 headers["Content-Type"] = content_type
             if credential is not None:
                 headers["Authorization"] = f"{wire.AUTH_SCHEME} {credential}"
-            url = self.base_url + path + (f"?{query}" if query else "")
+            url = self.base_url + path + (f"?{target_query}" if target_query else "")
             reply = self._http(method, url, data, headers, self._context, timeout or self._timeout)
             with self._lock:
                 self._learn(reply)
@@ -306,8 +309,10 @@ class FleetClient:
     ) -> Reply:
         """An authenticated request. Raises NotAuthorizedError when the device is not accepted right now.
 
-        ``query`` (``wait=25``) is sent after ``path`` but not bound by the proof; ``timeout`` overrides the
-        client's for this request (a long poll). ``body`` may be a function of the nonce the proof carries.
+        ``query`` (``wait=25``, raw as ``urllib.parse.urlencode`` makes it) is bound by the proof with ``path``
+        and sent in :func:`wardsight.wire.canonical_query` form (the same parameters, in the same order);
+        ``timeout`` overrides the client's for this request (a long poll). ``body`` may be a function of the
+        nonce the proof carries.
         """
         with self._lock:
             if self._offset is None:  # learn the server's time (and a nonce) before judging the credential

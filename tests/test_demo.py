@@ -82,6 +82,7 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
     written = {p.relative_to(data_dir_with_models).as_posix() for p in data_dir_with_models.rglob("*") if p.is_file()}
     allowed_prefixes = (
         "models/",
+        "demo.lock",  # empty: held while the demo runs, so a second demo cannot delete this one's database
         "demo/fleet.db",
         "demo/fleet-keys/",  # the fleet CA, the server's certificate and signing keys
         "demo/ota/",  # the server's TUF repository (initialised with the demo's keys, no package yet)

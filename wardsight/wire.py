@@ -5,6 +5,11 @@ enrollment schemas) and how it is signed and verified: compact JWS with the devi
 (PyJWT, ``EdDSA``). The schemas are closed (unknown fields are rejected) and hold only identifiers,
 enumerations, numbers and short strings, so no field can carry image bytes. A payload over
 :data:`MAX_JWS_BYTES` is refused before it is parsed.
+
+Every device request after enrollment carries a :class:`Proof` bound to the full request target: method
+(``htm``), path (``htu``) and query string (``htq``, in the form :func:`canonical_query` gives), plus the body,
+the credential and a server nonce. See :class:`Proof` for the canonical query form and what an agent from
+before ``htq`` can still do.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import base64
 import hashlib
 import re
 import secrets
+import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -159,16 +165,55 @@ class CredentialGrant(_Closed):
     server_time: Annotated[float, Field(ge=0, le=1e11)]
 
 
+MAX_PROOF_QUERY = 2048  # characters of a canonical query string a proof can bind (:func:`canonical_query`)
+
+
+def canonical_query(query: str | Iterable[tuple[str, str]]) -> str:
+    """The query string as a proof binds it (``htq``): the decoded parameters, re-encoded one way.
+
+    ``query`` is a raw query string (without ``?``), decoded as aiohttp/yarl decode ``request.query``
+    (``urllib.parse.parse_qsl(keep_blank_values=True)``: split on ``&``, empty pieces dropped, name and value
+    split at the first ``=``, ``+`` is a space, percent-escapes are UTF-8), or the decoded (name, value) pairs
+    themselves (the server passes ``request.query.items()``). Each name and value is percent-encoded as
+    UTF-8 with only ``A-Z a-z 0-9 - . _ ~`` left as they are (uppercase hex), joined as ``name=value`` with
+    ``&``, **in the order sent** (not sorted: the order of a repeated name's values is what a handler's
+    ``query.get`` sees, so it is bound too). ``""`` for no parameters.
+
+    So the proof binds exactly the parameters a handler reads, and spellings that decode alike (``%2f`` and
+    ``%2F`` and ``/``; ``+`` and ``%20``; ``a`` and ``a=``) are one form, whatever a client library or a proxy
+    chose to send; any change to a name, a value, their number or their order is a different form.
+    """
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
+    return "&".join(f"{_query_part(name)}={_query_part(value)}" for name, value in pairs)
+
+
+def _query_part(text: str) -> str:
+    return urllib.parse.quote(text, safe="", encoding="utf-8", errors="surrogatepass")
+
+
+ProofQuery = Annotated[str, Field(min_length=1, max_length=MAX_PROOF_QUERY, pattern=r"^[A-Za-z0-9_.~%=&-]+$")]
+
+
 class Proof(_Closed):
-    """A per-request proof of key possession (DPoP-style), bound to method, path, body, credential and nonce.
+    """A per-request proof of key possession (DPoP-style), bound to the full request target (method, path
+    and query string), the body, the credential and a server nonce.
 
     Freshness comes from ``nonce``, which only the server issues and which expires by the server's clock;
     ``iat`` is the device's clock and informational only, so a device whose clock is years off still works.
+
+    ``htu`` is the path alone (as DPoP's ``htu``, without the query); ``htq`` is the query string in the form
+    :func:`canonical_query` gives, absent when the request has none (never ``""``). The server compares
+    ``htq`` (absent: ``""``) with the canonical form of the query it received, so a parameter cannot be
+    added, removed, changed or reordered in flight. Compatibility: an agent from before ``htq`` never sends
+    it, so its proofs still verify on requests without a query (nothing to bind) and are refused on requests
+    that carry one (its jobs long poll, ``?wait=..&update=..``, until the agent is updated). A server from
+    before ``htq`` refuses every proof that has it (closed schema), so the server is updated first.
     """
 
     jti: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
     htm: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     htu: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]{0,255}$")]
+    htq: ProofQuery | None = None  # the canonical query string; absent when there is none
     bh: Annotated[str, Field(min_length=43, max_length=43)]  # base64url sha256 of the exact body bytes
     nonce: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
     ath: Annotated[str, Field(min_length=43, max_length=43)] | None = None  # base64url sha256 of the credential
@@ -613,12 +658,18 @@ def sign_proof(
     nonce: str,
     credential: str | None,
     now: float,
+    query: str | Iterable[tuple[str, str]] = "",
 ) -> str:
-    """A proof for one request; a fresh random ``jti`` every call."""
+    """A proof for one request; a fresh random ``jti`` every call.
+
+    ``path`` is the request's path and ``query`` its query string (raw, without ``?``, or decoded pairs):
+    bound as :func:`canonical_query` gives it, so send that form, or one that decodes the same.
+    """
     proof = Proof(
         jti=secrets.token_urlsafe(18),
         htm=method.upper(),  # validated by the model
         htu=path,
+        htq=canonical_query(query) or None,
         bh=b64url_sha256(body),
         nonce=nonce,
         ath=b64url_sha256(credential.encode("ascii")) if credential is not None else None,
@@ -637,6 +688,7 @@ def proof_signer(token: str) -> str:
 
 
 def verify_proof(token: str, key: Ed25519PublicKey) -> Proof:
-    """Check a proof's signature and shape; the caller checks what it is bound to (method, path, body, nonce)."""
+    """Check a proof's signature and shape; the caller checks what it is bound to (method, path, query, body,
+    credential, nonce)."""
     _header(token, PROOF_TYP)
     return _validated(Proof, _verified_payload(token, key), "proof")

@@ -6,8 +6,11 @@ request side in :mod:`fleet.auth.device_requests` does the I/O, including the on
 - A **nonce** is issued by the server and checked statelessly: ``base64url(ms timestamp || HMAC(key, ts))``,
   valid for ``nonce_ttl`` seconds *by the server's clock*. A proof carries one, so freshness never depends on
   the device's clock (a Pi 4 has no RTC and may boot years off).
-- A **proof** is a JWS by the device's enrolled key over method, path, body hash, nonce, the credential's
-  hash and a unique ``jti`` (remembered for the nonce lifetime, so a replay is refused).
+- A **proof** is a JWS by the device's enrolled key over the full request target (method, path and the query
+  string in :func:`wardsight.wire.canonical_query` form), body hash, nonce, the credential's hash and a unique
+  ``jti`` (remembered for the nonce lifetime, so a replay is refused). A proof without ``htq`` (an agent from
+  before query binding) stands for "no query": it verifies on a request without one and is refused on a
+  request that carries one.
 - A **credential** is a JWT signed by the server's credentials key for one device (``sub``), bound to that
   device's key (``cnf.jkt``, RFC 7638 thumbprint), expiring after ``credential_ttl``. Only the device's
   current credential is accepted: renewal supersedes the old one, revocation and quarantine end it at once.
@@ -19,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +161,7 @@ def authenticate(
     *,
     method: str,
     path: str,
+    query: str | Iterable[tuple[str, str]],  # the decoded parameters as received (or the raw query string)
     body: bytes,
     proof: str | None,
     authorization: str | None,
@@ -184,6 +189,7 @@ def authenticate(
         raise AuthError(401, f"malformed proof: {exc}") from None
     if checked.htm != method or checked.htu != path:
         raise AuthError(401, f"proof is for {checked.htm} {checked.htu}, not {method} {path}")
+    _check_query(checked, wire.canonical_query(query))
     if not hmac.compare_digest(checked.bh, wire.b64url_sha256(body)):
         raise AuthError(401, "proof does not match the request body")
     if not nonces.valid(checked.nonce, now):
@@ -205,6 +211,15 @@ def authenticate(
         raise AuthError(401, "missing credential (Authorization header)")
     _check_credential(token, checked, device, server_key, now)
     return Verdict(device.id, checked, device.credential_id)
+
+
+def _check_query(checked: wire.Proof, received: str) -> None:
+    """The proof binds the query string the server received (canonical form; no ``htq``: no query)."""
+    if (checked.htq or "") == received:
+        return
+    if checked.htq is None:
+        raise AuthError(401, "proof does not cover the query string (an agent from before query binding: update it)")
+    raise AuthError(401, "proof does not match the request's query string")
 
 
 def _check_credential(

@@ -1,7 +1,8 @@
 """Device requests over HTTP: authenticating one (:func:`authenticate`) and the nonce and time on every reply.
 
 Every device request but enrollment and ``nonce`` is authenticated per request (the decision is
-:func:`fleet.auth.device.authenticate`): a proof signed by the device's key, bound to method, path and body,
+:func:`fleet.auth.device.authenticate`): a proof signed by the device's key, bound to method, path, query
+string (the decoded ``request.query``, canonically encoded: :func:`wardsight.wire.canonical_query`) and body,
 with a server nonce and a unique id (replays refused here, in the one stateful check), plus the device's
 current short-lived credential. Every response on the device paths carries a fresh nonce and the server's
 time (:func:`install` adds the hook), so a device learns both without trusting its own clock.
@@ -82,6 +83,7 @@ async def authenticate(request: web.Request, body: bytes, *, credential: str = "
         verdict = deviceauth.authenticate(
             method=request.method,
             path=request.path,
+            query=request.query.items(),  # what handlers read, whatever spelling the client sent
             body=body,
             proof=proof,
             authorization=request.headers.get("Authorization"),

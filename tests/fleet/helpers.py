@@ -81,13 +81,16 @@ class DeviceSession:
         self.nonce = (await resp.json())["nonce"]
         return self.nonce
 
-    def proof(self, method, path, body=b"", *, credential=KEEP, nonce=None, key=None, kid=None) -> str:
+    def proof(self, method, target, body=b"", *, credential=KEEP, nonce=None, key=None, kid=None) -> str:
+        """A proof for ``target``: a path, with its query string if it has one (``/api/v1/device/jobs?wait=1``)."""
         cred = self.credential if credential is KEEP else credential
+        path, _, query = target.partition("?")
         return wire.sign_proof(
             key or self.key,
             kid or self.device_id,
             method=method,
             path=path,
+            query=query,
             body=body,
             nonce=nonce or self.nonce,
             credential=cred,

@@ -74,7 +74,8 @@ class Device:
         if dev.nonce is None:
             await dev.fetch_nonce()
         for _ in range(2):
-            resp = await dev.send("GET", f"{JOBS}?wait={wait}", proof=dev.proof("GET", JOBS))
+            target = f"{JOBS}?wait={wait}"
+            resp = await dev.send("GET", target, proof=dev.proof("GET", target))
             if resp.status != 401 or (await resp.json()).get("code") != "use_nonce":
                 break  # a stale nonce (the test clock jumped): retry once with the fresh one
         if wire.TIME_HEADER in resp.headers:

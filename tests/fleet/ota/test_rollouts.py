@@ -473,7 +473,8 @@ async def long_poll(device, wait, seen=""):
     dev = device
     if dev.nonce is None:
         await dev.fetch_nonce()
-    resp = await dev.send("GET", f"{JOBS}?wait={wait}&update={seen}", proof=dev.proof("GET", JOBS))
+    target = f"{JOBS}?wait={wait}&update={seen}"
+    resp = await dev.send("GET", target, proof=dev.proof("GET", target))
     assert resp.status == 200, await resp.text()
     return await resp.json()
 
