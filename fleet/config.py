@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from wardsight.settings import StrictModel, load_config
 
@@ -26,6 +27,37 @@ class ServerConfig(StrictModel):
     insecure_http: bool = False
     tls_hostnames: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1"])
     public_url: str | None = Field(None, description="URL devices reach this server at (written into bundles).")
+
+    # Connections, below HTTP (fleet.web.connections): slow clients are cut off, one address holds a few sockets.
+    # Waiting for a response (the jobs long poll, the alert stream) is not slow: only a request's arrival is timed.
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        10.0, description="A request's line and headers must arrive within this (408 if some of it came)."
+    )
+    body_idle_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="A request body that sends nothing for this long is cut off (408)."
+    )
+    body_min_bytes_per_second: Annotated[int, Field(ge=0, le=1024**3)] = Field(
+        500, description="After its first body_idle_timeout_seconds a body must average this (0: no minimum)."
+    )
+    tls_handshake_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    keepalive_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        75.0, description="An idle connection between requests is closed after this."
+    )
+    max_connections_per_address: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        32, description="Open connections one client address may hold (0: no cap); more are closed at accept."
+    )
+    connection_cap_exempt: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Networks the per-address cap does not apply to (this machine: a local reverse proxy, tools).",
+    )
+
+    # Live alert streams (fleet.alerts.streams): a "token" is one login session or one API token.
+    alert_streams_per_token: Annotated[int, Field(ge=1, le=1000)] = 4
+    alert_streams_per_account: Annotated[int, Field(ge=1, le=1000)] = 8
+    alert_streams_max: Annotated[int, Field(ge=1, le=100_000)] = 200
+    alert_streams_admin_reserve: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        20, description="Streams only admins may open: viewers and operators share alert_streams_max minus this."
+    )
 
     # Device identity.
     require_approval: bool = Field(False, description="New devices wait as pending until an operator approves.")
@@ -53,6 +85,22 @@ class ServerConfig(StrictModel):
     webhook_allow_insecure: bool = Field(
         False, description="Development only: allow http:// and loopback webhook targets."
     )
+
+    @field_validator("connection_cap_exempt")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP network: {network!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _reserve_below_max(self) -> Self:
+        if self.alert_streams_admin_reserve >= self.alert_streams_max:
+            raise ValueError("alert_streams_admin_reserve must be below alert_streams_max")
+        return self
 
 
 def load_server_config(data_dir: Path, path: Path | None, environ: Mapping[str, str]) -> ServerConfig:

@@ -1,7 +1,8 @@
 """Running the fleet app: in the foreground (``wardsight fleet serve``) or on a background thread.
 
 The server speaks HTTPS with a certificate from the fleet's own CA (``fleet.pki``, in the keys directory);
-plain HTTP only when ``insecure_http`` is set, for development.
+plain HTTP only when ``insecure_http`` is set, for development. Every connection passes through
+:mod:`fleet.web.connections` (header, body and TLS handshake timeouts, a cap on connections per address).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from fleet import pki
 from fleet.app import create_app
 from fleet.config import ServerConfig
+from fleet.web import connections
 from wardsight.errors import WardSightError
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class BackgroundServer:
         self._renewer: asyncio.Task[None] | None = None
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
+        self.app: web.Application | None = None  # once started (tests look at its state; it runs on its own loop)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="fleet-server", daemon=True)
@@ -117,9 +120,14 @@ class BackgroundServer:
         if not self.config.insecure_http:
             self._ssl = self._setup_tls()
         app = create_app(self.config, clock=self._app_clock) if self._app_clock else create_app(self.config)
-        self._runner = web.AppRunner(app, access_log=None)
+        connections.install(app)
+        self.app = app
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.config.keepalive_timeout_seconds)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=self._ssl)
+        limits = connections.Limits.of(self.config)  # slow clients, sockets per address, the TLS handshake
+        site = connections.GuardedSite(
+            self._runner, self.config.host, self.config.port, limits=limits, ssl_context=self._ssl
+        )
         await site.start()
         addresses = self._runner.addresses
         port = addresses[0][1] if addresses else self.config.port

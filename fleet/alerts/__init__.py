@@ -36,6 +36,11 @@ lost; without either it starts from now. Comments (``: keepalive``) go out every
 which then reads the feed after its last id (so a missed or early notify loses nothing; each heartbeat
 reads it too, which bounds the delay for events stored by another process). Each heartbeat also checks that
 the caller's session or API token is still valid; if not, it sends ``{"kind": "closed", "reason": ...}`` and ends.
+
+Streams are capped (:meth:`~fleet.alerts.streams.Broker.admit`, the ``alert_streams_*`` settings): a few per session
+or API token and per account (429 with ``code`` ``alert_streams_per_token`` / ``alert_streams_per_account``), and a
+server-wide number of which a reserve only admins may use (503 ``alert_streams_full``). A stream's slot is freed as
+soon as its client's socket closes.
 """
 
 from __future__ import annotations

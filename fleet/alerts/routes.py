@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.alerts import streams
 from fleet.alerts.store import MAX_LIMIT, STATES, AlertError, Filters, change_state, feed_head, list_alerts
-from fleet.auth.operator import require
+from fleet.auth.operator import authenticate, check_role, require
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
@@ -131,8 +131,9 @@ def _start_cursor(request: web.Request, db: sqlite_utils.Database) -> int:
 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
-    await require(request, "viewer")
+    principal, session = authenticate(request)  # as require(), keeping the session: slots are counted per session
+    check_role(principal, "viewer")
     check_query_params(request, frozenset({"room", "ward", "site", "after"}))
     filters = _filters(request)
     cursor = _start_cursor(request, request.app[DB_KEY].db)
-    return await streams.serve(request, filters, cursor)
+    return await streams.serve(request, streams.Holder.of(principal, session), filters, cursor)

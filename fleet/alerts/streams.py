@@ -1,7 +1,13 @@
-"""The live alert streams: the broker that wakes them, :func:`notify`, and serving one Server-Sent Events stream.
+"""The live alert streams: the broker that wakes them and holds their slots, :func:`notify`, and serving one
+Server-Sent Events stream.
 
 A stream waits on a wake-up, not on a timer, then reads the feed (:func:`fleet.alerts.store.feed_after`)
 after its last id; each heartbeat reads it too and checks the caller's credentials (:func:`still_allowed`).
+
+Slots (:meth:`Broker.admit`): one session or API token holds at most ``alert_streams_per_token`` streams and one
+account at most ``alert_streams_per_account`` (429 beyond either); all together at most ``alert_streams_max``, of
+which the last ``alert_streams_admin_reserve`` only admins may take (503 when full). A slot is freed the moment
+its client's socket closes (:func:`fleet.web.disconnect.watch`), not at the next heartbeat.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +24,9 @@ from typing import Any
 from aiohttp import web
 
 from fleet.alerts.store import FEED_PAGE, Filters, feed_after, is_alert
-from fleet.auth.operator import COOKIE_NAME, has_role, sha256
+from fleet.auth.operator import COOKIE_NAME, Principal, Session, has_role, sha256
+from fleet.config import ServerConfig
+from fleet.web import disconnect
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.web.errors import RejectedError
 from wardsight import wire
@@ -27,23 +36,73 @@ log = logging.getLogger("wardsight.fleet.alerts")
 HEARTBEAT_SECONDS = 15.0
 WRITE_TIMEOUT_SECONDS = 30.0  # a client that stops reading this long loses its stream (it reconnects)
 RETRY_MS = 3000  # EventSource reconnection delay we ask for
-MAX_STREAMS = 200
 
 
-# ---- waking streams -----------------------------------------------------------------------------------
+# ---- slots and wake-ups -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a stream: ``token`` (a session or an API token), ``account`` (``user:<name>``, or the API
+    token itself) and whether an admin opened it."""
+
+    token: str
+    account: str
+    admin: bool
+
+    @classmethod
+    def of(cls, principal: Principal, session: Session | None) -> Holder:
+        token = principal.actor if session is None else f"session:{session.id_hash}"
+        return cls(token=token, account=principal.actor, admin=principal.role == "admin")
 
 
 @dataclass
 class Broker:
-    """The open streams' wake-ups; ``closing`` ends them all (the app is shutting down)."""
+    """The open streams' wake-ups and who holds them; ``closing`` ends them all (the app is shutting down)."""
 
     streams: set[asyncio.Event] = field(default_factory=set)
     closing: bool = False
     heartbeat_seconds: float = HEARTBEAT_SECONDS
+    by_token: Counter[str] = field(default_factory=Counter)
+    by_account: Counter[str] = field(default_factory=Counter)
+    by_others: int = 0  # streams held by viewers and operators
 
     def wake(self) -> None:
         for stream in self.streams:
             stream.set()
+
+    def admit(self, holder: Holder, config: ServerConfig) -> None:
+        """Count a new stream for ``holder``, or refuse it: 429 over a per-token or per-account cap, 503 when
+        the server (or, for a non-admin, its share of it) is full."""
+        if self.by_token[holder.token] >= config.alert_streams_per_token:
+            limit, what = config.alert_streams_per_token, "this session or API token"
+            raise RejectedError(
+                429, f"too many alert streams open for {what} (alert_streams_per_token: at most {limit}); "
+                "close one and retry", code="alert_streams_per_token", headers={"Retry-After": "5"},
+            )  # fmt: skip
+        if self.by_account[holder.account] >= config.alert_streams_per_account:
+            limit = config.alert_streams_per_account
+            raise RejectedError(
+                429, f"too many alert streams open for {holder.account} (alert_streams_per_account: at most "
+                f"{limit}); close one and retry", code="alert_streams_per_account", headers={"Retry-After": "5"},
+            )  # fmt: skip
+        shared = config.alert_streams_max - config.alert_streams_admin_reserve
+        if len(self.streams) >= config.alert_streams_max or (not holder.admin and self.by_others >= shared):
+            limit = config.alert_streams_max if holder.admin else shared
+            raise RejectedError(
+                503, f"all alert streams open to {'admins' if holder.admin else 'viewers and operators'} are in use "
+                f"(at most {limit}); retry later", code="alert_streams_full", headers={"Retry-After": "30"},
+            )  # fmt: skip
+        self.by_token[holder.token] += 1
+        self.by_account[holder.account] += 1
+        self.by_others += 0 if holder.admin else 1
+
+    def release(self, holder: Holder) -> None:
+        for counter, key in ((self.by_token, holder.token), (self.by_account, holder.account)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+        self.by_others -= 0 if holder.admin else 1
 
 
 BROKER_KEY = web.AppKey("alerts_broker", Broker)
@@ -118,33 +177,40 @@ def sse(data: dict[str, Any] | None = None, *, id: int | None = None, comment: s
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-async def serve(request: web.Request, filters: Filters, cursor: int) -> web.StreamResponse:
+async def serve(request: web.Request, holder: Holder, filters: Filters, cursor: int) -> web.StreamResponse:
     """Stream the feed after ``cursor`` that matches ``filters`` until the client leaves, its credentials
-    lapse or the app shuts down (503 when :data:`MAX_STREAMS` are open)."""
+    lapse or the app shuts down (429 or 503 when ``holder`` may not open another: :meth:`Broker.admit`)."""
     broker = request.app[BROKER_KEY]
-    if len(broker.streams) >= MAX_STREAMS:
-        raise RejectedError(503, "too many alert streams open; retry later", headers={"Retry-After": "30"})
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     wake = asyncio.Event()
+    broker.admit(holder, request.app[CONFIG_KEY])
     broker.streams.add(wake)
     try:
-        await response.prepare(request)
-        await _pump(request, response, wake, filters, cursor)
+        with disconnect.watch(request, wake.set) as gone:  # the slot is freed the moment the socket closes
+            await response.prepare(request)
+            await _pump(request, response, wake, gone, filters, cursor)
     except (ConnectionError, TimeoutError) as exc:  # the client went away or stopped reading
         log.debug("alert stream ended: %s: %s", type(exc).__name__, exc)
     except sqlite3.OperationalError as exc:  # e.g. the database stayed locked: end; EventSource reconnects
         log.warning("alert stream ended: database error: %s", exc)
     finally:
         broker.streams.discard(wake)
+        broker.release(holder)
     return response
 
 
 async def _pump(
-    request: web.Request, response: web.StreamResponse, wake: asyncio.Event, filters: Filters, cursor: int
+    request: web.Request,
+    response: web.StreamResponse,
+    wake: asyncio.Event,
+    gone: asyncio.Event,
+    filters: Filters,
+    cursor: int,
 ) -> None:
-    """Send ``ready``, then the feed as it grows, with a keepalive (and a credentials check) every heartbeat."""
+    """Send ``ready``, then the feed as it grows, with a keepalive (and a credentials check) every heartbeat,
+    until the app closes or the client is ``gone``."""
     app, db = request.app, request.app[DB_KEY].db
     broker = app[BROKER_KEY]
 
@@ -152,7 +218,7 @@ async def _pump(
         await asyncio.wait_for(response.write(chunk), WRITE_TIMEOUT_SECONDS)
 
     await send(f"retry: {RETRY_MS}\n".encode() + sse({"kind": "ready", "cursor": cursor}, id=cursor))
-    while not broker.closing:
+    while not broker.closing and not gone.is_set():
         wake.clear()
         messages, cursor = feed_after(db, cursor, filters)
         for message in messages:

@@ -56,10 +56,8 @@ async def get_device_health(request: web.Request) -> web.Response:
         raise RejectedError(404, "no such device")
     since = query_number(request, "since", float)
     since = now - 24 * 3600 if since is None else since
-    limit_value = query_number(request, "limit", float)
+    limit_value = query_number(request, "limit", float, low=1, high=HISTORY_LIMIT)  # 500.0 works too
     limit = 500 if limit_value is None else int(limit_value)
-    if not 1 <= limit <= HISTORY_LIMIT:
-        raise RejectedError(400, f"limit must be between 1 and {HISTORY_LIMIT}")
     return web.json_response(
         {
             "device_id": device_id,

@@ -28,6 +28,7 @@ from fleet.web.errors import RejectedError
 from fleet.web.query import query_choice, query_number
 
 log = logging.getLogger("wardsight.fleet.admin")
+EVENTS_PAGE_LIMIT = 500  # the most recent events one listing returns
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
@@ -101,8 +102,6 @@ async def reissue(request: web.Request) -> web.Response:
 
 async def list_events(request: web.Request) -> web.Response:
     await require(request, "viewer")
-    limit = query_number(request, "limit", int)
+    limit = query_number(request, "limit", int, low=1, high=EVENTS_PAGE_LIMIT)
     limit = 50 if limit is None else limit
-    if not 1 <= limit <= 500:
-        raise RejectedError(400, "limit must be between 1 and 500")
     return web.json_response({"events": request.app[DB_KEY].recent_events(limit)})

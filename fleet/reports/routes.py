@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, tzinfo
 from typing import cast
 
@@ -15,7 +14,7 @@ from fleet.reports.render import csv_filename, json_body, to_csv
 from fleet.reports.store import Scope
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from fleet.web.errors import RejectedError
-from fleet.web.query import check_query_params, query_identifier
+from fleet.web.query import UNIX_SECONDS, check_query_params, parse_number, query_identifier
 
 DEFAULT_RANGE_SECONDS = 7 * DAY
 MAX_RANGE_DAYS = 400
@@ -24,20 +23,31 @@ _PARAMS = frozenset({"from", "to", "group", "format", "room", "ward", "site"})
 
 
 def parse_time(raw: str, name: str, tz: tzinfo | None = None) -> float:
-    """Unix seconds, or ISO 8601 (a date or a date and time; without an offset: local time, ``tz`` or the server's)."""
+    """Unix seconds, or ISO 8601 (a date or a date and time; without an offset: local time, ``tz`` or the server's),
+    within :data:`fleet.web.query.UNIX_SECONDS` (1970 on); 400 otherwise, the ends of the calendar included."""
     try:
-        value = float(raw)
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(raw)
-        except ValueError:
-            raise RejectedError(400, f"{name} must be Unix seconds or an ISO 8601 date or date and time") from None
-        if parsed.tzinfo is None and tz is not None:
-            parsed = parsed.replace(tzinfo=tz)
-        value = parsed.timestamp()
-    if not math.isfinite(value) or not 0 <= value <= 1e11:
+        value = parse_number(raw, name, float)
+    except RejectedError:
+        value = _iso_seconds(raw, name, tz)
+    low, high = UNIX_SECONDS
+    if not low <= value <= high:
         raise RejectedError(400, f"{name} is out of range")
     return value
+
+
+def _iso_seconds(raw: str, name: str, tz: tzinfo | None) -> float:
+    try:
+        if len(raw) > 64 or not raw.isascii():
+            raise ValueError(raw)
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise RejectedError(400, f"{name} must be Unix seconds or an ISO 8601 date or date and time") from None
+    if parsed.tzinfo is None and tz is not None:
+        parsed = parsed.replace(tzinfo=tz)
+    try:
+        return parsed.timestamp()  # 0001-01-01 or 9999-12-31 in local time fall off the calendar
+    except (ValueError, OverflowError, OSError):
+        raise RejectedError(400, f"{name} is out of range") from None
 
 
 def _choice(request: web.Request, name: str, options: tuple[str, ...], default: str) -> str:

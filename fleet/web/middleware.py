@@ -1,5 +1,7 @@
 """What every request passes through: the error middleware (every refusal a JSON 4xx and a warning naming the
-peer and the reason; nothing is stored for a rejected request) and the security headers on every response."""
+peer and the reason, its control characters escaped by :mod:`fleet.web.logsafe`; nothing is stored for a rejected
+request) and the security headers on every response (HSTS when served over TLS; a ``Server`` header without
+versions)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp import web_response as _aiohttp_responses
 
+from fleet.web import logsafe
 from fleet.web.errors import RejectedError
+from fleet.web.query import check_query_text
 
 log = logging.getLogger("wardsight.fleet")
 
@@ -27,6 +32,7 @@ async def error_middleware(
             value = request.headers.get(name)
             if value is not None and not value.isascii():
                 raise RejectedError(400, f"the {name} header must be ASCII")
+        check_query_text(request)  # every value bounded, no control characters, before any handler reads one
         return await handler(request)
     except RejectedError as exc:
         for listener in request.app.get(REJECTION_LISTENERS_KEY, ()):
@@ -40,8 +46,15 @@ async def error_middleware(
         raise RejectedError(413, "request body too large") from None
 
 
+SERVER_HEADER = "WardSight"  # aiohttp's default names Python's and aiohttp's versions
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: the server knows nothing of its name's subdomains
+
+
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Added on response prepare, so error responses carry them too."""
+    response.headers["Server"] = SERVER_HEADER
+    if request.secure:  # the connection itself is TLS (aiohttp trusts no forwarded header for this)
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
     response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'none'; frame-ancestors 'none'")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -49,6 +62,12 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 
 
 def install(app: web.Application) -> None:
-    """Add the middleware's hooks to ``app`` (the error middleware itself goes into the Application call)."""
+    """Add the middleware's hooks to ``app`` (the error middleware itself goes into the Application call) and make
+    the fleet's log lines safe (:func:`fleet.web.logsafe.install`)."""
     app[REJECTION_LISTENERS_KEY] = []
+    logsafe.install()
     app.on_response_prepare.append(security_headers)
+    # Responses aiohttp makes before any route matched (a malformed request line: 400) skip on_response_prepare
+    # and take this module default, which names Python's and aiohttp's versions; every response the process
+    # serves says just SERVER_HEADER instead.
+    setattr(_aiohttp_responses, "SERVER_SOFTWARE", SERVER_HEADER)  # noqa: B010 - a library's module default

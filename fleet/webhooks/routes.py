@@ -16,6 +16,7 @@ from fleet.store.schema import transaction
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
+from fleet.web.query import query_number
 from fleet.webhooks import store
 from fleet.webhooks.envelope import Format
 from fleet.webhooks.ssrf import MAX_URL_LENGTH, UrlRefusedError, check_url_resolves
@@ -168,11 +169,9 @@ async def handle_deliveries(request: web.Request) -> web.Response:
     }
     if request.query.get("status") not in statuses:
         raise RejectedError(400, "status must be pending, delivered or dead")
-    try:
-        limit = int(request.query.get("limit", "100"))
-        rows = store.list_deliveries(db, endpoint_id, statuses[request.query.get("status")], limit)
-    except ValueError:
-        raise RejectedError(400, "limit must be an integer between 1 and 1000") from None
+    limit = query_number(request, "limit", int, low=1, high=store.MAX_DELIVERY_PAGE)
+    limit = 100 if limit is None else limit
+    rows = store.list_deliveries(db, endpoint_id, statuses[request.query.get("status")], limit)
     return web.json_response({"deliveries": rows})
 
 

@@ -1,11 +1,23 @@
 """The SSRF guard: which webhook URLs and addresses the server may send to.
 
 Targets must be ``https://`` (``http://`` and loopback only with ``webhook_allow_insecure``), without
-credentials in the URL, and never link-local or cloud-metadata addresses. The URL is checked when an
-endpoint is created or changed (:func:`check_url_resolves`, with a DNS lookup) and before every send
-(:func:`check_url`), and every address the client actually connects to is checked again when its socket is
-made (:func:`guarded_socket_factory`), so a DNS answer that changes later cannot redirect a delivery.
-Private (RFC 1918) addresses are allowed: hospital systems live there.
+credentials in the URL. The URL is checked when an endpoint is created or changed (:func:`check_url_resolves`,
+with a DNS lookup) and before every send (:func:`check_url`), and every address the client actually connects to
+is checked again when its socket is made (:func:`guarded_socket_factory`), so a DNS answer that changes later
+cannot redirect a delivery.
+
+Addresses are judged by class (:func:`address_refusal`), never by spelling:
+
+- an IPv6 form that carries an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
+  ``2002::/16``, Teredo ``2001::/32``) is judged by the IPv4 address it carries;
+- refused: the cloud metadata services (:data:`METADATA_ADDRESSES`, and the names in :data:`METADATA_NAMES`),
+  link-local (``169.254/16``, ``fe80::/10``), multicast, reserved (``240/4``, the broadcast address, IPv6's
+  reserved blocks, IPv4-compatible ``::a.b.c.d``), IPv6 site-local (``fec0::/10``, deprecated), and every other
+  special-purpose block that is not globally routable (``0/8``, documentation and benchmarking ranges, ...);
+- loopback and unspecified: only with ``webhook_allow_insecure``;
+- allowed: globally routable addresses and the private networks hospital systems live on: RFC 1918
+  (``10/8``, ``172.16/12``, ``192.168/16``), shared address space (``100.64/10``) and their IPv6 counterpart,
+  unique local addresses (``fc00::/7``).
 """
 
 from __future__ import annotations
@@ -21,30 +33,82 @@ from yarl import URL
 
 MAX_URL_LENGTH = 2048
 
-# Cloud metadata services; the IPv4 ones are link-local or shared space, the AWS IPv6 one is a ULA.
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Cloud metadata and platform services: AWS (IPv4, ECS, IPv6), GCP (IPv6), Azure's wire server, Alibaba,
+# Oracle Cloud Classic. The link-local ones would be refused anyway; the others sit in allowed classes.
 METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "168.63.129.16",
+        "100.100.100.200",
+        "192.0.0.192",
+        "fd00:ec2::254",
+        "fd20:ce::254",
+    )
 )
-METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data"})
+METADATA_NAMES = frozenset(
+    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
+# The private networks webhook targets may be on (hospital systems live there).
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class UrlRefusedError(ValueError):
     """A webhook URL the server will not send to (scheme, credentials, or a forbidden address)."""
 
 
-def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_insecure: bool) -> str | None:
-    """Why the server must not connect to ``address``, or None if it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+def embedded_ipv4(address: Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries, each with the form's name (none for a plain address)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return []
+    if address.ipv4_mapped is not None:
+        return [("IPv4-mapped", address.ipv4_mapped)]
+    if address in NAT64:
+        return [("NAT64", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))]
+    if address.sixtofour is not None:
+        return [("6to4", address.sixtofour)]
+    if address.teredo is not None:
+        server, client = address.teredo
+        return [("Teredo client", client), ("Teredo server", server)]
+    return []
+
+
+def _class_refusal(address: Address, allow_insecure: bool) -> str | None:
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
-    if address.is_link_local:
-        return "a link-local address"
     if address.is_loopback or address.is_unspecified:
         return None if allow_insecure else "a loopback or unspecified address (only with webhook_allow_insecure)"
-    if address.is_multicast or address.is_reserved:
-        return "a multicast or reserved address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "a site-local address"
+    if any(address in network for network in PRIVATE_NETWORKS):
+        return None
+    if address.is_reserved:
+        return "a reserved address"
+    if not address.is_global:
+        return "a special-purpose address (not globally routable)"
     return None
+
+
+def address_refusal(address: Address, allow_insecure: bool) -> str | None:
+    """Why the server must not connect to ``address``, or None if it may (see the module's policy)."""
+    carried = embedded_ipv4(address)
+    for form, inner in carried:
+        why = _class_refusal(inner, allow_insecure)
+        if why is not None:
+            return f"{why} ({form} {inner})"
+    if carried:
+        return None  # the tunnel or translation delivers to the IPv4 address it carries, which is allowed
+    return _class_refusal(address, allow_insecure)
 
 
 def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

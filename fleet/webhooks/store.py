@@ -22,6 +22,7 @@ from wardsight import webhooks
 from wardsight.wire import App, Event, Severity
 
 Status = Literal["pending", "delivered", "dead"]
+MAX_DELIVERY_PAGE = 1000  # the most deliveries one listing returns
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 ENDPOINT_COLUMNS = (
@@ -254,8 +255,8 @@ def list_deliveries(
     db: sqlite_utils.Database, endpoint_id: int, status: Status | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """An endpoint's deliveries, newest first (without bodies)."""
-    if not 1 <= limit <= 1000:
-        raise ValueError("limit must be between 1 and 1000")
+    if not 1 <= limit <= MAX_DELIVERY_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_DELIVERY_PAGE}")
     where, params = "endpoint_id = ?", list[Any]([endpoint_id])
     if status is not None:
         where += " AND status = ?"
