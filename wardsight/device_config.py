@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -61,19 +61,86 @@ class SourceConfig(StrictModel):
         return self
 
 
+# ---- zones and privacy regions ---------------------------------------------------------------------------
+
+ZoneKind = Literal["door", "dispenser", "bed", "floor", "room"]
+PolygonPoints = Annotated[list[Point], Field(min_length=3, max_length=64)]
+RegionName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def _on_segment(p: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """``p``, collinear with ``a``-``b``, lies on that segment (ends included)."""
+    return min(a[0], b[0]) <= p[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= p[1] <= max(a[1], b[1])
+
+
+def _segments_meet(p1: tuple[float, float], p2: tuple[float, float], q1: tuple[float, float],
+                   q2: tuple[float, float]) -> bool:  # fmt: skip
+    """The closed segments p1-p2 and q1-q2 cross or touch."""
+    d1, d2, d3, d4 = _cross(q1, q2, p1), _cross(q1, q2, p2), _cross(p1, p2, q1), _cross(p1, p2, q2)
+    if ((d1 > 0 > d2) or (d1 < 0 < d2)) and ((d3 > 0 > d4) or (d3 < 0 < d4)):
+        return True
+    return any(
+        d == 0 and _on_segment(p, a, b)
+        for d, p, a, b in ((d1, p1, q1, q2), (d2, p2, q1, q2), (d3, q1, p1, p2), (d4, q2, p1, p2))
+    )
+
+
+def polygon_problem(points: Sequence[Sequence[float]]) -> str | None:
+    """Why the outline ``points`` (in order, closed back to the first) is not a simple polygon, or None if it is.
+
+    Two edges that are not neighbours may not cross or touch, and an edge may not run back along the one before it.
+    A point repeated right after itself (or a last point equal to the first) is ignored. An outline with no area
+    (all points on one line) is left to the dry run's "has no area". Points are numbered from 1, as given.
+    """
+    ring: list[tuple[int, tuple[float, float]]] = []
+    for number, (x, y) in enumerate(points, start=1):
+        if not ring or ring[-1][1] != (x, y):
+            ring.append((number, (float(x), float(y))))
+    while len(ring) > 1 and ring[0][1] == ring[-1][1]:
+        ring.pop()
+    n = len(ring)
+    if n < 3 or all(_cross(ring[0][1], ring[i][1], ring[i + 1][1]) == 0 for i in range(1, n - 1)):
+        return None
+    edges = [(ring[i], ring[(i + 1) % n]) for i in range(n)]
+    name = [f"the edge from point {a[0]} to point {b[0]}" for a, b in edges]
+    for i in range(n):
+        for j in range(i + 1, n):
+            (_, p1), (_, p2) = edges[i]
+            (_, q1), (_, q2) = edges[j]
+            if j == i + 1 or (i == 0 and j == n - 1):  # neighbours: they share one end
+                first, second = (i, j) if j == i + 1 else (j, i)
+                start, shared, end = edges[first][0][1], edges[first][1][1], edges[second][1][1]
+                back = (start[0] - shared[0]) * (end[0] - shared[0]) + (start[1] - shared[1]) * (end[1] - shared[1])
+                if _cross(shared, start, end) == 0 and back > 0:
+                    return f"its outline crosses itself: {name[second]} runs back along {name[first]}"
+            elif _segments_meet(p1, p2, q1, q2):
+                return f"its outline crosses itself: {name[i]} crosses {name[j]}"
+    return None
+
+
+def _simple(what: str, points: Sequence[Sequence[float]]) -> None:
+    problem = polygon_problem(points)
+    if problem is not None:
+        raise ValueError(f"{what}: {problem} (give the points in order around the shape)")
+
+
 class PrivacyRegion(StrictModel):
     """A polygon, in frame-relative coordinates (0..1), zeroed in every frame at capture."""
 
-    name: Annotated[str, Field(min_length=1, max_length=64)]
-    polygon: Annotated[list[Point], Field(min_length=3, max_length=64)]
+    name: RegionName
+    polygon: PolygonPoints
 
 
 class ZoneConfig(StrictModel):
     """A named polygon (frame-relative) and which keypoints put a person in it."""
 
     name: Identifier
-    kind: Literal["door", "dispenser", "bed", "floor", "room"]
-    polygon: Annotated[list[Point], Field(min_length=3, max_length=64)]
+    kind: ZoneKind
+    polygon: PolygonPoints
     keypoints: list[str] = Field(default_factory=list, description="COCO keypoint names; empty: the kind's default.")
     min_keypoints: Annotated[int, Field(ge=1, le=17)] = 1
     min_score: Annotated[float, Field(ge=0, le=1)] = 0.3
@@ -85,6 +152,98 @@ class ZoneConfig(StrictModel):
         if unknown:
             raise ValueError(f"unknown keypoint '{unknown[0]}' (COCO names such as left_wrist)")
         return value
+
+
+
+def outline_problem(config: DeviceConfig) -> str | None:
+    """The first zone or privacy region whose outline crosses itself, said plainly; None when all are simple.
+
+    Checked on what is new (a pushed configuration, on the server and again on the device, and the zone editor's
+    shapes), never when a device loads its own file: a device whose file holds a shape drawn before this check
+    keeps starting (the mask of a self-crossing region still covers its area), and the next edit fixes it.
+    """
+    shapes = [(f"privacy region '{r.name}'", r.polygon) for r in config.privacy_regions]
+    shapes += [(f"zone '{z.name}'", z.polygon) for z in config.zones]
+    for what, points in shapes:
+        problem = polygon_problem(points)
+        if problem is not None:
+            return f"{what}: {problem} (give the points in order around the shape)"
+    return None
+
+
+# The console's zone editor changes only zones and privacy regions: a push_config job with params {MERGE_PARAM:
+# MERGE_ZONES} whose config is a LayoutEdit (JSON), which the device applies to its own device.toml
+# (firmware/jobs/layout.py). A device that does not know the mode refuses it (JSON is not TOML): it never replaces
+# its file with the edit.
+MERGE_PARAM = "merge"
+MERGE_ZONES = "zones"
+REPORTED_DIGITS = 4  # the device reports its polygons to the console rounded to this many decimals
+
+
+class ZoneShape(StrictModel):
+    """A zone as the editor draws it; a changed zone keeps its other settings (keypoints, scores) on the device."""
+
+    name: Identifier
+    kind: ZoneKind
+    polygon: PolygonPoints
+
+    @model_validator(mode="after")
+    def _simple_outline(self) -> ZoneShape:
+        _simple(f"zone '{self.name}'", self.polygon)
+        return self
+
+
+class RegionShape(StrictModel):
+    """A new privacy region."""
+
+    name: RegionName
+    polygon: PolygonPoints
+
+    @model_validator(mode="after")
+    def _simple_outline(self) -> RegionShape:
+        _simple(f"privacy region '{self.name}'", self.polygon)
+        return self
+
+
+class RegionRef(StrictModel):
+    """One of the device's privacy regions, by its polygon as the device reported it (its name stays on the
+    device): the device's region whose every point is within one reported unit (10^-REPORTED_DIGITS)."""
+
+    polygon: PolygonPoints
+
+
+class ZoneChanges(StrictModel):
+    add: Annotated[list[ZoneShape], Field(max_length=64)] = Field(default_factory=list)  # names not on the device
+    change: Annotated[list[ZoneShape], Field(max_length=64)] = Field(default_factory=list)  # new kind and polygon
+    remove: Annotated[list[Identifier], Field(max_length=64)] = Field(default_factory=list)
+
+
+class RegionChanges(StrictModel):
+    add: Annotated[list[RegionShape], Field(max_length=64)] = Field(default_factory=list)
+    remove: Annotated[list[RegionRef], Field(max_length=64)] = Field(default_factory=list)
+
+
+class LayoutEdit(StrictModel):
+    """Zones and privacy regions to add, change and remove on one device; nothing else of its configuration.
+
+    The device refuses the whole edit if a zone to change or remove is not there, a zone to add already is, or a
+    privacy region to remove is not there (its layout changed since the editor loaded it).
+    """
+
+    v: Literal[1] = 1
+    zones: ZoneChanges = Field(default_factory=ZoneChanges)
+    privacy_regions: RegionChanges = Field(default_factory=RegionChanges)
+
+    @model_validator(mode="after")
+    def _one_change_per_zone(self) -> LayoutEdit:
+        z, r = self.zones, self.privacy_regions
+        names = [s.name for s in z.add] + [s.name for s in z.change] + list(z.remove)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"zone '{twice[0]}' is named more than once (add, change or remove it once)")
+        if not (names or r.add or r.remove):
+            raise ValueError("the edit changes nothing")
+        return self
 
 
 class OccupancyConfig(StrictModel):

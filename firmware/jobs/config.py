@@ -4,6 +4,13 @@ A pushed configuration is validated with :class:`DeviceConfig` (and the environm
 (:func:`dry_run_config`: apps, zones, privacy regions, source description and model files, without opening a
 camera); the previous file is kept and is restored by :func:`recover_pushed_config` when the agent does not start
 with the new one.
+
+With params ``merge = "zones"`` (the console's zone editor) the job's ``config`` is not a file but a
+:class:`~wardsight.device_config.LayoutEdit` (JSON): the new file is the device's own ``device.toml`` with only its
+zones and privacy regions changed (:func:`firmware.jobs.layout.merge_layout`), then validated, dry-run, written and
+restarted into exactly as a pushed file is. Refusals: ``edit_invalid`` (not a valid edit), ``layout_changed`` (a
+zone or privacy region it changes or removes is not there, or one it adds already is), ``layout_not_editable``
+(the file cannot be changed without touching more), ``config_unreadable``, ``unknown_merge``.
 """
 
 from __future__ import annotations
@@ -15,16 +22,27 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from firmware.assembly import build_apps, build_zones
 from firmware.exitcodes import RESTART_EXIT_CODE
 from firmware.jobs.context import JobContext
+from firmware.jobs.layout import LayoutEditError, merge_layout
 from firmware.jobs.ledger import JobLedger, ledger_path
 from wardsight import wire
-from wardsight.device_config import DEFAULT_REBOOT_COMMAND, ENV_PREFIX, DeviceConfig
+from wardsight.device_config import (
+    DEFAULT_REBOOT_COMMAND,
+    ENV_PREFIX,
+    MERGE_PARAM,
+    MERGE_ZONES,
+    DeviceConfig,
+    LayoutEdit,
+    outline_problem,
+)
 from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.paths import fsync_dir, write_file_atomically
-from wardsight.settings import load_config
+from wardsight.settings import describe_validation_error, load_config
 
 log = logging.getLogger("wardsight.device.jobs")
 
@@ -58,6 +76,9 @@ def dry_run_config(config: DeviceConfig, store: ArtifactStore | None) -> None:
     def refuse(detail: str) -> ConfigRefusedError:
         return ConfigRefusedError("config_would_not_start", detail)
 
+    problem = outline_problem(config)
+    if problem is not None:
+        raise refuse(problem)
     for region in config.privacy_regions:
         if _polygon_area(region.polygon) < 1e-6:
             raise refuse(f"privacy region '{region.name}' has no area: it would hide nothing")
@@ -157,12 +178,38 @@ def recover_pushed_config(device_dir: Path, config_path: Path) -> str | None:
     return None
 
 
+def merged_config_text(edit_json: str, config_path: Path) -> str:
+    """The device's ``device.toml`` (``config_path``; none: empty) with the zone editor's edit applied."""
+    try:
+        edit = LayoutEdit.model_validate_json(edit_json)
+    except ValidationError as exc:
+        raise ConfigRefusedError("edit_invalid", describe_validation_error(exc, "zones edit")) from None
+    try:
+        current = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigRefusedError("config_unreadable", f"cannot read {config_path}: {exc}") from None
+    try:
+        return merge_layout(current, edit)
+    except LayoutEditError as exc:
+        raise ConfigRefusedError(exc.reason, str(exc)) from None
+
+
+def _pushed_text(job: wire.Job, config_path: Path) -> str:
+    merge = job.params.get(MERGE_PARAM)
+    if merge is None:
+        return job.config or ""
+    if merge != MERGE_ZONES:
+        raise ConfigRefusedError("unknown_merge", f"push_config cannot merge {merge!r} (only {MERGE_ZONES!r})")
+    return merged_config_text(job.config or "", config_path)
+
+
 def push_config(ctx: JobContext, job: wire.Job) -> wire.JobReport | None:
     if job.config is None:
         return ctx.reports.final(wire.JobReport(job_id=job.job_id, state="refused", reason="no_config"))
     path = ctx.hooks.config_path
     try:
-        pushed = validate_config_text(job.config, path, ctx.hooks.environ, ctx.hooks.store)
+        text = _pushed_text(job, path)
+        pushed = validate_config_text(text, path, ctx.hooks.environ, ctx.hooks.store)
         check_local_settings(pushed, ctx.hooks.config)
     except ConfigRefusedError as exc:
         log.warning("pushed configuration (job %s) refused, the current one stays: %s", job.job_id, exc)
@@ -171,7 +218,7 @@ def push_config(ctx: JobContext, job: wire.Job) -> wire.JobReport | None:
     if had_previous:
         write_file_atomically(previous_config_path(path), path.read_bytes())
     ctx.ledger.set_state(job.job_id, "config_applied", {"had_previous": had_previous, "starts": 0})
-    write_file_atomically(path, job.config.encode("utf-8"))
+    write_file_atomically(path, text.encode("utf-8"))
     ctx.halt()
     log.warning("configuration from job %s applied; restarting the agent with it", job.job_id)
     ctx.hooks.stop_agent(RESTART_EXIT_CODE)

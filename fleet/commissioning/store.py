@@ -29,6 +29,7 @@ def applied_config(db: sqlite_utils.Database, device_id: str) -> AppliedConfig |
     row = db.conn.execute(
         "SELECT b.config, COALESCE(j.finished_at, j.updated_at) AS at FROM jobs j"
         " JOIN job_batches b ON b.id = j.batch_id WHERE j.device_id = ? AND b.kind = 'push_config'"
+        " AND json_extract(b.params, '$.merge') IS NULL"  # a zone editor's edit is not a whole device.toml
         " AND j.state = 'succeeded' AND b.config IS NOT NULL ORDER BY at DESC LIMIT 1",
         [device_id],
     ).fetchone()

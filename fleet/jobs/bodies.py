@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fleet.jobs import logic
 from wardsight import wire
+from wardsight.device_config import LayoutEdit
+from wardsight.settings import describe_validation_error
 
 MIN_EXPIRES_IN = 60
 MAX_EXPIRES_IN = 7 * 24 * 3600
@@ -45,8 +56,22 @@ class LogLevelParams(_Body):
     duration_s: Annotated[StrictInt, Field(ge=60, le=24 * 3600)]  # then the device returns to its configured level
 
 
+class PushConfigParams(_Body):
+    # "zones": config is the zone editor's LayoutEdit (JSON), merged by the device into its own device.toml.
+    merge: Literal["zones"] | None = None
+
+
 PARAMS: dict[str, type[_Body]] = dict.fromkeys(get_args(wire.JobKind), NoParams)
 PARAMS["set_log_level"] = LogLevelParams
+PARAMS["push_config"] = PushConfigParams
+
+
+def check_layout_edit(text: str) -> None:
+    """Raise ValueError naming the problem unless ``text`` is a valid zones edit (see ``PushConfigParams``)."""
+    try:
+        LayoutEdit.model_validate_json(text)
+    except ValidationError as exc:
+        raise ValueError(describe_validation_error(exc, "config (zones edit)")) from None
 
 
 class CreateJobs(_Body):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sqlite3
 from typing import Any
 
@@ -30,6 +29,7 @@ from fleet.store.schema import transaction
 from fleet.web.appkeys import CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.web.body import parse_json, read_body
 from fleet.web.errors import RejectedError
+from fleet.web.query import query_number
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet.jobs")
@@ -40,14 +40,8 @@ MAX_ROTATE_BYTES = 16 * 1024
 
 
 def _wait_seconds(request: web.Request) -> float:
-    raw = request.query.get("wait", "0")
-    try:
-        wait = float(raw)
-    except ValueError:
-        raise RejectedError(400, "wait must be a number of seconds") from None
-    if not (math.isfinite(wait) and 0 <= wait <= MAX_WAIT_SECONDS):
-        raise RejectedError(400, f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
-    return wait
+    wait = query_number(request, "wait", float, low=0, high=MAX_WAIT_SECONDS)
+    return 0.0 if wait is None else wait
 
 
 async def poll(request: web.Request) -> web.Response:

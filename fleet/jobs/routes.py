@@ -2,8 +2,10 @@
 
 - ``POST /api/v1/jobs`` (operator; ``reboot``, ``factory_reset`` and ``rotate_key`` need admin) makes a
   *batch*: one job per targeted active device. ``push_config`` carries a ``device.toml`` the server first
-  validates with ``wardsight.device_config``. Optional ``rate_per_minute`` and ``error_threshold`` pace and
-  stop the batch (``fleet.jobs.logic``, where every decision lives).
+  validates with ``wardsight.device_config``, or with params ``{"merge": "zones"}`` the zone editor's
+  ``LayoutEdit`` (JSON: zones and privacy regions to add, change and remove), which the device merges into its own
+  file. Optional ``rate_per_minute`` and ``error_threshold`` pace and stop the batch (``fleet.jobs.logic``, where
+  every decision lives).
 - ``GET /api/v1/jobs`` and ``GET /api/v1/jobs/{batch_id}`` (viewer), ``POST /api/v1/jobs/{batch_id}/cancel``
   (operator), ``GET /api/v1/jobs/{batch_id}/devices/{device_id}/output`` (operator: the diagnostics text).
 """
@@ -19,14 +21,15 @@ from pydantic import ValidationError
 
 from fleet.auth.operator import has_role, require
 from fleet.jobs import store
-from fleet.jobs.bodies import PARAMS, CreateJobs
+from fleet.jobs.bodies import PARAMS, CreateJobs, check_layout_edit
 from fleet.jobs.release import request_time, step
 from fleet.jobs.views import batch_view
 from fleet.web.appkeys import DB_KEY, KEYS_KEY
 from fleet.web.body import parse_json, read_body, validation_message
 from fleet.web.errors import RejectedError
+from fleet.web.query import query_number
 from wardsight import wire
-from wardsight.device_config import DeviceConfig
+from wardsight.device_config import MERGE_PARAM, MERGE_ZONES, DeviceConfig, outline_problem
 from wardsight.settings import describe_validation_error
 
 log = logging.getLogger("wardsight.fleet.jobs")
@@ -41,16 +44,22 @@ def _validated_params(body: CreateJobs) -> dict[str, Any]:
         params = PARAMS[body.kind].model_validate(body.params)
     except ValidationError as exc:
         raise RejectedError(400, validation_message(exc, f"params for {body.kind}")) from None
-    return params.model_dump()
+    return params.model_dump(exclude_none=True)
 
 
-def _validated_config(body: CreateJobs) -> str | None:
+def _validated_config(body: CreateJobs, params: dict[str, Any]) -> str | None:
     if body.kind != "push_config":
         if body.config is not None:
             raise RejectedError(400, "config is only for push_config")
         return None
     if body.config is None:
         raise RejectedError(400, "push_config needs config (the device.toml text)")
+    if params.get(MERGE_PARAM) == MERGE_ZONES:  # the zone editor's edit, merged by the device into its own file
+        try:
+            check_layout_edit(body.config)
+        except ValueError as exc:
+            raise RejectedError(400, str(exc)) from None
+        return body.config
     try:
         data = tomllib.loads(body.config)
     except tomllib.TOMLDecodeError as exc:
@@ -58,9 +67,12 @@ def _validated_config(body: CreateJobs) -> str | None:
     except RecursionError:
         raise RejectedError(400, "config is nested too deeply") from None
     try:
-        DeviceConfig.model_validate(data)
+        pushed = DeviceConfig.model_validate(data)
     except ValidationError as exc:
         raise RejectedError(400, describe_validation_error(exc, "config")) from None
+    problem = outline_problem(pushed)
+    if problem is not None:
+        raise RejectedError(400, f"config: {problem}")
     return body.config
 
 
@@ -85,7 +97,7 @@ async def create_jobs(request: web.Request) -> web.Response:
     if body.kind in ADMIN_KINDS and not has_role(who.role, "admin"):
         raise RejectedError(403, f"{body.kind} jobs need the admin role; {who.actor} is {who.role}")
     params = _validated_params(body)
-    config = _validated_config(body)
+    config = _validated_config(body, params)
     app, now = request.app, request_time(request)
     _check_size(body.kind, params, config, app[KEYS_KEY].jobs)
     db = app[DB_KEY].db
@@ -112,12 +124,8 @@ async def create_jobs(request: web.Request) -> web.Response:
 
 async def list_batches(request: web.Request) -> web.Response:
     await require(request, "viewer")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise RejectedError(400, "limit must be an integer") from None
-    if not 1 <= limit <= JOB_LIST_LIMIT:
-        raise RejectedError(400, f"limit must be between 1 and {JOB_LIST_LIMIT}")
+    limit = query_number(request, "limit", int, low=1, high=JOB_LIST_LIMIT)
+    limit = 100 if limit is None else limit
     app, now = request.app, request_time(request)
     step(app, now)
     db = app[DB_KEY].db

@@ -74,11 +74,19 @@ export function lineChart(canvas, points, {color = "#1565c0", unit = "", digits 
   return `latest ${last.toFixed(digits)}${unit}, range ${realLo.toFixed(digits)} to ${realHi.toFixed(digits)}${unit} over ${vals.length} samples`;
 }
 
-// The view transform for a frame of (fw, fh) pixels letterboxed into the canvas.
+// Black left around the frame on every side (CSS pixels): room to click just outside it, which puts the point on
+// the frame's edge (toFrame).
+export const FRAME_MARGIN = 12;
+// A click this close to the frame's edge (CSS pixels) lands exactly on it.
+export const SNAP_PX = 6;
+
+// The view transform for a frame of (fw, fh) pixels letterboxed into the canvas, FRAME_MARGIN from its sides.
 export function frameBox(w, h, fw, fh) {
   const aspect = fw && fh ? fw / fh : 16 / 9;
-  let bw = w, bh = w / aspect;
-  if (bh > h) { bh = h; bw = h * aspect; }
+  const m = Math.min(FRAME_MARGIN, w / 8, h / 8);
+  const aw = w - 2 * m, ah = h - 2 * m;
+  let bw = aw, bh = aw / aspect;
+  if (bh > ah) { bh = ah; bw = ah * aspect; }
   return {x0: (w - bw) / 2, y0: (h - bh) / 2, bw, bh};
 }
 
@@ -166,13 +174,14 @@ export function drawScene(canvas, {scene, zones = [], privacy = [], draft = null
   return {fb, peopleCount: peopleOf(scene).length};
 }
 
-// Canvas pixel (from a mouse event) to frame-relative [0..1] coordinates, or null outside the frame.
+// Canvas pixel (from a mouse event) to frame-relative [0..1] coordinates. A click on the black around the frame
+// (the margin, the letterbox bars) or within SNAP_PX of its edge lands on the nearest point of the edge: a zone or
+// privacy region can reach the frame's edge exactly, and no click is lost.
 export function toFrame(canvas, ev, frameSize) {
   const rect = canvas.getBoundingClientRect();
   const [fw, fh] = frameSize || [16, 9];
   const fb = frameBox(rect.width, rect.height, fw, fh);
-  const u = (ev.clientX - rect.left - fb.x0) / fb.bw;
-  const v = (ev.clientY - rect.top - fb.y0) / fb.bh;
-  if (u < 0 || u > 1 || v < 0 || v > 1) return null;
-  return [Math.round(u * 1000) / 1000, Math.round(v * 1000) / 1000];
+  const px = ev.clientX - rect.left - fb.x0, py = ev.clientY - rect.top - fb.y0;
+  const snap = (p, size) => (p <= SNAP_PX ? 0 : p >= size - SNAP_PX ? 1 : Math.round((p / size) * 1000) / 1000);
+  return [snap(px, fb.bw), snap(py, fb.bh)];
 }

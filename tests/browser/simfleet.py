@@ -4,7 +4,9 @@ Each simulated device enrolls from a real bundle through the firmware's own code
 and then talks to the server through the firmware's ``FleetClient`` (per-request proofs, nonces, its
 short-lived credential) on its own thread: heartbeats with made-up readings, maintenance jobs (verified
 with the server's job key, ``push_config`` validated with the device-config schema before it "applies"),
-model-update offers (stepping through the update states) and, on request, signed events.
+model-update offers (stepping through the update states) and, on request, signed events. A ``push_config`` of the
+zone editor (``merge = "zones"``) is merged into the device's own file by the firmware's code
+(:func:`firmware.jobs.layout.merge_layout`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from firmware.identity import IdentityStore
+from firmware.jobs.layout import LayoutEditError, merge_layout
 from firmware.preview import PREVIEW_HEADER, SCENE_PATH, SceneSnapshot, SnapshotPerson, SnapshotRegion, SnapshotZone
 from firmware.transport import NotAuthorizedError, UnreachableError
 from fleet.accounts import service as operators
@@ -30,7 +33,7 @@ from fleet.server import BackgroundServer
 from fleet.store.db import FleetDB
 from wardsight import wire
 from wardsight.bundle import Bundle
-from wardsight.device_config import DeviceConfig
+from wardsight.device_config import MERGE_PARAM, MERGE_ZONES, DeviceConfig, LayoutEdit
 
 PASSWORD = "correct horse battery staple"
 FAST_HASHING = {"password_memory_kib": 1024, "password_time_cost": 1}
@@ -53,6 +56,11 @@ class Readings:
     privacy_mode: wire.PrivacyMode | None = "blackout-at-capture"  # None: an older agent
 
 
+def _reported(polygon: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """A polygon as the agent reports it (firmware/preview.py: rounded to 4 decimals)."""
+    return tuple((round(x, 4), round(y, 4)) for x, y in polygon)
+
+
 class SimDevice:
     """One enrolled device on its own thread (see the module docstring)."""
 
@@ -63,6 +71,8 @@ class SimDevice:
         self.readings = readings
         self.heartbeat_s = heartbeat_s
         self.config_text: str | None = None
+        self.pushed: list[wire.Job] = []  # the push_config jobs it applied
+        self.frame_size = (1280, 720)
         self.jobs_seen: list[str] = []
         self.update_states: list[str] = []
         self.started = time.time()
@@ -116,21 +126,24 @@ class SimDevice:
             self.preview_until = time.time() + 10
 
     def scene(self) -> SceneSnapshot:
-        """Two people as boxes and skeletons on a 1280x720 frame; the zones from the pushed config, if any."""
+        """Two people as boxes and skeletons on a frame of ``frame_size`` (1280x720 unless a test sets another; at
+        least 960x720); the zones and privacy regions from its config, as the agent reports them."""
         t = time.time() - self.started
+        width, height = self.frame_size
         people = []
         for track, (x0, speed) in enumerate(((300.0, 60.0), (900.0, -35.0)), start=1):
-            cx = x0 + (speed * t) % 300
-            kps = [(min(1280.0, max(0.0, cx + dx)), y, 0.9) for dx, y in SKELETON]
+            cx = x0 * width / 1280 + (speed * t) % 300
+            kps = [(min(float(width), max(0.0, cx + dx)), y, 0.9) for dx, y in SKELETON]
             xs = [k[0] for k in kps]
-            people.append(SnapshotPerson(track_id=track, score=0.9, box=(min(xs) - 20, 150.0, max(xs) + 20, 650.0),
-                                         keypoints=tuple(kps)))  # fmt: skip
-        zones = regions = ()
+            box = (max(0.0, min(xs) - 20), 150.0, min(float(width), max(xs) + 20), 650.0)
+            people.append(SnapshotPerson(track_id=track, score=0.9, box=box, keypoints=tuple(kps)))
+        zones: tuple[SnapshotZone, ...] = ()
+        regions: tuple[SnapshotRegion, ...] = ()
         if self.config_text:
             config = DeviceConfig.model_validate(tomllib.loads(self.config_text))
-            zones = tuple(SnapshotZone(name=z.name, kind=z.kind, polygon=tuple(z.polygon)) for z in config.zones)
-            regions = tuple(SnapshotRegion(polygon=tuple(r.polygon)) for r in config.privacy_regions)
-        return SceneSnapshot(time=time.time(), frame_width=1280, frame_height=720, people=tuple(people),
+            zones = tuple(SnapshotZone(name=z.name, kind=z.kind, polygon=_reported(z.polygon)) for z in config.zones)
+            regions = tuple(SnapshotRegion(polygon=_reported(r.polygon)) for r in config.privacy_regions)
+        return SceneSnapshot(time=time.time(), frame_width=width, frame_height=height, people=tuple(people),
                              zones=zones, privacy_regions=regions)  # fmt: skip
 
     def _post_scene(self) -> None:
@@ -175,12 +188,24 @@ class SimDevice:
             time.sleep(0.3)
             if job.kind == "push_config":
                 try:
-                    DeviceConfig.model_validate(tomllib.loads(job.config or ""))
+                    text = self._pushed_text(job)
+                    DeviceConfig.model_validate(tomllib.loads(text))
+                except LayoutEditError as exc:
+                    self._report_job(job.job_id, "refused", reason=exc.reason)
+                    continue
                 except (tomllib.TOMLDecodeError, ValidationError):
                     self._report_job(job.job_id, "refused", reason="invalid_config")
                     continue
-                self.config_text = job.config
+                self.config_text = text
+                self.pushed.append(job)
             self._report_job(job.job_id, "succeeded", progress=1.0)
+
+    def _pushed_text(self, job: wire.Job) -> str:
+        """The device.toml a push_config job makes: its text, or (the zone editor's ``merge = "zones"``) this
+        device's own file with the edit merged in by the firmware's own code."""
+        if job.params.get(MERGE_PARAM) != MERGE_ZONES:
+            return job.config or ""
+        return merge_layout(self.config_text or "", LayoutEdit.model_validate_json(job.config or ""))
 
     def _updates(self) -> None:
         reply = self.client.request("GET", "/api/v1/device/update")
