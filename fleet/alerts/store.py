@@ -3,7 +3,9 @@ acknowledging or resolving (with the audit entry and the feed row, in one transa
 
 Tables (created by :mod:`fleet.store.migrations.m0008_alerts`): ``alert_states`` (one row per alert that has
 been acknowledged or resolved; no row: open) and ``alert_feed`` (``seq`` per row, appended by a trigger on
-``events`` for every newly stored alert and here for each change).
+``events`` for every newly stored alert and here for each change). Grouped alerts (``alert_groups``,
+``alert_members``; :mod:`fleet.alerts.grouping`) are read here: a group is shown as its first event, with its count
+and latest event, and its other events are not listed on their own.
 """
 
 from __future__ import annotations
@@ -39,13 +41,22 @@ def is_alert(event: wire.Event | Mapping[str, Any]) -> bool:
 # ---- reading alerts -----------------------------------------------------------------------------------
 
 _ALERT_COLUMNS = (
-    "e.event_id, e.device_id, e.room, d.site, d.ward, e.app, e.type, e.severity, e.time, e.received_at,"
-    " e.track_id, e.confidence, e.data, s.acknowledged_by, s.acknowledged_at, s.resolved_by, s.resolved_at, s.note"
+    "e.event_id, e.device_id, d.name AS device_name, e.room, d.site, d.ward, e.app, e.type, e.severity, e.time,"
+    " e.received_at, e.track_id, e.confidence, e.data, s.acknowledged_by, s.acknowledged_at, s.resolved_by,"
+    " s.resolved_at, s.note, g.count AS group_count, g.last_event_id, g.last_type, g.last_seen_at"
 )
-_ALERT_FROM = (
-    " FROM events e LEFT JOIN devices d ON d.id = e.device_id LEFT JOIN alert_states s ON s.event_id = e.event_id"
+# ``e`` is the alert itself: an ungrouped alert's event, or a grouped alert's first event (``g`` its group).
+_ALERT_JOINS = (
+    " LEFT JOIN devices d ON d.id = e.device_id LEFT JOIN alert_states s ON s.event_id = e.event_id"
+    " LEFT JOIN alert_groups g ON g.head_id = e.event_id"
 )
-_ALERT_WHERE = "(e.severity IN ('warning', 'critical') OR (e.app = 'system' AND e.type = 'device_offline'))"
+_ALERT_FROM = " FROM events e LEFT JOIN alert_members m ON m.event_id = e.event_id" + _ALERT_JOINS
+# Alerts only, and of a group only its first event (the others are counted in it).
+_ALERT_WHERE = (
+    "(e.severity IN ('warning', 'critical') OR (e.app = 'system' AND e.type = 'device_offline'))"
+    " AND (m.head_id IS NULL OR m.head_id = e.event_id)"
+)
+_GROUP_KEYS = ("group_count", "last_event_id", "last_type", "last_seen_at")
 _STATE_SQL = {
     "open": "s.acknowledged_at IS NULL AND s.resolved_at IS NULL",
     "acknowledged": "s.acknowledged_at IS NOT NULL AND s.resolved_at IS NULL",
@@ -62,9 +73,16 @@ def state_of(row: Mapping[str, Any]) -> str:
 
 
 def _view(row: Mapping[str, Any]) -> dict[str, Any]:
-    view = {k: row[k] for k in row if k != "seq"}
+    """An alert as the API shows it; ``count`` (events in it, 1 unless grouped), ``last_seen_at``, ``last_type``
+    and ``last_event_id`` (its latest event) for every alert, grouped or not."""
+    view = {k: row[k] for k in row if k != "seq" and k not in _GROUP_KEYS}
     view["data"] = json.loads(row["data"] or "{}")
     view["state"] = state_of(row)
+    grouped = row.get("group_count") is not None
+    view["count"] = row["group_count"] if grouped else 1
+    view["last_seen_at"] = row["last_seen_at"] if grouped else row["received_at"]
+    view["last_type"] = row["last_type"] if grouped else row["type"]
+    view["last_event_id"] = row["last_event_id"] if grouped else row["event_id"]
     return view
 
 
@@ -104,8 +122,12 @@ def list_alerts(
 
 
 def get_alert(db: sqlite_utils.Database, event_id: str) -> dict[str, Any] | None:
-    sql = f"SELECT {_ALERT_COLUMNS}{_ALERT_FROM} WHERE e.event_id = ? AND {_ALERT_WHERE}"
-    rows = list(db.query(sql, [event_id]))
+    """The alert ``event_id`` is (or, for an event grouped into another alert, the alert it is counted in)."""
+    sql = (
+        f"SELECT {_ALERT_COLUMNS}{_ALERT_FROM} WHERE e.event_id ="  # noqa: S608
+        f" COALESCE((SELECT head_id FROM alert_members WHERE event_id = ?), ?) AND {_ALERT_WHERE}"
+    )
+    rows = list(db.query(sql, [event_id, event_id]))
     return _view(rows[0]) if rows else None
 
 
@@ -132,18 +154,25 @@ def feed_after(
     head = feed_head(db)  # every row up to head is committed (one writer at a time, seq taken under its lock)
     clauses, params = filters.sql()
     where = " AND ".join(["f.seq > ?", "f.seq <= ?", *clauses])
+    # A feed row of an event grouped into another alert is sent as that alert (kind "grouped").
     sql = (
-        f"SELECT f.seq, f.kind, f.at, f.actor, f.note AS change_note, {_ALERT_COLUMNS}"  # noqa: S608
-        f" FROM alert_feed f JOIN events e ON e.event_id = f.event_id"
-        " LEFT JOIN devices d ON d.id = e.device_id LEFT JOIN alert_states s ON s.event_id = e.event_id"
+        "SELECT f.seq, f.kind, f.at, f.actor, f.note AS change_note, f.event_id AS feed_event_id,"  # noqa: S608
+        f" {_ALERT_COLUMNS} FROM alert_feed f LEFT JOIN alert_members fm ON fm.event_id = f.event_id"
+        f" JOIN events e ON e.event_id = COALESCE(fm.head_id, f.event_id){_ALERT_JOINS}"
         f" WHERE {where} ORDER BY f.seq LIMIT ?"
     )
     rows = list(db.query(sql, [after, head, *params, limit]))
     messages = []
+    feed_keys = ("seq", "kind", "at", "actor", "change_note", "feed_event_id")
     for row in rows:
-        alert = _view({k: v for k, v in row.items() if k not in ("seq", "kind", "at", "actor", "change_note")})
-        message: dict[str, Any] = {"kind": row["kind"], "seq": row["seq"], "alert": alert}
-        if row["kind"] != "alert":
+        alert = _view({k: v for k, v in row.items() if k not in feed_keys})
+        kind = row["kind"]
+        if kind == "alert" and row["feed_event_id"] != alert["event_id"]:
+            kind = "grouped"
+        message: dict[str, Any] = {"kind": kind, "seq": row["seq"], "alert": alert}
+        if kind == "grouped":
+            message["event_id"] = row["feed_event_id"]
+        elif kind != "alert":
             message["change"] = {"by": row["actor"], "at": row["at"], "note": row["change_note"]}
         messages.append(message)
     cursor = rows[-1]["seq"] if len(rows) == limit else max(after, head)
@@ -163,9 +192,17 @@ _ALLOWED_FROM = {"acknowledged": ("open",), "resolved": ("open", "acknowledged")
 
 
 def change_state(
-    db: sqlite_utils.Database, event_id: str, to: str, *, actor: str, now: float, note: str | None = None
+    db: sqlite_utils.Database,
+    event_id: str,
+    to: str,
+    *,
+    actor: str,
+    now: float,
+    note: str | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Acknowledge or resolve an alert; its audit entry and feed row commit with the change. Returns the alert.
+    """Acknowledge or resolve an alert (an event grouped into another alert: that alert); its audit entry (with
+    ``details`` added) and feed row commit with the change. Returns the alert.
 
     Raises :class:`AlertError` 404 (no such alert) or 409 (not allowed from its current state).
     """
@@ -176,6 +213,7 @@ def change_state(
         alert = get_alert(db, event_id)
         if alert is None:
             raise AlertError(404, f"no alert {event_id}")
+        event_id = alert["event_id"]
         if alert["state"] not in _ALLOWED_FROM[to]:
             raise AlertError(409, f"alert {event_id} is {alert['state']}; it cannot be {to}")
         column = "acknowledged" if to == "acknowledged" else "resolved"
@@ -189,11 +227,12 @@ def change_state(
             "INSERT INTO alert_feed (event_id, kind, at, actor, note) VALUES (?, ?, ?, ?, ?)",
             [event_id, to, now, actor, note],
         )
-        details: dict[str, Any] = {"room": alert["room"], "app": alert["app"], "type": alert["type"]}
+        entry: dict[str, Any] = {"room": alert["room"], "app": alert["app"], "type": alert["type"]}
         if note is not None:
-            details["note"] = note
+            entry["note"] = note
+        entry.update(details or {})
         action = "alert.acknowledge" if to == "acknowledged" else "alert.resolve"
-        audit.record(db, actor=actor, action=action, target=f"event:{event_id}", details=details, now=now)
+        audit.record(db, actor=actor, action=action, target=f"event:{event_id}", details=entry, now=now)
         changed = get_alert(db, event_id)
     assert changed is not None
     return changed

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fleet.alerts.incidents import ENDING
 from fleet.alerts.store import FEED_PAGE, Filters, feed_after, is_alert
 from fleet.auth.operator import COOKIE_NAME, Principal, Session, has_role, sha256
 from fleet.config import ServerConfig
@@ -118,14 +119,19 @@ async def close_streams(app: web.Application) -> None:
 def notify(app: web.Application, event: wire.Event | Mapping[str, Any] | None = None) -> None:
     """Wake every alert stream after an event was stored (``event``: the wire event or its row; None: wake anyway).
 
-    Cheap, and a no-op for events that are not alerts or when no stream is open. Call it on the event loop
-    (from a handler or an app task). The streams read what is new from the database, so calling it for an
-    event that was not stored, or twice, does no harm.
+    Cheap, and a no-op for events that are neither alerts nor the end of an incident (which may have resolved
+    alerts) or when no stream is open. Call it on the event loop (from a handler or an app task). The streams read
+    what is new from the database, so calling it for an event that was not stored, or twice, does no harm.
     """
     broker = app.get(BROKER_KEY)
-    if broker is None or (event is not None and not is_alert(event)):
+    if broker is None or (event is not None and not (is_alert(event) or _ends_incident(event))):
         return
     broker.wake()
+
+
+def _ends_incident(event: wire.Event | Mapping[str, Any]) -> bool:
+    app, kind = (event.get("app"), event.get("type")) if isinstance(event, Mapping) else (event.app, event.type)
+    return (app, kind) in ENDING
 
 
 # ---- still allowed? (read-only: a stream must not keep a session alive) -------------------------------

@@ -11,7 +11,7 @@ import * as jobs from "./static/page-jobs.js";
 import * as reports from "./static/page-reports.js";
 import * as users from "./static/page-users.js";
 import * as audit from "./static/page-audit.js";
-import {startAlertBadge, stopAlertBadge} from "./static/page-alerts.js";
+import {startAlertWatch, stopAlertWatch, setPageTitle} from "./static/alert-banner.js";
 
 const REFRESH_MS = Number(document.body.dataset.refreshMs) || 2000;
 const ROUTES = {fleet, alerts, devices: device, enroll, models, jobs, reports, users, audit};
@@ -29,11 +29,11 @@ function showSignedIn(signedIn) {
   if (signedIn) {
     $("who-text").textContent = `${session.username} (${session.role})`;
     for (const li of document.querySelectorAll("[data-min-role]")) li.hidden = !can(li.dataset.minRole);
-    startAlertBadge($("alert-count"));
+    startAlertWatch({badge: $("alert-count"), banner: $("alert-banner")});
     route();
   } else {
     if (cleanup) { cleanup(); cleanup = null; }
-    stopAlertBadge();
+    stopAlertWatch();
     clear($("page"));
     setStatus("Sign in to see the fleet.");
     $("username").focus();
@@ -78,7 +78,7 @@ async function route() {
     root.appendChild(h("p", {class: "notice notice-error", role: "alert"}, `This page failed to load: ${err.message}`));
   }
   const title = $("page-title");
-  document.title = `${title ? title.textContent : "Console"} · WardSight`;
+  setPageTitle(`${title ? title.textContent : "Console"} · WardSight`);  // prefixed while critical alerts are open
   if (title && document.activeElement !== $("username")) title.focus({preventScroll: true});
 }
 

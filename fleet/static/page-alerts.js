@@ -1,9 +1,14 @@
-// Alerts: a live feed (server-sent events, no reload), acknowledge and resolve with who and when, per-room history.
+// Alerts: a live feed (server-sent events, no reload; polling when the server refuses the stream), acknowledge and
+// resolve with who and when, per-room history. Each alert reads as a plain label ("Fall") in a room, from a camera
+// by its name, with the time it arrived and how long ago; a room's repeated critical alerts are one alert with a
+// count and the latest one (the server groups them).
 import {can, get, getOptional, post, query} from "./api.js";
-import {h, clear, field, fmtTime, pageHeader, badge, statusLine, unavailable, table, notice} from "./ui.js";
+import {h, clear, field, pageHeader, badge, statusLine, unavailable, table, notice} from "./ui.js";
+import {alertLabel, deviceText, describe, relative, startedAt, typeLabel, when} from "./alert-text.js";
 
 const SEVERITY_RANK = {critical: 0, warning: 1, info: 2};
 const FEED_LIMIT = 200;
+const STREAM_RETRY_MS = 60000;
 
 function alertsOf(data) {
   if (!data) return [];
@@ -19,46 +24,33 @@ function stateOf(a) {
   return "open";
 }
 
-function describe(a) {
-  const sev = a.severity || "info";
-  return `${sev} ${a.app || ""} ${a.type || ""} in room ${a.room || "?"}`.replace(/\s+/g, " ");
+const lastSeen = a => a.last_seen_at ?? startedAt(a) ?? 0;
+const byWhom = who => (who === "system" ? "the system" : who || "?");
+
+function deviceLink(a) {
+  return a.device_id ? h("a", {href: `#/devices/${encodeURIComponent(a.device_id)}`}, deviceText(a)) : deviceText(a);
 }
 
-// ---- the alert count in the navigation (one shared EventSource while signed in) -----------------------
-
-let badgeSource = null;
-let badgeTimer = null;
-
-export function startAlertBadge(el) {
-  stopAlertBadge();
-  const update = async () => {
-    try {
-      const data = await getOptional(`/api/v1/alerts${query({state: "open"})}`);
-      if (data === null) { el.hidden = true; return false; }
-      const open = alertsOf(data).filter(a => stateOf(a) === "open").length;
-      el.textContent = String(open);
-      el.setAttribute("aria-label", `${open} open alerts`);
-      el.hidden = open === 0;
-      return true;
-    } catch (_) { return true; }
-  };
-  update().then(present => {
-    if (!present) return;
-    badgeTimer = setInterval(update, 30000);
-    try {
-      badgeSource = new EventSource("/api/v1/alerts/stream");
-      badgeSource.addEventListener("message", update);
-      for (const kind of ["alert", "update"]) badgeSource.addEventListener(kind, update);
-    } catch (_) { /* polling only */ }
-  });
+// Who acknowledged or resolved it and when; a resolution by the system says why ("got up", "attended").
+function stateLine(a) {
+  const state = stateOf(a);
+  // An open alert's badge says for how long ("open for 12 min").
+  const label = state === "open" && startedAt(a) !== null ? relative(startedAt(a), "open", "") : state;
+  const who = h("p", {class: "alert-who"}, badge(label, `state state-${state}`));
+  if (a.acknowledged_at) who.append(` Acknowledged by ${a.acknowledged_by || "?"} at `, when(a.acknowledged_at), ".");
+  if (a.resolved_at) {
+    const why = a.resolved_by === "system" && a.note ? ` (${a.note})` : "";
+    who.append(` Resolved by ${byWhom(a.resolved_by)}${why} at `, when(a.resolved_at), ".");
+  }
+  if (a.note && a.resolved_by !== "system") who.append(` Note: ${a.note}`);
+  return who;
 }
 
-export function stopAlertBadge() {
-  if (badgeSource) { badgeSource.close(); badgeSource = null; }
-  if (badgeTimer) { clearInterval(badgeTimer); badgeTimer = null; }
+function groupLine(a) {
+  if (!(a.count > 1)) return null;
+  return h("p", {class: "alert-group"}, `${a.count} alerts from this room since it opened; latest: `,
+    typeLabel(a.app, a.last_type), ", ", when(lastSeen(a)), ".");
 }
-
-// ---- the page -------------------------------------------------------------------------------------------
 
 export async function render(root, ctx) {
   const {el: statusEl, report} = statusLine();
@@ -79,24 +71,22 @@ export async function render(root, ctx) {
   const alerts = new Map();
   let source = null;
   let poll = null;
-  let streamAfter = null;
+  let retry = null;
+  let cursor = null;  // the stream id to continue from (the list's stream_after, then each message's id)
+  let closed = false;
 
   function alertItem(a) {
     const state = stateOf(a);
     const sev = a.severity || "info";
     const id = idOf(a);
-    const li = h("li", {class: `alert sev-${sev} state-${state}`, dataset: {alertId: String(id)}});
+    const li = h("li", {class: `alert sev-${sev} state-${state}`, dataset: {alertId: String(id), room: a.room || ""}});
     const head = h("p", {class: "alert-head"},
       badge(sev, `sev sev-${sev}`), " ",
-      h("strong", {}, `${a.app || "?"} · ${a.type || "?"}`), " in room ",
+      h("strong", {class: "alert-label"}, alertLabel(a)), " in room ",
       h("a", {href: `#/alerts?room=${encodeURIComponent(a.room || "")}`, "aria-label": `History of room ${a.room}`}, a.room || "?"),
-      h("span", {class: "muted"}, ` · ${fmtTime(a.time ?? a.created_at ?? a.received_at)}`),
-      a.device_id ? h("span", {class: "muted"}, " · ", h("a", {href: `#/devices/${encodeURIComponent(a.device_id)}`}, a.device_id)) : null);
-    const who = h("p", {class: "alert-who"}, badge(state, `state state-${state}`));
-    if (a.acknowledged_at) who.append(` Acknowledged by ${a.acknowledged_by || "?"} at ${fmtTime(a.acknowledged_at)}.`);
-    if (a.resolved_at) who.append(` Resolved by ${a.resolved_by || "?"} at ${fmtTime(a.resolved_at)}.`);
-    li.append(head, who);
-    if (can("operator") && state !== "resolved") {
+      " · ", deviceLink(a), " · ", when(startedAt(a)));
+    li.append(...[head, groupLine(a), stateLine(a)].filter(Boolean));
+    if (can("operator") && state !== "resolved" && state !== "unacknowledgeable") {
       const actions = h("p", {class: "actions"});
       if (state === "open") {
         actions.appendChild(h("button", {type: "button", class: "primary",
@@ -112,8 +102,7 @@ export async function render(root, ctx) {
   function draw() {
     const list = [...alerts.values()]
       .filter(a => showResolved.input.checked || stateOf(a) !== "resolved")
-      .sort((x, y) => (y.received_at ?? y.time ?? 0) - (x.received_at ?? x.time ?? 0) ||
-        (SEVERITY_RANK[x.severity] ?? 3) - (SEVERITY_RANK[y.severity] ?? 3))
+      .sort((x, y) => lastSeen(y) - lastSeen(x) || (SEVERITY_RANK[x.severity] ?? 3) - (SEVERITY_RANK[y.severity] ?? 3))
       .slice(0, FEED_LIMIT);
     // Keep focus on the same alert's button across redraws.
     const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("[data-alert-id]");
@@ -127,18 +116,18 @@ export async function render(root, ctx) {
     }
   }
 
-  function upsert(a, announce) {
+  function upsert(a) {
     const id = idOf(a);
-    if (id === undefined || id === null) return;
+    if (id === undefined || id === null) return false;
     const known = alerts.has(String(id));
     alerts.set(String(id), {...(alerts.get(String(id)) || {}), ...a});
-    if (announce && !known) live.textContent = `New ${describe(a)}`;
+    return !known;
   }
 
   async function act(id, action) {
     try {
       const updated = await post(`/api/v1/alerts/${encodeURIComponent(id)}/${action}`, {});
-      if (updated && typeof updated === "object") upsert(updated.alert || updated, false);
+      if (updated && typeof updated === "object") upsert(updated.alert || updated);
       report(`Alert ${action === "acknowledge" ? "acknowledged" : "resolved"}.`, "ok");
       draw();
     } catch (err) {
@@ -149,8 +138,8 @@ export async function render(root, ctx) {
   async function loadAll() {
     const data = await getOptional("/api/v1/alerts?limit=200");
     if (data === null) return false;
-    for (const a of alertsOf(data)) upsert(a, false);
-    streamAfter = data.stream_after;
+    for (const a of alertsOf(data)) upsert(a);
+    if (data.stream_after !== undefined) cursor = data.stream_after;
     draw();
     return true;
   }
@@ -158,10 +147,49 @@ export async function render(root, ctx) {
   function onStreamMessage(ev) {
     let data;
     try { data = JSON.parse(ev.data); } catch (_) { return; }
+    if (ev.lastEventId) cursor = ev.lastEventId;
     if (data.kind === "ready") { connection.textContent = "connected"; return; }
+    if (data.kind === "closed") { connection.textContent = `stopped: ${data.reason || "the server ended it"}`; return; }
     const items = Array.isArray(data) ? data : [data.alert || data];
-    for (const a of items) upsert(a, data.kind === "alert" || data.kind === undefined);
+    for (const a of items) {
+      const isNew = upsert(a);
+      if (data.kind === "grouped") {
+        live.textContent = `Again: ${a.severity} ${typeLabel(a.app, a.last_type).toLowerCase()} in room ${a.room}` +
+          ` (${a.count} alerts)`;
+      } else if (isNew && (data.kind === "alert" || data.kind === undefined)) {
+        live.textContent = `New ${describe(a)}`;
+      }
+    }
     draw();
+  }
+
+  // The server refused the stream (429: too many open for this session or account; 503: the server's are all in
+  // use) or ended it: EventSource has closed for good, so poll, and try the stream again later.
+  function startPolling() {
+    if (poll || closed) return;
+    connection.textContent = `polling every ${Math.round(ctx.refreshMs / 1000) || 1} s (the live stream is unavailable)`;
+    poll = setInterval(async () => {
+      try { await loadAll(); } catch (err) { report(`Cannot load the alerts: ${err.message}`, "error"); }
+    }, ctx.refreshMs);
+    retry = setTimeout(() => { retry = null; if (!source && !closed) connect(); }, STREAM_RETRY_MS);
+  }
+
+  function stopPolling() {
+    if (poll) { clearInterval(poll); poll = null; }
+    if (retry) { clearTimeout(retry); retry = null; }
+  }
+
+  function connect() {
+    const es = new EventSource(`/api/v1/alerts/stream${query({after: cursor})}`);
+    source = es;
+    es.addEventListener("open", () => { connection.textContent = "connected"; stopPolling(); });
+    es.addEventListener("error", () => {
+      if (es.readyState !== EventSource.CLOSED) { connection.textContent = "reconnecting…"; return; }
+      es.close();
+      if (source === es) source = null;
+      startPolling();
+    });
+    es.addEventListener("message", onStreamMessage);
   }
 
   async function fallbackToEvents() {
@@ -173,7 +201,7 @@ export async function render(root, ctx) {
         for (const e of data.events) {
           if (e.severity === "info") continue;
           upsert({id: e.event_id, room: e.room, app: e.app, type: e.type, severity: e.severity, time: e.time,
-            device_id: e.device_id, state: "unacknowledgeable"}, true);
+            received_at: e.received_at, device_id: e.device_id, state: "unacknowledgeable"});
         }
         draw();
       } catch (err) { report(`Cannot load events: ${err.message}`, "error"); }
@@ -191,13 +219,14 @@ export async function render(root, ctx) {
       if (data === null) { historyOut.appendChild(unavailable("Room history", "GET /api/v1/rooms/{room}/alerts")); return; }
       const rows = alertsOf(data);
       historyOut.appendChild(table([
-        {label: "Time", cell: a => fmtTime(a.time ?? a.created_at)},
+        {label: "Time", cell: a => when(startedAt(a))},
+        {label: "Alert", cell: a => alertLabel(a)},
         {label: "Severity", cell: a => badge(a.severity || "info", `sev sev-${a.severity || "info"}`)},
-        {label: "App", cell: a => a.app},
-        {label: "Event", cell: a => a.type},
+        {label: "Camera", cell: a => deviceText(a)},
+        {label: "Alerts", cell: a => (a.count > 1 ? `${a.count}, latest ${typeLabel(a.app, a.last_type)}` : "1")},
         {label: "State", cell: a => stateOf(a)},
-        {label: "Acknowledged", cell: a => (a.acknowledged_at ? `${a.acknowledged_by} · ${fmtTime(a.acknowledged_at)}` : "—")},
-        {label: "Resolved", cell: a => (a.resolved_at ? `${a.resolved_by} · ${fmtTime(a.resolved_at)}` : "—")},
+        {label: "Acknowledged", cell: a => (a.acknowledged_at ? h("span", {}, `${a.acknowledged_by} · `, when(a.acknowledged_at)) : "—")},
+        {label: "Resolved", cell: a => (a.resolved_at ? h("span", {}, `${a.resolved_by}${a.resolved_by === "system" && a.note ? ` (${a.note})` : ""} · `, when(a.resolved_at)) : "—")},
       ], rows, {caption: `Alerts in room ${room}`, empty: "No alerts in this room."}));
     } catch (err) {
       historyOut.appendChild(notice(`Cannot load the history: ${err.message}`, "error"));
@@ -211,18 +240,12 @@ export async function render(root, ctx) {
   });
   showResolved.input.addEventListener("change", draw);
 
-  if (await loadAll()) {
-    source = new EventSource(`/api/v1/alerts/stream${query({after: streamAfter})}`);
-    source.addEventListener("open", () => { connection.textContent = "connected"; });
-    source.addEventListener("error", () => { connection.textContent = "reconnecting…"; });
-    source.addEventListener("message", onStreamMessage);
-    for (const kind of ["alert", "update", "acknowledged", "resolved"]) source.addEventListener(kind, onStreamMessage);
-  } else {
-    await fallbackToEvents();
-  }
+  if (await loadAll()) connect();
+  else await fallbackToEvents();
   await showHistory(ctx.params.get("room"));
   return () => {
+    closed = true;
     if (source) source.close();
-    if (poll) clearInterval(poll);
+    stopPolling();
   };
 }

@@ -1,7 +1,9 @@
 // Fleet overview: every device by site / ward / room with its state, health and privacy mode; counts, filters
-// and search.
+// and search. A room with a critical alert nobody has acknowledged yet is marked until someone does.
 import {get, getOptional} from "./api.js";
 import {h, clear, field, fmtAgo, fmtNum, pageHeader, badge, keepFocus} from "./ui.js";
+import {onCriticalAlerts} from "./alert-banner.js";
+import {alertLabel, relative, startedAt} from "./alert-text.js";
 
 const STATES = ["online", "offline", "degraded", "updating", "pending", "quarantined", "revoked", "never_seen"];
 const STATE_TEXT = {online: "online", offline: "offline", degraded: "degraded", updating: "updating",
@@ -56,6 +58,16 @@ async function updatingDevices() {
   return out;
 }
 
+// The room's cell: its name and, while it has unacknowledged critical alerts, a mark for each (label, how long ago).
+function roomCell(room, alerts) {
+  const cell = h("td", {}, room);
+  for (const a of alerts || []) {
+    cell.append(h("br"), h("a", {class: "room-alarm", href: `#/alerts?room=${encodeURIComponent(room)}`},
+      `${alertLabel(a)}${a.count > 1 ? ` (${a.count})` : ""}, `, relative(startedAt(a))));
+  }
+  return cell;
+}
+
 export async function render(root, ctx) {
   const counts = h("ul", {class: "counts", "aria-label": "Device counts"});
   const search = field("Search (device, name, room)", "search", {placeholder: "e.g. 3B-12", autocomplete: "off"});
@@ -75,6 +87,7 @@ export async function render(root, ctx) {
 
   let data = null;
   let updating = new Set();
+  let alarms = new Map();  // room -> its open critical alerts
   const params = ctx.params;
   if (params.get("q")) search.input.value = params.get("q");
   if (params.get("state")) state.input.value = params.get("state");
@@ -127,9 +140,9 @@ export async function render(root, ctx) {
         const hl = d.health;
         let heard = fmtAgo(d.last_heard_at ?? d.last_seen, data.now);
         if (d.state === "offline" && d.offline_since) heard = `offline since ${fmtAgo(d.offline_since, data.now)}`;
-        tb.appendChild(h("tr", {dataset: {device: d.id}},
+        tb.appendChild(h("tr", {dataset: {device: d.id}, class: alarms.has(d.room) ? "alarm" : null},
           h("td", {}, h("a", {href: `#/devices/${encodeURIComponent(d.id)}`}, d.name || d.id), h("br"), h("span", {class: "muted mono"}, d.id)),
-          h("td", {}, d.room),
+          roomCell(d.room, alarms.get(d.room)),
           h("td", {}, stateBadge(d.state), hl && hl.degraded && hl.degraded.length ? h("span", {class: "muted"}, ` ${hl.degraded.join(", ")}`) : null),
           h("td", {}, modelVersions(hl)),
           h("td", {}, accelerator(hl)),
@@ -151,7 +164,12 @@ export async function render(root, ctx) {
     }
   }
   for (const f of [search.input, state.input, site.input, ward.input, privacy.input]) f.addEventListener("input", draw);
+  const unwatch = onCriticalAlerts(list => {
+    alarms = new Map();
+    for (const a of list) alarms.set(a.room, [...(alarms.get(a.room) || []), a]);
+    keepFocus(tableEl, draw);
+  });
   await refresh();
   const timer = setInterval(refresh, ctx.refreshMs);
-  return () => clearInterval(timer);
+  return () => { clearInterval(timer); unwatch(); };
 }

@@ -152,7 +152,9 @@ class SimDevice:
         if reply.headers.get(PREVIEW_HEADER) == "1":
             self.preview_until = time.time() + 10
 
-    def send_event(self, app: str, kind: str, severity: str = "info", **data: float) -> str:
+    def send_event(
+        self, app: str, kind: str, severity: str = "info", *, track_id: int | None = None, **data: float | bool
+    ) -> str:
         event = wire.Event(
             event_id=wire.new_event_id(),
             device_id=self.device_id,
@@ -161,6 +163,7 @@ class SimDevice:
             type=kind,
             severity=severity,  # type: ignore[arg-type]
             time=self.client.server_now(),
+            track_id=track_id,
             data=data,
         )
         reply = self.client.post_event("", wire.sign_event(event, self.key))
