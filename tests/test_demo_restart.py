@@ -144,6 +144,19 @@ def test_saving_zones_restarts_the_agent_with_them_and_the_demo_keeps_running(da
 
         assert scene_zones() in (None, [])  # now watched: the device sends its scene from its next heartbeat on
 
+        # A second admin (another person than the one behind the demo's token): a whole file for a device whose file
+        # the server has not seen, or another camera source, reduces privacy as far as the server can tell, and runs
+        # only once a second admin approved it (the two-person rule, fleet/jobs/privacy.py).
+        from fleet.accounts.service import create_api_token
+        from fleet.store.db import FleetDB
+
+        fleet_db = FleetDB(data_dir_with_models / "demo" / "fleet.db")
+        try:
+            second = Api(url, create_api_token(fleet_db.db, "second", "admin", "user:second-admin", time.time()),
+                         Path(exports["WARDSIGHT_FLEET_CA"]))  # fmt: skip
+        finally:
+            fleet_db.close()
+
         def push(config: str) -> dict[str, Any]:
             body = {
                 "kind": "push_config",
@@ -153,6 +166,8 @@ def test_saving_zones_restarts_the_agent_with_them_and_the_demo_keeps_running(da
             }
             made = api("POST", "api/v1/jobs", body)  # what the zone editor's "Save as configuration job" sends
             batch = made["batch_id"]
+            if made["status"] == "awaiting_approval":
+                second("POST", f"api/v1/jobs/{batch}/approve", {})
             return wait_for(
                 lambda: next((j for j in api("GET", f"api/v1/jobs/{batch}")["jobs"] if j["finished_at"]), None),
                 45,

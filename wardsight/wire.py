@@ -336,11 +336,26 @@ JobKind = Literal[
 JobParam = StrictInt | StrictFloat | StrictBool | Annotated[str, Field(max_length=256)]
 
 
+Actor = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class PrivacyApproval(_Closed):
+    """The two-person approval of a privacy-reducing ``push_config`` (one that removes, shrinks or moves a privacy
+    region or changes the camera source): the admin who asked for it and the other admin who approved it, and when
+    (server time). It travels inside the signed job, so only the server can attach it; the device applies such a
+    change only when it is there, naming two different people (``wardsight.privacy_changes``)."""
+
+    approved_by: Annotated[tuple[Actor, ...], Field(min_length=2, max_length=4)]
+    at: Annotated[float, Field(ge=0, le=1e11)]
+
+
 class Job(_Closed):
     """A maintenance job for one device, signed by the server's job key; runs at most once, before it expires.
 
     ``issued_at`` and ``expires_at`` are server time: the device judges expiry by the server's clock as it
-    learned it (``WardSight-Time``), not by its own.
+    learned it (``WardSight-Time``), not by its own. ``privacy_approval`` is present only on an approved
+    privacy-reducing ``push_config`` (and left out of the signed payload otherwise, so agents from before it still
+    read every other job).
     """
 
     job_id: Annotated[str, Field(pattern=r"^job-[0-9a-f]{16,32}$")]
@@ -350,6 +365,7 @@ class Job(_Closed):
     config: Annotated[str, Field(max_length=32 * 1024)] | None = None  # push_config: the device.toml text
     issued_at: Annotated[float, Field(ge=0, le=1e11)]
     expires_at: Annotated[float, Field(ge=0, le=1e11)]
+    privacy_approval: PrivacyApproval | None = None
 
 
 JobState = Literal["received", "running", "succeeded", "failed", "refused"]
@@ -367,7 +383,16 @@ class JobReport(_Closed):
 
 
 def sign_job(job: Job, key: Ed25519PrivateKey) -> str:
-    return jwt.encode(job.model_dump(mode="json"), key, algorithm="EdDSA", headers={"typ": JOB_TYP})
+    payload = job.model_dump(mode="json")
+    if payload["privacy_approval"] is None:
+        del payload["privacy_approval"]  # an agent from before approvals refuses unknown fields
+    return jwt.encode(payload, key, algorithm="EdDSA", headers={"typ": JOB_TYP})
+
+
+def has_privacy_approval(job: Job) -> bool:
+    """Whether the (verified) job carries a two-person approval: at least two different people named."""
+    approval = job.privacy_approval
+    return approval is not None and len(set(approval.approved_by)) >= 2
 
 
 def verify_job(token: str, server_key: Ed25519PublicKey) -> Job:

@@ -17,8 +17,10 @@ they are and are reported after the next start (:meth:`JobRunner.resume`).
 
 Modules, one per job kind or group: :mod:`~firmware.jobs.lifecycle` (restart_agent, reboot, factory_reset),
 :mod:`~firmware.jobs.config` (push_config: validation with :class:`DeviceConfig` and the environment overrides, a
-dry run, and :func:`~firmware.jobs.config.recover_pushed_config` restoring the previous file when the agent does
-not start with the new one; with params ``merge = "zones"`` the zone editor's edit, which
+dry run, a privacy check (a change that removes, shrinks or moves a privacy region or changes the camera source is
+applied only with the two-person approval the signed job carries; else ``privacy_change_not_approved``), and
+:func:`~firmware.jobs.config.recover_pushed_config` restoring the previous file when the agent does not start with
+the new one; with params ``merge = "zones"`` the zone editor's edit, which
 :mod:`~firmware.jobs.layout` applies to the device's own file, changing only its zones and privacy regions),
 :mod:`~firmware.jobs.diagnostics` (collect_diagnostics), :mod:`~firmware.jobs.selftest` (self_test),
 :mod:`~firmware.jobs.rotation` (rotate_key) and :mod:`~firmware.jobs.loglevel` (set_log_level).

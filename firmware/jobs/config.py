@@ -11,6 +11,11 @@ zones and privacy regions changed (:func:`firmware.jobs.layout.merge_layout`), t
 restarted into exactly as a pushed file is. Refusals: ``edit_invalid`` (not a valid edit), ``layout_changed`` (a
 zone or privacy region it changes or removes is not there, or one it adds already is), ``layout_not_editable``
 (the file cannot be changed without touching more), ``config_unreadable``, ``unknown_merge``.
+
+Either way, a new configuration that removes, shrinks or moves a privacy region of the device's current file, or
+changes its camera source (:mod:`wardsight.privacy_changes`), is applied only when the signed job carries a
+two-person approval (``wire.PrivacyApproval``, attached by the server once a second admin approved); otherwise it
+is refused ``privacy_change_not_approved`` and nothing changes.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from wardsight.device_config import (
 from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.paths import fsync_dir, write_file_atomically
+from wardsight.privacy_changes import config_reductions
 from wardsight.settings import describe_validation_error, load_config
 
 log = logging.getLogger("wardsight.device.jobs")
@@ -144,6 +150,38 @@ def check_local_settings(pushed: DeviceConfig, running: DeviceConfig | None) -> 
         raise ConfigRefusedError("reboot_command_is_local", "a pushed configuration may not change reboot_command")
 
 
+def current_config(config_path: Path, environ: Mapping[str, str]) -> DeviceConfig | None:
+    """The configuration the device's own file gives now (the defaults when it has none; env overrides included),
+    or None when the file cannot be read as one."""
+    try:
+        path = config_path if config_path.is_file() else None
+        return load_config(DeviceConfig, path=path, env_prefix=ENV_PREFIX, environ=environ)
+    except (WardSightError, OSError):
+        return None
+
+
+def check_privacy(job: wire.Job, pushed: DeviceConfig, current: DeviceConfig | None) -> None:
+    """Refuse (``privacy_change_not_approved``) a configuration that removes, shrinks or moves a privacy region or
+    changes the camera source (:func:`wardsight.privacy_changes.config_reductions`, against the device's own file)
+    unless the signed job carries a two-person approval (``wire.PrivacyApproval``). A file the device cannot read
+    counts as such a change: nothing says what the new one keeps."""
+    if current is None:
+        reasons = ["the device cannot read its current configuration to compare"]
+    else:
+        reasons = config_reductions(current, pushed)
+    if not reasons:
+        return
+    if wire.has_privacy_approval(job):
+        assert job.privacy_approval is not None
+        who = " and ".join(job.privacy_approval.approved_by)
+        log.warning("job %s reduces privacy, approved by %s: %s", job.job_id, who, "; ".join(reasons))
+        return
+    raise ConfigRefusedError(
+        "privacy_change_not_approved",
+        "; ".join(reasons) + " (a change that reduces privacy needs a second admin's approval, signed by the server)",
+    )
+
+
 def recover_pushed_config(device_dir: Path, config_path: Path) -> str | None:
     """Call at every start, before the configuration is loaded.
 
@@ -211,6 +249,7 @@ def push_config(ctx: JobContext, job: wire.Job) -> wire.JobReport | None:
         text = _pushed_text(job, path)
         pushed = validate_config_text(text, path, ctx.hooks.environ, ctx.hooks.store)
         check_local_settings(pushed, ctx.hooks.config)
+        check_privacy(job, pushed, current_config(path, ctx.hooks.environ))
     except ConfigRefusedError as exc:
         log.warning("pushed configuration (job %s) refused, the current one stays: %s", job.job_id, exc)
         return ctx.reports.final(wire.JobReport(job_id=job.job_id, state="refused", reason=exc.reason))

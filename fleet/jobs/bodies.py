@@ -66,10 +66,10 @@ PARAMS["set_log_level"] = LogLevelParams
 PARAMS["push_config"] = PushConfigParams
 
 
-def check_layout_edit(text: str) -> None:
-    """Raise ValueError naming the problem unless ``text`` is a valid zones edit (see ``PushConfigParams``)."""
+def check_layout_edit(text: str) -> LayoutEdit:
+    """The zones edit ``text`` is (see ``PushConfigParams``); ValueError naming the problem if it is not one."""
     try:
-        LayoutEdit.model_validate_json(text)
+        return LayoutEdit.model_validate_json(text)
     except ValidationError as exc:
         raise ValueError(describe_validation_error(exc, "config (zones edit)")) from None
 

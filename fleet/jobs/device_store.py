@@ -27,27 +27,40 @@ _NOT_REVOKED = ("pending", "active", "quarantined")
 def pending_jobs(
     db: sqlite_utils.Database, device_id: str, now: float, limit: int = MAX_JOBS_PER_POLL
 ) -> list[wire.Job]:
-    """The device's released, unexpired jobs it has not reported on, oldest first."""
+    """The device's released, unexpired jobs it has not reported on, oldest first.
+
+    A job of a batch that needed a second admin's approval carries it (``privacy_approval``: who asked and who
+    approved); one whose approval is not granted is never sent (its jobs are not released either).
+    """
     rows = store.rows(
         db.conn,
-        "SELECT j.id, j.released_at, b.kind, b.params, b.config, b.expires_at FROM jobs j"
+        "SELECT j.id, j.released_at, b.kind, b.params, b.config, b.expires_at,"
+        " a.state AS approval, a.requested_by, a.decided_by, a.decided_at FROM jobs j"
         " JOIN job_batches b ON b.id = j.batch_id JOIN devices d ON d.id = j.device_id"
+        " LEFT JOIN job_approvals a ON a.batch_id = b.id"
         " WHERE j.device_id = ? AND j.state = 'released' AND b.expires_at > ? AND d.status = 'active'"
-        " ORDER BY b.created_at, j.batch_id LIMIT ?",
+        " AND (a.state IS NULL OR a.state = 'approved') ORDER BY b.created_at, j.batch_id LIMIT ?",
         [device_id, now, limit],
     )
-    return [
-        wire.Job(
-            job_id=row["id"],
-            device_id=device_id,
-            kind=row["kind"],
-            params=json.loads(row["params"]),
-            config=row["config"],
-            issued_at=row["released_at"],
-            expires_at=row["expires_at"],
-        )
-        for row in rows
-    ]
+    return [_job(device_id, row) for row in rows]
+
+
+def _job(device_id: str, row: dict[str, Any]) -> wire.Job:
+    """One pending job's row as the job the device is sent (signed by the poll)."""
+    approval = None
+    if row["approval"] == "approved":
+        asked, approved = row["requested_by"][:128], row["decided_by"][:128]  # actors are shorter; the wire's limit
+        approval = wire.PrivacyApproval(approved_by=(asked, approved), at=row["decided_at"])
+    return wire.Job(
+        job_id=row["id"],
+        device_id=device_id,
+        kind=row["kind"],
+        params=json.loads(row["params"]),
+        config=row["config"],
+        issued_at=row["released_at"],
+        expires_at=row["expires_at"],
+        privacy_approval=approval,
+    )
 
 
 def open_batches(db: sqlite_utils.Database, device_id: str) -> list[str]:

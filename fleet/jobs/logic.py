@@ -17,6 +17,8 @@ device. A job moves through these states::
   batch's jobs, rounded up, at least 1) the batch stops: nothing more is released and every job the device
   has not acknowledged yet (queued, or released but not reported on) is cancelled. Jobs a device already
   acknowledged run on and their reports are still recorded.
+- **Approval**: a batch ``awaiting_approval`` (a privacy-reducing ``push_config`` a second admin has not approved
+  yet, :mod:`fleet.jobs.privacy`) releases nothing; once approved it is ``running`` like any other.
 - **Expiry**: a job not received by ``expires_at`` (server time) is expired; reports on it are refused.
 - **Reports** (:func:`judge_report`): progress only moves forward; a repeated report is accepted without
   change (delivery is at-least-once); a different final outcome after a final outcome is refused.
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 State = Literal["queued", "released", "received", "running", "succeeded", "failed", "refused", "expired", "cancelled"]
-BatchStatus = Literal["running", "stopped", "cancelled"]
+BatchStatus = Literal["awaiting_approval", "running", "stopped", "cancelled"]
 
 STATES: tuple[State, ...] = (
     "queued",

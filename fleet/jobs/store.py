@@ -3,7 +3,10 @@
 :func:`advance` applies :func:`fleet.jobs.logic.plan` (expire, stop on the error threshold, release under the
 rate limit); every outcome is audited per device (``job.succeeded``, ``job.failed``, ``job.refused``,
 ``job.expired``, ``job.cancelled``, with who asked for it), as are ``job.create``, ``job.batch_stopped`` and
-``job.batch_cancelled``. The tables are made by the numbered migrations in ``fleet.store.migrations``.
+``job.batch_cancelled``. A privacy-reducing ``push_config`` batch (:mod:`fleet.jobs.privacy`) is created
+*awaiting approval* (a ``job_approvals`` row; its jobs stay queued, :func:`fleet.jobs.logic.plan` releases nothing)
+until a second admin approves it (:func:`approve`, ``job.approve``) or it is rejected (:func:`reject`,
+``job.reject``) or cancelled. The tables are made by the numbered migrations in ``fleet.store.migrations``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ def _config_digest(config: str | None) -> dict[str, str]:
     return {"config_sha256": hashlib.sha256(config.encode("utf-8")).hexdigest()}
 
 
+def _queue_jobs(conn: sqlite3.Connection, batch_id: str, device_ids: Sequence[str], now: float) -> None:
+    conn.executemany(
+        "INSERT INTO jobs (id, batch_id, device_id, seq, state, updated_at) VALUES (?, ?, ?, ?, 'queued', ?)",
+        [("job-" + secrets.token_hex(16), batch_id, device_id, seq, now) for seq, device_id in enumerate(device_ids)],
+    )
+
+
 def create_batch(
     db: sqlite_utils.Database,
     *,
@@ -78,39 +88,28 @@ def create_batch(
     target: dict[str, Any] | None = None,
     rate_per_minute: int | None = None,
     error_threshold: float | None = None,
+    privacy: dict[str, Any] | None = None,
+    needs_approval: bool = False,
 ) -> str:
     """Store a batch with one queued job per device and audit it (``job.create``); :func:`advance` releases.
 
+    ``privacy`` is what a ``push_config`` changes (:meth:`fleet.jobs.privacy.BatchPrivacy.audit`), in the audit
+    entry next to the config's digest; with ``needs_approval`` the batch awaits a second admin (:func:`approve`).
     The caller has validated the request (the HTTP route does); returns the batch id.
     """
     batch_id = "batch-" + secrets.token_hex(8)
     conn = db.conn
     params = params or {}
     target = target if target is not None else {"device_ids": list(device_ids)}
+    threshold = None if error_threshold is None else json.dumps(error_threshold)
     with transaction(conn):
         conn.execute(
             "INSERT INTO job_batches (id, kind, params, config, target, created_by, created_at, expires_at,"
             " rate_per_minute, error_threshold, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
-            [
-                batch_id,
-                kind,
-                json.dumps(params, sort_keys=True),
-                config,
-                json.dumps(target, sort_keys=True),
-                created_by,
-                now,
-                now + expires_in_s,
-                rate_per_minute,
-                None if error_threshold is None else json.dumps(error_threshold),
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO jobs (id, batch_id, device_id, seq, state, updated_at) VALUES (?, ?, ?, ?, 'queued', ?)",
-            [
-                ("job-" + secrets.token_hex(16), batch_id, device_id, seq, now)
-                for seq, device_id in enumerate(device_ids)
-            ],
-        )
+            [batch_id, kind, json.dumps(params, sort_keys=True), config, json.dumps(target, sort_keys=True), created_by,
+             now, now + expires_in_s, rate_per_minute, threshold],
+        )  # fmt: skip
+        _queue_jobs(conn, batch_id, device_ids, now)
         details: dict[str, Any] = {
             "kind": kind,
             "params": params,
@@ -122,17 +121,37 @@ def create_batch(
             "error_threshold": error_threshold,
             **_config_digest(config),
         }
+        details.update({"privacy": privacy} if privacy is not None else {})
+        details.update({"approval": "awaiting"} if needs_approval else {})
+        if needs_approval:
+            conn.execute(
+                "INSERT INTO job_approvals (batch_id, state, requested_by, requested_at, changes)"
+                " VALUES (?, 'awaiting', ?, ?, ?)",
+                [batch_id, created_by, now, json.dumps(privacy or {}, sort_keys=True)],
+            )
         audit.record(db, actor=created_by, action="job.create", target=batch_id, details=details, now=now)
     return batch_id
 
 
+def get_approval(conn: sqlite3.Connection, batch_id: str) -> dict[str, Any] | None:
+    """The batch's ``job_approvals`` row (``changes`` decoded); None when it needed no approval."""
+    row = one(conn, "SELECT * FROM job_approvals WHERE batch_id = ?", [batch_id])
+    if row is not None:
+        row["changes"] = json.loads(row["changes"])
+    return row
+
+
 def get_batch(conn: sqlite3.Connection, batch_id: str) -> dict[str, Any] | None:
-    """The ``job_batches`` row with its JSON columns decoded; None if there is no such batch."""
+    """The ``job_batches`` row with its JSON columns decoded and its ``approval`` (None if it needed none); None if
+    there is no such batch. A running batch whose approval is awaited has the status ``awaiting_approval``."""
     row = one(conn, "SELECT * FROM job_batches WHERE id = ?", [batch_id])
     if row is not None:
         row["params"] = json.loads(row["params"])
         row["target"] = json.loads(row["target"])
         row["error_threshold"] = None if row["error_threshold"] is None else json.loads(row["error_threshold"])
+        row["approval"] = get_approval(conn, batch_id)
+        if row["status"] == "running" and row["approval"] is not None and row["approval"]["state"] == "awaiting":
+            row["status"] = "awaiting_approval"
     return row
 
 
@@ -195,7 +214,7 @@ def record_outcome(
     audit.record(db, actor=actor, action=f"job.{state}", target=job["device_id"], details=details, now=now)
 
 
-def _end(
+def end_batch(
     db: sqlite_utils.Database,
     batch: dict[str, Any],
     jobs: Sequence[dict[str, Any]],
@@ -227,19 +246,29 @@ def _end(
         record_outcome(db, batch, job, "cancelled", actor=actor, now=now, reason=reason)
 
 
+def decide_approval(conn: sqlite3.Connection, batch_id: str, state: str, actor: str, now: float) -> None:
+    conn.execute(
+        "UPDATE job_approvals SET state = ?, decided_by = ?, decided_at = ? WHERE batch_id = ? AND state = 'awaiting'",
+        [state, actor, now, batch_id],
+    )
+
+
 def cancel(db: sqlite_utils.Database, batch_id: str, *, actor: str, now: float) -> str | None:
     """An operator's cancel of a stored batch: withdraw what :func:`logic.cancel_plan` says, in one transaction.
 
-    Returns None when cancelled, or the batch's status when it is no longer running (nothing changed).
+    Returns None when cancelled, or the batch's status when it is no longer running (nothing changed). A batch
+    awaiting approval is cancelled too (its approval with it).
     """
     with transaction(db.conn):
         batch = get_batch(db.conn, batch_id)
         assert batch is not None
-        if batch["status"] != "running":
+        if batch["status"] not in ("running", "awaiting_approval"):
             return str(batch["status"])
+        if batch["status"] == "awaiting_approval":
+            decide_approval(db.conn, batch_id, "cancelled", actor, now)
         jobs = batch_jobs(db.conn, batch_id)
         withdraw = logic.cancel_plan(logic_state(batch, jobs), now)
-        _end(db, batch, jobs, withdraw, status="cancelled", actor=actor, reason="cancelled", now=now, details={})
+        end_batch(db, batch, jobs, withdraw, status="cancelled", actor=actor, reason="cancelled", now=now, details={})
     return None
 
 
@@ -253,7 +282,7 @@ def _stop(
     limit = logic.threshold_count(batch["error_threshold"], len(jobs))
     details = {"errors": errors, "error_threshold": batch["error_threshold"], "stops_at": limit}
     reason = "error_threshold"
-    _end(db, batch, jobs, cancel, status="stopped", actor="system", reason=reason, now=now, details=details)
+    end_batch(db, batch, jobs, cancel, status="stopped", actor="system", reason=reason, now=now, details=details)
     log.warning("job batch %s stopped: %d failed or refused (threshold %s)", batch["id"], errors, limit)
 
 

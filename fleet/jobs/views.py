@@ -34,7 +34,8 @@ def _job_view(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def batch_view(db: sqlite_utils.Database, batch_id: str, now: float, *, with_devices: bool) -> dict[str, Any] | None:
-    """The batch for ``GET /api/v1/jobs[/{batch_id}]`` (the config only as its sha256); None if there is none."""
+    """The batch for ``GET /api/v1/jobs[/{batch_id}]`` (the config only as its sha256; ``approval``: None, or the
+    two-person approval of a privacy-reducing push with what it changes); None if there is none."""
     conn = db.conn
     batch = store.get_batch(conn, batch_id)
     if batch is None:
@@ -43,6 +44,8 @@ def batch_view(db: sqlite_utils.Database, batch_id: str, now: float, *, with_dev
     config = batch.pop("config")
     batch["config_sha256"] = None if config is None else hashlib.sha256(config.encode("utf-8")).hexdigest()
     batch["batch_id"] = batch.pop("id")
+    if batch["approval"] is not None:  # a privacy-reducing push_config: who asked, who decided, what it changes
+        batch["approval"].pop("batch_id")
     batch["devices"] = len(jobs)
     batch["counts"] = _counts(jobs)
     batch["done"] = all(job["state"] in logic.FINAL for job in jobs)

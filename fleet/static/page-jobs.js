@@ -1,5 +1,5 @@
 // Jobs: start a maintenance job on a selection of devices and follow each device's progress.
-import {can, get, getOptional, post} from "./api.js";
+import {can, get, getOptional, post, session} from "./api.js";
 import {h, append, clear, field, fmtTime, pageHeader, statusLine, actionButton, table, notice, unavailable, badge, keepFocus} from "./ui.js";
 
 const KINDS = [
@@ -22,8 +22,21 @@ function countsText(counts) {
 }
 
 export function batchStatus(b) {
+  if (b.status === "awaiting_approval") return "awaiting a second admin's approval";
   if (b.status !== "running") return `${b.status}${b.end_reason ? ` (${b.end_reason})` : ""}`;
   return b.done ? "finished" : "running";
+}
+
+const pct = area => `${(area * 100).toFixed(1)}%`;
+const regionsText = rs => (rs === null || rs === undefined ? "unknown"
+  : rs.length ? rs.map(r => `${r.name === null ? "(unnamed)" : r.name} ${pct(r.area)}`).join(", ") : "none");
+const sourceText = s => (s ? [s.kind, s.host, s.file, s.camera_index].filter(v => v !== undefined && v !== null).join(" ") : "unknown");
+
+// What a privacy-reducing configuration job changes (from its approval record): one line per group of devices.
+function privacyFacts(approval) {
+  return (approval.changes.changes || []).map(c => h("li", {},
+    `${c.devices.length} device(s): ${c.reasons.join("; ")}. Privacy regions before: ${regionsText(c.regions_before)};`
+    + ` after: ${regionsText(c.regions_after)}. Source before: ${sourceText(c.source_before)}; after: ${sourceText(c.source_after)}.`));
 }
 
 function progressOf(batch) {
@@ -53,10 +66,12 @@ export function followBatch(batchId, out, timers) {
     }
     const {done, total} = progressOf(batch);
     const single = (batch.jobs || []).length === 1 ? batch.jobs[0] : null;
+    const awaiting = batch.status === "awaiting_approval";
     clear(out).append(
-      h("p", {class: "job-line", dataset: {batch: batchId, state: single ? single.state : batch.status}},
+      h("p", {class: "job-line", dataset: {batch: batchId, state: awaiting ? batch.status : single ? single.state : batch.status}},
         "Job ", h("a", {href: `#/jobs/${encodeURIComponent(batchId)}`}, batchId), ` (${batch.kind}): `,
-        single ? jobStateBadge(single.state) : `${done} of ${total} finished (${countsText(batch.counts)})`,
+        awaiting ? "awaiting a second admin's approval (it reduces privacy); no device has it yet"
+          : single ? jobStateBadge(single.state) : `${done} of ${total} finished (${countsText(batch.counts)})`,
         single && single.reason ? ` ${single.reason}` : ""),
       h("progress", {max: total || 1, value: done, "aria-label": `Job ${batchId}: ${done} of ${total} finished`}));
     return batch.done || batch.status !== "running" && (batch.counts.queued || 0) + (batch.counts.released || 0) === 0;
@@ -81,10 +96,17 @@ async function renderBatch(root, ctx, batchId) {
       return;
     }
     const {done, total} = progressOf(batch);
+    const approval = batch.approval;
+    const awaiting = batch.status === "awaiting_approval";
+    const mine = approval && session.username !== null && approval.requested_by === `user:${session.username}`;
     append(clear(head), [
       h("dl", {class: "facts"},
         h("dt", {}, "Kind"), h("dd", {}, batch.kind),
         h("dt", {}, "Status"), h("dd", {}, batchStatus(batch)),
+        approval ? [h("dt", {}, "Privacy"), h("dd", {},
+          h("p", {}, `Reduces privacy: needs a second admin's approval (${approval.state}`
+            + `${approval.decided_by ? ` by ${approval.decided_by}, ${fmtTime(approval.decided_at)}` : ""}).`),
+          h("ul", {class: "privacy-changes"}, privacyFacts(approval)))] : null,
         h("dt", {}, "Started"), h("dd", {}, `${fmtTime(batch.created_at)} by ${batch.created_by}`),
         h("dt", {}, "Target"), h("dd", {}, JSON.stringify(batch.target)),
         h("dt", {}, "Parameters"), h("dd", {}, Object.keys(batch.params || {}).length ? JSON.stringify(batch.params) : "—"),
@@ -92,7 +114,21 @@ async function renderBatch(root, ctx, batchId) {
         h("dt", {}, "Expires"), h("dd", {}, fmtTime(batch.expires_at)),
         h("dt", {}, "Progress"), h("dd", {}, h("progress", {max: total || 1, value: done, "aria-label": "Batch progress"}),
           ` ${done} of ${total} finished: ${countsText(batch.counts)}`)),
-      can("operator") && batch.status === "running" && !batch.done
+      can("admin") && awaiting && !mine
+        ? actionButton("Approve", async () => {
+          await post(`/api/v1/jobs/${encodeURIComponent(batchId)}/approve`, {});
+          await refresh();
+          return "Approved: the devices get the configuration now, with your approval.";
+        }, {report, cls: "primary", confirmText: "Approve this configuration? It removes, shrinks or moves a privacy region or changes the camera (see Privacy)."})
+        : null,
+      can("admin") && awaiting
+        ? actionButton("Reject", async () => {
+          await post(`/api/v1/jobs/${encodeURIComponent(batchId)}/reject`, {});
+          await refresh();
+          return "Rejected: no device got this configuration.";
+        }, {report, confirmText: "Reject this configuration? No device will get it."})
+        : null,
+      can("operator") && (batch.status === "running" || awaiting) && !batch.done
         ? actionButton("Cancel the batch", async () => {
           await post(`/api/v1/jobs/${encodeURIComponent(batchId)}/cancel`, {});
           await refresh();
@@ -172,7 +208,10 @@ export async function render(root, ctx) {
       submit.disabled = true;
       try {
         const made = await post("/api/v1/jobs", body);
-        report(`Started ${made.batch_id} on ${made.devices} device(s)${made.skipped && made.skipped.length ? `; skipped ${made.skipped.join(", ")}` : ""}.`, "ok");
+        const skipped = made.skipped && made.skipped.length ? `; skipped ${made.skipped.join(", ")}` : "";
+        report(made.status === "awaiting_approval"
+          ? `Created ${made.batch_id} for ${made.devices} device(s)${skipped}; it reduces privacy (${made.privacy.reasons.join("; ")}), so it waits for a second admin's approval.`
+          : `Started ${made.batch_id} on ${made.devices} device(s)${skipped}.`, "ok");
         followBatch(made.batch_id, follow, timers);
         await refresh();
       } catch (err) {

@@ -196,7 +196,9 @@ export function buildZoneEditor(device, report, timers) {
       return;
     }
     closeReview();
-    report(`Configuration job ${made.batch_id} started: only the zones and privacy regions change.`, "ok");
+    report(made.status === "awaiting_approval"
+      ? `Configuration job ${made.batch_id} waits for a second admin's approval: it removes or shrinks a privacy region.`
+      : `Configuration job ${made.batch_id} started: only the zones and privacy regions change.`, "ok");
     followBatch(made.batch_id, jobOut, timers);
     const t = setInterval(async () => {
       let batch;

@@ -291,6 +291,87 @@ def test_a_pushed_config_that_starts_is_reported_after_the_restart(configured):
     assert configured.config_path.read_text() == new
 
 
+# ---- privacy: a change that removes, shrinks or moves a privacy region or changes the camera needs approval ------
+
+DOOR = "[[0.0, 0.0], [0.25, 0.0], [0.25, 0.5], [0.0, 0.5]]"
+CAMERA_CONFIG = f"""\
+heartbeat_seconds = 5.0
+[source]
+kind = "stream"
+url = "rtsp://viewer:s3cret@10.0.6.42/stream1"
+[[privacy_regions]]
+name = "bathroom door"
+polygon = {DOOR}
+"""
+APPROVED = wire.PrivacyApproval(approved_by=("user:alice", "user:bob"), at=1_800_000_000.0)
+
+
+@pytest.fixture
+def camera(tmp_path, fleet, data_dir_with_models):
+    dev = Device(tmp_path, fleet, store=ArtifactStore(models_dir(data_dir_with_models)))
+    dev.config_path.write_text(CAMERA_CONFIG)
+    dev.learn_server_time()
+    yield dev
+    dev.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (CAMERA_CONFIG.split("[[privacy_regions]]")[0], "region 'bathroom door' (12.5% of the frame) is removed"),
+        (CAMERA_CONFIG.replace(DOOR, "[[0.0, 0.0], [0.1, 0.0], [0.1, 0.5], [0.0, 0.5]]"), "'bathroom door' shrinks"),
+        (CAMERA_CONFIG.replace(DOOR, "[[0.5, 0.0], [0.75, 0.0], [0.75, 0.5], [0.5, 0.5]]"), "'bathroom door' shrinks"),
+        (CAMERA_CONFIG.replace("10.0.6.42", "10.0.7.9"), "the camera source changes to another stream URL"),
+        (CAMERA_CONFIG.replace('kind = "stream"', 'kind = "file"'), "the camera source changes from stream to file"),
+    ],
+)
+def test_a_privacy_reducing_config_without_approval_is_refused_and_nothing_changes(camera, caplog, text, why):
+    runner = camera.runner()
+    for approval in (None, wire.PrivacyApproval(approved_by=("user:alice", "user:alice"), at=1.0)):  # one person
+        with caplog.at_level(logging.WARNING, logger="wardsight.device.jobs"):
+            report = runner.handle(camera.job("push_config", config=text, privacy_approval=approval))
+        assert report is not None and (report.state, report.reason) == ("refused", "privacy_change_not_approved")
+        assert why in caplog.text
+        assert camera.config_path.read_text() == CAMERA_CONFIG
+        assert not previous_config_path(camera.config_path).exists() and camera.stops == []
+
+
+def test_an_approved_privacy_reducing_config_is_applied(camera, caplog):
+    text = CAMERA_CONFIG.split("[[privacy_regions]]")[0]
+    token = camera.job("push_config", config=text, privacy_approval=APPROVED)
+    assert jwt.decode(token, options={"verify_signature": False})["privacy_approval"]["approved_by"] == [
+        "user:alice",
+        "user:bob",
+    ]
+    with caplog.at_level(logging.WARNING, logger="wardsight.device.jobs"):
+        assert camera.runner().handle(token) is None  # applied; the agent restarts with it
+    assert "approved by user:alice and user:bob" in caplog.text
+    assert camera.config_path.read_text() == text and camera.stops == [RESTART_EXIT_CODE]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CAMERA_CONFIG + '[[privacy_regions]]\nname = "window"\npolygon = [[0.8, 0.0], [1.0, 0.0], [1.0, 0.3]]\n',
+        CAMERA_CONFIG.replace(DOOR, "[[0.0, 0.0], [0.3, 0.0], [0.3, 0.6], [0.0, 0.6]]").replace("bathroom", "wc"),
+        CAMERA_CONFIG.replace("s3cret", "n3w-s3cret"),  # the same camera, its password rotated
+        CAMERA_CONFIG.replace("heartbeat_seconds = 5.0", "heartbeat_seconds = 2.0"),
+    ],
+)
+def test_a_config_that_keeps_privacy_needs_no_approval(camera, text):
+    token = camera.job("push_config", config=text)
+    assert "privacy_approval" not in jwt.decode(token, options={"verify_signature": False})  # as agents before it
+    assert camera.runner().handle(token) is None
+    assert camera.config_path.read_text() == text and camera.stops == [RESTART_EXIT_CODE]
+
+
+def test_an_unreadable_current_file_counts_as_a_privacy_change(camera):
+    camera.config_path.write_text("heartbeat_seconds = 'often'\n")
+    report = camera.runner().handle(camera.job("push_config", config=CAMERA_CONFIG))
+    assert report is not None and report.reason == "privacy_change_not_approved"
+    assert camera.runner().handle(camera.job("push_config", config=CAMERA_CONFIG, privacy_approval=APPROVED)) is None
+
+
 # ---- diagnostics ---------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from firmware.exitcodes import RESTART_EXIT_CODE
 from firmware.jobs.config import ConfigRefusedError, dry_run_config, previous_config_path, recover_pushed_config
 from firmware.jobs.layout import LayoutEditError, merge_layout
-from tests.device.test_device_jobs import Device, executed, fleet  # noqa: F401
+from tests.device.test_device_jobs import APPROVED, Device, executed, fleet  # noqa: F401
 from wardsight.device_config import DeviceConfig, LayoutEdit, load_device_config, outline_problem, polygon_problem
 
 # Many settings away from their defaults, comments, a multi-line polygon, a zone with its own keypoints and score.
@@ -139,9 +139,11 @@ def test_the_job_changes_only_zones_and_privacy_regions(configured):
             "remove": [{"polygon": reported(before["privacy_regions"][1]["polygon"])}],  # the window, as reported
         },
     }
-    token = configured.job("push_config", params={"merge": "zones"}, config=json.dumps(change))
+    token = configured.job(
+        "push_config", params={"merge": "zones"}, config=json.dumps(change), privacy_approval=APPROVED
+    )
     runner = configured.runner()
-    assert runner.handle(token) is None  # applied; the agent restarts with it
+    assert runner.handle(token) is None  # applied (removing the window: approved by two admins); the agent restarts
     assert configured.stops == [RESTART_EXIT_CODE]
     assert previous_config_path(configured.config_path).read_text() == DEVICE_TOML
 
@@ -200,6 +202,30 @@ def test_an_edit_that_does_not_fit_is_refused_and_the_file_kept(configured, capl
     assert why in caplog.text
     assert configured.config_path.read_text() == DEVICE_TOML
     assert not previous_config_path(configured.config_path).exists() and configured.stops == []
+
+
+def test_an_edit_removing_a_privacy_region_without_approval_is_refused(configured, caplog):
+    window = tomllib.loads(DEVICE_TOML)["privacy_regions"][1]["polygon"]
+    sink = {"add": [{"name": "sink", "kind": "dispenser", "polygon": [[0.0, 0.7], [0.15, 0.7], [0.15, 0.9]]}]}
+    remove = {"zones": sink, "privacy_regions": {"remove": [{"polygon": reported(window)}]}}
+    grow = {
+        "zones": sink,
+        "privacy_regions": {
+            "remove": [{"polygon": reported(window)}],
+            "add": [{"name": "window", "polygon": [[0.8, 0.0], [1.0, 0.0], [1.0, 0.4]]}],
+        },
+    }
+    runner = configured.runner()
+    with caplog.at_level(logging.WARNING, logger="wardsight.device.jobs"):
+        report = runner.handle(configured.job("push_config", params={"merge": "zones"}, config=json.dumps(remove)))
+    assert report is not None and (report.state, report.reason) == ("refused", "privacy_change_not_approved")
+    assert "privacy region 'window' (2.1% of the frame) is removed" in caplog.text
+    assert configured.config_path.read_text() == DEVICE_TOML and configured.stops == []
+    # A region replaced by a larger one that contains it hides no less: no approval needed.
+    assert runner.handle(configured.job("push_config", params={"merge": "zones"}, config=json.dumps(grow))) is None
+    assert [r["polygon"] for r in tomllib.loads(configured.config_path.read_text())["privacy_regions"]][1] == [
+        [0.8, 0.0], [1.0, 0.0], [1.0, 0.4]
+    ]  # fmt: skip
 
 
 def test_an_unknown_merge_is_refused(configured):

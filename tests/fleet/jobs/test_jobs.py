@@ -19,7 +19,7 @@ from fleet.enrollment import tokens
 from fleet.jobs import store as jobs
 from fleet.store.db import FleetDB
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
-from tests.fleet.helpers import JOSE, DeviceSession, api_headers, enrollment, event_for, insert_device
+from tests.fleet.helpers import JOSE, DeviceSession, api_headers, bearer, enrollment, event_for, insert_device
 from wardsight import wire
 
 JOBS = "/api/v1/device/jobs"
@@ -59,6 +59,18 @@ def admin(client):
 @pytest.fixture
 def operator(client):
     return api_headers(client, "operator", "operator-script")
+
+
+def person_headers(client, role, name, created_by):
+    """An API token made by ``created_by`` (the person it acts for, as the two-person rule sees it)."""
+    app = client.server.app
+    return bearer(operators.create_api_token(app[DB_KEY].db, name, role, created_by, app[CLOCK_KEY]()))
+
+
+@pytest.fixture
+def second_admin(client):
+    """Another person's admin token: the one who approves privacy-reducing configuration jobs."""
+    return person_headers(client, "admin", "second-admin", "user:second-admin")
 
 
 class Device:
@@ -151,6 +163,12 @@ async def create_ok(client, headers, kind, target, **fields):
     return (await resp.json())["batch_id"]
 
 
+async def approve(client, batch_id, headers):
+    resp = await client.post(f"/api/v1/jobs/{batch_id}/approve", json={}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
 async def batch(client, batch_id, headers):
     resp = await client.get(f"/api/v1/jobs/{batch_id}", headers=headers)
     assert resp.status == 200, await resp.text()
@@ -164,7 +182,9 @@ def audit_rows(client, **filters):
 # ---- every kind, end to end ----------------------------------------------------------------------------------
 
 
-async def test_every_kind_reaches_the_device_signed_in_order_and_reports_back(client, device, admin, clock):
+async def test_every_kind_reaches_the_device_signed_in_order_and_reports_back(
+    client, device, admin, second_admin, clock
+):
     assert device.job_key == client.server.app[KEYS_KEY].jobs.public_key()
     target = {"device_ids": [device.id]}
     made = {}
@@ -177,10 +197,13 @@ async def test_every_kind_reaches_the_device_signed_in_order_and_reports_back(cl
         ("reboot", {}),
     ]:
         made[kind] = await create_ok(client, admin, kind, target, **extra)
+        if kind == "push_config":  # a whole file for a device whose configuration the server does not know yet
+            await approve(client, made[kind], second_admin)
         clock.now += 1  # oldest first
     got = await device.poll()
     assert [job.kind for job in got] == list(made)
     by_kind = {job.kind: job for job in got}
+    assert [job.kind for job in got if job.privacy_approval is not None] == ["push_config"]
     assert by_kind["set_log_level"].params == {"level": "debug", "duration_s": 900}
     assert by_kind["push_config"].config == GOOD_CONFIG and by_kind["reboot"].config is None
     assert by_kind["restart_agent"].expires_at == by_kind["restart_agent"].issued_at + 3600
@@ -277,11 +300,12 @@ async def test_bad_requests_are_refused_with_the_field_named_and_store_nothing(c
     assert await device.poll() == []
 
 
-async def test_a_push_config_larger_than_the_apps_body_limit_is_accepted(client, device, operator):
+async def test_a_push_config_larger_than_the_apps_body_limit_is_accepted(client, device, admin, second_admin):
     # 20 KiB of valid TOML: more than the server's default 16 KiB body limit, within the job's 32 KiB.
     config = GOOD_CONFIG + "".join(f"# note {i:05d} {'x' * 60}\n" for i in range(300))
     assert 16 * 1024 < len(config) < 32 * 1024
-    await create_ok(client, operator, "push_config", {"device_ids": [device.id]}, config=config)
+    await approve(client, await create_ok(client, admin, "push_config", {"device_ids": [device.id]}, config=config),
+                  second_admin)  # fmt: skip
     (job,) = await device.poll()
     assert job.config == config
 

@@ -3,7 +3,8 @@
 The agent is ``python -m wardsight device run`` on the demo clip, kept running by a small supervisor in the
 test that does what systemd's ``Restart=always`` with ``RestartPreventExitStatus=76`` does: whenever the
 agent exits it is started again, unless it exited after a factory reset. Jobs are created through the
-operator API with an admin token and followed through ``GET /api/v1/jobs/{batch_id}``.
+operator API with an admin token (configurations the server cannot show to keep privacy are approved with a
+second admin's) and followed through ``GET /api/v1/jobs/{batch_id}``.
 
 One story, in order: jobs made while the device is offline (one runs when it comes back, one expires first
 and never runs), set_log_level, self_test, a pushed configuration refused by the device's dry run (the old
@@ -157,6 +158,12 @@ class Operator:
         assert status == 201, got
         return str(got["batch_id"])
 
+    def approve(self, batch_id: str) -> str:
+        """As a second admin: approve a privacy-reducing batch awaiting it (the two-person rule)."""
+        status, got = self.call("POST", f"/api/v1/jobs/{batch_id}/approve", {})
+        assert status == 200, got
+        return batch_id
+
     def job(self, batch_id: str) -> dict[str, Any]:
         status, got = self.call("GET", f"/api/v1/jobs/{batch_id}")
         assert status == 200, got
@@ -172,6 +179,7 @@ def story(tmp_path: Path, data_dir_with_models: Path):
     db = FleetDB(config.database)
     try:
         token = create_api_token(db.db, "e2e", "admin", "test", clock())
+        second_token = create_api_token(db.db, "e2e-second", "admin", "user:second-admin", clock())
     finally:
         db.close()
     data = data_dir_with_models
@@ -183,7 +191,8 @@ def story(tmp_path: Path, data_dir_with_models: Path):
     reboot = f"sh -c 'echo rebooted >> {marker}; kill -TERM $PPID'"  # goes down like a reboot, harmlessly
     sup = Supervisor(tmp_path / "logs", ["--data-dir", str(data), "device", "run", "--reboot-command", reboot])
     try:
-        yield clock, server, config, Operator(server, token), identity, data, sup, marker
+        op, second = Operator(server, token), Operator(server, second_token)
+        yield clock, server, config, op, second, identity, data, sup, marker
     finally:
         sup.stop()
         server.stop()
@@ -194,7 +203,7 @@ def read_only(path: Path) -> sqlite3.Connection:
 
 
 def test_every_job_kind_end_to_end(story):
-    clock, server, config, op, identity, data, sup, marker = story
+    clock, server, config, op, second, identity, data, sup, marker = story
     device_id = identity.device_id
     device_toml = data / "device.toml"
     previous_toml = data / "device.toml.previous"
@@ -255,23 +264,25 @@ def test_every_job_kind_end_to_end(story):
     job = finished(op.create(device_id, "self_test"), 90)
     assert job["state"] == "succeeded", job
 
-    # 4. A configuration the server accepts (schema) but the device's dry run refuses: the old one stays.
+    # 4. A configuration the server accepts (schema) but the device's dry run refuses: the old one stays. The server
+    # has not seen this device's file (it was written on the device), so a whole file needs a second admin's approval.
     bad = DEVICE_TOML + "[bed_exit]\nenabled = true\n"  # no zone of kind "bed": the agent would not start
-    job = finished(op.create(device_id, "push_config", config=bad))
+    job = finished(second.approve(op.create(device_id, "push_config", config=bad)))
     assert (job["state"], job["reason"]) == ("refused", "config_would_not_start"), job
     assert device_toml.read_text() == DEVICE_TOML and not previous_toml.exists()
     assert sup.pid == first_pid and sup.exits == []
 
     # 5. A good configuration: applied, the agent restarts with it and reports after the restart.
     good = DEVICE_TOML.replace("heartbeat_seconds = 1.0", "heartbeat_seconds = 0.5")
-    job = finished(op.create(device_id, "push_config", config=good), 60)
+    job = finished(second.approve(op.create(device_id, "push_config", config=good)), 60)
     assert job["state"] == "succeeded", job
     assert sup.exits == [RESTART_EXIT_CODE]
     assert device_toml.read_text() == good and previous_toml.read_text() == DEVICE_TOML
 
-    # 6. A configuration that passes the dry run but cannot start here (no Pi camera): rolled back.
+    # 6. A configuration that passes the dry run but cannot start here (no Pi camera): rolled back. Another camera
+    # source: applied only with the approval the signed job carries.
     no_camera = good.replace('kind = "file"', 'kind = "picamera"')
-    job = finished(op.create(device_id, "push_config", config=no_camera), 90)
+    job = finished(second.approve(op.create(device_id, "push_config", config=no_camera)), 90)
     assert (job["state"], job["reason"]) == ("failed", "config_failed_at_start"), job
     assert sup.exits == [RESTART_EXIT_CODE, RESTART_EXIT_CODE, 1]
     assert "picamera2 is not installed" in sup.stderr(sup.runs - 1)

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import json
 
-from tests.fleet.jobs.test_jobs import admin, client, create, create_ok, device, live, operator  # noqa: F401
+from tests.fleet.jobs.test_jobs import (  # noqa: F401
+    admin,
+    approve,
+    client,
+    create,
+    create_ok,
+    device,
+    live,
+    operator,
+    second_admin,
+)
 
 EDIT = {
     "v": 1,
@@ -15,7 +25,7 @@ EDIT = {
         "change": [],
         "remove": ["door"],
     },
-    "privacy_regions": {"add": [], "remove": [{"polygon": [[0.0, 0.0], [0.2, 0.0], [0.2, 0.6]]}]},
+    "privacy_regions": {"add": [{"name": "window", "polygon": [[0.8, 0.0], [1.0, 0.0], [1.0, 0.3]]}], "remove": []},
 }
 BOW_TIE = [[0.5, 0.1], [0.7, 0.3], [0.7, 0.1], [0.5, 0.3]]
 CROSSING = "its outline crosses itself: the edge from point 1 to point 2 crosses the edge from point 3 to point 4"
@@ -31,8 +41,9 @@ async def test_a_zones_edit_reaches_the_device_as_the_edit_only(client, device, 
     assert json.loads(row["params"]) == {"merge": "zones"}
 
 
-async def test_a_plain_push_config_still_has_no_params(client, device, operator):  # noqa: F811
-    await create_ok(client, operator, "push_config", {"device_ids": [device.id]}, config='name = "cam-1"\n')
+async def test_a_plain_push_config_still_has_no_params(client, device, admin, second_admin):  # noqa: F811
+    await approve(client, await create_ok(client, admin, "push_config", {"device_ids": [device.id]},
+                                          config='name = "cam-1"\n'), second_admin)  # fmt: skip
     (job,) = await device.poll()
     assert job.params == {}
 
