@@ -18,20 +18,9 @@ from accelerators.registry import _REGISTRY  # noqa: E402
 from firmware.privacy import PrivacyMask  # noqa: E402
 from tests.device.fakes import picamera2 as fake_picamera2  # noqa: E402
 from tests.device.fakes.picamera2 import devices as fake_devices  # noqa: E402
-from tests.device.fakes.picamera2.devices import imx500 as fake_imx500_pkg  # noqa: E402
 from tests.device.fakes.picamera2.devices.imx500 import imx500 as fake_imx500  # noqa: E402
 
 LEFT_QUARTER = [(0.0, 0.0), (0.25, 0.0), (0.25, 1.0), (0.0, 1.0)]
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    fake_picamera2.reset()
-    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
-    monkeypatch.setitem(sys.modules, "picamera2.devices", fake_devices)
-    monkeypatch.setitem(sys.modules, "picamera2.devices.imx500", fake_imx500_pkg)
-    yield fake_picamera2
-    fake_picamera2.reset()
 
 
 @pytest.fixture

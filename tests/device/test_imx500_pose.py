@@ -5,8 +5,6 @@ agent run in sensor-only mode that never touches an image buffer while its event
 
 from __future__ import annotations
 
-import sys
-
 import cv2
 import numpy as np
 import pytest
@@ -25,23 +23,11 @@ from firmware.apps.occupancy import OccupancyApp  # noqa: E402
 from firmware.imx500_source import Imx500Source  # noqa: E402
 from firmware.privacy import PrivacyMask  # noqa: E402
 from firmware.sources import VideoFileSource  # noqa: E402
-from tests.device.fakes import picamera2 as fake_picamera2  # noqa: E402
-from tests.device.fakes.picamera2 import devices as fake_devices  # noqa: E402
-from tests.device.fakes.picamera2.devices import imx500 as fake_imx500_pkg  # noqa: E402
 from tests.device.fakes.picamera2.devices.imx500 import imx500 as fake_imx500  # noqa: E402
 from tests.device.fakes.picamera2.devices.imx500.yolov8_pose import encode_people  # noqa: E402
+from tests.device.test_imx500 import ai_camera, scene  # noqa: E402
 
 LEFT_QUARTER = [(0.0, 0.0), (0.25, 0.0), (0.25, 1.0), (0.0, 1.0)]
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    fake_picamera2.reset()
-    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
-    monkeypatch.setitem(sys.modules, "picamera2.devices", fake_devices)
-    monkeypatch.setitem(sys.modules, "picamera2.devices.imx500", fake_imx500_pkg)
-    yield fake_picamera2
-    fake_picamera2.reset()
 
 
 @pytest.fixture
@@ -49,20 +35,6 @@ def network(tmp_path):
     path = tmp_path / "imx500_network_yolov8n_pose.rpk"
     path.write_bytes(b"fake rpk")
     return path
-
-
-def scene(*boxes, size=(800, 600)):
-    w, h = size
-    img = np.full((h, w, 3), 30, np.uint8)
-    for x0, y0, x1, y1 in boxes:
-        img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)] = 240
-    return img
-
-
-def ai_camera(fake, scenes, net):
-    sensor = fake.add_camera(scenes, model="imx500", pixel_array=FULL_SENSOR, camera_id="/base/imx500@1a")
-    sensor.network = net
-    return sensor
 
 
 class Ticks:

@@ -4,7 +4,6 @@ its events and heartbeats reach a real fleet server."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -24,9 +23,6 @@ from fleet.config import ServerConfig  # noqa: E402
 from fleet.health.store import privacy_mode as fleet_privacy_mode  # noqa: E402
 from fleet.server import BackgroundServer  # noqa: E402
 from fleet.store.db import FleetDB  # noqa: E402
-from tests.device.fakes import picamera2 as fake_picamera2  # noqa: E402
-from tests.device.fakes.picamera2 import devices as fake_devices  # noqa: E402
-from tests.device.fakes.picamera2.devices import imx500 as fake_imx500_pkg  # noqa: E402
 from tests.device.fakes.picamera2.devices.imx500 import imx500 as fake_imx500  # noqa: E402
 from wardsight.bundle import Bundle  # noqa: E402
 from wardsight.device_config import DeviceConfig  # noqa: E402
@@ -67,16 +63,6 @@ def test_hand_hygiene_falls_back_to_the_wrists_dwell_at_the_dispenser():
     )
     hygiene = next(a for a in with_frames if isinstance(a, HandHygieneApp))
     assert hygiene.needs == {"hands"} and hygiene.config.require_rub
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    fake_picamera2.reset()
-    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
-    monkeypatch.setitem(sys.modules, "picamera2.devices", fake_devices)
-    monkeypatch.setitem(sys.modules, "picamera2.devices.imx500", fake_imx500_pkg)
-    yield fake_picamera2
-    fake_picamera2.reset()
 
 
 def scenes() -> list[np.ndarray]:
