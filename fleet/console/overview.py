@@ -73,4 +73,5 @@ def fleet_overview(app: web.Application, privacy_mode: str | None = None) -> dic
             }
         )
     summary = fleet_summary(db, now, grace_s=grace, watch_start=watch_start)
-    return {"now": now, "summary": summary, "devices": devices}
+    # offline_after_s: the silence after which a device counts as offline, so the console can tell stale readings.
+    return {"now": now, "offline_after_s": grace, "summary": summary, "devices": devices}

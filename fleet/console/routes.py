@@ -4,6 +4,7 @@
   privacy mode (``sensor-only``, ``blackout-at-capture`` or null: not reported) and a display state (online,
   offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary (of the whole fleet);
   ``privacy_mode`` (optional: ``sensor-only``, ``blackout-at-capture``, ``unknown``) keeps only those devices.
+  ``offline_after_s`` is the silence (seconds) after which a device counts as offline.
 - ``GET /api/v1/devices/{id}/health?since=&limit=`` (viewer): the latest heartbeat and the samples for charts.
 - ``GET /api/v1/devices/{id}/config`` (operator): the device.toml most recently pushed to the device by a
   ``push_config`` job (the one that succeeded, else the newest), so the zone editor starts from it; ``config``

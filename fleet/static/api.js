@@ -13,12 +13,28 @@ export function can(role) {
 }
 
 export class ApiError extends Error {
-  constructor(status, message, routeMissing) {
+  constructor(status, message, routeMissing, unreachable = false) {
     super(message);
     this.status = status;
     // The server has no such route at all (aiohttp's plain-text 404/405), as opposed to a JSON refusal.
     this.routeMissing = routeMissing;
+    // The fleet server could not be reached (the request failed, or a gateway answered 502/503/504).
+    this.unreachable = unreachable;
   }
+}
+
+// Whether the fleet server answers: ``lostSince`` is when contact was lost (ms since the epoch), null while it
+// answers. The shell shows a banner from it; pages keep their last data instead of showing errors.
+export const connection = {lostSince: null};
+let onConnection = () => {};
+const GATEWAY_DOWN = new Set([502, 503, 504]);
+
+export function setConnectionHandler(fn) { onConnection = fn; }
+
+function setReachable(reachable) {
+  if (reachable === (connection.lostSince === null)) return;
+  connection.lostSince = reachable ? null : Date.now();
+  onConnection(connection);
 }
 
 export async function request(method, path, body, {raw = false, signal} = {}) {
@@ -29,7 +45,19 @@ export async function request(method, path, body, {raw = false, signal} = {}) {
     init.body = JSON.stringify(body);
   }
   if (!["GET", "HEAD", "OPTIONS"].includes(method)) headers["X-CSRF-Token"] = session.csrf || "";
-  const resp = await fetch(path, init);
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    setReachable(false);
+    throw new ApiError(0, "the fleet server cannot be reached", false, true);
+  }
+  if (GATEWAY_DOWN.has(resp.status)) {
+    setReachable(false);
+    throw new ApiError(resp.status, `the fleet server cannot be reached (HTTP ${resp.status})`, false, true);
+  }
+  setReachable(true);
   if (!resp.ok) {
     const type = resp.headers.get("Content-Type") || "";
     let message = `HTTP ${resp.status}`;

@@ -1,6 +1,6 @@
 // WardSight console: sign-in, the hash router and the pages (one module each under /static/).
 // Every piece of data is rendered with textContent / DOM APIs; nothing is parsed as HTML.
-import {session, can, get, post, del, setSignedOutHandler, ApiError} from "./static/api.js";
+import {session, can, get, post, del, setSignedOutHandler, setConnectionHandler, ApiError} from "./static/api.js";
 import {clear, h} from "./static/ui.js";
 import * as fleet from "./static/page-fleet.js";
 import * as alerts from "./static/page-alerts.js";
@@ -46,6 +46,21 @@ function signedOut(reason) {
   if (reason) setStatus(`Signed out: ${reason}`);
 }
 setSignedOutHandler(signedOut);
+
+// Lost contact with the fleet server: a banner says since when; the page keeps its last data, greyed as stale,
+// until a request succeeds again.
+setConnectionHandler(({lostSince}) => {
+  const banner = $("server-banner");
+  const lost = lostSince !== null;
+  $("page").classList.toggle("stale", lost);
+  banner.hidden = !lost;
+  if (lost) {
+    const at = new Date(lostSince).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hour12: false});
+    banner.textContent = `Lost contact with the fleet server since ${at} — showing the last data`;
+  } else {
+    banner.textContent = "";
+  }
+});
 
 function parseHash() {
   const raw = (location.hash || "#/fleet").replace(/^#\/?/, "");

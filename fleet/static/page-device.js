@@ -4,7 +4,7 @@ import {can, get, getOptional, post, ApiError} from "./api.js";
 import {h, clear, fmtTime, fmtAgo, fmtNum, pageHeader, statusLine, actionButton, table, notice,
   unavailable, badge} from "./ui.js";
 import {lineChart} from "./canvas.js";
-import {stateBadge, privacyText} from "./page-fleet.js";
+import {stateBadge, privacyText, heardAt, isSilent, liveReading} from "./page-fleet.js";
 import {batchStatus} from "./page-jobs.js";
 import {commissioningPanel} from "./panel-commissioning.js";
 import {buildZoneEditor} from "./zone-editor.js";
@@ -20,6 +20,27 @@ function section(title, id, ...children) {
   return h("section", {"aria-labelledby": id, class: "card"}, h("h2", {id}, title), ...children);
 }
 
+// The fleet server cannot be reached (the shell's banner says so): not "Device not found"; the page loads once
+// the server answers again.
+function waitForServer(root, ctx, deviceId) {
+  root.append(pageHeader(`Device ${deviceId}`),
+    notice("The fleet server cannot be reached; this device's page loads when it is back.", "error"),
+    h("p", {}, h("a", {href: "#/fleet"}, "Back to the fleet")));
+  let inner = null;
+  let stopped = false;
+  const timer = setInterval(async () => {
+    try { await get(`/api/v1/devices/${encodeURIComponent(deviceId)}`); } catch (err) {
+      if (err instanceof ApiError && err.unreachable) return;
+    }
+    clearInterval(timer);
+    if (stopped) return;
+    clear(root);
+    inner = await render(root, ctx);
+    if (stopped && inner) inner();
+  }, ctx.refreshMs);
+  return () => { stopped = true; clearInterval(timer); if (inner) inner(); };
+}
+
 export async function render(root, ctx) {
   const deviceId = ctx.args[0];
   if (!deviceId) { location.hash = "#/fleet"; return null; }
@@ -28,7 +49,11 @@ export async function render(root, ctx) {
   try {
     device = await get(`/api/v1/devices/${encodeURIComponent(deviceId)}`);
   } catch (err) {
-    root.append(pageHeader("Device not found"), notice(err.message, "error"), h("p", {}, h("a", {href: "#/fleet"}, "Back to the fleet")));
+    if (err instanceof ApiError && err.unreachable) return waitForServer(root, ctx, deviceId);
+    const missing = err instanceof ApiError && err.status === 404;
+    root.append(pageHeader(missing ? "Device not found" : `Device ${deviceId}`),
+      notice(missing ? err.message : `This device failed to load: ${err.message}`, "error"),
+      h("p", {}, h("a", {href: "#/fleet"}, "Back to the fleet")));
     return null;
   }
   const timers = [];
@@ -49,7 +74,7 @@ export async function render(root, ctx) {
     add("Credential expires", fmtTime(dev.credential_expires_at));
     // As the latest heartbeat said (the overview is the fresher reading when there is one).
     add("Privacy mode", privacyText(overview ? overview.privacy_mode : dev.privacy_mode));
-    if (overview) add("Last heard", fmtAgo(overview.last_heard_at, overview.now));
+    if (overview) add("Last heard", fmtAgo(heardAt(overview), overview.now));
     clear(headBadge).appendChild(stateBadge(overview ? overview.state : dev.status));
     clear(actions);
     const act = (label, path, role, confirmText) => {
@@ -89,7 +114,7 @@ export async function render(root, ctx) {
         get(`/api/v1/devices/${encodeURIComponent(deviceId)}/health`),
         get("/api/v1/fleet/overview").then(o => {
           const d = o.devices.find(x => x.id === deviceId);
-          return d ? {...d, now: o.now} : null;
+          return d ? {...d, now: o.now, offline_after_s: o.offline_after_s} : null;
         }),
       ]);
       drawFacts(device, overview);
@@ -101,8 +126,11 @@ export async function render(root, ctx) {
         add("Agent", l.agent_version);
         add("Accelerator", l.accelerator_configured && l.accelerator_configured !== l.accelerator ? `${l.accelerator} (configured ${l.accelerator_configured})` : l.accelerator);
         add("Models", Object.entries(l.models || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "—");
-        add("Frame rate", fmtNum(l.fps, 1, " fps"));
-        add("Temperatures", `CPU ${fmtNum(l.cpu_temp_c, 0, " °C")}, accelerator ${fmtNum(l.accelerator_temp_c, 0, " °C")}`);
+        // Live readings: for a device not heard from lately, "—" with the last value greyed and its age.
+        const silent = overview ? isSilent(overview, overview.now, overview.offline_after_s) : false;
+        const live = text => liveReading(text, silent, l.received_at, overview ? overview.now : undefined);
+        add("Frame rate", live(fmtNum(l.fps, 1, " fps")));
+        add("Temperatures", live(`CPU ${fmtNum(l.cpu_temp_c, 0, " °C")}, accelerator ${fmtNum(l.accelerator_temp_c, 0, " °C")}`));
         add("Memory", `${fmtNum(l.mem_used_mb, 0)} of ${fmtNum(l.mem_total_mb, 0, " MB")}`);
         add("Frames dropped", `${l.frames_dropped} of ${l.frames_processed}`);
         add("Outbox", String(l.outbox_pending));
@@ -115,7 +143,8 @@ export async function render(root, ctx) {
         c.canvas.setAttribute("aria-label", `${c.title}: ${text}`);
       }
     } catch (err) {
-      if (!(err instanceof ApiError && err.status === 401)) report(`Cannot load health: ${err.message}`, "error");
+      // Unreachable: keep the last readings (the shell's banner says so and greys them).
+      if (!(err instanceof ApiError && (err.status === 401 || err.unreachable))) report(`Cannot load health: ${err.message}`, "error");
     }
   }
   await refreshHealth();
@@ -141,7 +170,9 @@ export async function render(root, ctx) {
         {label: "Severity", cell: e => badge(e.severity, `sev sev-${e.severity}`)},
         {label: "Details", cell: e => Object.entries(e.data || {}).map(([k, v]) => `${k}=${v}`).join(", ")},
       ], mine, {empty: "No events from this device among the latest 500."}));
-    } catch (err) { clear(eventsOut).appendChild(notice(`Cannot load events: ${err.message}`, "error")); }
+    } catch (err) {
+      if (!err.unreachable) clear(eventsOut).appendChild(notice(`Cannot load events: ${err.message}`, "error"));
+    }
     try {
       const jobs = await getOptional("/api/v1/jobs?limit=100");
       if (jobs === null) { clear(jobsOut).appendChild(unavailable("Jobs", "GET /api/v1/jobs")); return; }
@@ -156,7 +187,9 @@ export async function render(root, ctx) {
         {label: "Created", cell: b => `${fmtTime(b.created_at)} by ${b.created_by}`},
         {label: "Status", cell: b => batchStatus(b)},
       ], mine, {empty: "No jobs for this device."}));
-    } catch (err) { clear(jobsOut).appendChild(notice(`Cannot load jobs: ${err.message}`, "error")); }
+    } catch (err) {
+      if (!err.unreachable) clear(jobsOut).appendChild(notice(`Cannot load jobs: ${err.message}`, "error"));
+    }
   }
   await refreshLists();
   timers.push(setInterval(refreshLists, 10000));

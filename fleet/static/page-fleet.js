@@ -26,6 +26,26 @@ export function stateBadge(state) {
   return badge(STATE_TEXT[state] || state, `state state-${state}`);
 }
 
+// When the device was last heard from: one source of truth, the server's presence record (what its display state
+// comes from), else the arrival of its latest heartbeat; null: never (the server then says never_seen).
+export function heardAt(d) {
+  return d.last_heard_at ?? (d.health ? d.health.received_at : null) ?? null;
+}
+
+// Whether live readings are out of date: the server says offline, or it has been silent longer than the server's
+// offline threshold (``offline_after_s`` of the overview) and the server has not noticed yet.
+export function isSilent(d, now, offlineAfterS) {
+  if (d.state === "offline") return true;
+  const at = heardAt(d);
+  return at !== null && offlineAfterS !== null && offlineAfterS !== undefined && now - at > offlineAfterS;
+}
+
+// A live reading (frame rate, temperature): itself, or for a silent device "—" with the last value greyed and its age.
+export function liveReading(text, silent, at, now) {
+  if (!silent || text === "—") return text;
+  return h("span", {class: "live-stale"}, "— ", h("span", {class: "stale-value"}, `(${text}, ${fmtAgo(at, now)})`));
+}
+
 function modelVersions(health) {
   if (!health || !health.models) return "—";
   const entries = Object.entries(health.models);
@@ -138,7 +158,9 @@ export async function render(root, ctx) {
       const tb = h("tbody", {}, h("tr", {class: "group"}, h("th", {colSpan: 9, scope: "rowgroup"}, key)));
       for (const d of list.sort((a, b) => (a.room || "").localeCompare(b.room || "") || a.id.localeCompare(b.id))) {
         const hl = d.health;
-        let heard = fmtAgo(d.last_heard_at ?? d.last_seen, data.now);
+        const at = heardAt(d);
+        const silent = isSilent(d, data.now, data.offline_after_s);
+        let heard = fmtAgo(at, data.now);
         if (d.state === "offline" && d.offline_since) heard = `offline since ${fmtAgo(d.offline_since, data.now)}`;
         tb.appendChild(h("tr", {dataset: {device: d.id}, class: alarms.has(d.room) ? "alarm" : null},
           h("td", {}, h("a", {href: `#/devices/${encodeURIComponent(d.id)}`}, d.name || d.id), h("br"), h("span", {class: "muted mono"}, d.id)),
@@ -147,8 +169,8 @@ export async function render(root, ctx) {
           h("td", {}, modelVersions(hl)),
           h("td", {}, accelerator(hl)),
           h("td", {class: `privacy privacy-${privacyMode(d.privacy_mode)}`}, privacyText(d.privacy_mode)),
-          h("td", {}, hl ? fmtNum(hl.fps, 1, " fps") : "—"),
-          h("td", {}, temperature(hl)),
+          h("td", {class: "fps"}, liveReading(hl ? fmtNum(hl.fps, 1, " fps") : "—", silent, at, data.now)),
+          h("td", {class: "temp"}, liveReading(temperature(hl), silent, at, data.now)),
           h("td", {}, heard)));
       }
       tableEl.appendChild(tb);
@@ -160,7 +182,7 @@ export async function render(root, ctx) {
       [data, updating] = await Promise.all([get("/api/v1/fleet/overview"), updatingDevices()]);
       keepFocus(tableEl, draw);
     } catch (err) {
-      ctx.setStatus(`Cannot load the fleet (${err.message}); retrying…`);
+      if (!err.unreachable) ctx.setStatus(`Cannot load the fleet (${err.message}); retrying…`);  // else the banner says so
     }
   }
   for (const f of [search.input, state.input, site.input, ward.input, privacy.input]) f.addEventListener("input", draw);
