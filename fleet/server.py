@@ -54,6 +54,8 @@ def _url_host(host: str) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
 
+SHUTDOWN_SECONDS = 5.0  # how long stopping waits for handlers still running
+
 class BackgroundServer:
     """The fleet server on its own thread and event loop; ``url`` is known once ``start`` returns.
 
@@ -122,7 +124,14 @@ class BackgroundServer:
         app = create_app(self.config, clock=self._app_clock) if self._app_clock else create_app(self.config)
         connections.install(app)
         self.app = app
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.config.keepalive_timeout_seconds)
+        # Stopping waits at most SHUTDOWN_SECONDS for handlers still running (a device's long poll, an alert
+        # stream), so Ctrl-C or a service stop ends the process promptly instead of after aiohttp's 60 s.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=self.config.keepalive_timeout_seconds,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+        )
         await self._runner.setup()
         limits = connections.Limits.of(self.config)  # slow clients, sockets per address, the TLS handshake
         site = connections.GuardedSite(
