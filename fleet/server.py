@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import signal
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -203,19 +204,37 @@ def serve_forever(
     announce: Callable[[str], None] = print,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run the server until Ctrl-C (or ``stop`` is set), telling the operator where it is and what to pin."""
+    """Run the server until Ctrl-C, SIGTERM (or ``stop`` is set), telling the operator where it is and what to pin."""
     try:
         server = BackgroundServer(config).start()
     except OSError as exc:
         raise WardSightError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    stopping = stop or threading.Event()
     try:
-        announce(f"fleet server on {server.url} (console: {server.url}/), database {config.database}")
-        if server.ca_pem is None:
-            announce("WARNING: plain HTTP (insecure_http): for development only; devices send events unencrypted")
-        else:
-            announce(f"fleet CA {server.ca_path} (sha256 {server.ca_fingerprint}); bundles carry it to devices")
-        (stop or threading.Event()).wait()
+        with _stop_on_signals(stopping):  # before the first line: whoever reads it may signal at once
+            announce(f"fleet server on {server.url} (console: {server.url}/), database {config.database}")
+            if server.ca_pem is None:
+                announce("WARNING: plain HTTP (insecure_http): for development only; devices send events unencrypted")
+            else:
+                announce(f"fleet CA {server.ca_path} (sha256 {server.ca_fingerprint}); bundles carry it to devices")
+            stopping.wait()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stopping: threading.Event) -> Iterator[None]:
+    """Ctrl-C and ``systemctl stop`` (SIGINT, SIGTERM) set ``stopping``, whatever this process inherited (a SIGINT
+    ignored by whoever started it would otherwise never end it). Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda *_: stopping.set()) for number in wanted}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
