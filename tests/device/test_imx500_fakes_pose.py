@@ -19,6 +19,8 @@ from tests.device.fakes.picamera2.devices.imx500.yolov8_pose import (
 )
 
 FULL_SENSOR = fake_imx500.FULL_SENSOR
+from tests.device.test_imx500 import ai_camera, scene  # noqa: E402  (the AI Camera tests' scene helpers)
+
 SMALL_MAIN = {"format": "RGB888", "size": (64, 64)}  # the sensor-only main stream: required, never read
 
 
@@ -34,22 +36,6 @@ def network(tmp_path):
     path = tmp_path / "imx500_network_yolov8n_pose.rpk"
     path.write_bytes(b"fake rpk")
     return str(path)
-
-
-def scene(*boxes, size=(800, 600)):
-    """A dark BGR scene with bright "people" at the given frame-relative (x0, y0, x1, y1) boxes."""
-    w, h = size
-    img = np.full((h, w, 3), 30, np.uint8)
-    for x0, y0, x1, y1 in boxes:
-        img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)] = 240
-    return img
-
-
-def ai_camera(fake, scenes, net=None):
-    sensor = fake.add_camera(scenes, model="imx500", pixel_array=FULL_SENSOR, camera_id="/base/imx500@1a")
-    if net is not None:
-        sensor.network = net
-    return sensor
 
 
 def started(fake, network, roi=None, main=SMALL_MAIN, controls=None):
