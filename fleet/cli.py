@@ -13,6 +13,7 @@ from fleet.cliconfig import config_option, load_config, open_db
 from fleet.config import ServerConfig
 from fleet.devices import service as device_service
 from fleet.enrollment import service as enrollment_service
+from fleet.enrollment.bundle_url import bundle_server_url, bundle_url_warnings
 from fleet.ota.repository.files import bundle_root
 from fleet.pki import CA_CERT
 from fleet.server import keys_dir, serve_forever
@@ -53,12 +54,6 @@ def create_token(
     finally:
         db.close()
     return plaintext
-
-
-def default_url(config: ServerConfig) -> str:
-    scheme = "http" if config.insecure_http else "https"
-    host = config.tls_hostnames[0] if config.tls_hostnames else config.host
-    return f"{scheme}://{host}:{config.port}"
 
 
 @click.group()
@@ -117,7 +112,12 @@ def token() -> None:
     default=None,
     help="Also write an enrollment bundle (server URL, token, fleet CA) to this file, mode 0600.",
 )
-@click.option("--server", default=None, help="Server URL for the bundle (default: public_url, else from host/port).")
+@click.option(
+    "--server",
+    default=None,
+    help="Server URL for the bundle (default: public_url, else the URL the configured server listens at: its"
+    " host or a name its certificate has, and its port).",
+)
 @config_option
 @pass_context
 def token_create(
@@ -139,17 +139,21 @@ def token_create(
         wardsight fleet token create --room 3B-12 --approval --bundle /media/sd/wardsight-enroll.json
     """
     config = load_config(ctx, config_path)
-    plaintext = create_token(config, room, ttl, site=site, ward=ward, require_approval=approval)
-    click.echo(plaintext)
-    if bundle is not None:
-        url = server or config.public_url or default_url(config)
+    url = ca_pem = None
+    if bundle is not None:  # refused before a token is made
+        url = server or bundle_server_url(config)
         ca_path = keys_dir(config) / CA_CERT
         if url.startswith("https://") and not ca_path.exists():
             raise WardSightError(f"no fleet CA at {ca_path} yet: start the server once ('wardsight fleet serve')")
         ca_pem = ca_path.read_text() if url.startswith("https://") else None
+    plaintext = create_token(config, room, ttl, site=site, ward=ward, require_approval=approval)
+    click.echo(plaintext)
+    if bundle is not None and url is not None:
         tuf_root = bundle_root(config)
         Bundle(url, plaintext, ca_pem, insecure_http=url.startswith("http://"), tuf_root=tuf_root).write(bundle)
-        click.echo(f"wrote {bundle}")
+        click.echo(f"wrote {bundle} for {url}")
+        for line in [] if server else bundle_url_warnings(config, url):
+            click.echo(line, err=True)
 
 
 @token.command("revoke")

@@ -1,10 +1,11 @@
 import json
+from datetime import UTC, datetime
 
 import click
 import pytest
 from click.testing import CliRunner
 
-from fleet.config import ServerConfig
+from fleet.config import ServerConfig, load_server_config
 from fleet.server import BackgroundServer
 from wardsight_cli.main import cli
 
@@ -125,3 +126,75 @@ def test_ota_package_builds_a_package_the_library_can_read(tmp_path):
     assert build.sha256 == modelpkg.describe_file(model)[0]
     bad = run([*args[:-4], "--build", "cpu:litert:x:/nonexistent.tflite", "--out", str(out)], tmp_path)
     assert bad.exit_code == 1 and "no such model file" in bad.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_token_create_bundle_names_the_server_a_server_toml_configures(tmp_path):
+    """`fleet token create --bundle` writes the URL the server started from the same server.toml listens at (not
+    'localhost' and not the default port), and a device enrolls with that bundle as it is."""
+    server_data = tmp_path / "server"
+    server_data.mkdir()
+    (server_data / "server.toml").write_text(f"port = {_free_port()}\n")
+    server = BackgroundServer(load_server_config(server_data, None, {})).start()
+    try:
+        bundle = tmp_path / "bundle.json"
+        made = CliRunner().invoke(
+            cli,
+            ["--data-dir", str(server_data), "fleet", "token", "create", "--room", "4A-08", "--bundle", str(bundle)],
+        )
+        assert made.exit_code == 0, made.output
+        written = json.loads(bundle.read_text())
+        assert written["server_url"] == server.url and server.url.startswith("https://127.0.0.1:")
+        assert not server.url.endswith(":8765")
+        assert "which only a device on this machine reaches" in made.output  # loopback: said, on stderr
+        enrolled = run(["device", "enroll", "--bundle", str(bundle), "--name", "cam-4a08"], tmp_path)
+        assert enrolled.exit_code == 0 and f"at {server.url}" in enrolled.output, enrolled.output
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "toml, url",
+    [
+        ('port = 9443\npublic_url = "https://fleet.example.org/"', "https://fleet.example.org"),
+        ('host = "0.0.0.0"\nport = 8443\ntls_hostnames = ["localhost", "fleet.example.org"]',
+         "https://fleet.example.org:8443"),
+        ('host = "0.0.0.0"\nport = 8443', "https://127.0.0.1:8443"),
+        ('host = "10.0.0.5"\nport = 8443\ntls_hostnames = ["10.0.0.5", "fleet.example.org"]', "https://10.0.0.5:8443"),
+        ('host = "10.0.0.5"\nport = 8443\ntls_hostnames = ["fleet.example.org"]', "https://fleet.example.org:8443"),
+        ('host = "::1"\nport = 8443\ntls_hostnames = ["::1"]', "https://[::1]:8443"),
+        ('host = "192.168.1.4"\nport = 8080\ninsecure_http = true', "http://192.168.1.4:8080"),
+    ],
+)  # fmt: skip
+def test_token_create_bundle_url_follows_the_configuration(tmp_path, toml, url):
+    from fleet import pki
+    from fleet.enrollment.bundle_url import bundle_server_url
+
+    server_data = tmp_path / "server"
+    server_data.mkdir()
+    (server_data / "server.toml").write_text(toml + "\n")
+    pki.ensure_ca(server_data / "fleet-keys", now=datetime.now(UTC))
+    bundle = tmp_path / "bundle.json"
+    made = CliRunner().invoke(
+        cli, ["--data-dir", str(server_data), "fleet", "token", "create", "--room", "4A-09", "--bundle", str(bundle)]
+    )
+    assert made.exit_code == 0, made.output
+    assert json.loads(bundle.read_text())["server_url"] == url
+    assert "warning: the server certificate" not in made.output
+    assert bundle_server_url(load_server_config(server_data, None, {})) == url
+
+
+def test_token_create_bundle_refuses_a_port_picked_at_start(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "server.toml").write_text("port = 0\n")
+    made = run(["fleet", "token", "create", "--room", "4A-10", "--bundle", str(tmp_path / "b.json")], tmp_path)
+    assert made.exit_code == 1 and "pass --server" in made.output
+    assert not (tmp_path / "b.json").exists()
+    assert "wst." not in made.output  # refused before a token was made

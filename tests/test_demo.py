@@ -1,7 +1,11 @@
 """`wardsight demo` end to end in a subprocess: real server, real model, real footage, real SQLite."""
 
+import base64
+import hashlib
 import json
 import os
+import re
+import shlex
 import sqlite3
 import ssl
 import subprocess
@@ -11,44 +15,76 @@ import urllib.error
 import urllib.request
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import ROOT
 
+EVENT_LINE = re.compile(r"^event \d\d:\d\d:\d\d (\w+) (\w+) \((info|warning|critical)\) in demo-room-101$")
 
-def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
+
+def _start_demo(data_dir, tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARDSIGHT_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wardsight",
-            "--data-dir",
-            str(data_dir_with_models),
-            "demo",
-            "--duration",
-            "12",
-            "--port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
-    lines = []
-    url = login = None
-    deadline = time.monotonic() + 60
-    while login is None and time.monotonic() < deadline:
+    demo = [sys.executable, "-m", "wardsight", "--data-dir", str(data_dir), "demo", "--port", "0", *args]
+    proc = subprocess.Popen(demo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    return proc, env
+
+
+def _read_until(proc, prefix, lines, timeout=60):
+    """The first line (stripped) starting with ``prefix``, reading the demo's output into ``lines``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
-        if line.startswith("console: "):
-            url = line.split()[1]
-        if line.startswith("sign in as "):
-            login = line.split()[3], line.split()[5]
+        if line.strip().startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"the demo never printed {prefix!r}: {lines}")
+
+
+def _sign_in(url, tls, username, password):
+    body = json.dumps({"username": username, "password": password}).encode()
+    signin = urllib.request.Request(url + "api/v1/session", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(signin, timeout=10, context=tls) as resp:
+        return resp.headers["Set-Cookie"].split(";")[0], json.loads(resp.read())["role"]
+
+
+def _operators(url, tls, cookie):
+    """The console's account list (admins only): the accounts' roles, or the HTTP status it was refused with."""
+    listed = urllib.request.Request(url + "api/v1/operators", headers={"Cookie": cookie})
+    try:
+        return {
+            o["username"]: o["role"]
+            for o in json.loads(urllib.request.urlopen(listed, timeout=5, context=tls).read())["operators"]
+        }
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _spki(cert_path):
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
+    proc, env = _start_demo(data_dir_with_models, tmp_path, "--duration", "12")
+    lines = []
+    url = _read_until(proc, "console: ", lines).split()[1]
+    login = _read_until(proc, "sign in as ", lines).split()
+    login = login[3], login[5]
+    assert "a viewer account" in lines[-1], lines  # the default: a viewer
+    admin_command = _read_until(proc, "wardsight --data-dir ", lines)
+    ca_line = _read_until(proc, "fleet CA ", lines)
+    chromium = _read_until(proc, "chromium ", lines)
     assert url and url.startswith("https://127.0.0.1:") and login, lines
+    keys = data_dir_with_models / "demo" / "fleet-keys"
+    ca_der = x509.load_pem_x509_certificate((keys / "ca.crt").read_bytes()).public_bytes(Encoding.DER)
+    assert f"{keys / 'ca.crt'} (sha256 {hashlib.sha256(ca_der).hexdigest()})" in ca_line
+    # The browser instruction pins the key the server presents, in a throwaway profile, and opens the console.
+    assert f"--ignore-certificate-errors-spki-list={_spki(keys / 'server.crt')} {url}" in chromium
+    assert '--user-data-dir="$(mktemp -d)"' in chromium
     # While it runs, the console answers over TLS with the fleet's own CA, and its API only after signing in.
     tls = ssl.create_default_context(cafile=str(data_dir_with_models / "demo" / "fleet-keys" / "ca.crt"))
     page = urllib.request.urlopen(url, timeout=5, context=tls).read().decode()
@@ -56,13 +92,21 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url + "api/v1/devices", timeout=5, context=tls)
     assert refused.value.code == 401
-    body = json.dumps({"username": login[0], "password": login[1]}).encode()
-    signin = urllib.request.Request(url + "api/v1/session", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(signin, timeout=10, context=tls) as resp:
-        cookie = resp.headers["Set-Cookie"].split(";")[0]
+    cookie, role = _sign_in(url, tls, *login)
+    assert role == "viewer" and _operators(url, tls, cookie) == 403
     listed = urllib.request.Request(url + "api/v1/devices", headers={"Cookie": cookie})
     devices = json.loads(urllib.request.urlopen(listed, timeout=5, context=tls).read())["devices"]
     assert [d["name"] for d in devices] == ["demo-camera"]
+
+    # The printed admin command, as printed (with the password on stdin), next to the running demo.
+    argv = shlex.split(admin_command)
+    assert argv[0] == "wardsight" and argv[1:3] == ["--data-dir", str((data_dir_with_models / "demo").resolve())]
+    password = "a demo admin's password"
+    added = subprocess.run([sys.executable, "-m", "wardsight", *argv[1:], "--password-stdin"], input=password + "\n",
+                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    admin_cookie, admin_role = _sign_in(url, tls, argv[-3], password)
+    assert admin_role == "admin" and _operators(url, tls, admin_cookie) == {"demo": "viewer", argv[-3]: "admin"}
 
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
@@ -77,6 +121,11 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
     assert events, "no event reached the database"
     assert events[0][:2] == ("occupancy", "count_changed") and events[0][3] == device_ids[0]
     assert json.loads(events[0][2])["count"] >= 1
+    # Each event as it arrived, one line of metadata (never its data), in the order the server stored them.
+    printed = [EVENT_LINE.match(line) for line in "".join(lines).splitlines() if line.startswith("event ")]
+    assert printed and all(printed), "".join(lines)
+    assert [m.group(1, 2) for m in printed] == [e[:2] for e in events[: len(printed)]]
+    assert len(printed) >= len(events) - 1  # the demo reads the store until it stops; one may arrive as it stops
 
     # Nothing but the database, the identity and the fetched files exist: no frame was written anywhere.
     written = {p.relative_to(data_dir_with_models).as_posix() for p in data_dir_with_models.rglob("*") if p.is_file()}
@@ -98,3 +147,21 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
     assert all(p.startswith(allowed_prefixes) for p in written), written
     assert not list(tmp_path.glob("*.*")), "the demo wrote into its working directory"
     assert (ROOT / "wardsight").is_dir()
+
+
+def test_demo_admin_makes_its_one_off_account_an_admin(data_dir_with_models, tmp_path):
+    not_a_video = tmp_path / "not-a-video.mp4"  # the agent cannot start: only the server and console matter here
+    not_a_video.write_text("no frames\n")
+    proc, _ = _start_demo(data_dir_with_models, tmp_path, "--admin", "--duration", "6", "--video", str(not_a_video))
+    lines = []
+    try:
+        url = _read_until(proc, "console: ", lines).split()[1]
+        login = _read_until(proc, "sign in as ", lines).split()
+        assert "an admin account" in lines[-1], lines
+        _read_until(proc, "fleet CA ", lines)
+        assert not any("fleet operator add" in line for line in lines), lines  # no need for another account
+        tls = ssl.create_default_context(cafile=str(data_dir_with_models / "demo" / "fleet-keys" / "ca.crt"))
+        cookie, role = _sign_in(url, tls, login[3], login[5])
+        assert role == "admin" and _operators(url, tls, cookie) == {"demo": "admin"}
+    finally:
+        proc.communicate(timeout=90)

@@ -5,6 +5,12 @@ missing, sets up the OTA repository with **demo keys** (kept in ``<data dir>/dem
 never use them for a real fleet), enrolls a device with a one-time token (its bundle carries the OTA root),
 runs the agent on the footage (looped, paced in real time) and leaves the console open until Ctrl-C or
 ``--duration``. It prints the three commands that publish a model package and roll it out to the demo device.
+
+The console's one-off account is a **viewer** (it changes nothing: the safer first impression, its password being
+in the terminal), with the exact command that adds an admin next to the running server; ``--admin`` makes it an
+admin. It prints the fleet CA (path, fingerprint), how to open the console in a throwaway Chromium profile that
+accepts only the server's key (TLS kept), and a line per event as the server stores it (metadata, never data).
+
 Demo state lives in ``<data dir>/demo`` and is recreated on each run; fetched models are kept in
 ``<data dir>/models``.
 
@@ -20,10 +26,14 @@ cleanly (a second one at once).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import secrets
+import shlex
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,11 +46,13 @@ from firmware.assembly import device_dir
 from firmware.cli import apply_source_options, with_source_options
 from firmware.identity import IdentityStore
 from firmware.supervisor import Supervision, Supervisor, starter
+from fleet import pki
 from fleet.accounts import service as accounts
+from fleet.auth.operator import Role
 from fleet.cli import create_token
 from fleet.config import ServerConfig
 from fleet.ota.repository.files import bundle_root
-from fleet.server import BackgroundServer
+from fleet.server import BackgroundServer, keys_dir
 from fleet.store.db import FleetDB
 from signing.client import Server
 from signing.keys import generate_keys
@@ -56,6 +68,8 @@ from wardsight.paths import models_dir
 DEMO_ROOM = "demo-room-101"
 DEMO_USER = "demo"
 DEMO_KEYS = "ota-demo-keys"  # the demo's offline OTA keys: unencrypted, for this machine's demo only
+ADMIN_NAME = "ward-admin"  # the account name in the printed 'fleet operator add' command
+EVENT_POLL_S = 1.0
 
 
 @click.command()
@@ -67,12 +81,14 @@ DEMO_KEYS = "ota-demo-keys"  # the demo's offline OTA keys: unencrypted, for thi
     show_default=True,
     help="Console/server port on 127.0.0.1 (0 picks a free one).",
 )
+@click.option("--admin", is_flag=True, help="Make the one-off console account an admin (zones, rollouts).")
 @with_source_options
 @pass_context
 def demo(
     ctx: Context,
     duration: float | None,
     port: int,
+    admin: bool,
     video: Path | None,
     camera: int | None,
     stream: str | None,
@@ -87,6 +103,7 @@ def demo(
         wardsight demo
         wardsight demo --duration 20
         wardsight demo --video my-room.mp4 --port 0
+        wardsight demo --admin
     """
     root = ctx.data_dir
     demo_dir = root / "demo"
@@ -105,8 +122,10 @@ def demo(
         server = BackgroundServer(server_config).start()
     except OSError as exc:
         raise WardSightError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); try --port 0") from None
+    events = EventPrinter(demo_dir / "fleet.db")
     try:
-        _set_up_fleet(server, server_config, device_config, demo_dir, store)
+        _set_up_fleet(server, server_config, device_config, demo_dir, store, admin=admin)
+        events.start()
         live = camera is not None or stream is not None
         click.echo(
             "running the device on "
@@ -116,8 +135,11 @@ def demo(
         )
         load = _loader(ctx, demo_dir, demo_choices)
         start = starter(demo_dir, load, store=store, environ=ctx.environ, echo=click.echo)
-        _print_summary(server_config, _supervise(Supervisor(start, echo=click.echo), duration))
+        supervision = _supervise(Supervisor(start, echo=click.echo), duration)
+        events.stop()  # the last events printed before the summary
+        _print_summary(server_config, supervision)
     finally:
+        events.stop()
         server.stop()
 
 
@@ -238,12 +260,16 @@ def _set_up_fleet(
     device_config: DeviceConfig,
     demo_dir: Path,
     store: ArtifactStore,
+    *,
+    admin: bool = False,
 ) -> None:
-    """A viewer account, a demo admin API token, the OTA repository with demo keys, and the device enrolled."""
+    """A console account (a viewer, or an admin with ``admin``), a demo admin API token, the OTA repository with
+    demo keys, and the device enrolled."""
     password = secrets.token_urlsafe(12)
+    role: Role = "admin" if admin else "viewer"
     db = FleetDB(server_config.database)  # type: ignore[arg-type]
     try:
-        accounts.create_operator(db.db, DEMO_USER, password, "viewer", time.time(), server_config)
+        accounts.create_operator(db.db, DEMO_USER, password, role, time.time(), server_config)
         api_token = accounts.create_api_token(db.db, "demo-ota", "admin", "system", time.time())
     finally:
         db.close()
@@ -256,11 +282,88 @@ def _set_up_fleet(
     )
     identity, _ = IdentityStore(device_dir(demo_dir)).enroll(bundle, device_config.name)
     click.echo(f"enrolled {identity.device_id} in room {identity.room} (model updates over the air: on)")
-    click.echo(f"console: {server.url}/")
-    click.echo(f"sign in as {DEMO_USER} / {password} (a viewer account made for this demo only)")
-    click.echo(f"the browser will not know the fleet's own CA: {server.ca_path} (sha256 {server.ca_fingerprint})")
+    _print_console_access(server, server_config, demo_dir, password, role)
     model_file = store.path(get_model(device_config.model).artifact)
     _print_update_commands(server.url, server.ca_path, api_token, keys, model_file)
+
+
+def _print_console_access(
+    server: BackgroundServer, config: ServerConfig, demo_dir: Path, password: str, role: str
+) -> None:
+    """The console's URL, the one-off account, how to get an admin account, and how the browser trusts the server."""
+    click.echo(f"console: {server.url}/")
+    if role == "admin":
+        click.echo(f"sign in as {DEMO_USER} / {password} (an admin account for this demo only)")
+    else:
+        click.echo(f"sign in as {DEMO_USER} / {password} (a viewer account for this demo only: it changes nothing)")
+        click.echo("for an admin account (zones, rollouts), run this while the demo runs; it asks for a password:")
+        click.echo(f"  wardsight --data-dir {shlex.quote(str(demo_dir.resolve()))} fleet operator add {ADMIN_NAME}"
+                   " --role admin")  # fmt: skip
+        click.echo("  (or start the demo with --admin: its one-off account is then an admin)")
+    if server.ca_path is None:
+        return
+    click.echo(f"fleet CA (the browser does not know it): {server.ca_path} (sha256 {server.ca_fingerprint})")
+    click.echo("  open the console in a throwaway Chromium profile that accepts only this server's key (TLS kept):")
+    click.echo(f'  chromium --user-data-dir="$(mktemp -d)" --ignore-certificate-errors-spki-list={_server_spki(config)}'
+               f" {server.url}/")  # fmt: skip
+    click.echo("  (or import the CA file as an authority in the browser; remove it after the demo: each run makes one)")
+
+
+def _server_spki(config: ServerConfig) -> str:
+    """The base64 SHA-256 of the server certificate's public key (what Chromium's SPKI list takes)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    cert = x509.load_pem_x509_certificate((keys_dir(config) / pki.SERVER_CERT).read_bytes())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+class EventPrinter:
+    """Prints each event the fleet server stores, as it arrives: one line of metadata (its time, kind, severity and
+    room), never its data. Reads the server's database on its own thread, through its own connection."""
+
+    def __init__(self, database: Path, interval: float = EVENT_POLL_S) -> None:
+        self.database, self.interval, self.printed = database, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            db = FleetDB(self.database)
+        except sqlite3.Error as exc:
+            click.echo(f"events: cannot read the server's database ({exc}); not printing them", err=True)
+            return
+        try:
+            last = 0
+            while True:
+                stopping = self._stop.wait(self.interval)
+                last = self._print_new(db, last)  # once more after the stop: the events stored until then
+                if stopping:
+                    return
+        except sqlite3.Error as exc:
+            click.echo(f"events: reading them stopped ({exc})", err=True)
+        finally:
+            db.close()
+
+    def _print_new(self, db: FleetDB, after: int) -> int:
+        rows = db.db.conn.execute(
+            "SELECT rowid, time, app, type, severity, room FROM events WHERE rowid > ? ORDER BY rowid", [after]
+        ).fetchall()
+        for rowid, at, app, kind, severity, room in rows:
+            clock = time.strftime("%H:%M:%S", time.localtime(at))
+            click.echo(f"event {clock} {app} {kind} ({severity}) in {room}")
+            self.printed += 1
+            after = rowid
+        return after
 
 
 def _print_summary(server_config: ServerConfig, supervision: Supervision | None) -> None:

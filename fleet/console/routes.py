@@ -9,8 +9,9 @@
 - ``GET /api/v1/devices/{id}/config`` (operator): the device.toml most recently pushed to the device by a
   ``push_config`` job (the one that succeeded, else the newest), so the zone editor starts from it; ``config``
   is null when none was pushed (or the jobs module is not there).
-- ``POST /api/v1/console/qr`` ``{"text": ...}`` (operator): a QR code of ``text`` as SVG (``image/svg+xml``);
-  the page puts it into the DOM (the CSP allows no images). Nothing is stored or logged: ``text`` holds a
+- ``POST /api/v1/console/qr`` ``{"text": ...}`` (operator): a QR code of ``text`` as SVG (``image/svg+xml``,
+  sized by its ``viewBox`` in modules, quiet zone included); the page puts it into the DOM (the CSP allows no
+  images) and scales it to fit. Nothing is stored or logged: ``text`` holds a
   one-time enrollment token.
 - ``GET /api/v1/console/bundle-ca`` (operator): what a browser needs to build an enrollment bundle: the
   fleet CA certificate (PEM, when the server has one), the server URL devices use, and whether it is plain HTTP.
@@ -98,7 +99,13 @@ class QRRequest(BaseModel):
 
 
 def qr_svg(text: str) -> bytes:
-    """A QR code of ``text`` as a standalone SVG (black on white, 4-module quiet zone)."""
+    """A QR code of ``text`` as a standalone SVG: black on white with its 4-module quiet zone, no fixed size,
+    a ``viewBox`` in modules (``0 0 N N``, N = the symbol's modules + 8) so the page scales it whole.
+
+    Error correction M (15 % of the code can be lost) while the text is short; L (7 %) for longer texts,
+    as a bundle with the fleet CA and the OTA root is (about 2.4 kB: version 36 at L, too long for M). A
+    code shown on a screen is not worn or stained, so L scans; the module size the page gives it matters more.
+    """
     import segno  # here: only this route needs it
 
     code = segno.make(text, error="l" if len(text) > 1200 else "m", micro=False)
@@ -106,11 +113,12 @@ def qr_svg(text: str) -> bytes:
     code.save(
         out,
         kind="svg",
-        scale=4,
+        scale=1,
         border=4,
         dark="#000",
         light="#fff",
         xmldecl=False,
+        omitsize=True,  # a viewBox instead of width and height: the page's CSS sizes it
         title="Enrollment QR code",
         svgclass="qr",
         lineclass=None,

@@ -8,6 +8,7 @@ import sqlite_utils
 from aiohttp import web
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from fleet.health import store
 from fleet.health.monitor import watching_since
 from fleet.health.summary import fleet_summary
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
@@ -38,7 +39,11 @@ class FleetCollector:
         for key, text in (
             ("online", "Active devices heard from within the grace period."),
             ("offline", "Active devices silent for longer than the grace period."),
-            ("degraded", "Online devices whose latest heartbeat shows a problem."),
+            (
+                "degraded",
+                f"Online devices whose latest heartbeat shows a problem: apps below {store.MIN_APP_FPS:g} fps,"
+                f" warnings, an accelerator fallback or a temperature of {store.HOT_C:g} C or more.",
+            ),
         ):
             out.append(GaugeMetricFamily(f"wardsight_devices_{key}", text, value=summary[key]))
         queue = _webhook_queue(db)

@@ -23,6 +23,16 @@ from wardsight import wire
 
 SAMPLES_PER_DEVICE = 1440  # one day at one heartbeat a minute
 HOT_C = 80.0  # a CPU or accelerator temperature at or above this marks the device degraded
+# The lowest rate of frames analysed per second at which the apps are known to work: the fall rule was evaluated on
+# the labelled clips at 5 fps and holds there (README, "Measured fall figures": every fall to the floor alerted,
+# no false alert; tests/device/test_fall_postures.py scripts each posture at 10 and 5 fps). Below it the device
+# counts as degraded ("slow"): falls may be alerted late or missed.
+MIN_APP_FPS = 5.0
+# The agent's fps is its average since it started, and its first heartbeat goes out before the first frame: a
+# heartbeat from the agent's first seconds says nothing about its rate yet.
+FPS_SETTLE_S = 10.0
+# Warnings that have a degraded reason of their own (the agent also lists them among its warnings).
+OWN_REASON_WARNINGS = frozenset({"accelerator_fallback"})
 POSE_STAGES = ("pose", "inference")  # the stage_ms key charted as pose time: the first one present
 
 LATEST_COLUMNS = (
@@ -168,16 +178,33 @@ def record_heartbeat(
         _mark_heard(conn, device_id, now)
 
 
+def is_slow(latest: dict[str, Any]) -> bool:
+    """Whether the apps analyse fewer than :data:`MIN_APP_FPS` frames a second (unknown rate, or an agent in
+    its first :data:`FPS_SETTLE_S` seconds: not slow)."""
+    fps = latest.get("fps")
+    return fps is not None and fps < MIN_APP_FPS and (latest.get("uptime_s") or 0.0) >= FPS_SETTLE_S
+
+
 def degraded_reasons(latest: dict[str, Any]) -> list[str]:
-    """Why a device's latest heartbeat (a :func:`device_health` dict) counts as degraded; empty if it does not."""
+    """Why a device's latest heartbeat (a :func:`device_health` dict) counts as degraded; empty if it does not.
+
+    - ``slow``: the apps analyse fewer than :data:`MIN_APP_FPS` frames a second (:func:`is_slow`);
+    - ``warnings``: the agent reports warnings (other than those with a reason of their own);
+    - ``accelerator_fallback``: the configured accelerator was lost and the CPU took over;
+    - ``hot``: a CPU or accelerator temperature of :data:`HOT_C` or more.
+
+    Dropped frames alone are not a reason: a camera or a file delivering faster than the agent analyses (a few
+    frames of a 30 fps file on a 2-core machine) drops the surplus, which is harmless while the apps still get
+    :data:`MIN_APP_FPS`. ``frames_dropped_delta`` stays in the heartbeat for the console and the charts.
+    """
     reasons = []
-    if latest.get("warnings"):
+    if is_slow(latest):
+        reasons.append("slow")
+    if any(w not in OWN_REASON_WARNINGS for w in latest.get("warnings") or ()):
         reasons.append("warnings")
     configured = latest.get("accelerator_configured")
     if configured and configured != latest.get("accelerator"):
         reasons.append("accelerator_fallback")
-    if (latest.get("frames_dropped_delta") or 0) > 0:
-        reasons.append("frames_dropping")
     temps = (latest.get("cpu_temp_c"), latest.get("accelerator_temp_c"))
     if any(t is not None and t >= HOT_C for t in temps):
         reasons.append("hot")
@@ -185,10 +212,12 @@ def degraded_reasons(latest: dict[str, Any]) -> list[str]:
 
 
 def decode_latest(row: dict[str, Any]) -> dict[str, Any]:
-    """A ``health_latest`` row with its JSON columns decoded and its ``degraded`` reasons added (in place)."""
+    """A ``health_latest`` row with its JSON columns decoded, its ``degraded`` reasons and the limits they were
+    judged against (``min_app_fps``, ``hot_c``: for the console to say them) added (in place)."""
     for key in ("stage_ms", "models", "warnings"):
         row[key] = json.loads(row[key])
     row["degraded"] = degraded_reasons(row)
+    row["min_app_fps"], row["hot_c"] = MIN_APP_FPS, HOT_C
     return row
 
 

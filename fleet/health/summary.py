@@ -21,8 +21,10 @@ def fleet_summary(
 ) -> dict[str, Any]:
     """Counts for the console and metrics: devices by status; active devices online, offline and degraded.
 
-    Degraded counts online devices whose latest heartbeat shows warnings, an accelerator fallback, frames
-    dropped since the previous heartbeat, or a temperature of :data:`fleet.health.store.HOT_C` or more.
+    Degraded counts online devices whose latest heartbeat gives a reason (:func:`fleet.health.store.degraded_reasons`):
+    the apps analysing fewer than :data:`fleet.health.store.MIN_APP_FPS` frames a second (``slow``), warnings, an
+    accelerator fallback, or a temperature of :data:`fleet.health.store.HOT_C` or more. Frames dropped while the
+    apps keep their rate are not a reason.
     """
     rows = store.device_rows(db)
     latest = store.latest_rows(db)

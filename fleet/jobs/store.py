@@ -156,11 +156,13 @@ def get_batch(conn: sqlite3.Connection, batch_id: str) -> dict[str, Any] | None:
 
 
 def batch_jobs(conn: sqlite3.Connection, batch_id: str) -> list[dict[str, Any]]:
-    """The batch's jobs in release order (``has_output`` instead of the diagnostics text)."""
+    """The batch's jobs in release order (``has_output`` instead of the diagnostics text), each with its device's
+    ``device_name``, ``site``, ``ward`` and ``room`` as they are now (None for a device no longer known)."""
     return rows(
         conn,
-        "SELECT id, device_id, seq, state, released_at, received_at, updated_at, finished_at, reason, progress,"
-        " output IS NOT NULL AS has_output FROM jobs WHERE batch_id = ? ORDER BY seq",
+        "SELECT j.id, j.device_id, j.seq, j.state, j.released_at, j.received_at, j.updated_at, j.finished_at,"
+        " j.reason, j.progress, j.output IS NOT NULL AS has_output, d.name AS device_name, d.site, d.ward, d.room"
+        " FROM jobs j LEFT JOIN devices d ON d.id = j.device_id WHERE j.batch_id = ? ORDER BY j.seq",
         [batch_id],
     )
 

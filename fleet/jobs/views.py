@@ -21,6 +21,10 @@ def _counts(jobs: Sequence[dict[str, Any]]) -> dict[str, int]:
 def _job_view(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "device_id": job["device_id"],
+        "device_name": job["device_name"],
+        "site": job["site"],
+        "ward": job["ward"],
+        "room": job["room"],
         "job_id": job["id"],
         "state": job["state"],
         "reason": job["reason"],

@@ -7,8 +7,17 @@ export const KEYPOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ea
   "left_knee", "right_knee", "left_ankle", "right_ankle"];
 const LIMBS = [[0, 1], [0, 2], [1, 3], [2, 4], [5, 6], [5, 7], [7, 9], [6, 8], [8, 10], [5, 11], [6, 12],
   [11, 12], [11, 13], [13, 15], [12, 14], [14, 16]];
-export const ZONE_COLORS = {door: "#4fc3f7", dispenser: "#81c784", bed: "#ffb74d", floor: "#ba68c8",
-  room: "#e0e0e0", privacy: "#9e9e9e"};
+// The scene's colours: the one source for what drawScene draws and for the zone editor's legend (its swatches are
+// filled from here). Zones by kind; a privacy region's outline and its fill; a person's box and skeleton; the shape
+// being drawn.
+export const SCENE_COLORS = Object.freeze({door: "#4fc3f7", dispenser: "#81c784", bed: "#ffb74d", floor: "#ba68c8",
+  room: "#e0e0e0", privacy: "#9e9e9e", privacyFill: "#323232", box: "#fdd835", skeleton: "#00e5ff", draft: "#ff5252"});
+export const ZONE_COLORS = Object.freeze({door: SCENE_COLORS.door, dispenser: SCENE_COLORS.dispenser,
+  bed: SCENE_COLORS.bed, floor: SCENE_COLORS.floor, room: SCENE_COLORS.room});
+// The legend: [colour key, what it marks]; a privacy region's swatch shows its fill inside its outline.
+export const LEGEND = [["door", "door zone"], ["dispenser", "dispenser zone"], ["bed", "bed zone"],
+  ["floor", "floor zone"], ["room", "room zone"], ["privacy", "privacy region (blacked out)"], ["box", "person (box)"],
+  ["skeleton", "person (skeleton)"], ["draft", "shape being drawn"]];
 
 export function prepare(canvas) {
   const ratio = window.devicePixelRatio || 1;
@@ -140,7 +149,7 @@ export function drawScene(canvas, {scene, zones = [], privacy = [], draft = null
     }
     ctx.restore();
   };
-  privacy.forEach((r, i) => poly(r.polygon, ZONE_COLORS.privacy, "rgba(90,90,90,0.55)", false,
+  privacy.forEach((r, i) => poly(r.polygon, SCENE_COLORS.privacy, SCENE_COLORS.privacyFill, false,
     `privacy: ${r.name}`, selected && selected.layer === "privacy" && selected.index === i));
   zones.forEach((z, i) => poly(z.polygon, ZONE_COLORS[z.kind] || "#fff", null, false, `${z.name} (${z.kind})`,
     selected && selected.layer === "zone" && selected.index === i));
@@ -148,16 +157,16 @@ export function drawScene(canvas, {scene, zones = [], privacy = [], draft = null
     const sx = x => fb.x0 + (x / fw) * fb.bw;
     const sy = y => fb.y0 + (y / fh) * fb.bh;
     if (p.box) {
-      ctx.strokeStyle = "#fdd835";
+      ctx.strokeStyle = SCENE_COLORS.box;
       ctx.lineWidth = 2;
       ctx.strokeRect(sx(p.box[0]), sy(p.box[1]), sx(p.box[2]) - sx(p.box[0]), sy(p.box[3]) - sy(p.box[1]));
       if (p.id !== null) {
-        ctx.fillStyle = "#fdd835";
+        ctx.fillStyle = SCENE_COLORS.box;
         ctx.font = "12px system-ui, sans-serif";
         ctx.fillText(`#${p.id}`, sx(p.box[0]) + 3, sy(p.box[1]) - 4);
       }
     }
-    ctx.strokeStyle = "#00e5ff";
+    ctx.strokeStyle = SCENE_COLORS.skeleton;
     ctx.lineWidth = 2;
     for (const [a, b] of LIMBS) {
       const ka = p.kps[a], kb = p.kps[b];
@@ -170,7 +179,7 @@ export function drawScene(canvas, {scene, zones = [], privacy = [], draft = null
       ctx.beginPath(); ctx.arc(sx(k[0]), sy(k[1]), 2.5, 0, 2 * Math.PI); ctx.fill();
     }
   }
-  if (draft && draft.points.length) poly(draft.points, "#ff5252", null, true, "new");
+  if (draft && draft.points.length) poly(draft.points, SCENE_COLORS.draft, null, true, "new");
   return {fb, peopleCount: peopleOf(scene).length};
 }
 

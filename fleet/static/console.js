@@ -12,6 +12,7 @@ import * as reports from "./static/page-reports.js";
 import * as users from "./static/page-users.js";
 import * as audit from "./static/page-audit.js";
 import {startAlertWatch, stopAlertWatch, setPageTitle} from "./static/alert-banner.js";
+import {startResponsive} from "./static/responsive.js";
 
 const REFRESH_MS = Number(document.body.dataset.refreshMs) || 2000;
 const ROUTES = {fleet, alerts, devices: device, enroll, models, jobs, reports, users, audit};
@@ -98,6 +99,7 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
+startResponsive($("page"));  // narrow screens: every page's tables as cards, each cell labelled with its column
 
 $("login").addEventListener("submit", async ev => {
   ev.preventDefault();

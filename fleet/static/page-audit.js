@@ -2,6 +2,40 @@
 import {can, get, query} from "./api.js";
 import {h, clear, field, fmtTime, pageHeader, statusLine, table, notice, epochFromInput, actionButton} from "./ui.js";
 
+// Details as "key: value" lines (nested objects indented under their key), epoch times as dates, long lists cut.
+const TIME_KEY = /(^|_)(at|time|since|until|before|after|expires)$/;
+const MAX_ITEMS = 20;
+
+function scalarWords(key, v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "number" && TIME_KEY.test(key) && v > 1e9 && v < 1e11) return fmtTime(v);
+  return String(v);
+}
+
+function listWords(key, list) {
+  const shown = list.slice(0, MAX_ITEMS).map(v => scalarWords(key, v)).join(", ");
+  return list.length > MAX_ITEMS ? `${shown} and ${list.length - MAX_ITEMS} more` : shown || "none";
+}
+
+export function detailsList(details, depth = 0) {
+  const items = Object.entries(details).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => {
+    const label = h("span", {class: "k"}, `${k.replace(/_/g, " ")}: `);
+    if (Array.isArray(v) && v.some(x => x && typeof x === "object")) {
+      const objects = v.slice(0, MAX_ITEMS).map(x => (x && typeof x === "object" && depth < 4
+        ? h("li", {}, detailsList(x, depth + 1)) : h("li", {}, scalarWords(k, x))));
+      const more = v.length > MAX_ITEMS ? h("li", {}, `and ${v.length - MAX_ITEMS} more`) : null;
+      return h("li", {}, label, h("ul", {class: "audit-details"}, objects, more));
+    }
+    if (Array.isArray(v)) return h("li", {}, label, listWords(k, v));
+    if (typeof v === "object") {
+      return h("li", {}, label, depth < 4 ? detailsList(v, depth + 1) : "…");
+    }
+    return h("li", {}, label, scalarWords(k, v));
+  });
+  return items.length ? h("ul", {class: "audit-details"}, items) : h("span", {class: "muted"}, "—");
+}
+
 export async function render(root, ctx) {
   const {el: statusEl, report} = statusLine();
   root.append(pageHeader("Audit log"), statusEl);
@@ -34,11 +68,7 @@ export async function render(root, ctx) {
     {label: "Actor", cell: e => e.actor},
     {label: "Action", cell: e => e.action},
     {label: "Target", cell: e => e.target},
-    {label: "Details", cell: e => {
-      const d = e.details && typeof e.details === "object" ? e.details : {};
-      const text = Object.entries(d).filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join("; ");
-      return h("span", {class: "details"}, text || "—");
-    }},
+    {label: "Details", cls: "details", cell: e => detailsList(e.details && typeof e.details === "object" ? e.details : {})},
   ];
   let entries = [];
   let next = null;

@@ -4,7 +4,8 @@ import {can, get, getOptional, post, ApiError} from "./api.js";
 import {h, clear, fmtTime, fmtAgo, fmtNum, pageHeader, statusLine, actionButton, table, notice,
   unavailable, badge} from "./ui.js";
 import {lineChart} from "./canvas.js";
-import {stateBadge, privacyText, heardAt, isSilent, liveReading} from "./page-fleet.js";
+import {privacyText, heardAt, isSilent, liveReading} from "./page-fleet.js";
+import {displayState, stateBadge, stateExplained, stateText, updatingDevices} from "./states.js";
 import {batchStatus} from "./page-jobs.js";
 import {commissioningPanel} from "./panel-commissioning.js";
 import {buildZoneEditor} from "./zone-editor.js";
@@ -64,18 +65,22 @@ export async function render(root, ctx) {
     h("p", {}, h("a", {href: "#/fleet"}, "← Fleet")), facts, actions);
 
   // ---- state and actions ------------------------------------------------------------------------------
-  function drawFacts(dev, overview) {
+  // overview: this device's row of the fleet overview (null until read, or right after an action); updating: the
+  // devices a rollout step is in progress for. The state is the one the fleet page shows, in the same words.
+  function drawFacts(dev, overview, updating = new Set()) {
     clear(facts);
     const add = (k, v) => facts.append(h("dt", {}, k), h("dd", {}, v ?? "—"));
+    const state = overview ? displayState(overview, updating) : dev.status;
     add("Device id", dev.id);
     add("Site / ward / room", `${dev.site || "—"} / ${dev.ward || "—"} / ${dev.room}`);
     add("Enrolled", fmtTime(dev.enrolled_at));
-    add("Status", `${dev.status}${dev.status_reason ? ` (${dev.status_reason})` : ""}${dev.status_changed_by ? `, by ${dev.status_changed_by} at ${fmtTime(dev.status_changed_at)}` : ""}`);
+    add("State", stateExplained(state, overview ? overview.health : null));
+    add("Enrollment status", `${stateText(dev.status)}${dev.status_reason ? ` (${dev.status_reason})` : ""}${dev.status_changed_by ? `, by ${dev.status_changed_by} at ${fmtTime(dev.status_changed_at)}` : ""}`);
     add("Credential expires", fmtTime(dev.credential_expires_at));
     // As the latest heartbeat said (the overview is the fresher reading when there is one).
     add("Privacy mode", privacyText(overview ? overview.privacy_mode : dev.privacy_mode));
     if (overview) add("Last heard", fmtAgo(heardAt(overview), overview.now));
-    clear(headBadge).appendChild(stateBadge(overview ? overview.state : dev.status));
+    clear(headBadge).appendChild(stateBadge(state));
     clear(actions);
     const act = (label, path, role, confirmText) => {
       if (!can(role)) return;
@@ -101,23 +106,25 @@ export async function render(root, ctx) {
 
   // ---- health -----------------------------------------------------------------------------------------
   const latestEl = h("dl", {class: "facts"});
+  const dropNote = h("p", {class: "muted frames-note"});  // what dropped frames mean (its text does not change)
   const charts = CHARTS.map(c => {
     const canvas = h("canvas", {class: "chart", width: 320, height: 120, role: "img", "aria-label": c.title});
     const summary = h("p", {class: "muted chart-summary"});
     return {...c, canvas, summary, fig: h("figure", {class: "chart-fig"}, h("figcaption", {}, c.title), canvas, summary)};
   });
-  root.appendChild(section("Health", "health-h", latestEl, h("div", {class: "charts"}, charts.map(c => c.fig))));
+  root.appendChild(section("Health", "health-h", latestEl, dropNote, h("div", {class: "charts"}, charts.map(c => c.fig))));
 
   async function refreshHealth() {
     try {
-      const [data, overview] = await Promise.all([
+      const [data, overview, updating] = await Promise.all([
         get(`/api/v1/devices/${encodeURIComponent(deviceId)}/health`),
         get("/api/v1/fleet/overview").then(o => {
           const d = o.devices.find(x => x.id === deviceId);
           return d ? {...d, now: o.now, offline_after_s: o.offline_after_s} : null;
         }),
+        updatingDevices(),
       ]);
-      drawFacts(device, overview);
+      drawFacts(device, overview, updating);
       const l = data.latest;
       clear(latestEl);
       const add = (k, v) => latestEl.append(h("dt", {}, k), h("dd", {}, v));
@@ -132,10 +139,12 @@ export async function render(root, ctx) {
         add("Frame rate", live(fmtNum(l.fps, 1, " fps")));
         add("Temperatures", live(`CPU ${fmtNum(l.cpu_temp_c, 0, " °C")}, accelerator ${fmtNum(l.accelerator_temp_c, 0, " °C")}`));
         add("Memory", `${fmtNum(l.mem_used_mb, 0)} of ${fmtNum(l.mem_total_mb, 0, " MB")}`);
-        add("Frames dropped", `${l.frames_dropped} of ${l.frames_processed}`);
+        add("Frames analysed / dropped", `${l.frames_processed} / ${l.frames_dropped} since the agent started`);
+        dropNote.textContent = "Dropping frames is normal (the camera delivers more than the apps analyse) while the frame" +
+          ` rate stays at ${fmtNum(l.min_app_fps ?? 5, 0, " fps")} or more.`;
         add("Outbox", String(l.outbox_pending));
         add("Clock skew", fmtNum(l.clock_skew_s, 1, " s"));
-        add("Problems", (l.degraded || []).join(", ") || "none");
+        add("Warnings", (l.warnings || []).join(", ") || "none");
       }
       for (const c of charts) {
         const text = lineChart(c.canvas, data.samples.map(s => [s.received_at, s[c.key]]), c);

@@ -16,6 +16,10 @@ async function qrNode(text) {
   node.setAttribute("role", "img");
   node.setAttribute("aria-label", "QR code of the enrollment bundle");
   node.classList.add("qr");
+  // The viewBox counts modules (quiet zone included): enroll.css gives each module 4 px, less when the
+  // container is narrower, so the code is always shown whole. A CSSOM custom property, which the CSP allows.
+  const modules = node.viewBox && node.viewBox.baseVal ? node.viewBox.baseVal.width : 0;
+  if (modules > 0) node.style.setProperty("--qr-modules", String(modules));
   return node;
 }
 
@@ -72,7 +76,9 @@ export async function render(root, ctx) {
     if (!info.ca_pem && !info.insecure_http) created.appendChild(notice("The server did not give its CA certificate: the bundle has none.", "error"));
     try {
       qrBox.appendChild(await qrNode(JSON.stringify(bundle)));
-      qrBox.appendChild(h("p", {class: "muted"}, "The QR code holds the whole bundle (server, token and CA)."));
+      const parts = ["server", "token", info.ca_pem ? "CA certificate" : null, info.tuf_root ? "update root" : null];
+      qrBox.appendChild(h("p", {class: "muted"}, `The QR code holds the whole bundle (${parts.filter(Boolean).join(", ")}): `
+        + "scan it from the screen, or use the bundle file above."));
     } catch (err) {
       qrBox.appendChild(notice(`No QR code: ${err.message}`, "error"));
     }

@@ -1,14 +1,13 @@
 // Fleet overview: every device by site / ward / room with its state, health and privacy mode; counts, filters
 // and search. A room with a critical alert nobody has acknowledged yet is marked until someone does.
-import {get, getOptional} from "./api.js";
-import {h, clear, field, fmtAgo, fmtNum, pageHeader, badge, keepFocus} from "./ui.js";
+import {get} from "./api.js";
+import {h, clear, field, fmtAgo, fmtNum, pageHeader, keepFocus} from "./ui.js";
 import {onCriticalAlerts} from "./alert-banner.js";
 import {alertLabel, relative, startedAt} from "./alert-text.js";
+import {DISPLAY_STATES as STATES, displayState, reasonsInline, stateBadge, stateLegend, stateText,
+  updatingDevices} from "./states.js";
 
-const STATES = ["online", "offline", "degraded", "updating", "pending", "quarantined", "revoked", "never_seen"];
-const STATE_TEXT = {online: "online", offline: "offline", degraded: "degraded", updating: "updating",
-  pending: "pending approval", quarantined: "quarantined", revoked: "revoked", never_seen: "not heard from yet"};
-const UPDATING = new Set(["downloading", "downloaded", "installed", "activated"]);
+export {stateBadge};  // page-enroll.js imports it from here
 // How a device keeps images private, as its latest heartbeat said ("unknown": not reported, or never heard from).
 const PRIVACY_TEXT = {"sensor-only": "Sensor only (no image reaches the computer)",
   "blackout-at-capture": "Blackout at capture"};
@@ -20,10 +19,6 @@ export function privacyMode(mode) {
 
 export function privacyText(mode) {
   return PRIVACY_TEXT[mode] || "not reported";
-}
-
-export function stateBadge(state) {
-  return badge(STATE_TEXT[state] || state, `state state-${state}`);
 }
 
 // When the device was last heard from: one source of truth, the server's presence record (what its display state
@@ -66,18 +61,6 @@ function accelerator(health) {
   return cfg && cfg !== health.accelerator ? `${health.accelerator} (configured: ${cfg})` : health.accelerator;
 }
 
-// Devices whose rollout step is in progress count as updating (when the rollouts API is there).
-async function updatingDevices() {
-  const out = new Set();
-  const data = await getOptional("/api/v1/rollouts").catch(() => null);
-  const live = ((data && data.rollouts) || []).filter(r => ["running", "paused", "stopped", "rolling_back"].includes(r.status));
-  const details = await Promise.all(live.map(r => get(`/api/v1/rollouts/${encodeURIComponent(r.id)}`).catch(() => null)));
-  for (const r of details) {
-    for (const dev of (r && r.devices) || []) if (UPDATING.has(dev.status)) out.add(dev.device_id);
-  }
-  return out;
-}
-
 // The room's cell: its name and, while it has unacknowledged critical alerts, a mark for each (label, how long ago).
 function roomCell(room, alerts) {
   const cell = h("td", {}, room);
@@ -91,7 +74,7 @@ function roomCell(room, alerts) {
 export async function render(root, ctx) {
   const counts = h("ul", {class: "counts", "aria-label": "Device counts"});
   const search = field("Search (device, name, room)", "search", {placeholder: "e.g. 3B-12", autocomplete: "off"});
-  const state = field("Status", "select", {}, [["", "any status"], ...STATES.map(s => [s, STATE_TEXT[s]])]);
+  const state = field("Status", "select", {}, [["", "any status"], ...STATES.map(s => [s, stateText(s)])]);
   const site = field("Site", "select", {}, [["", "all sites"]]);
   const ward = field("Ward", "select", {}, [["", "all wards"]]);
   const privacy = field("Privacy mode", "select", {}, [["", "any privacy mode"],
@@ -103,7 +86,7 @@ export async function render(root, ctx) {
     h("caption", {class: "sr-only"}, "Devices grouped by site and ward"),
     h("thead", {}, h("tr", {}, ["Device", "Room", "Status", "Model version", "Accelerator", "Privacy mode",
       "Frame rate", "Temperature", "Last heard"].map(t => h("th", {scope: "col"}, t)))));
-  root.append(pageHeader("Fleet"), counts, filters, shown, tableEl);
+  root.append(pageHeader("Fleet"), counts, stateLegend(), filters, shown, tableEl);
 
   let data = null;
   let updating = new Set();
@@ -123,14 +106,14 @@ export async function render(root, ctx) {
 
   function draw() {
     if (!data) return;
-    const devices = data.devices.map(d => ({...d, state: updating.has(d.id) && ["online", "degraded"].includes(d.state) ? "updating" : d.state}));
+    const devices = data.devices.map(d => ({...d, state: displayState(d, updating)}));
     const tally = Object.fromEntries(STATES.map(s => [s, 0]));
     for (const d of devices) tally[d.state] = (tally[d.state] || 0) + 1;
     clear(counts);
     counts.appendChild(h("li", {class: "count-total"}, h("strong", {}, String(devices.length)), " devices"));
     for (const s of STATES) {
       if (!tally[s] && !["online", "offline", "degraded"].includes(s)) continue;
-      counts.appendChild(h("li", {class: `count-${s}`}, h("strong", {}, String(tally[s])), ` ${STATE_TEXT[s]}`));
+      counts.appendChild(h("li", {class: `count-${s}`}, h("strong", {}, String(tally[s])), ` ${stateText(s)}`));
     }
     fillSelect(site.input, [...new Set(devices.map(d => d.site).filter(Boolean))].sort(), "all sites");
     fillSelect(ward.input, [...new Set(devices.map(d => d.ward).filter(Boolean))].sort(), "all wards");
@@ -165,7 +148,7 @@ export async function render(root, ctx) {
         tb.appendChild(h("tr", {dataset: {device: d.id}, class: alarms.has(d.room) ? "alarm" : null},
           h("td", {}, h("a", {href: `#/devices/${encodeURIComponent(d.id)}`}, d.name || d.id), h("br"), h("span", {class: "muted mono"}, d.id)),
           roomCell(d.room, alarms.get(d.room)),
-          h("td", {}, stateBadge(d.state), hl && hl.degraded && hl.degraded.length ? h("span", {class: "muted"}, ` ${hl.degraded.join(", ")}`) : null),
+          h("td", {class: "state-cell"}, stateBadge(d.state), reasonsInline(d.state, hl)),
           h("td", {}, modelVersions(hl)),
           h("td", {}, accelerator(hl)),
           h("td", {class: `privacy privacy-${privacyMode(d.privacy_mode)}`}, privacyText(d.privacy_mode)),

@@ -1,60 +1,11 @@
-// Jobs: start a maintenance job on a selection of devices and follow each device's progress.
-import {can, get, getOptional, post, session} from "./api.js";
-import {h, append, clear, field, fmtTime, pageHeader, statusLine, actionButton, table, notice, unavailable, badge, keepFocus} from "./ui.js";
+// Jobs: start a maintenance job on a selection of devices and follow each device's progress. The job kind defaults
+// to a harmless one (diagnostics); a disruptive one asks for a confirmation naming the devices.
+import {can, get, getOptional, post} from "./api.js";
+import {h, clear, field, fieldErrors, fmtTime, pageHeader, statusLine, table, notice, unavailable, keepFocus} from "./ui.js";
+import {KINDS, devicesWords, kindInfo, kindLabel, targetWords} from "./job-words.js";
+import {batchStatus, countsText, jobStateBadge, progressOf, renderBatch} from "./job-batch.js";
 
-const KINDS = [
-  ["restart_agent", "Restart the agent", "operator"],
-  ["self_test", "Self-test", "operator"],
-  ["collect_diagnostics", "Collect diagnostics", "operator"],
-  ["set_log_level", "Set the log level for a while", "operator"],
-  ["push_config", "Push a configuration (device.toml)", "operator"],
-  ["reboot", "Reboot", "admin"],
-  ["rotate_key", "Rotate the device key", "admin"],
-  ["factory_reset", "Factory reset (the device must enroll again)", "admin"],
-];
-const FINAL = new Set(["succeeded", "failed", "refused", "expired", "cancelled"]);
-const STATE_ORDER = ["queued", "released", "received", "running", "succeeded", "failed", "refused", "expired", "cancelled"];
-
-export function jobStateBadge(state) { return badge(state, `job job-${state}`); }
-
-function countsText(counts) {
-  return STATE_ORDER.filter(s => counts && counts[s]).map(s => `${counts[s]} ${s}`).join(", ") || "no jobs";
-}
-
-export function batchStatus(b) {
-  if (b.status === "awaiting_approval") return "awaiting a second admin's approval";
-  if (b.status !== "running") return `${b.status}${b.end_reason ? ` (${b.end_reason})` : ""}`;
-  return b.done ? "finished" : "running";
-}
-
-const pct = area => `${(area * 100).toFixed(1)}%`;
-const regionsText = rs => (rs === null || rs === undefined ? "unknown"
-  : rs.length ? rs.map(r => `${r.name === null ? "(unnamed)" : r.name} ${pct(r.area)}`).join(", ") : "none");
-const sourceText = s => (s ? [s.kind, s.host, s.file, s.camera_index].filter(v => v !== undefined && v !== null).join(" ") : "unknown");
-
-// What a privacy-reducing configuration job changes (from its approval record): one line per group of devices.
-function privacyFacts(approval) {
-  return (approval.changes.changes || []).map(c => h("li", {},
-    `${c.devices.length} device(s): ${c.reasons.join("; ")}. Privacy regions before: ${regionsText(c.regions_before)};`
-    + ` after: ${regionsText(c.regions_after)}. Source before: ${sourceText(c.source_before)}; after: ${sourceText(c.source_after)}.`));
-}
-
-function progressOf(batch) {
-  const c = batch.counts || {};
-  const done = [...FINAL].reduce((n, s) => n + (c[s] || 0), 0);
-  return {done, total: batch.devices || 0};
-}
-
-function jobsTable(batch) {
-  return table([
-    {label: "Device", cell: j => h("a", {href: `#/devices/${encodeURIComponent(j.device_id)}`}, j.device_id)},
-    {label: "State", cell: j => jobStateBadge(j.state)},
-    {label: "Progress", cell: j => (j.progress === null || j.progress === undefined ? "—"
-      : h("progress", {max: 1, value: j.progress, "aria-label": `${j.device_id} progress`}, `${Math.round(j.progress * 100)}%`))},
-    {label: "Reason", cell: j => j.reason || "—"},
-    {label: "Updated", cell: j => fmtTime(j.updated_at)},
-  ], batch.jobs || [], {empty: "No devices in this batch."});
-}
+export {batchStatus, jobStateBadge};
 
 // Poll a batch into `out` until every job is final (used by the device page's zone editor too).
 export function followBatch(batchId, out, timers) {
@@ -69,7 +20,7 @@ export function followBatch(batchId, out, timers) {
     const awaiting = batch.status === "awaiting_approval";
     clear(out).append(
       h("p", {class: "job-line", dataset: {batch: batchId, state: awaiting ? batch.status : single ? single.state : batch.status}},
-        "Job ", h("a", {href: `#/jobs/${encodeURIComponent(batchId)}`}, batchId), ` (${batch.kind}): `,
+        "Job ", h("a", {href: `#/jobs/${encodeURIComponent(batchId)}`}, batchId), ` (${kindLabel(batch.kind)}): `,
         awaiting ? "awaiting a second admin's approval (it reduces privacy); no device has it yet"
           : single ? jobStateBadge(single.state) : `${done} of ${total} finished (${countsText(batch.counts)})`,
         single && single.reason ? ` ${single.reason}` : ""),
@@ -83,64 +34,119 @@ export function followBatch(batchId, out, timers) {
   });
 }
 
-async function renderBatch(root, ctx, batchId) {
-  const {el: statusEl, report} = statusLine();
-  const head = h("div");
-  const body = h("div");
-  root.append(pageHeader(`Job batch ${batchId}`), statusEl, h("p", {}, h("a", {href: "#/jobs"}, "← Jobs")), head, body);
-  let timer = null;
-  async function refresh() {
-    let batch;
-    try { batch = await get(`/api/v1/jobs/${encodeURIComponent(batchId)}`); } catch (err) {
-      report(`Cannot load the batch: ${err.message}`, "error");
-      return;
-    }
-    const {done, total} = progressOf(batch);
-    const approval = batch.approval;
-    const awaiting = batch.status === "awaiting_approval";
-    const mine = approval && session.username !== null && approval.requested_by === `user:${session.username}`;
-    append(clear(head), [
-      h("dl", {class: "facts"},
-        h("dt", {}, "Kind"), h("dd", {}, batch.kind),
-        h("dt", {}, "Status"), h("dd", {}, batchStatus(batch)),
-        approval ? [h("dt", {}, "Privacy"), h("dd", {},
-          h("p", {}, `Reduces privacy: needs a second admin's approval (${approval.state}`
-            + `${approval.decided_by ? ` by ${approval.decided_by}, ${fmtTime(approval.decided_at)}` : ""}).`),
-          h("ul", {class: "privacy-changes"}, privacyFacts(approval)))] : null,
-        h("dt", {}, "Started"), h("dd", {}, `${fmtTime(batch.created_at)} by ${batch.created_by}`),
-        h("dt", {}, "Target"), h("dd", {}, JSON.stringify(batch.target)),
-        h("dt", {}, "Parameters"), h("dd", {}, Object.keys(batch.params || {}).length ? JSON.stringify(batch.params) : "—"),
-        batch.config_sha256 ? [h("dt", {}, "Config sha256"), h("dd", {class: "mono"}, batch.config_sha256)] : null,
-        h("dt", {}, "Expires"), h("dd", {}, fmtTime(batch.expires_at)),
-        h("dt", {}, "Progress"), h("dd", {}, h("progress", {max: total || 1, value: done, "aria-label": "Batch progress"}),
-          ` ${done} of ${total} finished: ${countsText(batch.counts)}`)),
-      can("admin") && awaiting && !mine
-        ? actionButton("Approve", async () => {
-          await post(`/api/v1/jobs/${encodeURIComponent(batchId)}/approve`, {});
-          await refresh();
-          return "Approved: the devices get the configuration now, with your approval.";
-        }, {report, cls: "primary", confirmText: "Approve this configuration? It removes, shrinks or moves a privacy region or changes the camera (see Privacy)."})
-        : null,
-      can("admin") && awaiting
-        ? actionButton("Reject", async () => {
-          await post(`/api/v1/jobs/${encodeURIComponent(batchId)}/reject`, {});
-          await refresh();
-          return "Rejected: no device got this configuration.";
-        }, {report, confirmText: "Reject this configuration? No device will get it."})
-        : null,
-      can("operator") && (batch.status === "running" || awaiting) && !batch.done
-        ? actionButton("Cancel the batch", async () => {
-          await post(`/api/v1/jobs/${encodeURIComponent(batchId)}/cancel`, {});
-          await refresh();
-          return "Batch cancelled: jobs not yet received by their device will not be sent.";
-        }, {report, confirmText: "Cancel this batch? Jobs already received by a device still run."})
-        : null]);
-    keepFocus(root, () => clear(body).appendChild(jobsTable(batch)));
-    if (batch.done && timer) { clearInterval(timer); timer = null; }
-  }
-  await refresh();
-  timer = setInterval(refresh, Math.max(1000, Math.min(ctx.refreshMs, 2000)));
-  return () => { if (timer) clearInterval(timer); };
+// The kind select: harmless kinds first (the default is the first, diagnostics), disruptive ones in their own
+// group; only the kinds this account may start.
+function kindSelect() {
+  const kind = field("Job", "select", {});
+  const label = k => (k.role === "admin" ? `${k.label} (admin)` : k.label);
+  const allowed = KINDS.filter(k => can(k.role));
+  kind.input.append(
+    h("optgroup", {label: "Harmless"}, allowed.filter(k => !k.disruptive).map(k => h("option", {value: k.kind}, label(k)))),
+    h("optgroup", {label: "Disruptive (asks for a confirmation)"},
+      allowed.filter(k => k.disruptive).map(k => h("option", {value: k.kind}, label(k)))));
+  kind.input.value = allowed[0].kind;
+  const hint = h("p", {class: "field-hint", id: "job-kind-hint", "aria-live": "polite"});
+  kind.input.setAttribute("aria-describedby", hint.id);
+  kind.wrap.appendChild(hint);
+  const describe = () => { hint.textContent = kindInfo(kind.input.value).disruptive || "Harmless: the devices keep working."; };
+  describe();
+  kind.input.addEventListener("change", describe);
+  return kind;
+}
+
+// Whether to go ahead: a disruptive kind asks, naming the devices it reaches.
+function confirmed(kindName, devices) {
+  const info = kindInfo(kindName);
+  if (!info.disruptive) return true;
+  return window.confirm(`${info.label} on ${devicesWords(devices, 20)}?\n\n${info.disruptive}`);
+}
+
+// POST /api/v1/jobs's body from the form's fields.
+function requestBody(kind, chosen, {expires, level, duration, config, rate, threshold}) {
+  const body = {kind, target: {device_ids: chosen.map(f => f.input.value)},
+    expires_in_s: Math.round(Number(expires.input.value || 60) * 60)};
+  if (kind === "set_log_level") body.params = {level: level.input.value, duration_s: Math.round(Number(duration.input.value) * 60)};
+  if (kind === "push_config") body.config = config.input.value;
+  if (rate.input.value) body.rate_per_minute = Number(rate.input.value);
+  if (threshold.input.value) body.error_threshold = Number(threshold.input.value);
+  return body;
+}
+
+function startForm(active, report, follow, afterStart, timers) {
+  const kind = kindSelect();
+  const filter = field("Filter devices", "search", {placeholder: "room, ward, name…", autocomplete: "off"});
+  const boxes = h("fieldset", {class: "device-picks"}, h("legend", {}, "Devices (active only)"));
+  const checks = active.map(d => {
+    const f = field(`${d.name || d.id} · ${d.site || "—"} / ${d.ward || "—"} / ${d.room}`, "checkbox", {value: d.id, name: "device"});
+    f.wrap.dataset.search = [d.id, d.name, d.site, d.ward, d.room].join(" ").toLowerCase();
+    f.device = d;
+    boxes.appendChild(f.wrap);
+    return f;
+  });
+  if (!active.length) boxes.appendChild(h("p", {class: "empty"}, "No active devices."));
+  const pickAll = h("button", {type: "button"}, "Select the shown devices");
+  const pickNone = h("button", {type: "button"}, "Clear selection");
+  const level = field("Log level", "select", {}, [["debug", "debug"], ["info", "info"], ["warning", "warning"], ["error", "error"]]);
+  const duration = field("For (minutes)", "number", {min: 1, max: 1440, value: "30"});
+  const logParams = h("div", {class: "row", hidden: true}, level.wrap, duration.wrap);
+  const config = field("Configuration (device.toml text)", "textarea", {rows: 8, spellcheck: "false", class: "mono"});
+  config.wrap.hidden = true;
+  const expires = field("Expires after (minutes)", "number", {min: 1, max: 10080, value: "60"});
+  const rate = field("At most this many per minute (optional)", "number", {min: 1, max: 100000});
+  const threshold = field("Stop after this many failures (optional)", "number", {min: 1, max: 10000});
+  const problems = fieldErrors({level, duration_s: duration, config, expires_in_s: expires, rate_per_minute: rate,
+    error_threshold: threshold});
+  const submit = h("button", {type: "submit", class: "primary"}, "Start the job");
+  const form = h("form", {class: "card", "aria-labelledby": "start-h"},
+    h("h2", {id: "start-h"}, "Start a job"), kind.wrap, filter.wrap, h("div", {class: "row"}, pickAll, pickNone), boxes,
+    logParams, config.wrap, h("div", {class: "row"}, expires.wrap, rate.wrap, threshold.wrap), submit);
+  const showParams = () => {
+    logParams.hidden = kind.input.value !== "set_log_level";
+    config.wrap.hidden = kind.input.value !== "push_config";
+  };
+  kind.input.addEventListener("change", showParams);
+  filter.input.addEventListener("input", () => {
+    const q = filter.input.value.trim().toLowerCase();
+    for (const f of checks) f.wrap.hidden = q !== "" && !f.wrap.dataset.search.includes(q);
+  });
+  pickAll.addEventListener("click", () => { for (const f of checks) if (!f.wrap.hidden) f.input.checked = true; });
+  pickNone.addEventListener("click", () => { for (const f of checks) f.input.checked = false; });
+  form.addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const chosen = checks.filter(f => f.input.checked);
+    if (!chosen.length) { report("Select at least one device.", "error"); return; }
+    if (!confirmed(kind.input.value, chosen.map(f => f.device))) { report("Nothing started.", "info"); return; }
+    const body = requestBody(kind.input.value, chosen, {expires, level, duration, config, rate, threshold});
+    submit.disabled = true;
+    try {
+      const made = await post("/api/v1/jobs", body);
+      problems.clear();
+      const skipped = made.skipped && made.skipped.length ? `; skipped ${made.skipped.join(", ")}` : "";
+      report(made.status === "awaiting_approval"
+        ? `Created ${made.batch_id} for ${made.devices} device(s)${skipped}; it reduces privacy (${made.privacy.reasons.join("; ")}), so it waits for a second admin's approval.`
+        : `Started ${made.batch_id} on ${made.devices} device(s)${skipped}.`, "ok");
+      followBatch(made.batch_id, follow, timers);
+      await afterStart();
+    } catch (err) {
+      problems.show(err.message);
+      report(`The job was refused: ${err.message}`, "error");
+    } finally { submit.disabled = false; }
+  });
+  return form;
+}
+
+function batchesTable(data) {
+  return table([
+    {label: "Batch", cell: b => h("a", {href: `#/jobs/${encodeURIComponent(b.batch_id)}`}, b.batch_id)},
+    {label: "Job", cell: b => kindLabel(b.kind)},
+    {label: "Devices", cell: b => targetWords(b.target, null, b.devices)},
+    {label: "Started", cell: b => `${fmtTime(b.created_at)} by ${b.created_by}`},
+    {label: "Status", cell: b => batchStatus(b)},
+    {label: "Progress", cell: b => {
+      const {done, total} = progressOf(b);
+      return h("span", {}, h("progress", {max: total || 1, value: done, "aria-label": `${b.batch_id} progress`}), ` ${countsText(b.counts)}`);
+    }},
+  ], data.batches, {empty: "No jobs yet."});
 }
 
 export async function render(root, ctx) {
@@ -154,91 +160,22 @@ export async function render(root, ctx) {
   }
   const timers = [];
   const listOut = h("div");
-
-  // ---- start form (operator) ---------------------------------------------------------------------------
+  async function refresh() {
+    try {
+      const data = await get("/api/v1/jobs?limit=100");
+      report.settle("load");
+      keepFocus(listOut, () => clear(listOut).appendChild(batchesTable(data)));
+    } catch (err) { report(`Cannot load jobs: ${err.message}`, "error", "load"); }
+  }
   if (can("operator")) {
     const overview = await get("/api/v1/fleet/overview");
-    const active = overview.devices.filter(d => d.status === "active");
-    const kind = field("Job", "select", {}, KINDS.filter(k => can(k[2])).map(([v, t, r]) => [v, r === "admin" ? `${t} (admin)` : t]));
-    const filter = field("Filter devices", "search", {placeholder: "room, ward, name…", autocomplete: "off"});
-    const boxes = h("fieldset", {class: "device-picks"}, h("legend", {}, "Devices (active only)"));
-    const checks = active.map(d => {
-      const f = field(`${d.name || d.id} · ${d.site || "—"} / ${d.ward || "—"} / ${d.room}`, "checkbox", {value: d.id, name: "device"});
-      f.wrap.dataset.search = [d.id, d.name, d.site, d.ward, d.room].join(" ").toLowerCase();
-      boxes.appendChild(f.wrap);
-      return f;
-    });
-    if (!active.length) boxes.appendChild(h("p", {class: "empty"}, "No active devices."));
-    const pickAll = h("button", {type: "button"}, "Select the shown devices");
-    const pickNone = h("button", {type: "button"}, "Clear selection");
-    const level = field("Log level", "select", {}, [["debug", "debug"], ["info", "info"], ["warning", "warning"], ["error", "error"]]);
-    const duration = field("For (minutes)", "number", {min: 1, max: 1440, value: "30"});
-    const logParams = h("div", {class: "row", hidden: true}, level.wrap, duration.wrap);
-    const config = field("Configuration (device.toml text)", "textarea", {rows: 8, spellcheck: "false", class: "mono"});
-    config.wrap.hidden = true;
-    const expires = field("Expires after (minutes)", "number", {min: 1, max: 10080, value: "60"});
-    const rate = field("At most this many per minute (optional)", "number", {min: 1, max: 100000});
-    const threshold = field("Stop after this many failures (optional)", "number", {min: 1, max: 10000});
-    const submit = h("button", {type: "submit", class: "primary"}, "Start the job");
-    const form = h("form", {class: "card", "aria-labelledby": "start-h"},
-      h("h2", {id: "start-h"}, "Start a job"), kind.wrap, filter.wrap, h("div", {class: "row"}, pickAll, pickNone), boxes,
-      logParams, config.wrap, h("div", {class: "row"}, expires.wrap, rate.wrap, threshold.wrap), submit);
     const follow = h("div", {"aria-live": "polite"});
-    root.append(form, follow);
-    kind.input.addEventListener("change", () => {
-      logParams.hidden = kind.input.value !== "set_log_level";
-      config.wrap.hidden = kind.input.value !== "push_config";
-    });
-    filter.input.addEventListener("input", () => {
-      const q = filter.input.value.trim().toLowerCase();
-      for (const f of checks) f.wrap.hidden = q !== "" && !f.wrap.dataset.search.includes(q);
-    });
-    pickAll.addEventListener("click", () => { for (const f of checks) if (!f.wrap.hidden) f.input.checked = true; });
-    pickNone.addEventListener("click", () => { for (const f of checks) f.input.checked = false; });
-    form.addEventListener("submit", async ev => {
-      ev.preventDefault();
-      const ids = checks.filter(f => f.input.checked).map(f => f.input.value);
-      if (!ids.length) { report("Select at least one device.", "error"); return; }
-      const body = {kind: kind.input.value, target: {device_ids: ids},
-        expires_in_s: Math.round(Number(expires.input.value || 60) * 60)};
-      if (body.kind === "set_log_level") body.params = {level: level.input.value, duration_s: Math.round(Number(duration.input.value) * 60)};
-      if (body.kind === "push_config") body.config = config.input.value;
-      if (rate.input.value) body.rate_per_minute = Number(rate.input.value);
-      if (threshold.input.value) body.error_threshold = Number(threshold.input.value);
-      submit.disabled = true;
-      try {
-        const made = await post("/api/v1/jobs", body);
-        const skipped = made.skipped && made.skipped.length ? `; skipped ${made.skipped.join(", ")}` : "";
-        report(made.status === "awaiting_approval"
-          ? `Created ${made.batch_id} for ${made.devices} device(s)${skipped}; it reduces privacy (${made.privacy.reasons.join("; ")}), so it waits for a second admin's approval.`
-          : `Started ${made.batch_id} on ${made.devices} device(s)${skipped}.`, "ok");
-        followBatch(made.batch_id, follow, timers);
-        await refresh();
-      } catch (err) {
-        report(`The job was refused: ${err.message}`, "error");
-      } finally { submit.disabled = false; }
-    });
+    root.append(startForm(overview.devices.filter(d => d.status === "active"), report, follow, refresh, timers), follow);
   } else {
     root.appendChild(notice("Read-only: starting jobs needs the operator role."));
   }
-
   root.append(h("h2", {}, "Recent batches"), listOut);
-  function drawList(data) {
-    clear(listOut).appendChild(table([
-      {label: "Batch", cell: b => h("a", {href: `#/jobs/${encodeURIComponent(b.batch_id)}`}, b.batch_id)},
-      {label: "Kind", cell: b => b.kind},
-      {label: "Started", cell: b => `${fmtTime(b.created_at)} by ${b.created_by}`},
-      {label: "Status", cell: b => batchStatus(b)},
-      {label: "Progress", cell: b => {
-        const {done, total} = progressOf(b);
-        return h("span", {}, h("progress", {max: total || 1, value: done, "aria-label": `${b.batch_id} progress`}), ` ${countsText(b.counts)}`);
-      }},
-    ], data.batches, {empty: "No jobs yet."}));
-  }
-  async function refresh() {
-    try { const data = await get("/api/v1/jobs?limit=100"); keepFocus(listOut, () => drawList(data)); } catch (err) { report(`Cannot load jobs: ${err.message}`, "error"); }
-  }
-  drawList(first);
+  listOut.appendChild(batchesTable(first));
   timers.push(setInterval(refresh, Math.max(ctx.refreshMs, 3000)));
   return () => { for (const t of timers) clearInterval(t); };
 }

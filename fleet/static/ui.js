@@ -128,15 +128,17 @@ export function badge(text, cls) {
   return h("span", {class: `badge ${cls || ""}`}, text);
 }
 
-// A button that runs an async action, disables itself meanwhile and reports the outcome to `report`.
+// A button that runs an async action, disables itself meanwhile and reports the outcome to `report`; a success
+// without a message still clears an error the status line showed (report.settle).
 export function actionButton(label, action, {report, cls, ariaLabel, confirmText} = {}) {
   const btn = h("button", {type: "button", class: cls || null, "aria-label": ariaLabel || null}, label);
   btn.addEventListener("click", async () => {
-    if (confirmText && !window.confirm(confirmText)) return;
+    if (confirmText && !window.confirm(typeof confirmText === "function" ? confirmText() : confirmText)) return;
     btn.disabled = true;
     try {
       const msg = await action();
       if (report && msg) report(msg, "ok");
+      else if (report && report.settle) report.settle();
     } catch (err) {
       if (report) report(`${label} failed: ${err.message}`, "error");
     } finally {
@@ -146,14 +148,55 @@ export function actionButton(label, action, {report, cls, ariaLabel, confirmText
   return btn;
 }
 
-// A status line (aria-live) that a page reports outcomes into.
+// A status line (aria-live) that a page reports outcomes into: report(text, kind, key). An error stays until
+// something replaces it or a later success settles it: report.settle() clears any error, report.settle(key) only
+// an error reported with that key (a refresh that works again clears its own "Cannot load", not a refusal).
 export function statusLine() {
   const el = h("p", {class: "page-status", role: "status", "aria-live": "polite"});
-  const report = (text, kind = "ok") => {
+  let errorKey = null;
+  const report = (text, kind = "ok", key = "") => {
     el.textContent = text;
     el.className = `page-status status-${kind}`;
+    errorKey = kind === "error" ? key : null;
+  };
+  report.settle = key => {
+    if (errorKey === null || (key !== undefined && key !== errorKey)) return;
+    el.textContent = "";
+    el.className = "page-status";
+    errorKey = null;
   };
   return {el, report};
+}
+
+// Refusals that name a field ("invalid value for 'username': use ...", "missing field 'room'"): the control is
+// marked invalid with the reason under it (aria-invalid, aria-describedby) until it is edited or the form succeeds.
+// fields: {serverFieldName: field() result}. show(message) answers whether a field took the message.
+export function fieldErrors(fields) {
+  const shown = new Map();
+  const clearOne = f => {
+    const note = shown.get(f);
+    if (!note) return;
+    note.remove();
+    f.input.removeAttribute("aria-invalid");
+    f.input.removeAttribute("aria-describedby");
+    shown.delete(f);
+  };
+  for (const f of Object.values(fields)) f.input.addEventListener("input", () => clearOne(f));
+  const clearAll = () => { for (const f of [...shown.keys()]) clearOne(f); };
+  const show = message => {
+    clearAll();
+    const named = [...String(message).matchAll(/'([A-Za-z0-9_.]+)'/g)].map(m => m[1]);
+    const key = named.map(n => (fields[n] ? n : n.split(".").pop())).find(n => fields[n]);
+    if (!key) return false;
+    const f = fields[key];
+    const note = h("p", {class: "field-error status-error", id: nextId("err")}, String(message).replace(/^.*?'[^']+':\s*/, ""));
+    f.input.setAttribute("aria-invalid", "true");
+    f.input.setAttribute("aria-describedby", note.id);
+    f.wrap.appendChild(note);
+    shown.set(f, note);
+    return true;
+  };
+  return {show, clear: clearAll};
 }
 
 export function pageHeader(title, ...extra) {

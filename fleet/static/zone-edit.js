@@ -1,6 +1,7 @@
-// The zone editor's pure parts: is an outline a simple polygon, how much of the frame shapes cover, what changed
-// between the device's zones and privacy regions and the edited ones, and the edit the device applies to its own
-// device.toml (wardsight.device_config.LayoutEdit; nothing else of its configuration changes).
+// The zone editor's pure parts: the device's reported layout as shapes, is an outline a simple polygon, how much of
+// the frame shapes cover, what changed between the device's zones and privacy regions and the edited ones, and the
+// edit the device applies to its own device.toml (wardsight.device_config.LayoutEdit; nothing else of its
+// configuration changes).
 "use strict";
 
 export const REPORTED_DIGITS = 4;  // the device reports polygons rounded to this many decimals
@@ -82,6 +83,18 @@ export function samePolygon(a, b) {
 }
 
 export const pct = f => `${(f * 100).toFixed(1)}%`;
+
+const copy = p => p.map(([x, y]) => [x, y]);
+// The device's reported layout as the editor's shapes: its privacy regions get an id and a label (their names stay
+// on the device).
+export function fromReport(zones, regions) {
+  return {
+    zones: zones.map(z => ({name: z.name, kind: z.kind, polygon: copy(z.polygon)})),
+    privacy: regions.map((r, i) => ({id: `device-${i + 1}`, name: `privacy region ${i + 1}`, existing: true, polygon: copy(r.polygon)})),
+  };
+}
+export const clone = layout => ({zones: layout.zones.map(z => ({...z, polygon: copy(z.polygon)})),
+  privacy: layout.privacy.map(r => ({...r, polygon: copy(r.polygon)}))});
 
 // What changed from `base` (the device's layout) to `current` (the editor's). Zones are matched by name, privacy
 // regions by id (the device's own regions keep the id they were loaded with; their names stay on the device).

@@ -4,25 +4,22 @@
 // device applies to its own device.toml (every other setting there stays as it is).
 import {can, get, getOptional, post, ApiError} from "./api.js";
 import {h, clear, field, fmtTime, notice, unavailable} from "./ui.js";
-import {drawScene, toFrame, ZONE_COLORS} from "./canvas.js";
+import {drawScene, toFrame, SCENE_COLORS, LEGEND} from "./canvas.js";
 import {followBatch} from "./page-jobs.js";
-import {polygonProblem, layoutDiff, layoutEdit, describeDiff} from "./zone-edit.js";
+import {polygonProblem, layoutDiff, layoutEdit, describeDiff, fromReport, clone} from "./zone-edit.js";
 
 const ZONE_KINDS = ["door", "dispenser", "bed", "floor", "room"];
 const IDENT = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
 const FINAL = new Set(["succeeded", "failed", "refused", "expired", "cancelled"]);
-const copy = p => p.map(([x, y]) => [x, y]);
 
-// The device's reported layout as the editor's shapes: its privacy regions get an id and a label (their names stay
-// on the device).
-function fromReport(zones, regions) {
-  return {
-    zones: zones.map(z => ({name: z.name, kind: z.kind, polygon: copy(z.polygon)})),
-    privacy: regions.map((r, i) => ({id: `device-${i + 1}`, name: `privacy region ${i + 1}`, existing: true, polygon: copy(r.polygon)})),
-  };
+// A legend swatch in the colour the canvas draws (canvas.js SCENE_COLORS; set through the CSSOM, which the console's
+// Content-Security-Policy allows).
+function swatch(key) {
+  const el = h("span", {class: "swatch", dataset: {kind: key}, "aria-hidden": "true"});
+  el.style.backgroundColor = key === "privacy" ? SCENE_COLORS.privacyFill : (SCENE_COLORS[key] || "#fff");
+  if (key === "privacy") el.style.border = `2px solid ${SCENE_COLORS.privacy}`;
+  return el;
 }
-const clone = layout => ({zones: layout.zones.map(z => ({...z, polygon: copy(z.polygon)})),
-  privacy: layout.privacy.map(r => ({...r, polygon: copy(r.polygon)}))});
 
 function controls() {
   const c = {
@@ -71,15 +68,20 @@ export function buildZoneEditor(device, report, timers) {
 
   function closeReview() { reviewBox.hidden = true; clear(reviewBox); }
 
-  function redraw() {
+  let resized = null;
+  function paint() {
     drawScene(canvas, {scene: state.scene, zones: state.zones, privacy: state.privacy, draft: state.draft,
       selected: state.selected, frameSize: state.frameSize});
+  }
+
+  function redraw() {
+    paint();
     clear(shapesList);
     const baseZones = new Map((state.base ? state.base.zones : []).map(z => [z.name, z]));
     const item = (layerName, list, i, s) => {
       const label = layerName === "zone" ? `Zone ${s.name} (${s.kind})` : s.existing ? `Privacy region ${s.name.replace(/^privacy region /, "")} (its name stays on the device)` : `Privacy region ${s.name}`;
       const isNew = layerName === "zone" ? !baseZones.has(s.name) : !s.existing;
-      const li = h("li", {}, h("span", {class: "swatch", dataset: {kind: layerName === "zone" ? s.kind : "privacy"}}),
+      const li = h("li", {}, swatch(layerName === "zone" ? s.kind : "privacy"),
         ` ${label}, ${s.polygon.length} points${isNew ? " (not saved yet)" : ""} `);
       li.appendChild(h("button", {type: "button", "aria-pressed": String(!!(state.selected && state.selected.layer === layerName && state.selected.index === i)),
         onclick: () => { state.selected = {layer: layerName, index: i}; redraw(); }}, "Highlight"));
@@ -243,7 +245,12 @@ export function buildZoneEditor(device, report, timers) {
     }
   }
 
-  let sceneMissing = false;
+  // The scene API (live view and the device's zones) is for operators: a viewer is told so and never refused.
+  let sceneMissing = !editable;
+  if (sceneMissing) {
+    sceneNote.textContent = "The live view needs the operator role.";
+    layoutNote.textContent = "The device's zones and privacy regions are shown to operators.";
+  }
   async function refreshScene() {
     if (sceneMissing) return;
     try {
@@ -273,9 +280,8 @@ export function buildZoneEditor(device, report, timers) {
     }
   }
 
-  const legend = h("ul", {class: "legend", "aria-label": "Colours"},
-    ...Object.entries(ZONE_COLORS).map(([k]) => h("li", {}, h("span", {class: "swatch", dataset: {kind: k}}), ` ${k}`)),
-    h("li", {}, h("span", {class: "swatch", dataset: {kind: "person"}}), " person (box and skeleton)"));
+  const legend = h("ul", {class: "legend", "aria-label": "Colours in the view"},
+    LEGEND.map(([key, text]) => h("li", {dataset: {kind: key}}, swatch(key), ` ${text}`)));
   const side = editable
     ? h("fieldset", {class: "shape-controls"}, h("legend", {}, "Draw a shape"),
       c.layer.wrap, c.name.wrap, c.kind.wrap, c.start, c.draftInfo, c.draftError,
@@ -288,9 +294,11 @@ export function buildZoneEditor(device, report, timers) {
 
   async function load() {
     redraw();
+    // The canvas follows its container's width (console.css keeps its aspect ratio): redraw at the new size at once.
+    if (window.ResizeObserver) { resized = new ResizeObserver(paint); resized.observe(canvas); }
     await refreshScene();
     timers.push(setInterval(refreshScene, 1000));
   }
 
-  return {el, load, stop: () => {}};
+  return {el, load, stop: () => { if (resized) resized.disconnect(); }};
 }

@@ -4,6 +4,9 @@ Run by hand from the repository root (Debian's Chromium and the dev extra instal
 
     python -m tests.browser.screenshots            # writes docs/console/*.png
     python -m tests.browser.screenshots --out DIR
+
+Every page at desktop width (1360 px: ``fleet.png``, ...), and the main ones at tablet (768 px: ``tablet-*.png``)
+and phone (390 px: ``phone-*.png``) widths, where tables are cards (docs/console/README.md lists them).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ PAGES = [
     ("users", "#/users", "Users and roles"),
     ("audit", "#/audit", "Audit log"),
 ]
+# The narrow widths: (file name prefix, width, [(page, route, what to shoot: "page" or a CSS selector)]).
+NARROW = [
+    ("tablet", 768, [("fleet", "#/fleet", "page"), ("device", None, "page")]),
+    ("phone", 390, [("fleet", "#/fleet", "page"), ("alerts", "#/alerts?room=3B-12", "page"),
+                    ("zones", None, ".zone-editor")]),
+]  # fmt: skip
 
 
 def main() -> None:
@@ -101,9 +110,9 @@ def shoot(sim, out: Path, chromium: str) -> None:
         wait_for(lambda: page.locator("canvas.chart").count() == 4, what="charts")
         try:
             page.goto("/#/models")
-            page.get_by_label("Model", exact=True).fill("pose_net")
-            page.get_by_label("Version", exact=True).fill("1.1")
-            page.get_by_label("Previous version (for roll back, optional)").fill("1.0")
+            choose(page.get_by_label("Model", exact=True), "pose_net")
+            choose(page.get_by_label("Version", exact=True), "1.1")
+            choose(page.get_by_label("Previous version (for roll back, optional)"), "1.0")
             page.get_by_label("Groups (comma separated: a count, or a percent of the selection)").fill("1, 50%, 100%")
             page.get_by_role("button", name="Start the rollout").click()
             page.locator(".rollout").first.wait_for(timeout=5000)
@@ -120,7 +129,32 @@ def shoot(sim, out: Path, chromium: str) -> None:
             time.sleep(1.5)  # live data, charts and the scene settle
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print(f"wrote {out / f'{name}.png'} ({title})")
+        shoot_narrow(page, out, f"#/devices/{cam.device_id}")
         browser.close()
+
+
+def choose(control, value: str) -> None:
+    """Pick ``value`` in a select (the library's models and versions) or type it into a text field."""
+    if control.evaluate("el => el.tagName") == "SELECT":
+        control.select_option(value)
+    else:
+        control.fill(value)
+
+
+def shoot_narrow(page, out: Path, device_route: str) -> None:
+    """The main pages at tablet and phone widths (the same signed-in page, its window narrowed)."""
+    for prefix, width, shots in NARROW:
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, route, what in shots:
+            page.goto(f"/{route or device_route}")
+            page.locator("#page-title").wait_for()
+            time.sleep(1.5)  # live data, charts and the scene settle
+            path = out / f"{prefix}-{name}.png"
+            if what == "page":
+                page.screenshot(path=str(path), full_page=True)
+            else:
+                page.locator(what).screenshot(path=str(path))
+            print(f"wrote {path} ({width} px)")
 
 
 if __name__ == "__main__":

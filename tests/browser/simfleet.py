@@ -54,6 +54,7 @@ class Readings:
     models: dict[str, str] = field(default_factory=lambda: {"pose_net": "1.0"})
     warnings: list[str] = field(default_factory=list)
     privacy_mode: wire.PrivacyMode | None = "blackout-at-capture"  # None: an older agent
+    dropped_fps: float = 0.0  # frames the source drops a second (a camera or file faster than the analysis)
 
 
 def _reported(polygon: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
@@ -78,6 +79,7 @@ class SimDevice:
         self.started = time.time()
         self.preview_until = 0.0
         self.frames = 0
+        self.dropped = 0
         self.silent = threading.Event()  # set: stop sending (the device "goes offline")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sim-{self.device_id}", daemon=True)
@@ -100,6 +102,7 @@ class SimDevice:
         r = self.readings
         t = time.time() - self.started
         self.frames += int((r.fps or 0) * self.heartbeat_s)
+        self.dropped += int(r.dropped_fps * self.heartbeat_s)
         wobble = 0.4 * ((int(t) % 7) - 3) / 3
         health = wire.Health(
             device_id=self.device_id,
@@ -114,7 +117,7 @@ class SimDevice:
             mem_total_mb=3800.0,
             fps=round(max(0.0, r.fps + wobble), 2) if r.fps else r.fps,
             frames_processed=self.frames,
-            frames_dropped=0,
+            frames_dropped=self.dropped,
             outbox_pending=0,
             stage_ms={"pose": round(19.5 + 2 * wobble, 2), "capture": 2.6},
             models=dict(r.models),
@@ -392,3 +395,84 @@ def jobs_of(sim: SimFleet, device: SimDevice) -> list[dict[str, Any]]:
 
 def loads(text: str) -> Any:
     return json.loads(text)
+
+
+# ---- devices that answer collect_diagnostics with a real bundle (the job page's output) ----------------------
+
+
+def diagnostics_text(device: SimDevice) -> str:
+    """A diagnostics bundle as the agent builds it (``firmware.diagnostics.build_bundle``: versions, health, config,
+    recent jobs, warnings and log lines), from this simulated device's own identity, readings and config."""
+    from firmware.diagnostics import build_bundle, flatten
+
+    ident, r = device.identity, device.readings
+    now = time.time()
+    config = DeviceConfig.model_validate(tomllib.loads(device.config_text)) if device.config_text else None
+    logs = [
+        f"2024-06-10T08:0{i}:00Z INFO wardsight.device.agent: frame batch {i} processed at {r.fps} fps"
+        for i in range(6)
+    ]
+    logs.append("2024-06-10T08:07:00Z WARNING wardsight.device.sender: the server answered 503; retrying in 4 s")
+    sections = [
+        ("device", [f"device_id = {ident.device_id}", f"name = {ident.name}", f"room = {ident.room}",
+                    f"device_time = {now:.3f}", f"server_time = {device.client.server_now():.3f}"]),
+        ("versions", ["wardsight = 0.1.0", "python = 3.11.2", "numpy = 1.26.4"]),
+        ("health", flatten({"fps": r.fps, "cpu_temp_c": r.cpu_temp_c, "models": dict(r.models)})),
+        ("config", flatten(config.model_dump(mode="json")) if config else ["unknown"]),
+        ("jobs", [f"{job_id} collect_diagnostics running" for job_id in device.jobs_seen[-3:]]),
+        ("recent errors", logs[-1:]),
+        ("logs", logs),
+    ]  # fmt: skip
+    return build_bundle(sections)
+
+
+class DiagnosingDevice(SimDevice):
+    """A simulated device that answers ``collect_diagnostics`` with :func:`diagnostics_text` (other kinds as any)."""
+
+    def _jobs(self) -> None:
+        reply = self.client.request("GET", "/api/v1/device/jobs")
+        if reply.status == 200 and self.job_key is not None:
+            for token in reply.body.get("jobs", []):
+                job = wire.verify_job(token, self.job_key)
+                if job.kind != "collect_diagnostics" or job.job_id in self.jobs_seen:
+                    continue
+                self.jobs_seen.append(job.job_id)
+                self._report_job(job.job_id, "received")
+                report = wire.JobReport(job_id=job.job_id, state="succeeded", output=diagnostics_text(self))
+                body = report.model_dump_json(exclude_none=True).encode()
+                self.client.request("POST", f"/api/v1/device/jobs/{job.job_id}", body, "application/json")
+        super()._jobs()
+
+
+def add_diagnosing(sim: SimFleet, name: str, room: str, readings: Readings | None = None) -> DiagnosingDevice:
+    """Enroll a :class:`DiagnosingDevice` in ``sim`` (site st-marys, the ward from the room) and start it."""
+    assert sim.config.database is not None
+    token = make_token(sim.config.database, room, site="st-marys", ward=room.split("-")[0])
+    store = enroll(sim.server, token, sim.work / "devices" / name, name)
+    device = DiagnosingDevice(store, readings or Readings())
+    sim.devices[name] = device
+    device.start()
+    return device
+
+
+def sign_in(browser: Any, sim: SimFleet, username: str, *, path: str = "#/fleet", accept: bool = True) -> Any:
+    """A Playwright page signed in as ``username`` whose confirmations are recorded (``page.dialogs``: their
+    messages) and answered with ``page.accept[0]`` (yes unless a test sets it to False); the caller closes
+    ``page.context``. Script errors are in ``page.console_errors``."""
+    context = browser.new_context(ignore_https_errors=True, base_url=sim.url, viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    page.dialogs, page.accept, page.console_errors = [], [accept], []
+
+    def answer(dialog: Any) -> None:
+        page.dialogs.append(dialog.message)
+        dialog.accept() if page.accept[0] else dialog.dismiss()
+
+    page.on("dialog", answer)
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+    page.goto(f"/{path}")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign out").wait_for()
+    return page

@@ -105,7 +105,8 @@ def click_at(canvas, x: float, y: float) -> None:
     moment earlier could land a few pixels off."""
     canvas.evaluate(
         "(c, [x, y]) => { const r = c.getBoundingClientRect();"
-        " c.dispatchEvent(new MouseEvent('click', {bubbles: true, clientX: r.left + x, clientY: r.top + y})); }",
+        " c.dispatchEvent(new MouseEvent('click', {bubbles: true,"
+        " clientX: Math.round(r.left + x), clientY: Math.round(r.top + y)})); }",
         [x, y],
     )
 

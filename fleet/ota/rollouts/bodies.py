@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleet.ota.rollouts.spec import Window
-from wardsight import modelpkg, wire
+from wardsight import wire
 
 
 class _Body(BaseModel):
@@ -15,7 +15,10 @@ class _Body(BaseModel):
 
 
 ModelName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]  # as in the model package manifest
-ModelVersion = Annotated[str, Field(pattern=modelpkg.VERSION)]
+# Any version the system itself uses: a package's (dotted numbers, ``wardsight.modelpkg.VERSION``) or one a device
+# reports for the model built into the agent (``lightning-fp16-1``). Whether it can be rolled out (or rolled back
+# to) is decided with words, not a pattern (``fleet.ota.rollouts.refusals``).
+ModelVersion = wire.Version
 Ident = Annotated[str, Field(pattern=wire.IDENTIFIER_PATTERN)]
 Reason = Annotated[str, Field(min_length=1, max_length=200)]
 HourMinute = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]

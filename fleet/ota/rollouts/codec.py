@@ -45,7 +45,8 @@ def spec_from_dict(data: Mapping[str, Any]) -> RolloutSpec:
     )
 
 
-_DEVICE_FIELDS = ("status", "since", "reached", "reason", "progress", "reverting", "last_report_at", "done", "total")
+_DEVICE_FIELDS = ("status", "since", "reached", "reason", "progress", "reverting", "last_report_at", "done", "total",
+                  "deferred")  # fmt: skip
 
 
 def state_to_dict(state: RolloutState) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fleet.ota.rollouts.decide import cancel_open
+from fleet.ota.rollouts.refusals import cannot_revert, is_package_version
 from fleet.ota.rollouts.spec import RolloutSpec
 from fleet.ota.rollouts.state import SWITCHED, Decision, RolloutState, group_cannot_succeed, timed_out
 
@@ -69,11 +70,14 @@ def rollback(
             f"{len(unknown)} device(s) switched but their previous version is unknown (e.g. {unknown[0]});"
             " create the rollout with previous_version to allow a rollback"
         )
+    built_in = [d for d in switched if not is_package_version(spec.revert_version(d) or "")]
+    if built_in:
+        raise CommandError(cannot_revert(spec.model, built_in, spec.revert_version(built_in[0]) or ""))
     why = reason or "rolled back by an operator"
     decisions = cancel_open(spec, devices, now, "rolled_back", keep=switched)
     for device in switched:
         devices[device] = replace(
-            devices[device], status="offered", since=now, reason=None, progress=None, reverting=True
+            devices[device], status="offered", since=now, reason=None, progress=None, reverting=True, deferred=None
         )
         decisions.append(Decision("offer_previous", device, spec.group_of[device]))
     if switched:

@@ -115,13 +115,18 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
         return dev
     dev = replace(dev, last_report_at=r.received_at)
     if r.state == "deferred":
-        return replace(dev, progress=r.progress if r.progress is not None else dev.progress)
+        progress = r.progress if r.progress is not None else dev.progress
+        return replace(dev, progress=progress, deferred=r.reason or "deferred") if is_open(dev) else dev
     if r.state in FINAL_FAILURES:
         if dev.status in FINAL_FAILURES and not timed_out(dev):
             return dev  # already final by the device's own word
         if dev.reverting:
-            return replace(dev, status="failed", since=r.received_at, reason=r.reason or "rollback_failed")
-        return replace(dev, status=r.state, since=r.received_at, reason=r.reason or r.state, progress=None)
+            return replace(
+                dev, status="failed", since=r.received_at, reason=r.reason or "rollback_failed", deferred=None
+            )
+        return replace(
+            dev, status=r.state, since=r.received_at, reason=r.reason or r.state, progress=None, deferred=None
+        )
     # A step forward: downloading .. healthy.
     step = STEP[r.state]
     revived = timed_out(dev)
@@ -133,7 +138,7 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
         return replace(dev, progress=r.progress, done=r.done, total=r.total)
     if dev.reverting:
         status: DeviceStatus = "rolled_back" if r.state == "healthy" else r.state
-        return replace(dev, status=status, since=r.received_at, reason=None, progress=r.progress)
+        return replace(dev, status=status, since=r.received_at, reason=None, progress=r.progress, deferred=None)
     reached = r.state if step > STEP.get(dev.reached, -1) else dev.reached
     return replace(
         dev,
@@ -144,6 +149,7 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
         reached=reached,
         done=r.done,
         total=r.total,
+        deferred=None,
     )
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from fleet.ota.rollouts.spec import RolloutSpec
-from fleet.ota.rollouts.state import DeviceState
+from fleet.ota.rollouts.state import DeviceState, is_open
 
 POLL_SECONDS = 300.0  # the device's fallback update poll (firmware.ota.manager.OtaSettings.poll_seconds)
 
@@ -35,6 +35,8 @@ REASONS = {
     "stopped": "the rollout stopped",
     "aborted": "the rollout was aborted",
     "rolled_back": "the rollout was rolled back",
+    "outside_window": "waiting for the maintenance window",
+    "deferred": "the device put it off",
 }
 
 
@@ -78,7 +80,14 @@ def _offered(facts: DeviceFacts, now: float) -> str:
 
 
 def explain(spec: RolloutSpec, device_id: str, dev: DeviceState, facts: DeviceFacts, now: float) -> str:
-    """One line: where the device is and what happens next."""
+    """One line: where the device is and what happens next (and why it put its next step off, if it did)."""
+    line = _where(spec, device_id, dev, facts, now)
+    if dev.deferred is not None and is_open(dev) and "maintenance window" not in line:
+        return f"{line}; deferred: {reason_text(dev.deferred, facts)}"
+    return line
+
+
+def _where(spec: RolloutSpec, device_id: str, dev: DeviceState, facts: DeviceFacts, now: float) -> str:
     status = dev.status
     if status == "pending":
         return "waiting for its group to start"

@@ -16,7 +16,8 @@ import sqlite_utils
 from aiohttp import web
 
 from fleet.audit import log as audit
-from fleet.ota.rollouts import commands, store
+from fleet.ota.library.store import find as library_entry
+from fleet.ota.rollouts import commands, refusals, store
 from fleet.ota.rollouts.appkeys import TargetCheck, no_library
 from fleet.ota.rollouts.bodies import NewRollout
 from fleet.ota.rollouts.commands import CommandError
@@ -91,10 +92,13 @@ def create_rollout(
     target_check: TargetCheck = no_library,
 ) -> dict[str, Any]:
     """Select the devices, cut them into groups, store the rollout and offer its first group; return its view."""
+    if not refusals.is_package_version(body.version):
+        raise RolloutRefusedError(400, refusals.not_a_package(body.model, body.version))
     target = wire.target_path(body.model, body.version)
     known = target_check(db, target)
     if known is False:
-        raise RolloutRefusedError(400, f"the model library has no {body.model} {body.version} ({target})")
+        entry = library_entry(db, body.model, body.version)
+        raise RolloutRefusedError(400, refusals.not_published(body.model, body.version, target, entry))
     rollout_id = "ro-" + secrets.token_hex(6)
     sel = body.selector
     selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent)

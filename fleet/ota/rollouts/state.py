@@ -59,6 +59,7 @@ class DeviceState:
     last_report_at: float | None = None
     done: int | None = None  # the counts behind ``progress`` (health-check frames on trial), when reported
     total: int | None = None
+    deferred: str | None = None  # why the device put off its next step (its "deferred" report), until it moves on
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleet.ota.rollouts.explain import DeviceFacts, explain
+from fleet.ota.rollouts.explain import DeviceFacts, explain, reason_text
 from fleet.ota.rollouts.spec import RolloutSpec
-from fleet.ota.rollouts.state import RolloutState, deadline, failures, group_counts, group_succeeded
+from fleet.ota.rollouts.state import (
+    DeviceState,
+    RolloutState,
+    deadline,
+    failures,
+    group_counts,
+    group_succeeded,
+    is_open,
+)
 from fleet.ota.rollouts.store import decode
 
 
@@ -29,25 +37,28 @@ def _groups(spec: RolloutSpec, state: RolloutState) -> list[dict[str, Any]]:
     return groups
 
 
+def _device(spec: RolloutSpec, device: str, dev: DeviceState, facts: DeviceFacts, at: float) -> dict[str, Any]:
+    return {
+        "device_id": device,
+        "explain": explain(spec, device, dev, facts, at),
+        "done": dev.done,
+        "total": dev.total,
+        "group": spec.group_of[device] + 1,
+        "status": dev.status,
+        "since": dev.since,
+        "reason": dev.reason,
+        "reason_text": reason_text(dev.reason, facts) if dev.reason else None,  # the device's reason, in words
+        "deferred": reason_text(dev.deferred, facts) if dev.deferred and is_open(dev) else None,
+        "progress": dev.progress,
+        "reverting": dev.reverting,
+        "version": spec.revert_version(device) if dev.reverting else spec.version,
+        "last_report_at": dev.last_report_at,
+        "deadline": deadline(spec, dev),
+    }
+
+
 def _devices(spec: RolloutSpec, state: RolloutState, facts: dict[str, DeviceFacts], at: float) -> list[dict[str, Any]]:
-    return [
-        {
-            "device_id": device,
-            "explain": explain(spec, device, dev, facts.get(device, DeviceFacts()), at),
-            "done": dev.done,
-            "total": dev.total,
-            "group": spec.group_of[device] + 1,
-            "status": dev.status,
-            "since": dev.since,
-            "reason": dev.reason,
-            "progress": dev.progress,
-            "reverting": dev.reverting,
-            "version": spec.revert_version(device) if dev.reverting else spec.version,
-            "last_report_at": dev.last_report_at,
-            "deadline": deadline(spec, dev),
-        }
-        for device, dev in state.devices.items()
-    ]
+    return [_device(spec, device, dev, facts.get(device, DeviceFacts()), at) for device, dev in state.devices.items()]
 
 
 def view(

@@ -190,9 +190,9 @@ def test_a_heartbeat_is_stored_with_the_device_clock_skew(fleet):
     assert got["degraded"] == ["warnings"]
     assert device_health(fleet.db, "dev-b") is None
 
-    record_heartbeat(fleet.db, "dev-a", beat(sent_at=T0 + 80, fps=4.0), T0 + 70)
+    record_heartbeat(fleet.db, "dev-a", beat(sent_at=T0 + 80, fps=6.0), T0 + 70)
     got = device_health(fleet.db, "dev-a")
-    assert (got["clock_skew_s"], got["fps"], got["warnings"], got["degraded"]) == (10.0, 4.0, [], [])
+    assert (got["clock_skew_s"], got["fps"], got["warnings"], got["degraded"]) == (10.0, 6.0, [], [])
     assert fleet.db["health_latest"].count == 1
 
 
@@ -368,9 +368,11 @@ def test_fleet_summary_counts_online_offline_and_degraded(fleet):
     for device_id, hb in causes.items():
         add_device(fleet, device_id)
         record_heartbeat(fleet.db, device_id, hb, now - 10)
-    add_device(fleet, "dev-drops")
+    add_device(fleet, "dev-drops")  # drops frames but analyses 9.5 a second: online, not degraded
     record_heartbeat(fleet.db, "dev-drops", beat("dev-drops", uptime_s=100, frames_dropped=5), now - 40)
     record_heartbeat(fleet.db, "dev-drops", beat("dev-drops", uptime_s=130, frames_dropped=9), now - 10)
+    add_device(fleet, "dev-slow")
+    record_heartbeat(fleet.db, "dev-slow", beat("dev-slow", fps=3.0), now - 10)
     add_device(fleet, "dev-silent-hot")  # degraded, but offline: counted as offline only
     record_heartbeat(fleet.db, "dev-silent-hot", beat("dev-silent-hot", cpu_temp_c=95.0), now - GRACE - 1)
     add_device(fleet, "dev-never", enrolled_at=now - 30)  # enrolled recently, never heard: online
@@ -378,15 +380,15 @@ def test_fleet_summary_counts_online_offline_and_degraded(fleet):
     add_device(fleet, "dev-revoked", status="revoked", enrolled_at=T0 - 1e5)
 
     summary = fleet_summary(fleet.db, now, grace_s=GRACE)
-    assert summary["devices"] == 11
-    assert summary["by_status"] == {"pending": 1, "active": 9, "quarantined": 0, "revoked": 1}
-    assert (summary["online"], summary["offline"], summary["degraded"]) == (8, 1, 5)
+    assert summary["devices"] == 12
+    assert summary["by_status"] == {"pending": 1, "active": 10, "quarantined": 0, "revoked": 1}
+    assert (summary["online"], summary["offline"], summary["degraded"]) == (9, 1, 5)
     assert {d["device_id"]: d["reasons"] for d in summary["degraded_devices"]} == {
         "dev-warn": ["warnings"],
         "dev-hot": ["hot"],
         "dev-hot-npu": ["hot"],
         "dev-fallback": ["accelerator_fallback"],
-        "dev-drops": ["frames_dropping"],
+        "dev-slow": ["slow"],
     }
     # The monitor's view agrees: the silent device is the one it announces.
     assert [t.device_id for t in check_presence(fleet, now, grace_s=GRACE)] == ["dev-silent-hot"]
