@@ -27,6 +27,7 @@ from firmware.ota.slots import SlotStore
 from firmware.ota.slotstate import Choice
 from firmware.perception import Analyzer
 from firmware.privacy import PrivacyMask
+from firmware.rate import RecentRate
 from firmware.sources import FrameSource, SourceError, VideoFileSource
 from firmware.zones import Zone, ZoneMap
 from wardsight import wire
@@ -275,8 +276,13 @@ def agent_readings(
     version: str,
     started: float,
     mode: wire.PrivacyMode = "blackout-at-capture",
+    recent: RecentRate | None = None,
 ) -> AgentReadings:
-    elapsed = max(1e-6, time.monotonic() - started)
+    """What a heartbeat reports of the running agent; ``fps`` over the last minute with ``recent`` (the heartbeat
+    loop's), else averaged since ``started``."""
+    now = time.monotonic()
+    processed = agent.stats.processed
+    fps = recent.rate(now, processed) if recent else round(processed / max(1e-6, now - started), 2)
     configured = None
     accelerator, accel_temp = backend.name, None
     if isinstance(backend, FallbackBackend):
@@ -289,9 +295,9 @@ def agent_readings(
             except Exception:  # health must never take the agent down
                 log.debug("accelerator health failed", exc_info=True)
     return AgentReadings(
-        frames_processed=agent.stats.processed,
+        frames_processed=processed,
         frames_dropped=source.stats.dropped,
-        fps=round(agent.stats.processed / elapsed, 2),
+        fps=fps,
         stage_ms=agent.stats.stages.mean_ms(),
         accelerator=accelerator,
         accelerator_configured=configured,

@@ -42,6 +42,7 @@ from firmware.ota.slotstate import Choice
 from firmware.ota.tufclient import TufClient
 from firmware.outbox import SqliteOutbox
 from firmware.preview import PreviewSender, SceneTap
+from firmware.rate import RecentRate
 from firmware.sdnotify import Notifier
 from firmware.sender import EventSender
 from firmware.sources import FrameSource
@@ -113,6 +114,7 @@ class DeviceRuntime:
         self.restart_reason: str | None = None
         self.exit_code: int | None = None
         self.started = time.monotonic()
+        self.rate = RecentRate(self.started)  # the heartbeat's frame rate, over the last minute
         self.manager: OtaManager | None = None
         self.services: list[PreviewSender | HeartbeatLoop] = []
         self.jobs: JobRunner | None = None
@@ -131,6 +133,7 @@ class DeviceRuntime:
         """Start the services around the agent; the job runner last (after the build: a start that worked)."""
         self.sender.start()
         self.started = time.monotonic()
+        self.rate = RecentRate(self.started)
         self.manager = self._start_ota()
         preview = PreviewSender(self.client, self.tap.snapshot).start()
         beats = HeartbeatLoop(self.client, self.health, self.config.heartbeat_seconds, on_reply=preview.observe)
@@ -237,6 +240,7 @@ class DeviceRuntime:
             self.model_version,
             started,
             privacy_mode(self.config),
+            self.rate,
         )
         uptime = time.monotonic() - started
         health = build_health(self.identity.device_id, readings, read_system(), uptime_s=uptime, sent_at=time.time())

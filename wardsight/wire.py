@@ -257,7 +257,7 @@ class Health(_Closed):
     accelerator_temp_c: Annotated[float, Field(ge=-60, le=200)] | None = None
     mem_used_mb: Annotated[float, Field(ge=0, le=1e7)] | None = None
     mem_total_mb: Annotated[float, Field(ge=0, le=1e7)] | None = None
-    fps: Annotated[float, Field(ge=0, le=1000)] | None = None
+    fps: Annotated[float, Field(ge=0, le=1000)] | None = None  # frames analysed per second, over the last minute
     frames_processed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     frames_dropped: Annotated[int, Field(ge=0, lt=2**63)] = 0
     outbox_pending: Annotated[int, Field(ge=0, lt=2**31)] = 0
