@@ -148,6 +148,18 @@ class HailoPoseBackend(Backend):
             self._stack.close()
             raise
 
+    @property
+    def hardware(self) -> str:
+        """The chip as a package build names it ("hailo8", "hailo8l", "hailo10h"): the architecture, lower case."""
+        return str(self._identity["architecture"]).lower()
+
+    @property
+    def runtime_version(self) -> str | None:
+        """The HailoRT version this process runs (``hailo_platform.__version__``, which the native library must
+        match to import at all)."""
+        version = getattr(self._hp, "__version__", None)
+        return str(version) if version else None
+
     # ------------------------------------------------------------------ setup
     def _read_identity(self) -> dict[str, Any]:
         devices = self._vdevice.get_physical_devices()

@@ -22,7 +22,8 @@ from firmware.apps.mask import MaskApp, MaskConfig
 from firmware.apps.occupancy import OccupancyApp, OccupancyAppConfig
 from firmware.heartbeat import AgentReadings
 from firmware.live import StreamSource
-from firmware.ota.boot import open_model, slot_backend
+from firmware.ota.boot import open_model, open_on_accelerator, slot_backend
+from firmware.ota.builds import DeviceTarget, target_of
 from firmware.ota.slots import SlotStore
 from firmware.ota.slotstate import Choice
 from firmware.perception import Analyzer
@@ -245,10 +246,11 @@ class PoseModel:
 def open_pose_model(config: DeviceConfig, store: ArtifactStore, slots: SlotStore, ota_root: bool) -> PoseModel:
     """Choose the backend actually running, then the model slot for it.
 
-    On the CPU (``accelerator.kind = cpu``, or ``auto`` with no accelerator present) the slots apply: a trial
-    is booted and health-checked, else the active slot, else the factory model. On an accelerator its
-    configured model runs (accelerator builds are not delivered over the air yet; offers are refused with
-    "no build for it"), and a trial left from a CPU start is ended, reported.
+    The slots apply to the backend that starts (``firmware.ota.boot``): a trial is booted and health-checked,
+    else the active slot, else the factory model (on the CPU the pinned MoveNet, on an accelerator its configured
+    model). On an accelerator the configured model is opened first (it says which chip and runtime the device
+    has); a slot that fits is then opened in its place, behind the CPU fallback. A trial for another backend is
+    ended, reported.
     """
     readiness: wire.UpdateCapability = "ready" if ota_root else "no_ota_root"
     accelerator = build_accelerator(config, store)
@@ -257,14 +259,17 @@ def open_pose_model(config: DeviceConfig, store: ArtifactStore, slots: SlotStore
             slots,
             lambda c: slot_backend(c, threads=config.threads, min_score=config.min_person_score),
             lambda: build_cpu_backend(config, store),
+            DeviceTarget("cpu"),
         )
         return PoseModel(backend, choice, "cpu", readiness)
-    trial = slots.state.trial
-    if trial is not None:
-        log.error("model slot %s was on trial, but this device now runs %s: trial ended", trial.slot,
-                  accelerator.primary.name)  # fmt: skip
-        slots.fail_trial("backend_changed")
-    return PoseModel(accelerator, Choice(None), accelerator.primary.name, readiness)
+    settings = {"hailo": {"min_score": config.min_person_score}}.get(accelerator.primary.name, {})
+    backend, choice = open_on_accelerator(
+        slots,
+        accelerator,
+        lambda c: slot_backend(c, accelerator=settings, make_cpu=lambda: build_cpu_backend(config, store)),
+        lambda: build_backend(config, store),
+    )
+    return PoseModel(backend, choice, target_of(backend).backend, readiness)
 
 
 def agent_readings(

@@ -33,6 +33,7 @@ from firmware.identity import IdentityStore, tls_context
 from firmware.jobs.hooks import JobHooks, SelfTestOutcome
 from firmware.jobs.runner import JobRunner
 from firmware.ota import selftest
+from firmware.ota.builds import target_of
 from firmware.ota.channel import FleetChannel
 from firmware.ota.download import TargetDownloader
 from firmware.ota.health import FrameCounts
@@ -262,6 +263,7 @@ class DeviceRuntime:
             frames=lambda: FrameCounts(source.stats.captured, agent.stats.processed, agent.stats.failed),
             server_now=client.server_now,
             settings=OtaSettings(backend=self.pose.kind, threads=self.config.threads),
+            target=lambda: target_of(self.backend),  # after a fallback to the CPU: the CPU build
         ).start()
 
     def _job_hooks(self) -> JobHooks:

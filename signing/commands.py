@@ -251,7 +251,8 @@ def status_command(url: str, api_token: str | None, ca: Path | None, insecure_ht
     "builds",
     multiple=True,
     required=True,
-    help="BACKEND:RUNTIME:DECODER:FILE[:HARDWARE], once per build (e.g. cpu:litert:movenet_multipose:m.tflite).",
+    help="BACKEND:RUNTIME:DECODER:FILE[:HARDWARE[:RUNTIME_VERSION]], once per build (e.g. "
+    "cpu:litert:movenet_multipose:m.tflite; a HEF names its chip and HailoRT: ...:pose.hef:hailo8l:4.23.0).",
 )
 @click.option("--input", "inputs", multiple=True, help="KEY=VALUE input setting for every build (long_side=256).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .wsm to write.")
@@ -262,7 +263,8 @@ def package_command(out: Path, **spec: Any) -> None:
     Example:
         wardsight ota package --name movenet-multipose --version 1.1 --task pose --license Apache-2.0 \\
             --build cpu:litert:movenet_multipose:movenet.tflite \\
-            --build hailo:hailort:yolov8_pose:yolov8s_pose.hef:hailo8l \\
+            --build hailo:hailort:yolov8_pose:yolov8s_pose.hef:hailo8l:4.23.0 \\
+            --build coral:edgetpu:ssd_postprocess:ssd_edgetpu.tflite \\
             --input long_side=256 --input multiple=32 --input dtype=uint8 --out movenet-1.1.wsm
     """
     count = build_package(out, **spec)  # the options but --out are build_package's keyword arguments

@@ -101,9 +101,17 @@ def target_info(package: Path) -> TargetFile:
         "version": manifest.version,
         "task": manifest.task,
         "min_agent_version": manifest.min_agent_version,
-        "builds": [{"backend": b.backend, "runtime": b.runtime, "hardware": b.hardware} for b in manifest.builds],
+        "builds": [_build_description(b) for b in manifest.builds],
     }
     return info
+
+
+def _build_description(build: modelpkg.Build) -> dict[str, str | None]:
+    """What a device reads of a build before downloading: backend, runtime, chip and (when named) runtime version."""
+    described = {"backend": build.backend, "runtime": build.runtime, "hardware": build.hardware}
+    if build.runtime_version is not None:  # absent for CPU builds: older agents see what they always saw
+        described["runtime_version"] = build.runtime_version
+    return described
 
 
 def _current_targets(keys: Path, server: Server, signer: CryptoSigner) -> Metadata[Targets]:

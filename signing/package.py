@@ -24,12 +24,24 @@ def parse_inputs(inputs: tuple[str, ...]) -> dict[str, int | float | str]:
     return settings
 
 
+SPEC = "BACKEND:RUNTIME:DECODER:FILE[:HARDWARE[:RUNTIME_VERSION]]"
+
+
 def parse_build(spec: str, settings: dict[str, int | float | str]) -> tuple[modelpkg.Build, Path]:
-    """One ``BACKEND:RUNTIME:DECODER:FILE[:HARDWARE]`` spec: its build (sha256 and size of the file) and file."""
+    """One ``BACKEND:RUNTIME:DECODER:FILE[:HARDWARE[:RUNTIME_VERSION]]`` spec: its build (sha256 and size of the
+    file) and file. A Hailo build (a HEF) must name its chip (hailo8, hailo8l, hailo10h) and the HailoRT version it
+    was compiled for, e.g. ``hailo:hailort:yolov8_pose:pose.hef:hailo8l:4.23.0``: devices refuse a HEF without."""
     parts = spec.split(":")
-    if len(parts) not in (4, 5):
-        raise click.UsageError(f"--build {spec!r}: expected BACKEND:RUNTIME:DECODER:FILE[:HARDWARE]")
+    if len(parts) not in (4, 5, 6):
+        raise click.UsageError(f"--build {spec!r}: expected {SPEC}")
     backend, runtime, decoder, file = parts[:4]
+    hardware = parts[4] if len(parts) >= 5 and parts[4] else None
+    runtime_version = parts[5] if len(parts) == 6 and parts[5] else None
+    if backend == "hailo" and (hardware not in modelpkg.HAILO_CHIPS or runtime_version is None):
+        raise click.UsageError(
+            f"--build {spec!r}: a Hailo build needs its chip ({', '.join(modelpkg.HAILO_CHIPS)}) and the HailoRT "
+            "version it was compiled for, e.g. hailo:hailort:yolov8_pose:pose.hef:hailo8l:4.23.0"
+        )
     path = Path(file)
     if not path.is_file():
         raise click.ClickException(f"no such model file: {path}")
@@ -44,7 +56,8 @@ def parse_build(spec: str, settings: dict[str, int | float | str]) -> tuple[mode
                 "size": size,
                 "input": settings,
                 "decoder": decoder,
-                "hardware": parts[4] if len(parts) == 5 else None,
+                "hardware": hardware,
+                "runtime_version": runtime_version,
             }
         )
     except ValueError as exc:

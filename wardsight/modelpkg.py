@@ -40,6 +40,8 @@ FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 VERSION = r"^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$"  # numeric dotted: ordered without ambiguity
 
 Backend = Literal["cpu", "hailo", "coral", "imx500"]
+# The Hailo chips a HEF is compiled for (a build's ``hardware``): the Dataflow Compiler targets one architecture.
+HAILO_CHIPS = ("hailo8", "hailo8l", "hailo10h")
 Runtime = Literal["litert", "onnxruntime", "hailort", "edgetpu", "imx500"]
 
 
@@ -71,6 +73,8 @@ class Build(_Strict):
     input: Mapping[str, int | float | str] = Field(default_factory=dict)  # e.g. long_side, multiple, dtype
     decoder: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
     hardware: Annotated[str, Field(max_length=64)] | None = None  # e.g. "hailo8l" (a HEF runs on one arch)
+    # The runtime the file was compiled for, e.g. "4.23.0" for a HEF (HailoRT); optional (a CPU build has none).
+    runtime_version: Annotated[str, Field(pattern=VERSION)] | None = None
 
 
 class Manifest(_Strict):
@@ -87,9 +91,9 @@ class Manifest(_Strict):
         files = [b.file for b in self.builds]
         if len(set(files)) != len(files) or MANIFEST in files:
             raise ValueError("each build needs its own file, not named manifest.json")
-        keys = [(b.backend, b.hardware) for b in self.builds]
+        keys = [(b.backend, b.hardware, b.runtime_version) for b in self.builds]
         if len(set(keys)) != len(keys):
-            raise ValueError("two builds for the same backend and hardware")
+            raise ValueError("two builds for the same backend, hardware and runtime version")
         return self
 
     def build_for(self, backend: str, hardware: str | None = None) -> Build:
@@ -130,7 +134,8 @@ def write_package(out: Path, manifest: Manifest, files: Mapping[str, Path]) -> N
             raise PackageError(f"the file given for {name} does not match the manifest's sha256/size")
     tmp = out.with_name(out.name + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        data = manifest.model_dump_json(indent=2).encode()
+        # Unset optional fields are left out, so a package without a runtime_version reads on older agents too.
+        data = manifest.model_dump_json(indent=2, exclude_none=True).encode()
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mode, info.mtime = len(data), 0o644, 0
         tar.addfile(info, io.BytesIO(data))

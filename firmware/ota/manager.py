@@ -6,7 +6,9 @@ It runs on a thread beside the agent, which keeps running its current model the 
 2. TUF (:mod:`firmware.ota.tufclient`) says which bytes the offer's target is; the package is downloaded,
    resuming a partial file (:mod:`firmware.ota.download`), and verified against the signed length and hashes.
 3. The package's manifest must name the offered model and version, a ``pose`` task this agent version runs,
-   and a build for this device's backend; that build is extracted into the inactive slot
+   and a build for the backend this device runs now (on a Hailo, for its chip and HailoRT version:
+   :mod:`firmware.ota.builds`; a build for another chip or runtime is refused ``rejected``, never installed);
+   that build is extracted into the inactive slot
    (:mod:`firmware.ota.slots`), self-tested in a separate process (:mod:`firmware.ota.selftest`), and only
    then recorded. A build that fails its self-test is never activated.
 4. Inside the offer's window (by the server's clock) the slot is put on trial and the agent is asked to
@@ -41,6 +43,7 @@ from tuf.api.metadata import TargetFile
 import wardsight
 from accelerators.catalog import MOVENET_MULTIPOSE
 from firmware.ota import selftest
+from firmware.ota.builds import DeviceTarget, choose
 from firmware.ota.channel import ChannelError, UpdateChannel
 from firmware.ota.download import DownloadError, TargetDownloader
 from firmware.ota.fitness import missing_build, unfit
@@ -62,8 +65,9 @@ Observer = Callable[[str, int, int], None]  # (step, done, total): downloading, 
 
 @dataclass(frozen=True)
 class OtaSettings:
-    backend: str = "cpu"  # the build this device runs from a package
-    hardware: str | None = None
+    backend: str = "cpu"  # the build this device runs from a package (without a ``target`` callback)
+    hardware: str | None = None  # on a Hailo: hailo8, hailo8l, hailo10h
+    runtime_version: str | None = None  # on a Hailo: the HailoRT version
     poll_seconds: float = 300.0  # the fallback: the jobs long poll wakes the manager when an offer waits
     retry_seconds: float = 60.0
     max_retry_seconds: float = 3600.0  # the same failure again and again backs off up to this
@@ -96,10 +100,15 @@ class OtaManager:
         factory_version: str = MOVENET_MULTIPOSE.version,
         agent_version: str = wardsight.__version__,
         observer: Observer | None = None,
+        target: Callable[[], DeviceTarget] | None = None,
     ) -> None:
+        """``target`` says what the device runs at the moment an offer is judged (an accelerator that fell back
+        to the CPU takes the CPU build); without it, the settings' backend, hardware and runtime version."""
         self.slots, self.channel, self.tuf, self.downloader = slots, channel, tuf, downloader
         self.running = running
         self.settings = settings or OtaSettings()
+        s = self.settings
+        self.target = target or (lambda: DeviceTarget(s.backend, s.hardware, s.runtime_version))
         self.model_name, self.factory_version, self.agent_version = model_name, factory_version, agent_version
         self.server_now = server_now
         self._restart_cb = restart
@@ -288,9 +297,9 @@ class OtaManager:
 
     def _fetch_and_install(self, offer: wire.UpdateOffer) -> Slot | None:
         info, url = self.tuf.targetinfo(offer.target)
-        missing = missing_build(info, self.settings.backend, self.settings.hardware)
+        missing = missing_build(info, self.target())
         if missing is not None:  # known from the signed metadata: nothing to download
-            self._reject(offer, "no_build_for_backend", missing)
+            self._reject(offer, *missing)
             return None
         self.downloader.prune(keep=info)
         package = self.downloader.verified(info)
@@ -311,12 +320,13 @@ class OtaManager:
     def _install(self, offer: wire.UpdateOffer, info: TargetFile, package: Path) -> Slot | None:
         try:
             manifest = modelpkg.read_manifest(package)
-            reason = unfit(offer, manifest, self.settings.backend, self.settings.hardware, self.agent_version)
+            target = self.target()
+            reason = unfit(offer, manifest, target, self.agent_version)
             if reason is not None:
                 self.downloader.discard(info)
                 self._reject(offer, reason[0], reason[1])
                 return None
-            build = manifest.build_for(self.settings.backend, self.settings.hardware)
+            build = choose(manifest.builds, target)
         except modelpkg.PackageError as exc:
             self.downloader.discard(info)
             self._reject(offer, "package_invalid", str(exc))

@@ -5,7 +5,8 @@ The test runs in a **separate process** (:func:`run_selftest`), so a model file 
 keeps running its current model. Inside that process, :func:`check_model`:
 
 1. loads the file with the runtime its build names, exactly as the agent will (``CpuPoseBackend`` for a
-   CPU/LiteRT MoveNet build, with the input settings from the package's manifest);
+   CPU/LiteRT MoveNet build, with the input settings from the package's manifest; a Hailo HEF or an Edge TPU
+   model on its accelerator, :mod:`firmware.ota.selftest_accel`);
 2. runs it on a built-in synthetic frame (:func:`test_frame`: made in code, no camera, no stored image);
 3. checks the raw output: the decoder's shape (``[1, 6, 56]`` for MoveNet MultiPose), every value finite,
    every score in [0, 1]; and the decoded people: boxes inside the frame, keypoints finite;
@@ -130,6 +131,8 @@ def check_model(
 ) -> SelfTestResult:
     """Load ``path`` as ``build`` says and check it on the built-in frame (in this process: see the module doc)."""
     started = time.perf_counter()
+    if build.backend in ("hailo", "coral"):
+        return _check_accelerated(path, build, max_invoke_seconds, started)
     why = _unsupported(build)
     if why is not None:
         return _fail("unsupported", why, started)
@@ -158,6 +161,32 @@ def check_model(
     finally:
         backend.close()
     detail = f"{len(people)} people on the test frame, slowest inference {slowest * 1000:.0f} ms"
+    return SelfTestResult(True, "ok", detail, round(time.perf_counter() - started, 3))
+
+
+def _check_accelerated(path: Path, build: Build, max_invoke_seconds: float, started: float) -> SelfTestResult:
+    """A Hailo or Coral build, on its accelerator (:mod:`firmware.ota.selftest_accel`)."""
+    from firmware.ota import selftest_accel
+    from wardsight.errors import WardSightError
+
+    why = selftest_accel.unsupported(build)
+    if why is not None:
+        return _fail("unsupported", why, started)
+    try:
+        backend, where = selftest_accel.open_accelerated(path, build)
+    except WardSightError as exc:
+        return _fail("load_failed", str(exc), started)
+    try:
+        people, slowest = _check_people(backend, test_frame())
+    except _Failed as exc:
+        return _fail(exc.reason, exc.detail, started)
+    except (ValueError, RuntimeError, WardSightError) as exc:
+        return _fail("bad_output", f"inference failed: {exc}", started)
+    finally:
+        backend.close()
+    if slowest > max_invoke_seconds:
+        return _fail("too_slow", f"an inference took {slowest:.2f} s (limit {max_invoke_seconds:.2f} s)", started)
+    detail = f"{len(people)} people on the test frame {where}, slowest inference {slowest * 1000:.0f} ms"
     return SelfTestResult(True, "ok", detail, round(time.perf_counter() - started, 3))
 
 

@@ -38,9 +38,19 @@ Stricter than the real runtime (there these are silent bugs, races or crashes; h
 - ``set_buffer`` on a binding whose job is still in flight, or running bindings with a buffer missing:
   HailoRTInvalidOperationException.
 
+- ``create_infer_model``/``HEF`` find a registered HEF by its path or by the file's bytes (a copy of a HEF, e.g. in
+  an OTA model slot, is the same HEF); ``configure()`` accepts a HEF on the architectures HailoRT's
+  ``hef_arch_to_device_compatible_archs`` allows (a Hailo-8L HEF on a Hailo-8 too).
+
 Fake-only controls live in ``hailo_platform._fake`` (``reset``, ``add_device``, ``register_hef``,
-``open_vdevices``); they are not part of the real package.
+``register_hef_content``, ``load_world``, ``held_devices``); they are not part of the real package. With
+``$FAKE_HAILO_WORLD`` set to ``module:function`` the package calls that function on import (``_fake.load_world``):
+a child process imported as ``hailo_platform`` (the OTA self-test, with ``tests/device/fakes`` on its
+``PYTHONPATH``) then sees the devices and HEFs the test described. Held devices are per process (unmodelled
+across processes: see firmware/ota/selftest_accel.py).
 """
+
+import os as _os
 
 from . import pyhailort
 
@@ -60,6 +70,11 @@ from .pyhailort.pyhailort import (
 )
 
 __version__ = "4.23.0"
+
+if _os.environ.get("FAKE_HAILO_WORLD"):
+    from . import _fake
+
+    _fake.load_world(_os.environ["FAKE_HAILO_WORLD"])
 
 __all__ = [
     "HEF",

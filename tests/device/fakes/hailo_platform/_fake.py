@@ -2,11 +2,18 @@
 
 ``add_device`` plugs in a chip (BDF, architecture, temperatures); ``register_hef`` makes a path load as a HEF whose
 "network" is a Python function from the uint8 input tensor to float outputs in Hailo's layout (name -> NHWC
-array, or for an NMS_BY_CLASS output a list of (n, 5) [y0, x0, y1, x1, score] arrays, one per class).
+array, or for an NMS_BY_CLASS output a list of (n, 5) [y0, x0, y1, x1, score] arrays, one per class);
+``register_hef_content`` makes any file with those bytes that HEF. ``load_world("module:function")`` calls a
+function that does both; the package calls it on import with ``$FAKE_HAILO_WORLD``, so that a child process
+(the OTA self-test) sees the same machine as the test that started it: the hardware is the machine's, not the
+process's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +69,7 @@ def reset() -> None:
     """Unplug every device, forget every HEF and every held device."""
     _rt._WORLD.devices.clear()
     _rt._WORLD.hefs.clear()
+    _rt._WORLD.hef_contents.clear()
     _rt._WORLD.held.clear()
     _rt._WORLD.callback_errors.clear()
 
@@ -77,6 +85,19 @@ def add_device(
 def register_hef(path: str, hef: FakeHef) -> FakeHef:
     _rt._WORLD.hefs[str(path)] = hef
     return hef
+
+
+def register_hef_content(data: bytes, hef: FakeHef) -> FakeHef:
+    """Make any file holding ``data`` load as ``hef`` (a HEF is its bytes: a copy of it loads the same)."""
+    _rt._WORLD.hef_contents[hashlib.sha256(data).hexdigest()] = hef
+    return hef
+
+
+def load_world(spec: str) -> None:
+    """Call ``module:function`` (e.g. from ``$FAKE_HAILO_WORLD``) with this module, to plug in devices and register
+    HEFs in this copy of the fake (the one imported as ``hailo_platform`` in a child process)."""
+    module, _, function = spec.partition(":")
+    getattr(importlib.import_module(module), function)(sys.modules[__name__])
 
 
 def held_devices() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -124,12 +125,27 @@ def _status(code: int, name: str) -> HailoRTException:
 class _World:
     devices: list[Any] = field(default_factory=list)  # _fake.FakeDeviceSpec
     hefs: dict[str, Any] = field(default_factory=dict)  # path -> _fake.FakeHef
+    hef_contents: dict[str, Any] = field(default_factory=dict)  # sha256 of a HEF file's bytes -> _fake.FakeHef
     held: dict[str, VDevice] = field(default_factory=dict)  # device id -> VDevice holding it
     callback_errors: list[BaseException] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _WORLD = _World()
+
+
+def _find_hef(path: str) -> Any:
+    """The HEF at ``path``: registered by path, else by the file's bytes (HailoRT reads the HEF from the file, so a
+    copy of a HEF, e.g. in an OTA model slot, is the same HEF). None when neither knows it."""
+    hef = _WORLD.hefs.get(path)
+    if hef is not None or not _WORLD.hef_contents:
+        return hef
+    try:
+        with open(path, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+    return _WORLD.hef_contents.get(digest)
 
 
 # ---------------------------------------------------------------- device and health
@@ -287,7 +303,7 @@ class VDevice:
         self._check()
         if not isinstance(hef_source, str):
             raise HailoRTInvalidArgumentException("the fake takes HEF paths (str) only")
-        hef = _WORLD.hefs.get(hef_source)
+        hef = _find_hef(hef_source)
         if hef is None:
             raise _status(13, "HAILO_OPEN_FILE_FAILURE")
         return InferModel(self, hef_source, hef)
@@ -332,7 +348,7 @@ class _Format:
 
 class HEF:
     def __init__(self, hef_source: str) -> None:
-        if hef_source not in _WORLD.hefs:
+        if _find_hef(hef_source) is None:
             raise _status(13, "HAILO_OPEN_FILE_FAILURE")
         self.path = hef_source
 
