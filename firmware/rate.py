@@ -10,17 +10,21 @@ from __future__ import annotations
 from collections import deque
 
 WINDOW_S = 60.0  # the span the rate is measured over, once the agent has run that long
+MIN_SPAN_S = 5.0  # before the agent has run this long there is no rate yet (None: "measuring", not "0 fps")
 
 
 class RecentRate:
     """Frames per second over about the last ``window_s`` seconds (the whole run while shorter than that)."""
 
-    def __init__(self, started: float, window_s: float = WINDOW_S) -> None:
-        self.window_s = window_s
+    def __init__(self, started: float, window_s: float = WINDOW_S, min_span_s: float = MIN_SPAN_S) -> None:
+        self.started, self.window_s, self.min_span_s = started, window_s, min_span_s
         self._samples: deque[tuple[float, int]] = deque([(started, 0)])
 
-    def rate(self, now: float, count: int) -> float:
-        """The rate at ``now`` with ``count`` frames analysed since the start (counts never go down)."""
+    def rate(self, now: float, count: int) -> float | None:
+        """The rate at ``now`` with ``count`` frames analysed since the start (counts never go down); None while
+        the agent has run less than ``min_span_s`` (its first heartbeat goes out before its first frame)."""
+        if now - self.started < self.min_span_s:
+            return None
         samples = self._samples
         samples.append((now, count))
         # Drop samples older than the window, keeping one at or before its start: the span covers the whole
@@ -28,4 +32,4 @@ class RecentRate:
         while len(samples) > 2 and samples[1][0] <= now - self.window_s:
             samples.popleft()
         then, before = samples[0]
-        return round((count - before) / (now - then), 2) if now > then else 0.0
+        return round((count - before) / (now - then), 2)

@@ -35,5 +35,9 @@ def test_readings_closer_together_than_the_window_still_span_it() -> None:
     assert len(rate._samples) <= 62  # bounded by the window, not the run
 
 
-def test_no_time_elapsed_is_no_rate() -> None:
-    assert RecentRate(started=5.0).rate(5.0, 0) == 0.0
+def test_no_rate_before_the_agent_has_run_a_few_seconds() -> None:
+    """The first heartbeat goes out before the first frame: "measuring", not a live "0.0 fps"."""
+    rate = RecentRate(started=5.0)
+    assert rate.rate(5.0, 0) is None
+    assert rate.rate(9.9, 40) is None
+    assert rate.rate(15.0, 150) == pytest.approx(15.0)
