@@ -4,7 +4,9 @@
 stored without its deliveries, nor queued twice), in which the alerts also take it in (a critical event joins its
 room's open alert; the end of an incident resolves its alerts: :mod:`fleet.alerts.grouping`); :func:`announce`
 then tells whoever listens in this process (the delivery worker, the alert streams, the metrics), each feature
-having added its listener in ``setup`` through :mod:`fleet.web.events`. :func:`accept` does both.
+having added its listener in ``setup`` through :mod:`fleet.web.events`. :func:`accept` does both. The device
+events route calls :func:`store` inside its request's transaction (:func:`fleet.auth.device_requests.authenticated`:
+the proof's id, the sign of life and the event in one commit) and :func:`announce` once that is committed.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ def store(fleet: FleetDB, event: Event, received_at: float) -> bool:
     return stored
 
 
+def announce(app: web.Application, event: Event) -> None:
+    """Tell the app's listeners about ``event``, once it is stored and committed."""
+    events.announce(app, event)
+
+
 def accept(app: web.Application, fleet: FleetDB, event: Event, received_at: float) -> bool:
     """:func:`store` the event and, if it is new, announce it to the app's listeners."""
     stored = store(fleet, event, received_at)
     if stored:
-        events.announce(app, event)
+        announce(app, event)
     return stored

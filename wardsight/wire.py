@@ -15,16 +15,20 @@ before ``htq`` can still do.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import json
 import re
 import secrets
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import (
@@ -717,3 +721,118 @@ def verify_proof(token: str, key: Ed25519PublicKey) -> Proof:
     credential, nonce)."""
     _header(token, PROOF_TYP)
     return _validated(Proof, _verified_payload(token, key), "proof")
+
+
+# ---- parsed once (the server's per-request path) ---------------------------------------------------------
+#
+# verify_event, proof_signer + verify_proof parse a token two or three times (PyJWT's header read, then its
+# decode). These do the same checks on one parse: :func:`parse_signed` once, then :meth:`Signed.claims` with
+# the key. Same verdicts; the first problem found may be worded differently.
+
+_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def _segment(segment: bytes, name: str) -> bytes:
+    """A base64url segment decoded as strictly as PyJWT decodes it: its alphabet only, at most two ``=`` of
+    padding and only to a multiple of four, and in canonical form (no stray bits)."""
+    stripped = segment.rstrip(b"=")
+    padding = len(segment) - len(stripped)
+    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1 or not _B64URL.fullmatch(stripped):
+        raise MalformedError(f"not a compact JWS: invalid {name} encoding")
+    try:
+        decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+    except (ValueError, binascii.Error):
+        raise MalformedError(f"not a compact JWS: invalid {name} encoding") from None
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
+        raise MalformedError(f"not a compact JWS: invalid {name} encoding")
+    return decoded
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedError(f"invalid JWS: invalid {what}: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedError(f"invalid JWS: the {what} is not a JSON object")
+    return value
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A compact JWS parsed once by :func:`parse_signed`: its header checked, its signature not yet verified."""
+
+    header: dict[str, Any]
+    signing_input: bytes
+    payload: bytes
+    signature: bytes
+
+    def claims(self, key: Ed25519PublicKey) -> dict[str, Any]:
+        """The payload once the signature verifies with ``key``, judged as :func:`_verified_payload` judges it
+        (no audience; a device's clock is not judged). SignatureError or MalformedError."""
+        try:
+            key.verify(self.signature, self.signing_input)
+        except InvalidSignature:
+            raise SignatureError("signature does not verify") from None
+        claims = _json_object(self.payload, "payload")
+        if claims.get("aud"):
+            raise MalformedError("invalid JWS: Invalid audience")
+        for name in ("sub", "jti"):
+            if name in claims and not isinstance(claims[name], str):
+                raise MalformedError(f"invalid JWS: claim '{name}' must be a string")
+        return claims
+
+
+def parse_signed(token: str, typ: str, max_bytes: int = MAX_JWS_BYTES) -> Signed:
+    """``token`` parsed once with the checks :func:`_header` and PyJWT's decoding make: at most ``max_bytes``,
+    three base64url segments, a JSON object header with alg EdDSA, ``typ`` and a string ``kid`` if any. A header
+    with ``crit`` or ``b64`` is refused (no WardSight signer sets them; PyJWT refuses ``b64`` here too)."""
+    if len(token) > max_bytes:
+        raise MalformedError(f"message larger than {max_bytes} bytes")
+    try:
+        raw = token.encode("ascii")
+    except UnicodeError:
+        raise MalformedError("not a compact JWS: it is not ASCII") from None
+    if raw.count(b".") != 2:
+        raise MalformedError("not a compact JWS: Not enough segments")
+    signing_input, _, signature = raw.rpartition(b".")
+    header_part, _, payload_part = signing_input.partition(b".")
+    header = _json_object(_segment(header_part, "header"), "header")
+    payload = _segment(payload_part, "payload")
+    if header.get("alg") != "EdDSA" or header.get("typ") != typ:
+        raise MalformedError(f"expected alg EdDSA and typ {typ}")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise MalformedError("not a compact JWS: Key ID header parameter must be a string")
+    if "crit" in header or "b64" in header:
+        raise MalformedError("not a compact JWS: unsupported header parameter (crit, b64)")
+    return Signed(header, signing_input, payload, _segment(signature, "signature"))
+
+
+def parse_proof(token: str) -> Signed:
+    """A proof parsed once, with its signer (``header["kid"]``) checked as :func:`proof_signer` checks it; then
+    :func:`check_proof` with that device's key."""
+    signed = parse_signed(token, PROOF_TYP)
+    kid = signed.header.get("kid")
+    if not isinstance(kid, str) or not is_identifier(kid):
+        raise MalformedError("proof header has no valid kid")
+    return signed
+
+
+def check_proof(signed: Signed, key: Ed25519PublicKey) -> Proof:
+    """What :func:`verify_proof` returns or raises, for a proof parsed by :func:`parse_proof`."""
+    return _validated(Proof, signed.claims(key), "proof")
+
+
+def check_event(token: str, resolve_key: Callable[[str], Ed25519PublicKey | None]) -> Event:
+    """What :func:`verify_event` returns or raises, on one parse of ``token``."""
+    signed = parse_signed(token, EVENT_TYP)
+    kid = signed.header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise MalformedError("JWS header has no kid")
+    key = resolve_key(kid)
+    if key is None:
+        raise UnknownSignerError(f"unknown device '{kid[:64]}'")
+    event = _validated(Event, signed.claims(key), "event")
+    if event.device_id != kid:
+        raise SignatureError("event names a different device than its signer")
+    return event

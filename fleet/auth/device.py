@@ -30,6 +30,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fleet.auth.cache import Verified
 from wardsight import wire
 
 CREDENTIAL_TYP = "wardsight-credential+jwt"
@@ -163,18 +164,20 @@ def authenticate(
     path: str,
     query: str | Iterable[tuple[str, str]],  # the decoded parameters as received (or the raw query string)
     body: bytes,
-    proof: str | None,
+    proof: wire.Signed | None,  # the proof header, parsed once (wire.parse_proof)
     authorization: str | None,
     device: DeviceRecord | None,
     claimed_device: str,
     nonces: NonceIssuer,
-    server_key: Ed25519PublicKey,
+    verified: Verified,  # the server's credentials key, with what was verified before
     now: float,
     credential: str = "required",  # "required" | "none" (first issuance after approval)
 ) -> Verdict:
     """Decide whether a device request is authentic; raise :class:`AuthError` (401/403) if not.
 
-    ``claimed_device`` is :func:`wire.proof_signer` of ``proof`` and ``device`` its record (None: unknown).
+    ``claimed_device`` is the signer ``proof`` names (its ``kid``) and ``device`` its record (None: unknown).
+    A credential's server signature is verified once in its lifetime (``verified`` keeps its claims); everything
+    else, currency and expiry included, is judged here on every request.
     The caller must still record ``verdict.proof.jti`` in the replay table and refuse a repeat.
     """
     if proof is None:
@@ -182,7 +185,8 @@ def authenticate(
     if device is None:
         raise AuthError(401, f"unknown device '{claimed_device}'")
     try:
-        checked = wire.verify_proof(proof, wire.decode_public_key(device.public_key))
+        device_key, device_thumbprint = verified.device_key(device.public_key)
+        checked = wire.check_proof(proof, device_key)
     except wire.SignatureError:
         raise AuthError(401, "proof signature does not verify with this device's key") from None
     except wire.MalformedError as exc:
@@ -209,7 +213,8 @@ def authenticate(
         return Verdict(device.id, checked, None)
     if token is None:
         raise AuthError(401, "missing credential (Authorization header)")
-    _check_credential(token, checked, device, server_key, now)
+    claims = verified.credential_claims(token, now, read_credential)  # verified by the server key, once
+    _check_credential(claims, token, checked, device, device_thumbprint, now)
     return Verdict(device.id, checked, device.credential_id)
 
 
@@ -223,13 +228,13 @@ def _check_query(checked: wire.Proof, received: str) -> None:
 
 
 def _check_credential(
-    token: str, checked: wire.Proof, device: DeviceRecord, server_key: Ed25519PublicKey, now: float
+    claims: dict[str, Any], token: str, checked: wire.Proof, device: DeviceRecord, device_thumbprint: str, now: float
 ) -> None:
-    """The credential is the server's, for this device and key, the proof's, current and unexpired."""
-    claims = read_credential(token, server_key)
+    """The credential (``token``, whose server signature gave ``claims``) is for this device and its key
+    (``device_thumbprint``), the proof's, current and unexpired."""
     if claims["sub"] != device.id:
         raise AuthError(401, "credential belongs to another device")
-    if claims["cnf"] != {"jkt": wire.thumbprint(wire.decode_public_key(device.public_key))}:
+    if claims["cnf"] != {"jkt": device_thumbprint}:
         raise AuthError(401, "credential is bound to another key")
     if checked.ath is None or not hmac.compare_digest(checked.ath, wire.b64url_sha256(token.encode("ascii"))):
         raise AuthError(401, "proof is not bound to this credential")

@@ -7,26 +7,33 @@ with a server nonce and a unique id (replays refused here, in the one stateful c
 current short-lived credential. Every response on the device paths carries a fresh nonce and the server's
 time (:func:`install` adds the hook), so a device learns both without trusting its own clock.
 
-Every device route (enrollment, devices, jobs, OTA, scene, health) calls :func:`authenticate`; a feature that
-wants to know a device was heard from adds a listener with :func:`on_heard`.
+Every device route (enrollment, devices, jobs, OTA, scene, health) calls :func:`authenticate`, or, when it
+stores what the device sent (events, heartbeats), :func:`authenticated`, which keeps the replay record, the sign
+of life and the handler's writes in one transaction: one fsynced commit per request. A feature that wants to
+know a device was heard from adds a listener with :func:`on_heard`. What was verified before (a credential's
+server signature, a device key's decoding) is kept in :mod:`fleet.auth.cache`; the decision itself is made on
+every request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import sqlite_utils
 from aiohttp import web
 
 from fleet.auth import device as deviceauth
-from fleet.store.schema import transaction
+from fleet.auth.cache import Verified
+from fleet.store.schema import transaction, undo_on_error
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.web.errors import RejectedError
 from wardsight import wire
 
 JOSE = "application/jose"
 NONCES_KEY = web.AppKey("nonces", deviceauth.NonceIssuer)
+VERIFIED_KEY = web.AppKey("verified_device_credentials", Verified)  # credentials and device keys verified before
 RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for renewal
 DEVICE_KEY = web.RequestKey("device", dict)  # the authenticated device's row
 
@@ -36,8 +43,10 @@ HEARD_KEY: web.AppKey[list[HeardListener]] = web.AppKey("device_heard_listeners"
 
 
 def install(app: web.Application) -> None:
-    """The nonce issuer (derived from the server's credentials key) and the nonce/time stamp on responses."""
+    """The nonce issuer (derived from the server's credentials key), what was verified before (:mod:`fleet.auth.cache`)
+    and the nonce/time stamp on responses."""
     app[NONCES_KEY] = deviceauth.NonceIssuer.from_key(app[KEYS_KEY].credentials, app[CONFIG_KEY].nonce_ttl_seconds)
+    app[VERIFIED_KEY] = Verified(app[KEYS_KEY].credentials.public_key())
     app.on_response_prepare.append(_stamp)
 
 
@@ -54,31 +63,28 @@ def jws_text(body: bytes) -> str:
         raise RejectedError(400, "body is not a compact JWS") from None
 
 
-def _claimed_signer(request: web.Request) -> tuple[str | None, str]:
+def _claimed_signer(request: web.Request) -> tuple[wire.Signed | None, str]:
+    """The proof header parsed once (None: absent) and the device it names (unverified: its key is looked up)."""
     proof = request.headers.get(wire.PROOF_HEADER)
     if proof is None:
         return None, ""
     try:
-        return proof, wire.proof_signer(proof)
+        signed = wire.parse_proof(proof)
     except wire.MalformedError as exc:
         raise RejectedError(401, f"malformed proof: {exc}") from None
+    return signed, signed.header["kid"]
 
 
-async def authenticate(request: web.Request, body: bytes, *, credential: str = "required") -> deviceauth.Verdict:
-    """Authenticate one device request (see :func:`fleet.auth.device.authenticate`) and refuse replays.
-
-    The device's row is then ``request[DEVICE_KEY]`` (the handler's copy: nothing it reads changes in this
-    request); a credential due for renewal sets ``request[RENEW_KEY]`` (the reply says so).
-    """
-    db, now = request.app[DB_KEY], request.app[CLOCK_KEY]()
+def _decide(request: web.Request, body: bytes, credential: str, now: float) -> tuple[deviceauth.Verdict, dict]:
+    """The decision (:func:`fleet.auth.device.authenticate`) on this request and the device's row; nothing written."""
+    app = request.app
     proof, claimed = _claimed_signer(request)
-    row = db.get_device(claimed) if claimed else None
+    row = app[DB_KEY].get_device(claimed) if claimed else None  # read on every request: revocation acts at once
     record = (
         deviceauth.DeviceRecord(row["id"], row["public_key"], row["status"] or "active", row["credential_id"])
         if row is not None
         else None
     )
-    nonces = request.app[NONCES_KEY]
     try:
         verdict = deviceauth.authenticate(
             method=request.method,
@@ -89,22 +95,29 @@ async def authenticate(request: web.Request, body: bytes, *, credential: str = "
             authorization=request.headers.get("Authorization"),
             device=record,
             claimed_device=claimed,
-            nonces=nonces,
-            server_key=request.app[KEYS_KEY].credentials.public_key(),
+            nonces=app[NONCES_KEY],
+            verified=app[VERIFIED_KEY],
             now=now,
             credential=credential,
         )
     except deviceauth.AuthError as exc:
         raise RejectedError(exc.status, str(exc), code=exc.code) from None
-    window = now + nonces.ttl + deviceauth.FUTURE_SKEW
-    with transaction(db.db.conn):  # one commit for the replay record and the sign of life
-        fresh = db.remember_jti(verdict.device_id, verdict.proof.jti, window, now)
-        if fresh:
-            for heard in request.app.get(HEARD_KEY, ()):
-                heard(db.db, verdict.device_id, now)
-    if not fresh:
-        raise RejectedError(401, "proof already used (replay)", code="replay")
     assert row is not None  # authenticate() refuses unknown devices
+    return verdict, row
+
+
+def _remember(request: web.Request, verdict: deviceauth.Verdict, now: float) -> bool:
+    """Inside the request's transaction: record the proof's id (False: a replay) and, if new, the sign of life."""
+    db = request.app[DB_KEY]
+    window = now + request.app[NONCES_KEY].ttl + deviceauth.FUTURE_SKEW
+    fresh = db.remember_jti(verdict.device_id, verdict.proof.jti, window, now)
+    if fresh:
+        for heard in request.app.get(HEARD_KEY, ()):
+            heard(db.db, verdict.device_id, now)
+    return fresh
+
+
+def _accepted(request: web.Request, verdict: deviceauth.Verdict, row: dict, now: float) -> deviceauth.Verdict:
     request[DEVICE_KEY] = row
     if verdict.credential_id is not None:
         expires = row["credential_expires_at"]
@@ -112,6 +125,51 @@ async def authenticate(request: web.Request, body: bytes, *, credential: str = "
         if expires is not None and now >= expires - ttl / 3:  # the server says when, whatever the device's clock
             request[RENEW_KEY] = True
     return verdict
+
+
+async def authenticate(request: web.Request, body: bytes, *, credential: str = "required") -> deviceauth.Verdict:
+    """Authenticate one device request (see :func:`fleet.auth.device.authenticate`) and refuse replays.
+
+    The replay record and the sign of life are committed here, in their own transaction (a handler that writes
+    too uses :func:`authenticated`, one commit for both). The device's row is then ``request[DEVICE_KEY]`` (the
+    handler's copy: nothing it reads changes in this request); a credential due for renewal sets
+    ``request[RENEW_KEY]`` (the reply says so).
+    """
+    now = request.app[CLOCK_KEY]()
+    verdict, row = _decide(request, body, credential, now)
+    with transaction(request.app[DB_KEY].db.conn):  # one commit for the replay record and the sign of life
+        fresh = _remember(request, verdict, now)
+    if not fresh:
+        raise RejectedError(401, "proof already used (replay)", code="replay")
+    return _accepted(request, verdict, row, now)
+
+
+@contextlib.contextmanager
+def authenticated(request: web.Request, body: bytes, *, credential: str = "required") -> Iterator[deviceauth.Verdict]:
+    """:func:`authenticate`, in one write transaction with what the block writes: one commit per request.
+
+    The replay record, the sign of life and the block's writes are committed together when the block ends,
+    before the handler replies (so an acknowledged write is on disk, as before). If the block raises (a request
+    refused after authentication, or a failure), its own writes are undone (a savepoint) but the proof id and the
+    sign of life are still committed, so the proof cannot be replayed; then the exception goes on. The block must
+    not ``await`` (no transaction is held across one), and announces what it stored after it.
+    """
+    now = request.app[CLOCK_KEY]()
+    verdict, row = _decide(request, body, credential, now)
+    conn = request.app[DB_KEY].db.conn
+    failure: Exception | None = None
+    with transaction(conn):
+        fresh = _remember(request, verdict, now)
+        if fresh:
+            try:
+                with undo_on_error(conn):
+                    yield _accepted(request, verdict, row, now)
+            except Exception as exc:  # re-raised below, once the proof's id is committed
+                failure = exc
+    if not fresh:
+        raise RejectedError(401, "proof already used (replay)", code="replay")
+    if failure is not None:
+        raise failure
 
 
 async def _stamp(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,4 +1,4 @@
-"""What an enrolled device sends about itself: its signed events (into :func:`fleet.intake.accept`) and its
+"""What an enrolled device sends about itself: its signed events (into :func:`fleet.intake.store`) and its
 heartbeats (into :func:`fleet.health.heartbeats.accept_heartbeat`), each an authenticated device request."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from fleet import intake
-from fleet.auth.device_requests import DEVICE_KEY, JOSE, authenticate, jws_text
+from fleet.auth.cache import Verified
+from fleet.auth.device_requests import DEVICE_KEY, JOSE, VERIFIED_KEY, authenticated, jws_text
 from fleet.health.heartbeats import accept_heartbeat
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from fleet.web.body import parse_json, read_body
@@ -19,14 +20,14 @@ from wardsight import wire
 log = logging.getLogger("wardsight.fleet.device")
 
 
-def _verified_event(body: bytes, device: dict[str, Any], device_id: str) -> wire.Event:
+def _verified_event(body: bytes, device: dict[str, Any], device_id: str, verified: Verified) -> wire.Event:
     """The event in ``body`` if ``device`` signed it, for its own room: 400, 401 or 403 otherwise."""
 
     def resolve(kid: str) -> wire.Ed25519PublicKey | None:
-        return wire.decode_public_key(device["public_key"]) if kid == device_id else None
+        return verified.device_key(device["public_key"])[0] if kid == device_id else None
 
     try:
-        event = wire.verify_event(jws_text(body), resolve)
+        event = wire.check_event(jws_text(body), resolve)  # one parse of the JWS
     except wire.UnknownSignerError:
         raise RejectedError(403, "a device may only send events it signed itself") from None
     except wire.SignatureError as exc:
@@ -39,21 +40,26 @@ def _verified_event(body: bytes, device: dict[str, Any], device_id: str) -> wire
 
 
 async def ingest_event(request: web.Request) -> web.Response:
+    """Authenticate, verify and store one event: the proof's id, the sign of life and the event (with its webhook
+    deliveries and alerts) in one transaction, committed before the reply; announced once committed."""
     body = await read_body(request, JOSE, wire.MAX_JWS_BYTES)
-    verdict = await authenticate(request, body)
-    event = _verified_event(body, request[DEVICE_KEY], verdict.device_id)
-    stored = intake.accept(request.app, request.app[DB_KEY], event, request.app[CLOCK_KEY]())
+    app = request.app
+    with authenticated(request, body) as verdict:
+        event = _verified_event(body, request[DEVICE_KEY], verdict.device_id, app[VERIFIED_KEY])
+        stored = intake.store(app[DB_KEY], event, app[CLOCK_KEY]())
     if stored:
+        intake.announce(app, event)
         log.info("event %s from %s: %s/%s", event.event_id, event.device_id, event.app, event.type)
     return web.json_response({"event_id": event.event_id, "stored": stored}, status=201 if stored else 200)
 
 
 async def heartbeat(request: web.Request) -> web.Response:
+    """Authenticate and store one heartbeat: the proof's id, the sign of life and the heartbeat in one commit."""
     body = await read_body(request, "application/json", wire.MAX_JWS_BYTES)
-    verdict = await authenticate(request, body)
-    report = parse_json(wire.Health, body, "heartbeat")
-    if report.device_id != verdict.device_id:
-        raise RejectedError(403, "a device may only report its own health")
-    now = request.app[CLOCK_KEY]()
-    accept_heartbeat(request.app, verdict.device_id, report)
+    with authenticated(request, body) as verdict:
+        report = parse_json(wire.Health, body, "heartbeat")
+        if report.device_id != verdict.device_id:
+            raise RejectedError(403, "a device may only report its own health")
+        now = request.app[CLOCK_KEY]()
+        accept_heartbeat(request.app, verdict.device_id, report)
     return web.json_response({"ok": True, "server_time": now})

@@ -1,5 +1,5 @@
-"""Small SQLite tools the store, its migrations and the features share: write transactions, a migration of SQL
-statements, adding a missing column, optional WHERE conditions."""
+"""Small SQLite tools the store, its migrations and the features share: write transactions (and a savepoint inside
+one), a migration of SQL statements, adding a missing column, optional WHERE conditions."""
 
 from __future__ import annotations
 
@@ -50,3 +50,20 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+@contextlib.contextmanager
+def undo_on_error(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Inside an open transaction: if the block raises, undo only what it wrote (a savepoint) and re-raise; what the
+    transaction wrote before the block stays, for its owner to commit. Yields the connection."""
+    if not conn.in_transaction:
+        raise RuntimeError("undo_on_error needs an open transaction")
+    conn.execute("SAVEPOINT undo_on_error")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:  # (SQLite ends the whole transaction itself on a few errors, e.g. a full disk)
+            conn.execute("ROLLBACK TO undo_on_error")
+            conn.execute("RELEASE undo_on_error")
+        raise
+    conn.execute("RELEASE undo_on_error")
