@@ -108,3 +108,27 @@ export function startTimes() {
 export function stopTimes() {
   if (ticker) { clearInterval(ticker); ticker = null; }
 }
+
+// An event's data in words ("held 1 s, descent 0.8 s"): known keys with their units, others as words.
+const DATA_WORDS = {
+  held_seconds: ["held", " s"], descent_s: ["descent", " s"], descent_speed: ["descent speed", " heights/s"],
+  drop: ["drop", " body heights"], drop_heights: ["drop", " body heights"], seconds_down: ["down for", " s"],
+  seconds_since_fall: ["since the fall", " s"], seconds_since_lying: ["lying for", " s"], torso_angle: ["torso angle", "°"],
+  dwell_seconds: ["stayed", " s"], rub_seconds: ["hands rubbed", " s"], any_rub_seconds: ["any rubbing", " s"],
+  opportunity_seconds: ["opportunity lasted", " s"], seconds_unmasked: ["unmasked for", " s"],
+  window_seconds: ["over", " s"], count: ["people"], previous: ["before"], people_seen: ["people seen"],
+};
+
+function valueText(v, unit = "") {
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "number" && Number.isFinite(v)) return `${Number.isInteger(v) ? v : Number(v.toFixed(2))}${unit}`;
+  if (Array.isArray(v)) return v.map(x => valueText(x, unit)).join(", ");
+  return v === null || v === undefined ? "—" : String(v);
+}
+
+export function dataWords(data) {
+  return Object.entries(data || {}).map(([k, v]) => {
+    const [words, unit] = DATA_WORDS[k] || [k.replace(/_/g, " "), ""];
+    return `${words} ${valueText(v, unit)}`;
+  }).join(", ");
+}

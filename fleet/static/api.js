@@ -37,7 +37,41 @@ function setReachable(reachable) {
   onConnection(connection);
 }
 
+// The last answer to each GET (in memory, at most CACHE_MAX, the oldest dropped first): while the server cannot be
+// reached, a page opened again gets it (the shell greys the page as stale) instead of an error. A numeric ``now``
+// (the server's time) moves on by the seconds since it was answered, so "ago" texts keep counting. Forgotten when
+// anyone signs in or out, so another user never sees it.
+const CACHE_MAX = 200;
+const answers = new Map();  // path -> {body, at (ms)}
+const UNCACHED = new Set(["/api/v1/session"]);
+
+export function forgetAnswers() { answers.clear(); }
+
+function remember(path, body) {
+  if (UNCACHED.has(path) || body === null || typeof body !== "object") return;
+  answers.delete(path);
+  answers.set(path, {body, at: Date.now()});
+  while (answers.size > CACHE_MAX) answers.delete(answers.keys().next().value);
+}
+
+function lastAnswer(path) {
+  const hit = answers.get(path);
+  if (!hit) return undefined;
+  const body = structuredClone(hit.body);
+  if (typeof body.now === "number") body.now += (Date.now() - hit.at) / 1000;
+  return body;
+}
+
+// The server is unreachable: the last answer to this GET if there is one, else the error.
+function unreachable(method, path, raw, error) {
+  setReachable(false);
+  const last = method === "GET" && !raw ? lastAnswer(path) : undefined;
+  if (last === undefined) throw error;
+  return last;
+}
+
 export async function request(method, path, body, {raw = false, signal} = {}) {
+  if (path === "/api/v1/session" && method !== "GET") forgetAnswers();  // signing in or out
   const headers = {};
   const init = {method, headers, credentials: "same-origin", signal};
   if (body !== undefined) {
@@ -50,12 +84,11 @@ export async function request(method, path, body, {raw = false, signal} = {}) {
     resp = await fetch(path, init);
   } catch (err) {
     if (err && err.name === "AbortError") throw err;
-    setReachable(false);
-    throw new ApiError(0, "the fleet server cannot be reached", false, true);
+    return unreachable(method, path, raw, new ApiError(0, "the fleet server cannot be reached", false, true));
   }
   if (GATEWAY_DOWN.has(resp.status)) {
-    setReachable(false);
-    throw new ApiError(resp.status, `the fleet server cannot be reached (HTTP ${resp.status})`, false, true);
+    return unreachable(method, path, raw,
+      new ApiError(resp.status, `the fleet server cannot be reached (HTTP ${resp.status})`, false, true));
   }
   setReachable(true);
   if (!resp.ok) {
@@ -65,12 +98,15 @@ export async function request(method, path, body, {raw = false, signal} = {}) {
       try { message = (await resp.json()).error || message; } catch (_) { /* keep the status text */ }
     }
     const missing = (resp.status === 404 || resp.status === 405) && !type.includes("json");
-    if (resp.status === 401 && path !== "/api/v1/session") onSignedOut(message);
+    if (resp.status === 401 && path !== "/api/v1/session") { forgetAnswers(); onSignedOut(message); }
     throw new ApiError(resp.status, message, missing);
   }
   if (raw) return resp;
   const type = resp.headers.get("Content-Type") || "";
-  return type.includes("json") ? resp.json() : resp.text();
+  if (!type.includes("json")) return resp.text();
+  const data = await resp.json();
+  if (method === "GET") remember(path, structuredClone(data));
+  return data;
 }
 
 export const get = (path, opts) => request("GET", path, undefined, opts);

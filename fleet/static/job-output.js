@@ -1,7 +1,7 @@
 // A job's output (the diagnostics bundle: "== title ==" sections of "key = value" lines, job lines and log lines)
 // as readable sections: key/value lists, a table of recent jobs, log lines in a wrapping <pre>. Never a JSON dump.
 import {h, fmtTime, table, downloadBlob} from "./ui.js";
-import {kindLabel} from "./job-words.js";
+import {diagKey, kindLabel, spanWords} from "./job-words.js";
 
 const KEY_VALUE = /^([A-Za-z0-9_.:-]+) = (.*)$/;
 const JOB_LINE = /^(job-[0-9a-f]+) ([a-z_]+) ([a-z_]+)$/;
@@ -23,10 +23,13 @@ export function parseSections(text) {
   return sections;
 }
 
-// A JSON-ish value ("\"text\"", "[[0.1, 0.2], ...]", "true", "12.5") in words.
+// A JSON-ish value ("\"text\"", "[[0.1, 0.2], ...]", "true", "12.5") in words, with the key's unit; times as
+// dates (no epoch numbers), durations in words.
 export function valueWords(raw, key = "") {
+  const {unit, seconds} = diagKey(key);
+  if (raw === "None" || raw === "null" || raw === "") return "not reported";
   let v = raw;
-  try { v = JSON.parse(raw); } catch (_) { return raw; }
+  try { v = JSON.parse(raw); } catch (_) { return /^[0-9.]+ of [0-9.]+$/.test(raw) ? `${raw}${unit}` : raw; }
   const words = x => {
     if (x === null || x === undefined) return "—";
     if (typeof x === "boolean") return x ? "yes" : "no";
@@ -34,7 +37,9 @@ export function valueWords(raw, key = "") {
     if (typeof x === "object") return Object.entries(x).map(([k, i]) => `${k}: ${words(i)}`).join("; ") || "none";
     return String(x);
   };
-  if (typeof v === "number" && TIME_KEY.test(key) && v > 1e9 && v < 1e11) return `${fmtTime(v)} (${raw})`;
+  if (typeof v === "number" && TIME_KEY.test(key) && v > 1e9 && v < 1e11) return fmtTime(v);
+  if (typeof v === "number" && seconds) return spanWords(v);
+  if (typeof v === "number") return `${Number.isInteger(v) ? v : Number(v.toFixed(2))}${unit}`;
   return words(v);
 }
 
@@ -42,7 +47,7 @@ function keyValues(title, lines) {
   return h("dl", {class: "kv", "aria-label": title},
     lines.map(line => {
       const [, key, value] = KEY_VALUE.exec(line);
-      return [h("dt", {}, key), h("dd", {}, valueWords(value, key))];
+      return [h("dt", {title: key}, diagKey(key).label), h("dd", {}, valueWords(value, key))];
     }));
 }
 
@@ -55,18 +60,23 @@ function logLines(title, lines) {
   return pre;
 }
 
-function sectionBody(title, lines) {
+// The recent jobs: kind and state in words; the job's id last, short and muted (to match it with the jobs page).
+function jobsTable(lines, headingId) {
+  const t = table([
+    {label: "Kind", cell: l => kindLabel(JOB_LINE.exec(l)[2])},
+    {label: "State", cell: l => JOB_LINE.exec(l)[3].replace(/_/g, " ")},
+    {label: "Job", cell: l => h("span", {class: "muted mono", title: JOB_LINE.exec(l)[1]}, shortId(JOB_LINE.exec(l)[1]))},
+  ], lines);
+  t.setAttribute("aria-labelledby", headingId);  // named by the section's heading: no second caption
+  return t;
+}
+
+const shortId = id => (id.length > 12 ? `${id.slice(0, 12)}…` : id);
+
+function sectionBody(title, lines, headingId) {
   const filled = lines.filter(l => l.trim() !== "");
   if (!filled.length) return h("p", {class: "muted"}, "Nothing reported.");
-  if (filled.every(l => JOB_LINE.test(l))) {
-    const t = table([
-      {label: "Job", cell: l => h("span", {class: "mono"}, JOB_LINE.exec(l)[1])},
-      {label: "Kind", cell: l => kindLabel(JOB_LINE.exec(l)[2])},
-      {label: "State", cell: l => JOB_LINE.exec(l)[3]},
-    ], filled, {caption: title});
-    t.querySelector("caption").className = "sr-only";  // the section's heading says it already
-    return t;
-  }
+  if (filled.every(l => JOB_LINE.test(l))) return jobsTable(filled, headingId);
   if (filled.every(l => KEY_VALUE.test(l))) return keyValues(title, filled);
   return logLines(title, lines);
 }
@@ -78,8 +88,9 @@ export function outputView(text, {heading, filename, headingId}) {
   download.addEventListener("click", () => downloadBlob(filename, text, "text/plain"));
   return h("section", {class: "job-output", "aria-labelledby": headingId},
     h("div", {class: "page-head"}, h("h2", {id: headingId, tabIndex: -1}, heading), download),
-    sections.length ? sections.map(({title, lines}) => {
+    sections.length ? sections.map(({title, lines}, i) => {
       const name = TITLES[title] || (title ? title[0].toUpperCase() + title.slice(1) : "Output");
-      return h("section", {class: "output-section"}, h("h3", {}, name), sectionBody(name, lines));
+      const id = `${headingId}-s${i}`;
+      return h("section", {class: "output-section"}, h("h3", {id}, name), sectionBody(name, lines, id));
     }) : h("p", {class: "muted"}, "The output is empty."));
 }

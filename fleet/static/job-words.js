@@ -89,3 +89,45 @@ export function paramsWords(kind, params, configSha) {
   const keys = Object.keys(p);
   return keys.length ? keys.map(k => `${k.replace(/_/g, " ")} ${p[k]}`).join(", ") : "none";
 }
+
+// ---- diagnostics keys in words ("cpu_temp_c" -> "CPU temperature", value with its unit) ----------------------
+const DIAG_KEYS = {
+  device_id: ["Device id"], name: ["Name"], room: ["Room"], site: ["Site"], ward: ["Ward"],
+  server_url: ["Fleet server address"], device_time: ["Device clock"], server_time: ["Server clock"],
+  clock_offset_s: ["Clock offset", " s"], wardsight: ["WardSight version"], python: ["Python version"],
+  platform: ["Platform"], model: ["Model"], v: ["Report format"], sent_at: ["Sent at"], uptime_s: ["Running for"],
+  agent_version: ["Agent version"], accelerator: ["Accelerator"], accelerator_configured: ["Accelerator configured"],
+  cpu_temp_c: ["CPU temperature", " °C"], accelerator_temp_c: ["Accelerator temperature", " °C"],
+  mem_used_mb: ["Memory used", " MB"], mem_total_mb: ["Memory installed", " MB"], fps: ["Frame rate", " fps"],
+  min_app_fps: ["Lowest frame rate the apps need", " fps"], frames_processed: ["Frames analysed"],
+  frames_dropped: ["Frames dropped"], outbox_pending: ["Events waiting to be sent"], warnings: ["Warnings"],
+  updates: ["Over-the-air updates"], privacy_mode: ["Privacy mode"], load_avg: ["Load average (1, 5, 15 min)"],
+  disk_free_mb: ["Free disk space", " MB"],
+};
+// Dotted keys whose last part is a name ("models.pose_net" -> "Model pose_net").
+const DIAG_GROUPS = {models: ["Model", ""], stage_ms: ["Time in stage", " ms"]};
+
+const words = key => {
+  const s = key.replace(/_/g, " ").replace(/\./g, " › ");
+  return s ? s[0].toUpperCase() + s.slice(1) : s;
+};
+
+// {label, unit, seconds} for a key of the diagnostics output.
+export function diagKey(key) {
+  if (DIAG_KEYS[key]) return {label: DIAG_KEYS[key][0], unit: DIAG_KEYS[key][1] || "", seconds: key === "uptime_s"};
+  const dot = key.indexOf(".");
+  const group = dot > 0 ? DIAG_GROUPS[key.slice(0, dot)] : null;
+  if (group) return {label: `${group[0]} ${key.slice(dot + 1)}`, unit: group[1], seconds: false};
+  return {label: words(key), unit: /_s$/.test(key) ? " s" : "", seconds: false};
+}
+
+// "3 h 12 min", "45 s": how long, from seconds.
+export function spanWords(seconds) {
+  const s = Math.round(Number(seconds));
+  if (!Number.isFinite(s)) return String(seconds);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min`;
+  const hr = Math.floor(m / 60);
+  return hr < 48 ? `${hr} h ${m % 60} min` : `${Math.floor(hr / 24)} d ${hr % 24} h`;
+}

@@ -9,6 +9,7 @@ import {displayState, stateBadge, stateExplained, stateText, updatingDevices} fr
 import {batchStatus} from "./page-jobs.js";
 import {commissioningPanel} from "./panel-commissioning.js";
 import {buildZoneEditor} from "./zone-editor.js";
+import {dataWords, typeLabel} from "./alert-text.js";
 
 const CHARTS = [
   {key: "fps", title: "Frame rate", unit: " fps", color: "#1565c0", digits: 1},
@@ -174,10 +175,9 @@ export async function render(root, ctx) {
       const mine = ev.events.filter(e => e.device_id === deviceId).slice(0, 50);
       clear(eventsOut).appendChild(table([
         {label: "Time", cell: e => fmtTime(e.time)},
-        {label: "App", cell: e => e.app},
-        {label: "Event", cell: e => e.type},
+        {label: "Event", cell: e => typeLabel(e.app, e.type)},
         {label: "Severity", cell: e => badge(e.severity, `sev sev-${e.severity}`)},
-        {label: "Details", cell: e => Object.entries(e.data || {}).map(([k, v]) => `${k}=${v}`).join(", ")},
+        {label: "Details", cell: e => dataWords(e.data) || "—"},
       ], mine, {empty: "No events from this device among the latest 500."}));
     } catch (err) {
       if (!err.unreachable) clear(eventsOut).appendChild(notice(`Cannot load events: ${err.message}`, "error"));

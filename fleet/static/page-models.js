@@ -3,7 +3,7 @@
 // group and per device in words (rollout-steps.js).
 import {can, get, getOptional, post, session, ApiError} from "./api.js";
 import {h, clear, field, fmtTime, pageHeader, statusLine, actionButton, table, notice, unavailable, badge, keepFocus} from "./ui.js";
-import {countsText, deviceStep, stateCell, stepCell} from "./rollout-steps.js";
+import {actorWords, countsText, deviceCell, deviceStep, stateCell, stepCell, whyCell} from "./rollout-steps.js";
 
 const COMMANDS = {
   running: [["pause", "Pause"], ["abort", "Abort"], ["rollback", "Roll back"]],
@@ -30,14 +30,15 @@ function groupProgress(r, g) {
 
 // Each device of a rollout: whether it is updating, its step in words with the reason it sent, and why it is there
 // and what happens next (the server's explanation).
-function deviceTable(r) {
+// `names`: device id -> {name, room} from the fleet overview.
+function deviceTable(r, names) {
   const steps = new Map((r.devices || []).map(d => [d.device_id, deviceStep(d, r.version)]));
   const columns = [
-    {label: "Device", cell: d => h("a", {href: `#/devices/${encodeURIComponent(d.device_id)}`}, d.device_id)},
+    {label: "Device", cell: d => deviceCell(d.device_id, names.get(d.device_id))},
     {label: "Group", cell: d => String(d.group)},
     {label: "State", cell: d => stateCell(steps.get(d.device_id), d.status)},
     {label: "Progress", cell: d => stepCell(steps.get(d.device_id))},
-    {label: "Why / next", cell: d => h("span", {class: "explain"}, d.explain || "")},
+    {label: "Why / next", cell: d => whyCell(d, steps.get(d.device_id))},
     {label: "Last report", cell: d => d.last_report_at ? fmtTime(d.last_report_at) : "—"},
   ];
   return table(columns, r.devices || [], {caption: `Devices of rollout ${r.id}`, empty: "No devices.",
@@ -47,6 +48,12 @@ function deviceTable(r) {
 function updatingCount(detail) {
   const n = detail ? (detail.devices || []).filter(d => deviceStep(d, detail.version).updating).length : 0;
   return n ? ` · ${n} device${n === 1 ? "" : "s"} updating` : "";
+}
+
+// Device id -> {name, room}, from the fleet overview (empty when it cannot be read: the ids are shown then).
+async function deviceNames() {
+  const data = await get("/api/v1/fleet/overview").catch(() => null);
+  return new Map(((data && data.devices) || []).map(d => [d.id, {name: d.name, room: d.room}]));
 }
 
 async function upload(file) {
@@ -89,7 +96,7 @@ export async function render(root, ctx) {
       {label: "Builds", cell: v => (v.builds || []).map(b => `${b.backend}/${b.runtime}${b.hardware ? ` (${b.hardware})` : ""}`).join(", ") || "—"},
       {label: "License", cell: v => v.license || "—"},
       {label: "Devices running it", cell: v => String(v.devices ?? 0)},
-      {label: "Uploaded", cell: v => (v.uploaded_at ? `${fmtTime(v.uploaded_at)} by ${v.uploaded_by}` : "—")},
+      {label: "Uploaded", cell: v => (v.uploaded_at ? `${fmtTime(v.uploaded_at)} by ${actorWords(v.uploaded_by, v.uploaded_by_name)}` : "—")},
     ], rows, {empty: "The library is empty."})));
     refillForm();
   }
@@ -126,8 +133,8 @@ export async function render(root, ctx) {
     try { data = await getOptional("/api/v1/rollouts"); } catch (err) { report(`Cannot load rollouts: ${err.message}`, "error"); return; }
     if (data === null) { clear(rolloutsOut).appendChild(unavailable("Rollouts", "GET /api/v1/rollouts")); return; }
     const list = data.rollouts || [];
-    const details = await Promise.all(list.slice(0, DETAILED).map(
-      r => get(`/api/v1/rollouts/${encodeURIComponent(r.id)}`).catch(() => null)));
+    const [details, names] = await Promise.all([Promise.all(list.slice(0, DETAILED).map(
+      r => get(`/api/v1/rollouts/${encodeURIComponent(r.id)}`).catch(() => null))), deviceNames()]);
     keepFocus(rolloutsOut, () => {
       clear(rolloutsOut);
       if (!list.length) { rolloutsOut.appendChild(h("p", {class: "empty"}, "No rollouts yet.")); return; }
@@ -142,9 +149,9 @@ export async function render(root, ctx) {
         rolloutsOut.appendChild(h("article", {class: "rollout", "aria-labelledby": `ro-${r.id}`, dataset: {rollout: r.id, status: r.status}},
           h("h3", {id: `ro-${r.id}`}, `${r.model} ${r.version} `, badge(r.status, `ro ro-${r.status}`)),
           h("p", {class: "muted"}, `${r.id} · ${r.devices_total} device(s) · current group ${r.current_group ?? "—"} · ${r.failures} failure(s)`,
-            updatingCount(detail), ` · started ${fmtTime(r.created_at)} by ${r.created_by}`, r.reason ? ` · ${r.reason}` : ""),
+            updatingCount(detail), ` · started ${fmtTime(r.created_at)} by ${actorWords(r.created_by)}`, r.reason ? ` · ${r.reason}` : ""),
           h("ul", {class: "groups"}, (r.groups || []).map(g => groupProgress(r, g))),
-          detail ? deviceTable(detail) : null,
+          detail ? deviceTable(detail, names) : null,
           buttons.length ? h("p", {class: "actions"}, buttons) : null));
       }
     });

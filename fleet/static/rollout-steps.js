@@ -74,8 +74,32 @@ export function stateCell(step, status) {
   return h("span", {class: "muted"}, "unchanged");
 }
 
+// The step's badge alone ("waiting", "active"): the sentence is said once, beside it (whyCell).
 export function stepCell(step) {
-  return h("span", {class: "step"}, badge(step.label, `step step-${step.tone}`), " ", h("span", {class: "step-text"}, step.text));
+  return h("span", {class: "step"}, badge(step.label, `step step-${step.tone}`));
+}
+
+// Why the device is there and what happens next: the server's explanation, else the step in words.
+export function whyCell(d, step) {
+  return h("span", {class: "explain"}, (typeof d.explain === "string" && d.explain) || step.text);
+}
+
+// The device as people know it: its name and room, its id small beneath (as on the fleet page).
+export function deviceCell(id, known) {
+  const link = h("a", {href: `#/devices/${encodeURIComponent(id)}`}, known && known.name ? known.name : id);
+  if (!known || !known.name) return link;
+  return h("span", {}, link, known.room ? ` (${known.room})` : "", h("br"), h("span", {class: "muted mono small-id"}, id));
+}
+
+// Who did it: "alice" for user:alice, "API token <id>" (or its name when the server gives one), "<who> (command line)".
+export function actorWords(actor, name) {
+  const s = String(actor || "");
+  const [kind, rest] = s.includes(":") ? [s.slice(0, s.indexOf(":")), s.slice(s.indexOf(":") + 1)] : ["", s];
+  if (kind === "user") return rest;
+  if (kind === "apitoken") return name ? `API token “${name}”` : `API token ${rest}`;
+  if (kind === "cli") return `${rest} (command line)`;
+  if (kind === "system") return "the system";
+  return s || "?";
 }
 
 // A group's counts ({status: n}) in phase words: "1 downloading, 2 active".

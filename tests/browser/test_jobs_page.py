@@ -126,15 +126,27 @@ def test_diagnostics_read_as_sections_not_json(browser, sim, pages):
     expect(output.get_by_role("heading", name="Output of cam-3b14 (3B-14)")).to_be_visible(timeout=20000)
     assert page.dialogs == []
 
+    # Keys in plain words, values with their units, times as dates without the epoch number beside them.
     device = output.locator("section.output-section", has=page.get_by_role("heading", name="Device", exact=True))
-    expect(device.locator("dt:text-is('room') + dd")).to_have_text("3B-14")
-    expect(device.locator("dt:text-is('name') + dd")).to_have_text("cam-3b14")
-    expect(device.locator("dt:text-is('device_time') + dd")).to_contain_text(str(time.gmtime().tm_year))
+    expect(device.locator("dt:text-is('Room') + dd")).to_have_text("3B-14")
+    expect(device.locator("dt:text-is('Name') + dd")).to_have_text("cam-3b14")
+    clock = device.locator("dt:text-is('Device clock') + dd")
+    expect(clock).to_contain_text(str(time.gmtime().tm_year))
+    expect(clock).not_to_have_text(re.compile(r"\d{9,}"))
     health = output.locator("section.output-section", has=page.get_by_role("heading", name="Health", exact=True))
-    expect(health.locator("dt:text-is('models.pose_net') + dd")).to_have_text("1.0")  # the JSON string, unquoted
+    expect(health.locator("dt:text-is('Model pose_net') + dd")).to_have_text("1.0")  # the JSON string, unquoted
+    expect(health.locator("dt:text-is('CPU temperature') + dd")).to_have_text("54 °C")
+    expect(health.locator("dt:text-is('Frame rate') + dd")).to_have_text("14.8 fps")
+    keys = output.locator("dl.kv dt").all_inner_texts()
+    assert keys and not [k for k in keys if "_" in k and not k.startswith("Model ")], keys
     jobs = output.locator("section.output-section", has=page.get_by_role("heading", name="Recent jobs"))
     expect(jobs.get_by_role("columnheader", name="Kind")).to_be_visible()
     expect(jobs.locator("tbody tr").first).to_contain_text("Collect diagnostics")
+    assert jobs.inner_text().count("Recent jobs") == 1  # one heading, no second caption
+    expect(jobs.get_by_role("table", name="Recent jobs")).to_be_visible()
+    job_id = jobs.locator("tbody tr").first.locator(".mono")
+    expect(job_id).to_have_class(re.compile(r"\bmuted\b"))
+    assert len(job_id.inner_text()) <= 13
     log = output.get_by_role("region", name="Log")
     expect(log).to_contain_text("frame batch 3 processed")
     expect(log.locator(".log-warning")).to_contain_text("retrying in 4 s")
@@ -153,7 +165,7 @@ def test_diagnostics_read_as_sections_not_json(browser, sim, pages):
     heading = page.get_by_role("heading", name="Output of cam-4a02 (4A-02)")
     expect(heading).to_be_focused()
     expect(output.locator("section.output-section", has=page.get_by_role("heading", name="Device", exact=True))
-           .locator("dt:text-is('room') + dd")).to_have_text("4A-02")  # fmt: skip
+           .locator("dt:text-is('Room') + dd")).to_have_text("4A-02")  # fmt: skip
     assert page.console_errors == []
 
 

@@ -131,8 +131,8 @@ def test_a_staged_version_says_it_needs_signing_and_is_not_started(open_console,
     assert page.console_errors == []
 
 
-def _row(table, device):
-    return table.locator("tr", has=table.page.get_by_role("link", name=device.device_id, exact=True))
+def _row(table, name):
+    return table.locator("tr", has=table.page.get_by_role("link", name=name, exact=True))
 
 
 def test_a_rollout_from_the_built_in_model_shows_each_device_in_words(open_console, sim):
@@ -158,19 +158,22 @@ def test_a_rollout_from_the_built_in_model_shows_each_device_in_words(open_conso
     devices = rollout.get_by_role("table", name=re.compile("^Devices of rollout"))
     d = sim.devices
     steps = {
-        "cam-7r01": ("updated", "active active: runs 1.1"),
-        "cam-7r02": ("updating", "self-test (on trial) on trial: health check 12 of 30 frames"),
-        "cam-7r03": ("unchanged", "rolled back rolled back because too few frames processed on the new model in time"),
-        "cam-7r04": ("unchanged", "rejected rejected because this device runs cpu; the package has no build for it;"
-                                  " it still runs its previous model"),
-        "cam-7r05": ("updating", "verifying (installed) verified and installed; waiting to restart into it; deferred:"
-                                 " waiting for the maintenance window"),
+        "cam-7r01": ("updated", "active", "healthy on 1.1"),
+        "cam-7r02": ("updating", "self-test (on trial)", "on trial, health check 12 of 30 frames"),
+        "cam-7r03": ("unchanged", "rolled back",
+                     "went back to its previous model: too few frames processed on the new model in time"),
+        "cam-7r04": ("unchanged", "rejected", "rejected by the device: this device runs cpu; the package has no build"
+                                              " for it; it still runs its previous model"),
+        "cam-7r05": ("updating", "verifying (installed)",
+                     "installed, waiting for restart; deferred: waiting for the maintenance window"),
     }  # fmt: skip
-    for name, (state, progress) in steps.items():
-        row = _row(devices, d[name])
+    for i, (name, (state, progress, why)) in enumerate(steps.items(), start=1):
+        row = _row(devices, name)
+        expect(row.locator("td").first).to_have_text(f"{name} (7R-0{i}){d[name].device_id}")
         expect(row.locator("td").nth(2)).to_have_text(state, timeout=20000)
         expect(row.locator("td").nth(3)).to_have_text(progress, timeout=20000)
-    expect(_row(devices, d["cam-7r02"]).locator(".badge.state-updating")).to_have_text("updating")
+        expect(row.locator("td").nth(4)).to_have_text(why, timeout=20000)
+    expect(_row(devices, "cam-7r02").locator(".badge.state-updating")).to_have_text("updating")
     expect(rollout).to_contain_text("2 devices updating")
     expect(rollout.locator(".group-progress").first).to_contain_text("1 active")
     expect(devices).not_to_contain_text("{")  # reasons in words, never raw JSON
