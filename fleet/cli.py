@@ -16,7 +16,7 @@ from fleet.enrollment import service as enrollment_service
 from fleet.enrollment.bundle_url import bundle_server_url, bundle_url_warnings
 from fleet.ota.repository.files import bundle_root
 from fleet.pki import CA_CERT
-from fleet.server import keys_dir, serve_forever
+from fleet.server import keys_dir, running_server, serve_forever
 from wardsight import wire
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
@@ -115,8 +115,8 @@ def token() -> None:
 @click.option(
     "--server",
     default=None,
-    help="Server URL for the bundle (default: public_url, else the URL the configured server listens at: its"
-    " host or a name its certificate has, and its port).",
+    help="Server URL for the bundle (default: public_url, else the URL the server running on this data directory"
+    " listens at, else the configured one: its host or a name its certificate has, and its port).",
 )
 @config_option
 @pass_context
@@ -141,7 +141,7 @@ def token_create(
     config = load_config(ctx, config_path)
     url = ca_pem = None
     if bundle is not None:  # refused before a token is made
-        url = server or bundle_server_url(config)
+        url = server or bundle_server_url(config, running_server(config))
         ca_path = keys_dir(config) / CA_CERT
         if url.startswith("https://") and not ca_path.exists():
             raise WardSightError(f"no fleet CA at {ca_path} yet: start the server once ('wardsight fleet serve')")

@@ -3,6 +3,12 @@
 The server speaks HTTPS with a certificate from the fleet's own CA (``fleet.pki``, in the keys directory);
 plain HTTP only when ``insecure_http`` is set, for development. Every connection passes through
 :mod:`fleet.web.connections` (header, body and TLS handshake timeouts, a cap on connections per address).
+
+While it listens, a server writes where it does into ``server.listening.json`` next to its database (its data
+directory): the URL it announces, the address it is bound to, the port (the real one, also when ``--port``, the
+demo's port or ``port = 0`` chose it), whether it is plain HTTP, its process id and its database. It removes the
+file when it stops cleanly. ``wardsight fleet token create --bundle`` reads it (:func:`running_server`): a file whose
+process is gone, or that names another database, is ignored.
 """
 
 from __future__ import annotations
@@ -10,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
+import os
 import signal
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +38,7 @@ from wardsight.errors import WardSightError
 log = logging.getLogger(__name__)
 
 RENEW_CHECK_SECONDS = 6 * 3600.0
+LISTENING_FILE = "server.listening.json"  # next to the database, while the server listens
 
 
 def _utcnow() -> datetime:
@@ -55,7 +65,78 @@ def _url_host(host: str) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
 
+@dataclass(frozen=True)
+class Listening:
+    """Where a running server listens, as it writes it into ``LISTENING_FILE``."""
+
+    url: str  # as the server announces it
+    host: str  # the address it is bound to (its configured host or the --host it was started with)
+    port: int  # the port it listens on (never 0)
+    insecure_http: bool
+    pid: int
+    database: str  # the resolved path of its database
+
+
+def listening_path(config: ServerConfig) -> Path:
+    if config.database is None:
+        raise ValueError("config.database must be set (load_server_config sets it)")
+    return config.database.parent / LISTENING_FILE
+
+
+def _write_listening(path: Path, listening: Listening) -> None:
+    """Atomically (a reader sees the old file or the new one, never half of one), mode 0644: it holds no secret."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o644)  # whatever the umask
+        json.dump(asdict(listening), handle)
+        handle.write("\n")
+    os.replace(part, path)
+
+
+def _read_listening(path: Path) -> Listening | None:
+    try:
+        data = json.loads(path.read_text())
+        listening = Listening(**data)
+    except (OSError, ValueError, TypeError):  # none, unreadable, or not one this version writes
+        return None
+    fields = (listening.url, listening.host, listening.database)
+    if not all(isinstance(v, str) for v in fields) or not isinstance(listening.pid, int):
+        return None
+    if not isinstance(listening.port, int) or not 0 < listening.port < 65536:
+        return None
+    return listening
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def running_server(config: ServerConfig) -> Listening | None:
+    """The server that listens for ``config``'s database now, from its ``LISTENING_FILE``: None when there is no
+    file, or its process is gone (a server that was killed), or it names another database."""
+    path = listening_path(config)
+    listening = _read_listening(path)
+    if listening is None or not _process_alive(listening.pid):
+        return None
+    assert config.database is not None
+    if listening.database != str(config.database.resolve()):
+        return None
+    return listening
+
+
 SHUTDOWN_SECONDS = 5.0  # how long stopping waits for handlers still running
+
 
 class BackgroundServer:
     """The fleet server on its own thread and event loop; ``url`` is known once ``start`` returns.
@@ -86,6 +167,7 @@ class BackgroundServer:
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.app: web.Application | None = None  # once started (tests look at its state; it runs on its own loop)
+        self._listening: Listening | None = None  # what this server wrote into LISTENING_FILE
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="fleet-server", daemon=True)
@@ -143,8 +225,36 @@ class BackgroundServer:
         port = addresses[0][1] if addresses else self.config.port
         scheme = "http" if self._ssl is None else "https"
         self.url = f"{scheme}://{_url_host(self.config.host)}:{port}"
+        self._announce_listening(port)
         if self._ssl is not None and self._renew_check_seconds > 0:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_periodically())
+
+    def _announce_listening(self, port: int) -> None:
+        """Write ``LISTENING_FILE`` (see the module docstring); a server that cannot still serves."""
+        if self.config.database is None:
+            return
+        self._listening = Listening(
+            url=self.url,
+            host=self.config.host,
+            port=port,
+            insecure_http=self._ssl is None,
+            pid=os.getpid(),
+            database=str(self.config.database.resolve()),
+        )
+        try:
+            _write_listening(listening_path(self.config), self._listening)
+        except OSError as exc:
+            log.warning("cannot write %s (token create cannot name this server's port): %s", LISTENING_FILE, exc)
+
+    def _forget_listening(self) -> None:
+        """Remove ``LISTENING_FILE`` if it is still this server's (another may have started on the database since)."""
+        if self._listening is None or self.config.database is None:
+            return
+        path = listening_path(self.config)
+        if _read_listening(path) == self._listening:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._listening = None
 
     async def _renew_periodically(self) -> None:
         while True:
@@ -177,6 +287,7 @@ class BackgroundServer:
         return asyncio.run_coroutine_threadsafe(renew(), self._loop).result(timeout)
 
     async def _cleanup(self) -> None:
+        self._forget_listening()  # first: no one is told of a server that is going away
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(BaseException):

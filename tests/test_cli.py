@@ -198,3 +198,115 @@ def test_token_create_bundle_refuses_a_port_picked_at_start(tmp_path):
     assert made.exit_code == 1 and "pass --server" in made.output
     assert not (tmp_path / "b.json").exists()
     assert "wst." not in made.output  # refused before a token was made
+
+
+def _serve(data_dir, *args):
+    """`wardsight fleet serve` in a subprocess on ``data_dir``; returns it and the URL it announced."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDSIGHT_")}
+    argv = [sys.executable, "-m", "wardsight", "--data-dir", str(data_dir), "fleet", "serve", *args]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stdout.readline()
+    if not first.startswith("fleet server on "):
+        proc.kill()
+        raise AssertionError(f"{first}{proc.communicate(timeout=30)}")
+    return proc, first.split()[3]
+
+
+def test_token_create_bundle_names_the_port_the_running_server_listens_on(tmp_path):
+    """`fleet serve --port N` (not the configured port): the bundle names N, and a device enrolls with it."""
+    import signal
+
+    server_data = tmp_path / "server"
+    port = _free_port()
+    assert port != ServerConfig().port  # the configuration (none here) says 8765
+    proc, url = _serve(server_data, "--port", str(port))
+    try:
+        assert url == f"https://127.0.0.1:{port}"
+        listening = json.loads((server_data / "server.listening.json").read_text())
+        assert listening["url"] == url and listening["pid"] == proc.pid
+        assert (server_data / "server.listening.json").stat().st_mode & 0o777 == 0o644
+        bundle = tmp_path / "bundle.json"
+        made = CliRunner().invoke(
+            cli,
+            ["--data-dir", str(server_data), "fleet", "token", "create", "--room", "4A-11", "--bundle", str(bundle)],
+        )
+        assert made.exit_code == 0, made.output
+        assert json.loads(bundle.read_text())["server_url"] == url
+        enrolled = run(["device", "enroll", "--bundle", str(bundle), "--name", "cam-4a11"], tmp_path)
+        assert enrolled.exit_code == 0 and f"at {url}" in enrolled.output, enrolled.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert not (server_data / "server.listening.json").exists()  # removed at a clean stop
+
+
+def test_token_create_bundle_names_a_background_server_on_a_free_port(tmp_path):
+    """The demo's server (a BackgroundServer on the port --port 0 picked) is named too, and forgotten once stopped."""
+    server_data = tmp_path / "server"
+    server = BackgroundServer(ServerConfig(port=0, database=server_data / "fleet.db")).start()
+    args = ["--data-dir", str(server_data), "fleet", "token", "create", "--room", "4A-12", "--bundle"]
+    try:
+        made = CliRunner().invoke(cli, [*args, str(tmp_path / "b1.json")])
+        assert made.exit_code == 0, made.output
+        assert json.loads((tmp_path / "b1.json").read_text())["server_url"] == server.url
+    finally:
+        server.stop()
+    assert not (server_data / "server.listening.json").exists()
+    made = CliRunner().invoke(cli, [*args, str(tmp_path / "b2.json")])
+    assert json.loads((tmp_path / "b2.json").read_text())["server_url"] == "https://127.0.0.1:8765"  # configured
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+@pytest.mark.parametrize("stale", ["dead pid", "other database", "garbage"])
+def test_token_create_ignores_a_stale_listening_file(tmp_path, stale):
+    """A server killed without a clean stop leaves its file behind: a dead process's port is not written (nor one
+    for another database's server, nor a damaged file); the configured address is."""
+    from fleet import pki
+
+    server_data = tmp_path / "server"
+    pki.ensure_ca(server_data / "fleet-keys", now=datetime.now(UTC))
+    listening = {"url": "https://127.0.0.1:40001", "host": "127.0.0.1", "port": 40001, "insecure_http": False,
+                 "pid": _dead_pid(), "database": str((server_data / "fleet.db").resolve())}  # fmt: skip
+    if stale == "other database":
+        import os
+
+        listening |= {"pid": os.getpid(), "database": str(tmp_path / "elsewhere" / "fleet.db")}
+    text = "{not json" if stale == "garbage" else json.dumps(listening)
+    (server_data / "server.listening.json").write_text(text)
+    bundle = tmp_path / "bundle.json"
+    made = CliRunner().invoke(
+        cli, ["--data-dir", str(server_data), "fleet", "token", "create", "--room", "4A-13", "--bundle", str(bundle)]
+    )
+    assert made.exit_code == 0, made.output
+    assert json.loads(bundle.read_text())["server_url"] == "https://127.0.0.1:8765"
+
+
+def test_the_listening_file_is_found_live_with_the_current_pid(tmp_path):
+    """The counterpart of the stale test: the same file with a live process is used (the test above can fail)."""
+    import os
+
+    from fleet.enrollment.bundle_url import bundle_server_url
+    from fleet.server import running_server
+
+    config = load_server_config(tmp_path, None, {})
+    every = "0.0.0.0"  # noqa: S104 - what a server bound to every address writes
+    listening = {"url": "https://127.0.0.1:40001", "host": every, "port": 40001, "insecure_http": False,
+                 "pid": os.getpid(), "database": str((tmp_path / "fleet.db").resolve())}  # fmt: skip
+    (tmp_path / "server.listening.json").write_text(json.dumps(listening))
+    running = running_server(config)
+    assert running is not None and running.port == 40001
+    assert bundle_server_url(config, running) == "https://127.0.0.1:40001"  # bound to every address: loopback
+    config.public_url = "https://fleet.example.org"
+    assert bundle_server_url(config, running) == "https://fleet.example.org"  # public_url first

@@ -72,6 +72,11 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
     proc, env = _start_demo(data_dir_with_models, tmp_path, "--duration", "12")
     lines = []
     url = _read_until(proc, "console: ", lines).split()[1]
+    bundle = tmp_path / "bundles" / "b.json"  # a token and bundle for the running demo, made alongside (checked below)
+    bundle.parent.mkdir()
+    create = [sys.executable, "-m", "wardsight", "--data-dir", str(data_dir_with_models / "demo"), "fleet", "token",
+              "create", "--room", "9Z-01", "--bundle", str(bundle)]  # fmt: skip
+    made = subprocess.Popen(create, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
     login = _read_until(proc, "sign in as ", lines).split()
     login = login[3], login[5]
     assert "a viewer account" in lines[-1], lines  # the default: a viewer
@@ -108,10 +113,23 @@ def test_demo_runs_end_to_end(data_dir_with_models, tmp_path):
     admin_cookie, admin_role = _sign_in(url, tls, argv[-3], password)
     assert admin_role == "admin" and _operators(url, tls, admin_cookie) == {"demo": "viewer", argv[-3]: "admin"}
 
+    # A bundle made next to the running demo names the port it really listens on (--port 0), not the default.
+    assert made.wait(timeout=60) == 0, made.stderr.read()
+    assert json.loads(bundle.read_text())["server_url"] == url.rstrip("/")
+
+    # Asking whether one is signed in is not a refusal; a refusal that repeats is printed once (within a minute).
+    who = json.loads(urllib.request.urlopen(url + "api/v1/session", timeout=5, context=tls).read())
+    assert who == {"signed_in": False}
+    for _ in range(3):
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url + "api/v1/devices", timeout=5, context=tls)
+
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     lines.append(out)
     assert "events:" in out and "Traceback" not in err
+    assert "/api/v1/session from" not in err, err
+    assert len(re.findall(r"GET /api/v1/devices from \S+ rejected \(401\)", err)) == 1, err  # 4 refused, 1 printed
 
     db = sqlite3.connect(data_dir_with_models / "demo" / "fleet.db")
     events = db.execute("select app, type, data, device_id from events order by time").fetchall()
@@ -165,3 +183,81 @@ def test_demo_admin_makes_its_one_off_account_an_admin(data_dir_with_models, tmp
         assert role == "admin" and _operators(url, tls, cookie) == {"demo": "admin"}
     finally:
         proc.communicate(timeout=90)
+
+
+# ---- the terminal kept readable (wardsight_cli.repeats) ----------------------------------------------------
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _terminal(window=60.0):
+    """A logger printing as `wardsight` does, to a buffer, through a RepeatLimiter on a clock the test moves."""
+    import io
+    import logging
+
+    from wardsight_cli.repeats import RepeatCountFormatter, RepeatLimiter
+
+    clock, out = _Clock(), io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RepeatCountFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s")))
+    handler.addFilter(RepeatLimiter(window, clock=clock))
+    logger = logging.getLogger(f"test.repeats.{id(out)}")
+    logger.propagate, logger.level = False, logging.DEBUG
+    logger.addHandler(handler)
+    return logger, clock, out
+
+
+def test_a_repeated_refusal_is_printed_once_a_minute_with_a_count():
+    log, clock, out = _terminal()
+    refusal = "%s %s from %s rejected (%d): %s"
+    for _ in range(120):  # a quarantined device, two a second for a minute
+        log.warning(refusal, "POST", "/api/v1/device/heartbeat", "127.0.0.1", 403, "device is quarantined")
+        clock.now += 0.5
+    log.warning(refusal, "POST", "/api/v1/session", "10.0.0.9", 401, "invalid username or password")  # another
+    log.info("an info line")
+    log.info("an info line")  # below WARNING: untouched
+    log.warning(refusal, "POST", "/api/v1/device/heartbeat", "127.0.0.1", 403, "device is quarantined")
+    name = f"test.repeats.{id(out)}"
+    heartbeat = f"WARNING {name}: POST /api/v1/device/heartbeat from 127.0.0.1 rejected (403): device is quarantined"
+    assert out.getvalue().splitlines() == [
+        heartbeat,
+        f"WARNING {name}: POST /api/v1/session from 10.0.0.9 rejected (401): invalid username or password",  # at once
+        f"INFO {name}: an info line",
+        f"INFO {name}: an info line",
+        f"{heartbeat} [119 more like this in the last 60 s, not shown]",  # the 121st, a minute after the first
+    ]
+    clock.now += 30
+    log.warning(refusal, "POST", "/api/v1/device/heartbeat", "127.0.0.1", 403, "device is quarantined")  # held back
+    clock.now += 30
+    log.warning(refusal, "POST", "/api/v1/device/heartbeat", "127.0.0.1", 403, "device is quarantined")
+    assert out.getvalue().splitlines()[5:] == [f"{heartbeat} [1 more like this in the last 60 s, not shown]"]
+
+
+def test_only_the_terminal_handler_is_limited(tmp_path):
+    import io
+    import logging
+
+    from wardsight_cli.repeats import limit_repeats
+
+    logger = logging.getLogger("test.repeats.handlers")
+    logger.propagate, logger.level = False, logging.DEBUG
+    terminal, kept = logging.StreamHandler(io.StringIO()), logging.FileHandler(tmp_path / "all.log")
+    for handler in (terminal, kept):
+        logger.addHandler(handler)
+    try:
+        assert limit_repeats(logger) == [terminal] and limit_repeats(logger) == [terminal]  # once, however called
+        for _ in range(3):
+            logger.error("the agent crashed")
+        assert terminal.stream.getvalue().splitlines() == ["the agent crashed"]
+        kept.flush()
+        assert (tmp_path / "all.log").read_text().splitlines() == ["the agent crashed"] * 3
+    finally:
+        for handler in (terminal, kept):
+            logger.removeHandler(handler)
+            handler.close()

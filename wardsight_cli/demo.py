@@ -10,6 +10,9 @@ The console's one-off account is a **viewer** (it changes nothing: the safer fir
 in the terminal), with the exact command that adds an admin next to the running server; ``--admin`` makes it an
 admin. It prints the fleet CA (path, fingerprint), how to open the console in a throwaway Chromium profile that
 accepts only the server's key (TLS kept), and a line per event as the server stores it (metadata, never data).
+Between them, the server's and agent's warnings: one that repeats with the same words (a refused request, a
+quarantined device's retries) is printed once a minute with the count of those not shown
+(:mod:`wardsight_cli.repeats`); any other is printed at once. The printing lives in :mod:`wardsight_cli.demo_output`.
 
 Demo state lives in ``<data dir>/demo`` and is recreated on each run; fetched models are kept in
 ``<data dir>/models``.
@@ -26,14 +29,10 @@ cleanly (a second one at once).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import secrets
-import shlex
 import shutil
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,13 +45,12 @@ from firmware.assembly import device_dir
 from firmware.cli import apply_source_options, with_source_options
 from firmware.identity import IdentityStore
 from firmware.supervisor import Supervision, Supervisor, starter
-from fleet import pki
 from fleet.accounts import service as accounts
 from fleet.auth.operator import Role
 from fleet.cli import create_token
 from fleet.config import ServerConfig
 from fleet.ota.repository.files import bundle_root
-from fleet.server import BackgroundServer, keys_dir
+from fleet.server import BackgroundServer
 from fleet.store.db import FleetDB
 from signing.client import Server
 from signing.keys import generate_keys
@@ -64,12 +62,17 @@ from wardsight.errors import WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
+from wardsight_cli.demo_output import (
+    DEMO_ROOM,
+    DEMO_USER,
+    EventPrinter,
+    print_console_access,
+    print_summary,
+    print_update_commands,
+    quiet_terminal,
+)
 
-DEMO_ROOM = "demo-room-101"
-DEMO_USER = "demo"
 DEMO_KEYS = "ota-demo-keys"  # the demo's offline OTA keys: unencrypted, for this machine's demo only
-ADMIN_NAME = "ward-admin"  # the account name in the printed 'fleet operator add' command
-EVENT_POLL_S = 1.0
 
 
 @click.command()
@@ -105,6 +108,7 @@ def demo(
         wardsight demo --video my-room.mp4 --port 0
         wardsight demo --admin
     """
+    quiet_terminal()  # a warning that repeats (a refused request, a quarantined device) once a minute, counted
     root = ctx.data_dir
     demo_dir = root / "demo"
     _only_demo_here(root)  # before anything is deleted: a running demo's database must never go from under it
@@ -137,7 +141,7 @@ def demo(
         start = starter(demo_dir, load, store=store, environ=ctx.environ, echo=click.echo)
         supervision = _supervise(Supervisor(start, echo=click.echo), duration)
         events.stop()  # the last events printed before the summary
-        _print_summary(server_config, supervision)
+        print_summary(server_config, supervision)
     finally:
         events.stop()
         server.stop()
@@ -282,117 +286,6 @@ def _set_up_fleet(
     )
     identity, _ = IdentityStore(device_dir(demo_dir)).enroll(bundle, device_config.name)
     click.echo(f"enrolled {identity.device_id} in room {identity.room} (model updates over the air: on)")
-    _print_console_access(server, server_config, demo_dir, password, role)
+    print_console_access(server, server_config, demo_dir, password, role)
     model_file = store.path(get_model(device_config.model).artifact)
-    _print_update_commands(server.url, server.ca_path, api_token, keys, model_file)
-
-
-def _print_console_access(
-    server: BackgroundServer, config: ServerConfig, demo_dir: Path, password: str, role: str
-) -> None:
-    """The console's URL, the one-off account, how to get an admin account, and how the browser trusts the server."""
-    click.echo(f"console: {server.url}/")
-    if role == "admin":
-        click.echo(f"sign in as {DEMO_USER} / {password} (an admin account for this demo only)")
-    else:
-        click.echo(f"sign in as {DEMO_USER} / {password} (a viewer account for this demo only: it changes nothing)")
-        click.echo("for an admin account (zones, rollouts), run this while the demo runs; it asks for a password:")
-        click.echo(f"  wardsight --data-dir {shlex.quote(str(demo_dir.resolve()))} fleet operator add {ADMIN_NAME}"
-                   " --role admin")  # fmt: skip
-        click.echo("  (or start the demo with --admin: its one-off account is then an admin)")
-    if server.ca_path is None:
-        return
-    click.echo(f"fleet CA (the browser does not know it): {server.ca_path} (sha256 {server.ca_fingerprint})")
-    click.echo("  open the console in a throwaway Chromium profile that accepts only this server's key (TLS kept):")
-    click.echo(f'  chromium --user-data-dir="$(mktemp -d)" --ignore-certificate-errors-spki-list={_server_spki(config)}'
-               f" {server.url}/")  # fmt: skip
-    click.echo("  (or import the CA file as an authority in the browser; remove it after the demo: each run makes one)")
-
-
-def _server_spki(config: ServerConfig) -> str:
-    """The base64 SHA-256 of the server certificate's public key (what Chromium's SPKI list takes)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    cert = x509.load_pem_x509_certificate((keys_dir(config) / pki.SERVER_CERT).read_bytes())
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
-
-
-class EventPrinter:
-    """Prints each event the fleet server stores, as it arrives: one line of metadata (its time, kind, severity and
-    room), never its data. Reads the server's database on its own thread, through its own connection."""
-
-    def __init__(self, database: Path, interval: float = EVENT_POLL_S) -> None:
-        self.database, self.interval, self.printed = database, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-events", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        try:
-            db = FleetDB(self.database)
-        except sqlite3.Error as exc:
-            click.echo(f"events: cannot read the server's database ({exc}); not printing them", err=True)
-            return
-        try:
-            last = 0
-            while True:
-                stopping = self._stop.wait(self.interval)
-                last = self._print_new(db, last)  # once more after the stop: the events stored until then
-                if stopping:
-                    return
-        except sqlite3.Error as exc:
-            click.echo(f"events: reading them stopped ({exc})", err=True)
-        finally:
-            db.close()
-
-    def _print_new(self, db: FleetDB, after: int) -> int:
-        rows = db.db.conn.execute(
-            "SELECT rowid, time, app, type, severity, room FROM events WHERE rowid > ? ORDER BY rowid", [after]
-        ).fetchall()
-        for rowid, at, app, kind, severity, room in rows:
-            clock = time.strftime("%H:%M:%S", time.localtime(at))
-            click.echo(f"event {clock} {app} {kind} ({severity}) in {room}")
-            self.printed += 1
-            after = rowid
-        return after
-
-
-def _print_summary(server_config: ServerConfig, supervision: Supervision | None) -> None:
-    db = FleetDB(server_config.database)  # type: ignore[arg-type]
-    try:
-        stored = db.count_events()
-    finally:
-        db.close()
-    if supervision is not None and supervision.runs:
-        starts = f" (the agent was started {supervision.starts} times)" if supervision.starts > 1 else ""
-        click.echo(
-            f"frames: {supervision.frames_captured} captured, {supervision.frames_processed} processed, "
-            f"{supervision.frames_dropped} dropped{starts}"
-        )
-    click.echo(f"events: {stored} stored by the fleet server")
-
-
-def _print_update_commands(url: str, ca_path: Path | None, api_token: str, keys: Path, model_file: Path) -> None:
-    """The three commands that publish a new model version and roll it out to the demo device."""
-    insecure = "" if ca_path is not None else " --insecure-http"
-    env = f"WARDSIGHT_FLEET_URL={url} WARDSIGHT_API_TOKEN={api_token}"
-    if ca_path is not None:
-        env += f" WARDSIGHT_FLEET_CA={ca_path}"
-    click.echo("publish a model update and roll it out to this device (demo keys and a demo admin token):")
-    click.echo(f"  export {env}")
-    click.echo(
-        "  wardsight ota package --name movenet-multipose --version 1.1 --task pose --license Apache-2.0"
-        f" --build cpu:litert:movenet_multipose:{model_file} --input long_side=256 --input multiple=32"
-        " --input dtype=uint8 --out movenet-1.1.wsm"
-    )
-    click.echo(f"  wardsight ota publish movenet-1.1.wsm --keys {keys}{insecure}")
-    click.echo(f"  wardsight ota rollout movenet-multipose 1.1 --room {DEMO_ROOM}{insecure}")
+    print_update_commands(server.url, server.ca_path, api_token, keys, model_file)

@@ -145,8 +145,14 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
+    """Who the caller is. Asking with no credential at all (the console's first question on every load) is not a
+    refusal: ``{"signed_in": false}``. A credential that is refused (a session expired or ended, a revoked token)
+    is answered 401 as on every other route."""
+    if "Authorization" not in request.headers and not request.cookies.get(COOKIE_NAME):
+        return web.json_response({"signed_in": False})
     principal, session = authenticate(request)
     body: dict[str, Any] = {
+        "signed_in": True,
         "actor": principal.actor,
         "username": principal.username,
         "role": principal.role,

@@ -1,25 +1,30 @@
 """The server URL that ``wardsight fleet token create --bundle`` writes into an enrollment bundle.
 
 ``public_url`` when the configuration sets one (a reverse proxy, a DNS name: what devices reach). Otherwise the
-URL of the server this configuration starts, as ``wardsight fleet serve`` announces it: its scheme, its
-configured port, and a host that both reaches it and is named by its TLS certificate (``tls_hostnames``):
+URL of the server that runs on this configuration's database now (it says where it listens in its data directory:
+:func:`fleet.server.running_server`), else of the server this configuration would start: its scheme, its port, and
+a host that both reaches it and is named by its TLS certificate (``tls_hostnames``):
 
 - bound to one address (``host = "10.0.0.5"``, the default ``127.0.0.1``): that address when the certificate
   names it, else a name the certificate has (a DNS name for that address), else the address (with a warning);
 - bound to every address (``0.0.0.0``, ``::``): the first name in the certificate that is not loopback, else
   this machine's loopback address.
 
-A server started with ``--host`` or ``--port`` on its command line, not in ``server.toml`` or the environment,
-is not known here: pass ``--server`` with the URL it printed. ``port = 0`` (a free port picked at start) is
-refused for the same reason.
+The running server's address, port and scheme are the ones it really listens at (``wardsight fleet serve --port N``,
+``--host``, the demo's ``--port 0``); with no server running, the configured ones are used, and ``port = 0`` (a free
+port picked at start, not known before) is refused: pass ``--server`` with the URL it printed.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 
 from fleet.config import ServerConfig
 from wardsight.errors import WardSightError
+
+if TYPE_CHECKING:
+    from fleet.server import Listening
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -65,10 +70,15 @@ def _choose_host(config: ServerConfig) -> str:
     return same_kind[0] if same_kind else host
 
 
-def bundle_server_url(config: ServerConfig) -> str:
-    """The URL a bundle made from ``config`` names (see the module docstring)."""
+def bundle_server_url(config: ServerConfig, running: Listening | None = None) -> str:
+    """The URL a bundle made from ``config`` names, ``running`` being the server that listens for it now, if one
+    does (see the module docstring)."""
     if config.public_url:
         return config.public_url.rstrip("/")
+    if running is not None:
+        config = config.model_copy(
+            update={"host": running.host, "port": running.port, "insecure_http": running.insecure_http}
+        )
     if config.port == 0:
         raise WardSightError(
             "the server's port is 0 (a free one picked when it starts): pass --server with the URL"

@@ -140,7 +140,7 @@ ROLLOUT_BODY = {
 # Add a row per route (and any object it needs to fresh_objects); every caller below is checked against it.
 ROLE_MATRIX = [
     Route("POST", "/api/v1/session", None, {"username": "target", "password": PASSWORD}),
-    Route("GET", "/api/v1/session", "viewer"),
+    Route("GET", "/api/v1/session", None),  # anyone may ask; anonymous: {"signed_in": false} (see below)
     Route("DELETE", "/api/v1/session", "viewer", session_only=True),
     Route(
         "POST",
@@ -321,6 +321,7 @@ async def test_login_sets_a_strict_cookie_and_stores_only_hashes(client, clock):
     assert stored.startswith("$argon2id$") and "m=1024,t=1" in stored and PASSWORD not in stored
     me = await whoami(client, {"Cookie": f"{COOKIE_NAME}={cookie.value}"})
     assert await me.json() == {
+        "signed_in": True,
         "actor": "user:alice",
         "username": "alice",
         "role": "admin",
@@ -454,6 +455,21 @@ async def test_session_absolute_expiry(client, clock):
     assert (await whoami(client, session.headers())).status == 401
 
 
+async def test_asking_who_one_is_without_a_credential_is_not_a_refusal(client, caplog):
+    """The console asks on every load whether it is signed in: no credential is a plain answer, not a 401 and not a
+    warning in the server's log. Every other route still refuses it (401, logged), and so does the session route
+    for a credential that is refused."""
+    with caplog.at_level("WARNING", logger="wardsight.fleet"):
+        resp = await client.get("/api/v1/session")
+        assert resp.status == 200 and await resp.json() == {"signed_in": False}
+        assert not [r for r in caplog.records if "/api/v1/session" in r.getMessage()]
+        for headers in ({"Cookie": f"{COOKIE_NAME}=not-a-session"}, {"Authorization": "Bearer x"}):
+            assert (await whoami(client, headers)).status == 401, headers
+        assert (await client.get("/api/v1/devices")).status == 401
+    refusals = [r.getMessage() for r in caplog.records if "rejected (401)" in r.getMessage()]
+    assert len(refusals) == 3 and any(m.startswith("GET /api/v1/devices ") for m in refusals), refusals
+
+
 async def test_logout_ends_the_session_on_the_server(client):
     add_user(client, "alice", "viewer")
     session = await login(client, "alice")
@@ -501,7 +517,8 @@ async def test_api_tokens_are_shown_once_stored_hashed_and_revoked_at_once(clien
     listing = await client.get("/api/v1/api-tokens", headers=admin.headers())
     assert secret not in await listing.text() and "secret_hash" not in await listing.text()
     me = await (await whoami(client, bearer(token))).json()
-    assert me == {"actor": f"apitoken:{token_id}", "username": None, "role": "operator", "via": "token"}
+    assert me == {"signed_in": True, "actor": f"apitoken:{token_id}", "username": None, "role": "operator",
+                  "via": "token"}  # fmt: skip
     assert (await client.get("/api/v1/audit", headers=bearer(token))).status == 200
     revoked = await client.delete(f"/api/v1/api-tokens/{token_id}", headers=admin.headers())
     assert revoked.status == 200
