@@ -137,7 +137,7 @@ export async function render(root, ctx) {
       clear(devicesOut).appendChild(table([
         {label: "Device", cell: d => h("a", {href: `#/devices/${encodeURIComponent(d.id)}`}, d.name || d.id)},
         {label: "Room", cell: d => `${d.site || "—"} / ${d.ward || "—"} / ${d.room}`},
-        {label: "Status", cell: d => stateBadge(d.status)},
+        {label: "Enrollment status", cell: d => stateBadge(d.status)},
         {label: "", cell: d => h("span", {class: "actions"},
           d.status === "active" ? deviceAction(d, "Quarantine", "quarantine", "operator") : null,
           d.status === "quarantined" ? deviceAction(d, "Release", "release", "operator") : null,
