@@ -1,6 +1,7 @@
 // The audit log: who changed what and when, searchable, paged; admins can verify the hash chain.
 import {can, get, query} from "./api.js";
 import {h, clear, field, fmtTime, pageHeader, statusLine, table, notice, epochFromInput, actionButton} from "./ui.js";
+import {actorWords} from "./rollout-steps.js";
 
 // Details as "key: value" lines (nested objects indented under their key), epoch times as dates, long lists cut.
 const TIME_KEY = /(^|_)(at|time|since|until|before|after|expires)$/;
@@ -65,7 +66,8 @@ export async function render(root, ctx) {
   const columns = [
     {label: "#", cell: e => String(e.seq)},
     {label: "Time", cell: e => fmtTime(e.time)},
-    {label: "Actor", cell: e => e.actor},
+    {label: "Actor", cell: e => h("span", {}, actorWords(e.actor), e.actor && actorWords(e.actor) !== e.actor
+      ? [h("br"), h("span", {class: "muted mono"}, e.actor)] : null)},  // the raw form is what the Actor filter takes
     {label: "Action", cell: e => e.action},
     {label: "Target", cell: e => e.target},
     {label: "Details", cls: "details", cell: e => detailsList(e.details && typeof e.details === "object" ? e.details : {})},

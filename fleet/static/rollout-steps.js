@@ -91,13 +91,16 @@ export function deviceCell(id, known) {
   return h("span", {}, link, known.room ? ` (${known.room})` : "", h("br"), h("span", {class: "muted mono small-id"}, id));
 }
 
-// Who did it: "alice" for user:alice, "API token <id>" (or its name when the server gives one), "<who> (command line)".
+// Who did it: "alice" for user:alice, "API token <id>" (or its name when the server gives one), "<who> (command line)",
+// "enrollment token <id>", "device <id>" (also the audit log's actors).
 export function actorWords(actor, name) {
   const s = String(actor || "");
   const [kind, rest] = s.includes(":") ? [s.slice(0, s.indexOf(":")), s.slice(s.indexOf(":") + 1)] : ["", s];
   if (kind === "user") return rest;
   if (kind === "apitoken") return name ? `API token “${name}”` : `API token ${rest}`;
   if (kind === "cli") return `${rest} (command line)`;
+  if (kind === "token") return `enrollment token ${rest}`;
+  if (kind === "device") return `device ${rest}`;
   if (kind === "system") return "the system";
   return s || "?";
 }

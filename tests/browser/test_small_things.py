@@ -111,6 +111,9 @@ def test_audit_details_read_as_keys_and_dates(browser, sim, pages):
     text = details.inner_text()
     assert "1718000000" not in text and "{" not in text and '"' not in text
     assert text.count("2024") == 2  # expires_at and the nested decided_at
+    actor = page.locator("tbody tr").first.locator("td").nth(2)  # who: in words, with the form the filter takes
+    expect(actor).to_contain_text("alice")
+    expect(actor.locator(".mono")).to_have_text("user:alice")
 
 
 def test_a_viewer_is_never_refused_on_any_page(browser, sim, pages):
