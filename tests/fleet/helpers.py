@@ -208,3 +208,33 @@ async def start_default_app(aiohttp_client: Any, db_path: Any, clock: Any) -> An
 def live_db(client: Any) -> Any:
     """The running test app's database (sqlite-utils)."""
     return client.server.app[DB_KEY].db
+
+
+def agent_readings(**over: Any) -> Any:
+    """What a healthy agent reports of itself (``firmware.heartbeat.AgentReadings``), with ``over`` changed."""
+    from firmware.heartbeat import AgentReadings
+
+    fields: dict[str, Any] = dict(
+        frames_processed=9000,
+        frames_dropped=0,
+        fps=14.0,
+        stage_ms={"pose": 61.0},
+        accelerator="cpu",
+        accelerator_configured=None,
+        accelerator_temp_c=None,
+        models={"movenet-multipose": "1.0"},
+        outbox_pending=0,
+    )
+    fields.update(over)
+    return AgentReadings(**fields)
+
+
+def set_status(
+    db_path: Any, device_id: str, status: str, allowed: tuple[str, ...] = ("pending", "active", "quarantined")
+) -> None:
+    """Set a device's status in the database at ``db_path`` (as an operator's approve / quarantine / revoke does)."""
+    db = FleetDB(db_path)
+    try:
+        assert db.set_status(device_id, status, reason="test", by="test", now=0.0, allowed_from=allowed)
+    finally:
+        db.close()

@@ -6,7 +6,16 @@ from fleet.app import create_app
 from fleet.auth import device as deviceauth
 from fleet.config import ServerConfig
 from fleet.store.db import FleetDB
-from tests.fleet.helpers import JOSE, DeviceSession, counts, enroll_device, enrollment, event_for, issue_token
+from tests.fleet.helpers import (
+    JOSE,
+    DeviceSession,
+    counts,
+    enroll_device,
+    enrollment,
+    event_for,
+    issue_token,
+    set_status,
+)
 from wardsight import wire
 
 TEN_YEARS = 10 * 365.25 * 24 * 3600
@@ -21,14 +30,6 @@ def config(db_path):
 @pytest.fixture
 async def client(aiohttp_client, config, clock):
     return await aiohttp_client(create_app(config, clock=clock))
-
-
-def set_status(db_path, device_id, status, allowed=("pending", "active", "quarantined")):
-    db = FleetDB(db_path)
-    try:
-        assert db.set_status(device_id, status, reason="test", by="test", now=0.0, allowed_from=allowed)
-    finally:
-        db.close()
 
 
 async def error(resp):

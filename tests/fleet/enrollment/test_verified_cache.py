@@ -7,8 +7,7 @@ from fleet.auth import device as deviceauth
 from fleet.auth.cache import Bounded, Verified
 from fleet.auth.device_requests import VERIFIED_KEY
 from fleet.config import ServerConfig
-from fleet.store.db import FleetDB
-from tests.fleet.helpers import counts, enroll_device, event_for
+from tests.fleet.helpers import counts, enroll_device, event_for, set_status
 from wardsight import wire
 
 EVENTS = "/api/v1/device/events"
@@ -44,14 +43,6 @@ async def cached_device(client, db_path, clock, verifications):
     assert verifications == [device.credential]  # the second event did not verify it again
     assert client.server.app[VERIFIED_KEY].credentials.get(device.credential, clock.now) is not None
     return device
-
-
-def set_status(db_path, device_id, status, allowed=("pending", "active", "quarantined")):
-    db = FleetDB(db_path)
-    try:
-        assert db.set_status(device_id, status, reason="test", by="test", now=0.0, allowed_from=allowed)
-    finally:
-        db.close()
 
 
 async def refusal(resp):

@@ -11,30 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from firmware.heartbeat import AgentReadings, SystemReadings, build_health
+from firmware.heartbeat import SystemReadings, build_health
 from fleet.health.store import FPS_SETTLE_S, HOT_C, MIN_APP_FPS, degraded_reasons
-from tests.fleet.helpers import Clock, api_headers, enroll_device, start_app
+from tests.fleet.helpers import Clock, agent_readings, api_headers, enroll_device, start_app
 from wardsight import wire
 
 
-def agent(**over: Any) -> AgentReadings:
-    fields: dict[str, Any] = dict(
-        frames_processed=9000,
-        frames_dropped=0,
-        fps=14.0,
-        stage_ms={"pose": 61.0},
-        accelerator="cpu",
-        accelerator_configured=None,
-        accelerator_temp_c=None,
-        models={"movenet-multipose": "1.0"},
-        outbox_pending=0,
-    )
-    fields.update(over)
-    return AgentReadings(**fields)
-
-
 async def beat(device: Any, clock: Clock, *, uptime_s: float, **over: Any) -> None:
-    health = build_health(device.device_id, agent(**over), SystemReadings(), uptime_s=uptime_s, sent_at=clock.now)
+    readings = agent_readings(**over)
+    health = build_health(device.device_id, readings, SystemReadings(), uptime_s=uptime_s, sent_at=clock.now)
     resp = await device.send("POST", wire.HEARTBEAT_PATH, health.model_dump_json().encode(), "application/json")
     assert resp.status == 200, await resp.text()
 

@@ -15,13 +15,13 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from firmware.heartbeat import AgentReadings, SystemReadings, build_health
+from firmware.heartbeat import SystemReadings, build_health
 from fleet.accounts import service as operators
 from fleet.app import create_app
 from fleet.config import ServerConfig
 from fleet.health.privacy import PRIVACY_FILTERS, privacy_matches
 from fleet.store.db import FleetDB
-from tests.fleet.helpers import Clock, api_headers, bearer, enroll_device, live_db, start_app
+from tests.fleet.helpers import Clock, agent_readings, api_headers, bearer, enroll_device, live_db, start_app
 from tests.fleet.test_migrations import OLD_DATABASE
 from wardsight import wire
 
@@ -29,24 +29,10 @@ BAD_FILTER = "privacy_mode must be one of sensor-only, blackout-at-capture, unkn
 LISTS = ("/api/v1/devices", "/api/v1/fleet/overview")
 
 
-def agent(**over):
-    fields = dict(
-        frames_processed=900,
-        frames_dropped=0,
-        fps=14.9,
-        stage_ms={"pose": 19.6},
-        accelerator="cpu",
-        accelerator_configured=None,
-        accelerator_temp_c=None,
-        models={"movenet-multipose": "1.0"},
-        outbox_pending=0,
-    )
-    fields.update(over)
-    return AgentReadings(**fields)
 
 
 def health_of(device, clock, **over) -> wire.Health:
-    return build_health(device.device_id, agent(**over), SystemReadings(), uptime_s=60.0, sent_at=clock.now)
+    return build_health(device.device_id, agent_readings(**over), SystemReadings(), uptime_s=60.0, sent_at=clock.now)
 
 
 async def send(device, body: bytes):
@@ -82,7 +68,7 @@ def test_the_heartbeat_takes_the_two_modes_and_refuses_any_other():
 
 def test_the_device_reports_blackout_at_capture_unless_told_otherwise():
     def built(**over):
-        return build_health("dev-1", agent(**over), SystemReadings(), uptime_s=1.0, sent_at=1.8e9)
+        return build_health("dev-1", agent_readings(**over), SystemReadings(), uptime_s=1.0, sent_at=1.8e9)
 
     assert built().privacy_mode == "blackout-at-capture"
     assert built(privacy_mode="sensor-only").privacy_mode == "sensor-only"
