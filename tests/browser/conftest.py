@@ -106,3 +106,12 @@ def open_console(browser, sim: SimFleet) -> Iterator[Callable[..., object]]:
     yield open_as
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def pages(browser, sim: SimFleet) -> Iterator[list]:
+    """Pages a test opens itself (e.g. with ``simfleet.sign_in``), appended here: their contexts are closed after it."""
+    opened: list = []
+    yield opened
+    for page in opened:
+        page.context.close()

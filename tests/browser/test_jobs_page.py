@@ -31,14 +31,6 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFleet]:
         fleet.stop()
 
 
-@pytest.fixture
-def pages(browser, sim) -> Iterator[list]:
-    opened: list = []
-    yield opened
-    for page in opened:
-        page.context.close()
-
-
 def open_jobs(browser, sim, pages, user: str = "olga", path: str = "#/jobs"):
     page = sign_in(browser, sim, user, path=path)
     pages.append(page)

@@ -53,14 +53,6 @@ def open_with_clock(browser, sim: SimFleet, user: str, viewport: dict[str, int] 
     return page
 
 
-@pytest.fixture
-def pages(browser, sim) -> Iterator[list]:
-    opened: list = []
-    yield opened
-    for page in opened:
-        page.context.close()
-
-
 def _row(page, name: str):
     return page.locator("table.fleet tr", has=page.get_by_role("link", name=name, exact=True))
 

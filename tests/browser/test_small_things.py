@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,14 +17,6 @@ from fleet.audit import log as audit
 from tests.browser.simfleet import sign_in, wait_for
 
 PAGES = ["#/fleet", "#/alerts", "#/enroll", "#/models", "#/jobs", "#/reports", "#/users", "#/audit"]
-
-
-@pytest.fixture
-def pages(browser, sim) -> Iterator[list]:
-    opened: list = []
-    yield opened
-    for page in opened:
-        page.context.close()
 
 
 def open_as(browser, sim, pages, user: str, path: str):
