@@ -84,6 +84,24 @@ def target_path(name: str, version: str) -> str:
     return path
 
 
+# The target of an offer to run the model built into the agent (``accelerators.catalog``, e.g. ``lightning-fp16-1``,
+# the version every device starts on): there is no package, so nothing to fetch over TUF. The device switches
+# back to its factory model. An agent from before this marker looks it up as a TUF target, finds none and
+# reports the offer ``failed`` (``target_unknown``) after its usual attempts: refused, never crashed.
+BUILTIN_TARGET = "builtin"
+
+
+def is_package_version(version: str) -> bool:
+    """Whether ``version`` can name a model package (dotted numbers); any other version is a built-in model's."""
+    return re.fullmatch(MODEL_VERSION_PATTERN, version) is not None
+
+
+def offer_target(name: str, version: str) -> str:
+    """What an offer of ``name`` ``version`` carries as its target: the package's TUF target path, or
+    :data:`BUILTIN_TARGET` for a version that is not a package's (the agent's built-in model)."""
+    return target_path(name, version) if is_package_version(version) else BUILTIN_TARGET
+
+
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 DataKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -305,7 +323,8 @@ class UpdateOffer(_Closed):
     rollout_id: Identifier
     model: Identifier
     version: Version
-    target: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")]  # TUF target path
+    # The TUF target path, or BUILTIN_TARGET: back to the model built into the agent (nothing to fetch).
+    target: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")]
     # Maintenance window by the server's clock: download now, switch only inside [start, end).
     window_start: Annotated[float, Field(ge=0, le=1e11)] | None = None
     window_end: Annotated[float, Field(ge=0, le=1e11)] | None = None

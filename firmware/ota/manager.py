@@ -19,6 +19,9 @@ It runs on a thread beside the agent, which keeps running its current model the 
    abandoned, the agent restarts into the previous model and the failure is reported. A trial that crashes the
    agent is abandoned by the start count in :class:`~firmware.ota.slots.SlotStore`.
 
+An offer of the agent's built-in version (target ``wire.BUILTIN_TARGET``, no package) switches back to the factory
+model (:mod:`firmware.ota.slotreports`): restart, ``activated`` on that start, ``healthy`` on the first round.
+
 Progress goes back with ``POST /api/v1/device/update`` (:class:`wardsight.wire.UpdateReport`, through
 :mod:`firmware.ota.channel`). Outcomes the server must learn (failed, activated, healthy, rolled_back) are
 queued in the slot state and resent until the server has them; progress notes (downloading, downloaded,
@@ -35,7 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from tuf.api.metadata import TargetFile
@@ -48,6 +51,7 @@ from firmware.ota.channel import ChannelError, UpdateChannel
 from firmware.ota.download import DownloadError, TargetDownloader
 from firmware.ota.fitness import missing_build, unfit
 from firmware.ota.health import FrameCounts, HealthCheck
+from firmware.ota.settings import OtaSettings
 from firmware.ota.slots import SlotStore
 from firmware.ota.slotstate import Choice, Slot, report_for
 from firmware.ota.tufclient import TufClient, TufError
@@ -61,24 +65,6 @@ log = logging.getLogger("wardsight.device.ota")
 NETWORK = frozenset({"tuf_unreachable", "download_failed", "download_incomplete", "storage_error"})
 
 Observer = Callable[[str, int, int], None]  # (step, done, total): downloading, verifying, installing, switching
-
-
-@dataclass(frozen=True)
-class OtaSettings:
-    backend: str = "cpu"  # the build this device runs from a package (without a ``target`` callback)
-    hardware: str | None = None  # on a Hailo: hailo8, hailo8l, hailo10h
-    runtime_version: str | None = None  # on a Hailo: the HailoRT version
-    poll_seconds: float = 300.0  # the fallback: the jobs long poll wakes the manager when an offer waits
-    retry_seconds: float = 60.0
-    max_retry_seconds: float = 3600.0  # the same failure again and again backs off up to this
-    max_attempts: int = 5  # tries of one offer that fail verification (not the network) before giving up
-    health_frames: int = 30
-    health_seconds: float = 120.0
-    health_max_failed: int = 3
-    selftest_timeout: float = 90.0
-    max_invoke_seconds: float = 5.0
-    threads: int = 1
-    progress_seconds: float = 2.0  # how often a trial reports its health-check frames (best effort)
 
 
 class OtaManager:
@@ -182,6 +168,8 @@ class OtaManager:
     def step(self) -> str:
         """One round; returns what happened (idle, trial, confirmed, rolled_back, current, waiting, activating,
         rejected, failed, retry)."""
+        if self.running.slot is None and self.slots.confirm_factory():  # started on it: healthy (see slotreports)
+            log.info("back on the built-in model %s", self.factory_version)
         self.flush()
         if self.restart_reason is not None:
             return "restarting"
@@ -271,6 +259,8 @@ class OtaManager:
             self.flush()
             log.error("model slot %s was on trial but this start does not run it: trial ended", trial.slot)
             return "rejected"
+        if offer.target == wire.BUILTIN_TARGET:
+            return self._to_factory(offer)
         slot = self.slots.installed(offer.version, offer.model)
         if slot is None:
             try:
@@ -291,6 +281,20 @@ class OtaManager:
             return "waiting"
         self.slots.begin_trial(slot, offer.rollout_id)
         log.info("switching to model %s %s (slot %s) on trial: restarting", offer.model, offer.version, slot)
+        self._observe("switching", 1, 1)
+        self._request_restart("activate")
+        return "activating"
+
+    def _to_factory(self, offer: wire.UpdateOffer) -> str:
+        """Back to the model built into the agent (nothing to fetch): restart into it, as for an activation."""
+        if offer.version != self.factory_version:
+            why = f"the built-in model is {self.factory_version}, not {offer.version}"
+            return self._reject(offer, "builtin_version_unknown", why)
+        if not self._in_window(offer):
+            self._note(offer, "deferred", "outside_window")
+            return "waiting"
+        self.slots.to_factory(offer.rollout_id, offer.model, offer.version)
+        log.info("switching back to the built-in model %s %s: restarting", offer.model, offer.version)
         self._observe("switching", 1, 1)
         self._request_restart("activate")
         return "activating"

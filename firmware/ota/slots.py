@@ -7,7 +7,8 @@ Layout under ``<device dir>/models/slots/``::
     state.json                             written atomically: temp file, fsync, rename, fsync of the dir
 
 The state names an ``active`` slot (a model that passed its health check, or ``None`` for the *factory*
-model: the pinned CPU MoveNet from the artifact store), the ``previous`` one, a record per slot of the build
+model: the pinned CPU MoveNet from the artifact store, also after an offer sent the device back to it,
+:meth:`SlotStore.to_factory`), the ``previous`` one, a record per slot of the build
 it holds (name, version, sha256, size), an optional ``trial`` (a newly installed slot the next start runs,
 with a count of the starts it has had) and the reports the server has not yet acknowledged.
 
@@ -35,20 +36,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from firmware.ota.slotreports import SlotReports
 from firmware.ota.slotstate import (
-    MAX_REJECTED,
-    MAX_REPORTS,
     SLOTS,
     STATE_FILE,
     Choice,
     Failure,
-    Rejected,
     Slot,
     SlotError,
     SlotRecord,
     SlotState,
     Trial,
-    report_for,
 )
 from wardsight import modelpkg, wire
 from wardsight.paths import fsync_dir, write_file_atomically
@@ -56,7 +54,7 @@ from wardsight.paths import fsync_dir, write_file_atomically
 log = logging.getLogger("wardsight.device.ota")
 
 
-class SlotStore:
+class SlotStore(SlotReports):
     """The slots of one device; safe to share between the agent's threads (one agent process per device)."""
 
     def __init__(self, root: Path, *, max_trial_boots: int = 2) -> None:
@@ -163,11 +161,15 @@ class SlotStore:
                     log.info("model %s %s in slot %s on trial: start %d of at most %d", rec.name, rec.version, slot,
                              state.trial.boots, self.max_trial_boots)  # fmt: skip
                     return Choice(slot, rec, self.slot_dir(slot) / rec.build.file, trial=True)
+            if state.factory_switch is not None and state.trial is None:
+                self.factory_started(state)
+                self._save(state)
             return self._fallback_choice()
 
     def _fallback_choice(self) -> Choice:
         state = self.state
-        for slot in (state.active, state.previous):
+        # No active slot is the factory model (even with a previous slot, kept after a switch back to it).
+        for slot in (state.active, state.previous) if state.active is not None else ():
             if slot is None:
                 continue
             why = self.check(slot)
@@ -327,57 +329,3 @@ class SlotStore:
                 raise SlotError("no model is on trial")
             self._end_trial(state, reason)
             self._save(state)
-
-    # ---- offers that failed here, and reports -------------------------------------------------------------
-
-    def reject(self, offer: wire.UpdateOffer, state_name: wire.UpdateState, reason: str) -> None:
-        """Never try ``offer`` again on this device, and queue a report saying why."""
-        with self._lock:
-            state = self.state
-            self._reject(state, offer.rollout_id, offer.version)
-            state.last_failure = Failure(
-                rollout_id=offer.rollout_id, model=offer.model, version=offer.version, reason=reason, at=time.time()
-            )
-            self._queue(state, report_for(offer, state_name, reason))
-            self._save(state)
-
-    def _reject(self, state: SlotState, rollout_id: str, version: str) -> None:
-        entry = Rejected(rollout_id=rollout_id, version=version)
-        if entry not in state.rejected:
-            state.rejected = [*state.rejected, entry][-MAX_REJECTED:]
-
-    def is_rejected(self, offer: wire.UpdateOffer) -> bool:
-        with self._lock:
-            return Rejected(rollout_id=offer.rollout_id, version=offer.version) in self._state.rejected
-
-    def mark_completed(self, offer: wire.UpdateOffer) -> None:
-        with self._lock:
-            state = self.state
-            state.completed = offer.rollout_id
-            self._queue(state, report_for(offer, "healthy"))
-            self._save(state)
-
-    def queue(self, report: wire.UpdateReport) -> None:
-        with self._lock:
-            state = self.state
-            self._queue(state, report)
-            self._save(state)
-
-    def _queue(self, state: SlotState, report: wire.UpdateReport) -> None:
-        state.reports = [*state.reports, report][-MAX_REPORTS:]
-
-    def pending_reports(self) -> list[wire.UpdateReport]:
-        with self._lock:
-            return list(self._state.reports)
-
-    def ack(self, report: wire.UpdateReport) -> None:
-        """The server has ``report``: drop it from the queue."""
-        with self._lock:
-            state = self.state
-            if report in state.reports:
-                state.reports.remove(report)
-                self._save(state)
-
-    @staticmethod
-    def _report(rollout_id: str, record: SlotRecord, state: wire.UpdateState) -> wire.UpdateReport:
-        return wire.UpdateReport(rollout_id=rollout_id, model=record.name, version=record.version, state=state)

@@ -58,6 +58,15 @@ class Rejected(_Closed):
     version: str
 
 
+class FactorySwitch(_Closed):
+    """An offer to go back to the factory (built-in) model, switched to: reported after the next start."""
+
+    rollout_id: str
+    model: str
+    version: str
+    started: bool = False  # the start into the factory model has queued "activated"
+
+
 class SlotState(_Closed):
     v: Literal[1] = 1
     active: Slot | None = None  # None: the factory model
@@ -67,6 +76,7 @@ class SlotState(_Closed):
     last_failure: Failure | None = None
     rejected: list[Rejected] = Field(default_factory=list)
     completed: str | None = None  # the rollout whose "healthy" report was queued
+    factory_switch: FactorySwitch | None = None  # a switch back to the factory model not yet confirmed
     reports: list[wire.UpdateReport] = Field(default_factory=list)
 
 

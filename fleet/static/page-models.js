@@ -194,8 +194,8 @@ function versionHint(hint, m, version, previous) {
     hint.append(h("p", {}, blocking));
   }
   if (previous && !PACKAGE_VERSION.test(previous)) {
-    hint.append(h("p", {}, `${previous} is not a package in the library (it is the model built into the agent): a roll back ` +
-      "to it will be refused, because the agent cannot be sent back to it over the air. To be able to roll back, publish the earlier model as a package."));
+    hint.append(h("p", {}, `${previous} is the model built into the agent, not a package in the library: a roll back ` +
+      "switches each device back to its built-in model (nothing is downloaded; the device restarts once)."));
   }
   hint.hidden = !hint.childNodes.length;
   return blocking;

@@ -145,7 +145,7 @@ def test_a_rollout_from_the_built_in_model_shows_each_device_in_words(open_conso
         ["None: each device's own previous version", f"{BUILT_IN} (runs on 5 devices, not in the library)"]
     )
     previous.select_option(BUILT_IN)
-    expect(form.locator(".version-hint")).to_contain_text(f"{BUILT_IN} is not a package in the library")
+    expect(form.locator(".version-hint")).to_contain_text(f"{BUILT_IN} is the model built into the agent")
     form.get_by_label("Ward (optional)").fill("7R")
     form.get_by_label("Groups (comma separated: a count, or a percent of the selection)").fill("100%")
     form.get_by_label("Stop after more than this many failures").fill("4")
@@ -179,12 +179,11 @@ def test_a_rollout_from_the_built_in_model_shows_each_device_in_words(open_conso
     expect(devices).not_to_contain_text("{")  # reasons in words, never raw JSON
     assert page.evaluate(A11Y_CHECK) == []
 
-    # Rolling back to the built-in model cannot be done over the air: refused in words, nothing changes.
+    # Rolling back sends the devices back to the model built into the agent (no package): accepted and said so.
     rollout.get_by_role("button", name=re.compile("^Roll back rollout")).click()
-    expect(page.locator(".page-status")).to_contain_text(
-        f"would go back to {MODEL} {BUILT_IN}, which is not a model package"
-    )
+    expect(page.locator(".page-status")).to_contain_text("roll back done")
     statuses = [r["status"] for r in sim.query("SELECT status FROM rollouts")]
-    assert statuses and statuses[0] not in ("rolling_back", "rolled_back"), statuses
-    assert sim.query("SELECT action FROM audit WHERE action = 'rollout.rollback'") == []
+    assert statuses and statuses[0] in ("rolling_back", "rolled_back"), statuses
+    assert len(sim.query("SELECT action FROM audit WHERE action = 'rollout.rollback'")) == 1
+    expect(devices).to_contain_text(f"back to the built-in model {BUILT_IN}", timeout=20000)
     assert page.console_errors == []

@@ -173,7 +173,9 @@ class Fleet:
         context = tls_context(identity.server_url, store.ca_pem())
         return Device(directory, identity.device_id, room, client, identity.server_url, context)
 
-    def rollout(self, device: Device, version: str, window: dict[str, str] | None = None) -> str:
+    def rollout(
+        self, device: Device, version: str, window: dict[str, str] | None = None, previous: str | None = None
+    ) -> str:
         body = NewRollout.model_validate(
             {
                 "model": MODEL,
@@ -184,6 +186,7 @@ class Fleet:
                 "error_threshold": {"count": 0},
                 "in_progress_timeout_s": 3600,
                 "window": window,
+                "previous_version": previous,
             }
         )
         db = FleetDB(self.config.database)
@@ -193,6 +196,14 @@ class Fleet:
             db.close()
         return str(view["id"])
 
+    def command(self, rollout_id: str, command: str) -> str:
+        db = FleetDB(self.config.database)
+        try:
+            view = rollouts.apply_command(db.db, rollout_id, command, actor="test", now=time.time())  # type: ignore[arg-type]
+        finally:
+            db.close()
+        return str(view["status"])
+
     def reports(self, rollout_id: str) -> list[tuple[str, str | None]]:
         db = FleetDB(self.config.database)
         try:
@@ -200,6 +211,26 @@ class Fleet:
                 "SELECT state, reason FROM rollout_reports WHERE rollout_id = ? ORDER BY id", [rollout_id]
             )
             return [(r["state"], r["reason"]) for r in rows]
+        finally:
+            db.close()
+
+    def versions(self, rollout_id: str) -> list[tuple[str, str]]:
+        db = FleetDB(self.config.database)
+        try:
+            rows = db.db.query(
+                "SELECT state, version FROM rollout_reports WHERE rollout_id = ? ORDER BY id", [rollout_id]
+            )
+            return [(r["state"], r["version"]) for r in rows]
+        finally:
+            db.close()
+
+    def command_status(self, rollout_id: str) -> str:
+        db = FleetDB(self.config.database)
+        try:
+            rollouts.tick_all(db, time.time())
+            row = rollout_store.load(db.db, rollout_id)
+            assert row is not None
+            return rollout_store.decode(row)[1].status
         finally:
             db.close()
 
@@ -724,3 +755,78 @@ def test_the_same_failure_is_logged_once_and_backed_off(fleet, movenet_path, tmp
         manager.run()
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and "4 times in a row" in caplog.text
+
+
+# ---- back to the model built into the agent ------------------------------------------------------------------
+
+
+def test_a_roll_back_takes_the_device_back_to_its_built_in_model(fleet, movenet_path, model_store, tmp_path):
+    """The most common roll back of all: the first package rolled out, then back to the factory model, which no
+    package holds (the offer's target is ``wire.BUILTIN_TARGET``: nothing is fetched)."""
+    built_in = MOVENET_MULTIPOSE.version
+    fleet.publisher.publish(make_package(tmp_path / "pkg", "6.1", movenet_path))
+    device = fleet.enroll(tmp_path / "device")
+    rollout = fleet.rollout(device, "6.1", previous=built_in)
+    backend, choice, slots = start(device, movenet_path)
+    restarts: list[str] = []
+    assert manager_for(device, slots, choice, restart=restarts.append).step() == "activating"
+    backend.close()
+    backend, choice, slots = start(device, movenet_path)
+    agent = RunningAgent(backend, model_store.path(DEMO_FOOTAGE))
+    try:
+        manager = manager_for(device, slots, choice, restart=restarts.append, frames=agent.counts, health_frames=3,
+                              health_seconds=60)  # fmt: skip
+        assert run_until(manager, {"confirmed", "rolled_back"})[-1] == "confirmed"
+        assert fleet.device_status(rollout, device) == ("healthy", None)
+
+        # The operator rolls back: the device switches to its factory model and restarts, as for an activation.
+        assert fleet.command(rollout, "rollback") == "rolling_back"
+        restarts.clear()
+        assert manager.step() == "activating" and restarts == ["activate"]
+    finally:
+        agent.close()
+        backend.close()
+    state = slots.state
+    assert (state.active, state.previous, state.trial) == (None, "a", None)  # the slot is kept, not active
+    assert state.slots["a"] is not None and state.slots["a"].version == "6.1"
+    assert not (device.ota_dir / "verified").exists() or not any((device.ota_dir / "verified").iterdir())
+
+    # The restart runs the factory model (not the previous slot) and reports it activated, then healthy.
+    backend, choice, slots = start(device, movenet_path)
+    try:
+        assert choice == Choice(None)
+        manager = manager_for(device, slots, choice)
+        assert manager.step() in ("idle", "current")
+    finally:
+        backend.close()
+    assert fleet.reports(rollout)[-2:] == [("activated", None), ("healthy", None)]
+    assert [v for _, v in fleet.versions(rollout)[-2:]] == [built_in, built_in]
+    assert fleet.device_status(rollout, device) == ("rolled_back", None)
+    assert fleet.command_status(rollout) == "rolled_back"
+    assert slots.state.factory_switch is None and slots.state.completed == rollout
+    backend, choice, slots = start(device, movenet_path)  # and every start after it stays there
+    backend.close()
+    assert choice == Choice(None) and slots.pending_reports() == []
+
+
+def test_an_agent_from_before_the_marker_finds_no_such_target(fleet, tmp_path):
+    """An older agent looks the built-in offer's target up over TUF: not signed, so it reports ``failed``
+    (``target_unknown``) after its attempts, as for any unsigned target; it never crashes on it."""
+    device = fleet.enroll(tmp_path / "device")
+    with pytest.raises(TufError) as caught:
+        device.tuf(reference_time=device.client.server_now).targetinfo(wire.BUILTIN_TARGET)
+    assert caught.value.code == "target_unknown"
+
+
+def test_an_offer_of_another_built_in_version_is_rejected(fleet, movenet_path, tmp_path):
+    device = fleet.enroll(tmp_path / "device")
+    fleet.publisher.publish(make_package(tmp_path / "pkg", "6.2", movenet_path))
+    rollout = fleet.rollout(device, "6.2")
+    backend, choice, slots = start(device, movenet_path)
+    backend.close()
+    manager = manager_for(device, slots, choice)
+    manager.factory_version = "lightning-fp16-0"  # an agent whose built-in model is not the one offered
+    offer = wire.UpdateOffer(rollout_id=rollout, model=MODEL, version="lightning-fp16-1", target=wire.BUILTIN_TARGET)
+    assert manager.handle(offer) == "rejected"
+    assert slots.state.last_failure is not None and slots.state.last_failure.reason == "builtin_version_unknown"
+    assert slots.state.factory_switch is None

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fleet.ota.rollouts.decide import cancel_open
-from fleet.ota.rollouts.refusals import cannot_revert, is_package_version
 from fleet.ota.rollouts.spec import RolloutSpec
 from fleet.ota.rollouts.state import SWITCHED, Decision, RolloutState, group_cannot_succeed, timed_out
 
@@ -55,7 +54,8 @@ def rollback(
     spec: RolloutSpec, state: RolloutState, now: float, reason: str | None = None
 ) -> tuple[RolloutState, list[Decision]]:
     """Withdraw the new version from devices that have not switched, and offer each device that did
-    (``activated`` or ``healthy``, or timed out after that) the version it ran before."""
+    (``activated`` or ``healthy``, or timed out after that) the version it ran before: a package, or the model
+    built into the agent (an offer without a package, ``wardsight.wire.BUILTIN_TARGET``)."""
     if state.status in ("rolling_back", "rolled_back"):
         raise CommandError(f"the rollout is already {state.status.replace('_', ' ')}")
     devices = dict(state.devices)
@@ -70,9 +70,6 @@ def rollback(
             f"{len(unknown)} device(s) switched but their previous version is unknown (e.g. {unknown[0]});"
             " create the rollout with previous_version to allow a rollback"
         )
-    built_in = [d for d in switched if not is_package_version(spec.revert_version(d) or "")]
-    if built_in:
-        raise CommandError(cannot_revert(spec.model, built_in, spec.revert_version(built_in[0]) or ""))
     why = reason or "rolled back by an operator"
     decisions = cancel_open(spec, devices, now, "rolled_back", keep=switched)
     for device in switched:

@@ -78,7 +78,7 @@ def offer_for(spec: RolloutSpec, state: RolloutState, device_id: str, now: float
         version = spec.revert_version(device_id)
         assert version is not None  # rollback() refuses to revert a device without one
         return wire.UpdateOffer(
-            rollout_id=spec.rollout_id, model=spec.model, version=version, target=wire.target_path(spec.model, version)
+            rollout_id=spec.rollout_id, model=spec.model, version=version, target=wire.offer_target(spec.model, version)
         )
     start, end = spec.window.current_or_next(now) if spec.window is not None else (None, None)
     return wire.UpdateOffer(

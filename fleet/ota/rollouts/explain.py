@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fleet.ota.rollouts.spec import RolloutSpec
 from fleet.ota.rollouts.state import DeviceState, is_open
+from wardsight.wire import is_package_version
 
 POLL_SECONDS = 300.0  # the device's fallback update poll (firmware.ota.manager.OtaSettings.poll_seconds)
 
@@ -28,6 +29,9 @@ REASONS = {
     "health_check_missed": "too few frames processed on the new model in time",
     "inference_failed": "inference failed on the new model",
     "load_failed": "the new model did not load",
+    "builtin_version_unknown": "the model built into this device's agent is another version",
+    "target_unknown": "the signed OTA metadata does not list it (an agent too old to go back to its built-in model"
+    " also says so)",
     "install_damaged": "the installed model file was damaged",
     "not_booted": "the device did not start the new model",
     "backend_changed": "the device now runs another backend",
@@ -64,6 +68,12 @@ def reason_text(reason: str | None, facts: DeviceFacts) -> str:
     return REASONS.get(reason, reason.replace("_", " "))
 
 
+def built_in_version(spec: RolloutSpec, device_id: str, dev: DeviceState) -> str | None:
+    """The built-in model's version when this rollout sends the device back to it (no package), else None."""
+    version = spec.revert_version(device_id) if dev.reverting else spec.version
+    return version if version is not None and not is_package_version(version) else None
+
+
 def _offered(facts: DeviceFacts, now: float) -> str:
     if facts.updates == "no_ota_root":
         return "cannot take updates (enrolled without an OTA root)"
@@ -82,6 +92,9 @@ def _offered(facts: DeviceFacts, now: float) -> str:
 def explain(spec: RolloutSpec, device_id: str, dev: DeviceState, facts: DeviceFacts, now: float) -> str:
     """One line: where the device is and what happens next (and why it put its next step off, if it did)."""
     line = _where(spec, device_id, dev, facts, now)
+    builtin = built_in_version(spec, device_id, dev)
+    if builtin is not None and dev.status not in ("healthy", "rolled_back"):
+        line = f"back to the built-in model {builtin}: {line}"
     if dev.deferred is not None and is_open(dev) and "maintenance window" not in line:
         return f"{line}; deferred: {reason_text(dev.deferred, facts)}"
     return line
@@ -109,11 +122,15 @@ def _where(spec: RolloutSpec, device_id: str, dev: DeviceState, facts: DeviceFac
             return f"on trial, health check {min(dev.done, dev.total)} of {dev.total} frames"
         return "on trial: restarted into the new model, health check running"
     if status == "healthy":
+        if not is_package_version(spec.version):
+            return f"healthy, back to the built-in model {spec.version}"
         return f"healthy on {spec.version}"
     if status == "rejected":
         return f"rejected by the device: {reason_text(dev.reason, facts)}; it still runs its previous model"
     if status == "rolled_back":
         if dev.reverting:
+            if (builtin := built_in_version(spec, device_id, dev)) is not None:
+                return f"rolled back to the built-in model {builtin}"
             return f"rolled back to {spec.revert_version(device_id) or 'its previous version'}"
         return f"went back to its previous model: {reason_text(dev.reason, facts)}"
     if status == "failed":

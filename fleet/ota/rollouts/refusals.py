@@ -1,24 +1,36 @@
-"""Why a rollout cannot be created for a version, or rolled back to one, in words that say what to do instead
-(pure: no I/O).
+"""Why a rollout cannot be created for a version, in words that say what to do instead (pure: no I/O).
 
 Devices report the versions they run in their heartbeats, and not every one is a model package: the model
-built into the agent (``accelerators.catalog``, e.g. ``lightning-fp16-1``) has none. A rollout installs a
-package from the library, so its version must be one (dotted numbers, ``wardsight.modelpkg.VERSION``) that
-signed targets metadata lists; a *staged* one (uploaded, not yet signed) needs the offline signature first.
+built into the agent (e.g. ``lightning-fp16-1``, as devices on it report) has none. A rollout to a package
+version (dotted numbers, ``wardsight.modelpkg.VERSION``) needs signed targets metadata to list it (a *staged*
+one, uploaded but not signed, needs the offline signature first); a rollout, or a roll back, to any other
+version sends devices back to their built-in model (``wardsight.wire.BUILTIN_TARGET``: nothing to fetch).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from wardsight import modelpkg
+from wardsight import wire
 
 
 def is_package_version(version: str) -> bool:
-    """Whether ``version`` can name a model package (and so a TUF target a device can fetch)."""
-    return re.fullmatch(modelpkg.VERSION, version) is not None
+    """Whether ``version`` can name a model package (and so a TUF target a device can fetch); any other version
+    is the model built into the agent."""
+    return wire.is_package_version(version)
+
+
+def not_a_version(model: str, version: str, built_in: Collection[str]) -> str | None:
+    """Why a rollout cannot send devices to ``version``, or None: a package version, or one of ``built_in`` (the
+    versions that are not packages' which devices report running: their built-in model)."""
+    if is_package_version(version) or version in built_in:
+        return None
+    known = f"devices report {', '.join(sorted(built_in))}" if built_in else "no device reports one"
+    return (
+        f"version '{version}' of {model} is neither a model package version (packages are numbered like 1.0 or"
+        f" 2.1) nor the model built into the agent ({known}); choose a version from the model library"
+    )
 
 
 def signing_command(model: str, version: str) -> str:
@@ -26,14 +38,6 @@ def signing_command(model: str, version: str) -> str:
     return (
         f"wardsight ota publish <the {model} {version} .wsm file> --keys <the offline keys directory>"
         " --server <this server's URL> --ca <the fleet CA file>"
-    )
-
-
-def not_a_package(model: str, version: str) -> str:
-    return (
-        f"version '{version}' of {model} is not a model package version (packages are numbered like 1.0 or 2.1):"
-        " it may be the model built into the agent, which a rollout cannot install; choose a version from the"
-        " model library"
     )
 
 
@@ -50,13 +54,4 @@ def not_published(model: str, version: str, target: str, row: Mapping[str, Any] 
     return (
         f"{model} {version} is staged: uploaded but not signed, and devices install only signed versions."
         f" It needs signing first, on the offline signing machine: {signing_command(model, version)}"
-    )
-
-
-def cannot_revert(model: str, devices: list[str], version: str) -> str:
-    """Why a rollback cannot send ``devices`` back to ``version`` (not a package: the agent's built-in model)."""
-    return (
-        f"{len(devices)} device(s) (e.g. {devices[0]}) would go back to {model} {version}, which is not a model"
-        " package (the model built into the agent): this agent cannot be sent back to it over the air; publish"
-        " the earlier model as a package and roll that out, or abort this rollout"
     )

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from fleet.audit import log as audit
 from fleet.ota.library.store import find as library_entry
+from fleet.ota.library.store import heartbeat_key, running_versions
 from fleet.ota.rollouts import commands, refusals, store
 from fleet.ota.rollouts.appkeys import TargetCheck, no_library
 from fleet.ota.rollouts.bodies import NewRollout
@@ -92,13 +93,17 @@ def create_rollout(
     target_check: TargetCheck = no_library,
 ) -> dict[str, Any]:
     """Select the devices, cut them into groups, store the rollout and offer its first group; return its view."""
-    if not refusals.is_package_version(body.version):
-        raise RolloutRefusedError(400, refusals.not_a_package(body.model, body.version))
-    target = wire.target_path(body.model, body.version)
-    known = target_check(db, target)
-    if known is False:
-        entry = library_entry(db, body.model, body.version)
-        raise RolloutRefusedError(400, refusals.not_published(body.model, body.version, target, entry))
+    reported = running_versions(db).get(heartbeat_key(body.model), {})
+    built_in = {v for v in reported if not refusals.is_package_version(v)}  # devices on their factory model
+    if (why := refusals.not_a_version(body.model, body.version, built_in)) is not None:
+        raise RolloutRefusedError(400, why)
+    known: bool | None = None  # a version that is not a package's: back to the built-in model, nothing to check
+    if refusals.is_package_version(body.version):
+        target = wire.target_path(body.model, body.version)
+        known = target_check(db, target)
+        if known is False:
+            entry = library_entry(db, body.model, body.version)
+            raise RolloutRefusedError(400, refusals.not_published(body.model, body.version, target, entry))
     rollout_id = "ro-" + secrets.token_hex(6)
     sel = body.selector
     selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent)

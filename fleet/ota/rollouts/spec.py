@@ -117,7 +117,8 @@ class RolloutSpec:
 
     @property
     def target(self) -> str:
-        return wire.target_path(self.model, self.version)
+        """The offer's target: the package's TUF path, or ``wire.BUILTIN_TARGET`` for the built-in model."""
+        return wire.offer_target(self.model, self.version)
 
     def needed(self, group: int) -> int:
         """Healthy devices group ``group`` needs to succeed."""
