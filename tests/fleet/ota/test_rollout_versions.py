@@ -3,15 +3,11 @@ built-in model reports "lightning-fp16-1", and a rollout or a roll back to it se
 model, with no package to fetch), a version that is only staged (uploaded, not signed) is refused with
 the command that signs it, and each device's step comes with its reason in words (a deferral too)."""
 
-import os
-import shutil
-
 import pytest
 
 from accelerators.catalog import MOVENET_MULTIPOSE
 from fleet.app import create_app
 from fleet.config import ServerConfig
-from fleet.ota.library import package as library
 from fleet.ota.library.store import record_upload
 from fleet.ota.repository.files import REPOSITORY_KEY
 from fleet.web.appkeys import DB_KEY
@@ -27,11 +23,12 @@ from tests.fleet.ota.test_rollouts import (
     publish,
     report,
     rollout_body,
+    store_package,
     tick,
     update,
     view,
 )
-from wardsight import modelpkg, wire
+from wardsight import wire
 
 BUILT_IN = MOVENET_MULTIPOSE.version  # what a device on its factory model reports: "lightning-fp16-1"
 
@@ -46,21 +43,7 @@ async def ota(aiohttp_client, db_path, clock, tmp_path):
 
 def stage(app, clock, directory, version, model="movenet"):
     """Upload a package as POST /api/v1/models does (stored and recorded in the library), without signing it."""
-    directory.mkdir(exist_ok=True)
-    model_file = directory / f"{model}-{version}.tflite"
-    model_file.write_bytes(os.urandom(1024))
-    digest, size = modelpkg.describe_file(model_file)
-    build = modelpkg.Build(backend="cpu", runtime="litert", file="model.tflite", sha256=digest, size=size,
-                           decoder="movenet_multipose")  # fmt: skip
-    manifest = modelpkg.Manifest(name=model, version=version, task="pose", license="Apache-2.0", builds=[build])
-    package = directory / f"{model}-{version}.wsm"
-    modelpkg.write_package(package, manifest, {"model.tflite": model_file})
-    repo = app[REPOSITORY_KEY]
-    repo.incoming_dir.mkdir(parents=True, exist_ok=True)
-    upload = repo.incoming_dir / package.name
-    shutil.copyfile(package, upload)
-    info = library.inspect_package(upload)
-    library.install_package(repo, upload, info)
+    info = store_package(app, directory, version, model)
     record_upload(app[DB_KEY].db, info, "user:olga", clock.now, replaced=False)
 
 

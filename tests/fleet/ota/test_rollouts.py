@@ -36,6 +36,27 @@ def config(db_path):
     return ServerConfig(database=db_path, credential_ttl_seconds=30 * 86400)
 
 
+def store_package(app, directory, version, model="movenet"):
+    """Package one version (a small stand-in model file) and store it through the model library's code, as an
+    upload does; returns what the library read of it (not signed: :func:`publish` signs)."""
+    repo = app[REPOSITORY_KEY]
+    directory.mkdir(exist_ok=True)
+    model_file = directory / f"{model}-{version}.tflite"
+    model_file.write_bytes(os.urandom(2048))
+    digest, size = modelpkg.describe_file(model_file)
+    build = modelpkg.Build(backend="cpu", runtime="litert", file="model.tflite", sha256=digest, size=size,
+                           decoder="movenet_multipose")  # fmt: skip
+    manifest = modelpkg.Manifest(name=model, version=version, task="pose", license="Apache-2.0", builds=[build])
+    package = directory / f"{model}-{version}.wsm"
+    modelpkg.write_package(package, manifest, {"model.tflite": model_file})
+    repo.incoming_dir.mkdir(parents=True, exist_ok=True)
+    upload = repo.incoming_dir / package.name
+    shutil.copyfile(package, upload)
+    info = library.inspect_package(upload)
+    library.install_package(repo, upload, info)
+    return info
+
+
 def publish(app, clock, directory, versions, model="movenet"):
     """Play the hospital: package each version (a small stand-in model file), store it through the model
     library's code, and sign root and targets metadata listing them with offline keys made here."""
@@ -43,20 +64,7 @@ def publish(app, clock, directory, versions, model="movenet"):
     directory.mkdir(exist_ok=True)
     listed = {}
     for version in versions:
-        model_file = directory / f"{model}-{version}.tflite"
-        model_file.write_bytes(os.urandom(2048))
-        digest, size = modelpkg.describe_file(model_file)
-        build = modelpkg.Build(backend="cpu", runtime="litert", file="model.tflite", sha256=digest, size=size,
-                               decoder="movenet_multipose")  # fmt: skip
-        manifest = modelpkg.Manifest(name=model, version=version, task="pose", license="Apache-2.0", builds=[build])
-        package = directory / f"{model}-{version}.wsm"
-        modelpkg.write_package(package, manifest, {"model.tflite": model_file})
-        incoming = repo.directory / "incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
-        upload = incoming / package.name
-        shutil.copyfile(package, upload)
-        info = library.inspect_package(upload)
-        library.install_package(repo, upload, info)
+        info = store_package(app, directory, version, model)
         listed[info.target] = TargetFile(info.length, {"sha256": info.sha256}, info.target)
     root_key, targets_key = signer_for(wire.generate_key()), signer_for(wire.generate_key())
     root = Root(expires=now + timedelta(days=365), consistent_snapshot=False)
