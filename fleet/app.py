@@ -39,7 +39,7 @@ def create_app(config: ServerConfig, *, clock: Clock = time.time) -> web.Applica
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         assert config.database is not None
-        app[DB_KEY] = FleetDB(config.database)
+        app[DB_KEY] = FleetDB(config.store_location)
         yield
         app[DB_KEY].close()
 

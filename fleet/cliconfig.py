@@ -24,4 +24,4 @@ def load_config(ctx: Context, config_path: Path | None) -> ServerConfig:
 def open_db(config: ServerConfig) -> FleetDB:
     """The fleet database ``config`` names (the caller closes it)."""
     assert config.database is not None
-    return FleetDB(config.database)
+    return FleetDB(config.store_location)

@@ -18,6 +18,11 @@ class ServerConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
     port: Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one.")] = 8765
     database: Path | None = Field(None, description="SQLite file; default <data dir>/fleet.db.")
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL instead of the SQLite file: postgresql://user@host:port/dbname (a password is"
+        " better kept in ~/.pgpass or PGPASSWORD than here). Unset: SQLite.",
+    )
     token_ttl_seconds: Annotated[int, Field(gt=0, le=30 * 24 * 3600)] = 3600
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
     console_refresh_seconds: Annotated[float, Field(ge=0.5, le=300)] = 2.0
@@ -95,6 +100,22 @@ class ServerConfig(StrictModel):
             except ValueError:
                 raise ValueError(f"not an IP network: {network!r}") from None
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url must start with postgresql:// (SQLite is the 'database' file setting)")
+        return value
+
+    @property
+    def store_location(self) -> Path | str:
+        """Where the fleet database is: the PostgreSQL URL if set, else the SQLite file."""
+        if self.database_url is not None:
+            return self.database_url
+        if self.database is None:
+            raise ValueError("config.database must be set (load_server_config sets it)")
+        return self.database
 
     @model_validator(mode="after")
     def _reserve_below_max(self) -> Self:

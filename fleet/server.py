@@ -45,6 +45,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def describe_store(config: ServerConfig) -> str:
+    """Where the fleet database is, for people: the SQLite file, or the PostgreSQL URL without its password."""
+    from fleet.store.pg import redact
+
+    return redact(config.database_url) if config.database_url else str(config.database)
+
+
 def keys_dir(config: ServerConfig) -> Path:
     """Where the server's keys and the fleet CA live (``load_server_config`` always sets ``keys_dir``)."""
     if config.keys_dir is not None:
@@ -323,7 +330,7 @@ def serve_forever(
     stopping = stop or threading.Event()
     try:
         with _stop_on_signals(stopping):  # before the first line: whoever reads it may signal at once
-            announce(f"fleet server on {server.url} (console: {server.url}/), database {config.database}")
+            announce(f"fleet server on {server.url} (console: {server.url}/), database {describe_store(config)}")
             if server.ca_pem is None:
                 announce("WARNING: plain HTTP (insecure_http): for development only; devices send events unencrypted")
             else:

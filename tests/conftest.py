@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import CodeType, ModuleType
 
 import pytest
 
 from accelerators.catalog import MOVENET_MULTIPOSE
+from tests import pgcluster
 from tests.fleet.helpers import Clock
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
@@ -116,3 +118,60 @@ def clock() -> Clock:
 def db_path(tmp_path: Path) -> Path:
     """The fleet database of one test."""
     return tmp_path / "fleet.db"
+
+
+# CI sets this: there PostgreSQL is installed by .ci/run, and a test that needs it fails without it.
+REQUIRE_POSTGRES = os.environ.get("WARDSIGHT_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgcluster.Cluster]:
+    """A throwaway PostgreSQL server for the session (tests/pgcluster.py)."""
+    why = pgcluster.missing()
+    if why is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(why)
+        pytest.skip(why)
+    cluster = pgcluster.Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: pgcluster.Cluster) -> str:
+    """A PostgreSQL URL with an empty schema of this test's own."""
+    return pg_cluster.new_database_url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fleet_location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The fleet database of one test, on each backend in turn: a SQLite file, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "fleet.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+# WARDSIGHT_TEST_DATABASE=postgresql runs the fleet tests on PostgreSQL: every SQLite file a test opens through
+# the store becomes a schema of its own on the session's throwaway cluster (the test is otherwise unchanged).
+ON_POSTGRES = os.environ.get("WARDSIGHT_TEST_DATABASE") == "postgresql"
+
+
+@pytest.fixture(autouse=ON_POSTGRES)
+def _fleet_on_postgres(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.store import db as store_db
+
+    cluster: pgcluster.Cluster = request.getfixturevalue("pg_cluster")
+    urls: dict[str, str] = {}
+    opened = store_db.open_database
+
+    def open_database(location: Path | str) -> object:
+        if isinstance(location, Path) or (isinstance(location, str) and not location.startswith("postgresql:")):
+            key = str(Path(location).resolve())
+            if key not in urls:
+                urls[key] = cluster.new_database_url()
+            location = urls[key]
+        return opened(location)
+
+    monkeypatch.setattr(store_db, "open_database", open_database)

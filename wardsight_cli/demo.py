@@ -271,7 +271,7 @@ def _set_up_fleet(
     demo keys, and the device enrolled."""
     password = secrets.token_urlsafe(12)
     role: Role = "admin" if admin else "viewer"
-    db = FleetDB(server_config.database)  # type: ignore[arg-type]
+    db = FleetDB(server_config.store_location)
     try:
         accounts.create_operator(db.db, DEMO_USER, password, role, time.time(), server_config)
         api_token = accounts.create_api_token(db.db, "demo-ota", "admin", "system", time.time())

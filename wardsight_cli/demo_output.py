@@ -69,7 +69,7 @@ class EventPrinter:
     """Prints each event the fleet server stores, as it arrives: one line of metadata (its time, kind, severity and
     room), never its data. Reads the server's database on its own thread, through its own connection."""
 
-    def __init__(self, database: Path, interval: float = EVENT_POLL_S) -> None:
+    def __init__(self, database: Path | str, interval: float = EVENT_POLL_S) -> None:
         self.database, self.interval, self.printed = database, interval, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-events", daemon=True)
@@ -113,7 +113,7 @@ class EventPrinter:
 
 
 def print_summary(server_config: ServerConfig, supervision: Supervision | None) -> None:
-    db = FleetDB(server_config.database)  # type: ignore[arg-type]
+    db = FleetDB(server_config.store_location)
     try:
         stored = db.count_events()
     finally:

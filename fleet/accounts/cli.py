@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlite_utils
 
 from fleet.accounts import service, store
 from fleet.accounts.rules import MAX_TOKEN_LIFETIME, OperatorError, validate_role, validate_username
@@ -26,13 +25,14 @@ from fleet.cliconfig import config_option
 from fleet.cliconfig import load_config as _config
 from fleet.cliconfig import open_db as _db
 from fleet.config import ServerConfig
+from fleet.store.connection import Database
 from wardsight.clictx import Context, pass_context
 
 ROLE_CHOICE = click.Choice(ROLES)
 
 
 @contextmanager
-def _database(config: ServerConfig) -> Iterator[sqlite_utils.Database]:
+def _database(config: ServerConfig) -> Iterator[Database]:
     fleet_db = _db(config)
     try:
         yield fleet_db.db

@@ -23,10 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import sqlite3
 from dataclasses import dataclass, field
 
-import sqlite_utils
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
@@ -34,6 +32,7 @@ from fleet.accounts import throttle
 from fleet.accounts.throttle import Counter, Policy, Scope
 from fleet.audit import log as audit
 from fleet.keys import ServerKeys
+from fleet.store.connection import Connection, Database
 from fleet.store.schema import transaction
 from fleet.web.appkeys import CONFIG_KEY, KEYS_KEY
 
@@ -106,14 +105,14 @@ def _attempt(guard: Throttle, account: str, remote: str | None) -> Attempt:
     return Attempt(account, remote, keys, known_key)
 
 
-def _read(conn: sqlite3.Connection, key: str) -> Counter | None:
+def _read(conn: Connection, key: str) -> Counter | None:
     row = conn.execute(
         "SELECT failures, last_attempt_at, locked_until FROM login_failures WHERE username = ?", [key]
     ).fetchone()
     return Counter(int(row[0]), float(row[1]), row[2]) if row is not None else None
 
 
-def _write(conn: sqlite3.Connection, key: str, counter: Counter | None) -> None:
+def _write(conn: Connection, key: str, counter: Counter | None) -> None:
     if counter is None:
         conn.execute("DELETE FROM login_failures WHERE username = ?", [key])
         return
@@ -125,7 +124,7 @@ def _write(conn: sqlite3.Connection, key: str, counter: Counter | None) -> None:
     )
 
 
-def _forget(conn: sqlite3.Connection, now: float, policy: Policy) -> None:
+def _forget(conn: Connection, now: float, policy: Policy) -> None:
     unlocked_before, locked_before = throttle.forget_before(now, policy)
     conn.execute(
         "DELETE FROM login_failures WHERE username NOT LIKE 'known:%'"
@@ -138,7 +137,7 @@ def _forget(conn: sqlite3.Connection, now: float, policy: Policy) -> None:
     )
 
 
-def begin_attempt(db: sqlite_utils.Database, guard: Throttle, account: str, remote: str | None, now: float) -> Attempt:
+def begin_attempt(db: Database, guard: Throttle, account: str, remote: str | None, now: float) -> Attempt:
     """Judge and count an attempt for ``account`` from ``remote`` before its (slow) check.
 
     ``wait`` > 0 means refuse it (nothing counted); otherwise it is counted in every scope that applies, and
@@ -162,7 +161,7 @@ def begin_attempt(db: sqlite_utils.Database, guard: Throttle, account: str, remo
     return attempt
 
 
-def signed_in(conn: sqlite3.Connection, guard: Throttle, attempt: Attempt, now: float) -> None:
+def signed_in(conn: Connection, guard: Throttle, attempt: Attempt, now: float) -> None:
     """The attempt had the right password (inside the caller's transaction): its account's failures from this
     address are forgotten, its count is taken back from the other scopes, and the address becomes known."""
     for scope, (before, after) in attempt.counted.items():
@@ -181,7 +180,7 @@ def signed_in(conn: sqlite3.Connection, guard: Throttle, attempt: Attempt, now: 
     )
 
 
-def record_failure(db: sqlite_utils.Database, attempt: Attempt, *, reason: str, action: str, now: float) -> None:
+def record_failure(db: Database, attempt: Attempt, *, reason: str, action: str, now: float) -> None:
     """Audit a failed attempt (``action``) and, if it started lockouts, one ``login.locked`` entry naming the
     account, the address and until when (per scope too)."""
     actor = f"user:{attempt.account}"

@@ -10,7 +10,6 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import sqlite_utils
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +18,7 @@ from fleet.accounts.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from fleet.accounts.rules import LABEL_PATTERN, MAX_TOKEN_LIFETIME, USERNAME_PATTERN, OperatorError
 from fleet.auth.operator import COOKIE_NAME, Role, authenticate, require, require_session
 from fleet.config import ServerConfig
+from fleet.store.connection import Database
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.web.body import M, read_json
 from fleet.web.errors import RejectedError
@@ -196,7 +196,7 @@ async def change_password(request: web.Request) -> web.Response:
 # ---- operator routes ----------------------------------------------------------------------------------
 
 
-def _admin_list(key: str, rows: Callable[[sqlite_utils.Database], list[dict[str, Any]]]) -> Handler:
+def _admin_list(key: str, rows: Callable[[Database], list[dict[str, Any]]]) -> Handler:
     """A GET handler for admins answering ``{key: rows(db)}``."""
 
     async def handler(request: web.Request) -> web.Response:

@@ -9,22 +9,19 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import sqlite_utils
-
 from fleet.accounts import store
 from fleet.accounts.passwords import hash_password
 from fleet.accounts.rules import OperatorError, validate_role, validate_token_name, validate_username
 from fleet.audit import log as audit
 from fleet.auth.operator import API_PREFIX, Role, sha256
 from fleet.config import ServerConfig
+from fleet.store.connection import Database
 from fleet.store.schema import transaction
 
 # ---- operators ----------------------------------------------------------------------------------------
 
 
-def add_operator(
-    db: sqlite_utils.Database, username: str, password_hash: str, role: Role, now: float, actor: str
-) -> None:
+def add_operator(db: Database, username: str, password_hash: str, role: Role, now: float, actor: str) -> None:
     """Store an enabled operator with an already made ``password_hash``; OperatorError 409 if taken."""
     with transaction(db.conn) as conn:
         if store.operator_exists(conn, username):
@@ -36,7 +33,7 @@ def add_operator(
 
 
 def create_operator(
-    db: sqlite_utils.Database,
+    db: Database,
     username: str,
     password: str,
     role: Role,
@@ -63,7 +60,7 @@ def _update_details(row: dict[str, Any], role: str, disabled: bool, password_has
 
 
 def apply_update(
-    db: sqlite_utils.Database,
+    db: Database,
     username: str,
     *,
     actor: str,
@@ -100,7 +97,7 @@ def apply_update(
 
 
 def create_api_token(
-    db: sqlite_utils.Database,
+    db: Database,
     name: str,
     role: Role,
     created_by: str,
@@ -127,7 +124,7 @@ def create_api_token(
     return f"{API_PREFIX}.{token_id}.{secret}"
 
 
-def revoke_api_token(db: sqlite_utils.Database, token_id: str, *, actor: str, now: float) -> None:
+def revoke_api_token(db: Database, token_id: str, *, actor: str, now: float) -> None:
     """Revoke a token at once; OperatorError 404 if unknown, 409 if already revoked."""
     with transaction(db.conn) as conn:
         row = store.api_token_revocation(db, token_id)

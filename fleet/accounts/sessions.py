@@ -11,12 +11,11 @@ from __future__ import annotations
 import secrets
 from typing import NamedTuple
 
-import sqlite_utils
-
 from fleet.accounts import lockout, store
 from fleet.audit import log as audit
 from fleet.auth.operator import Principal, Role, Session, sha256
 from fleet.config import ServerConfig
+from fleet.store.connection import Database
 from fleet.store.schema import transaction
 
 
@@ -27,7 +26,7 @@ class NewSession(NamedTuple):
 
 
 def open_session(
-    db: sqlite_utils.Database,
+    db: Database,
     username: str,
     checked_hash: str | None,
     *,
@@ -59,7 +58,7 @@ def open_session(
     return NewSession(session_id, csrf, current["role"])
 
 
-def close_session(db: sqlite_utils.Database, principal: Principal, session: Session, now: float) -> None:
+def close_session(db: Database, principal: Principal, session: Session, now: float) -> None:
     """Log out: the session ends on the server."""
     with transaction(db.conn) as conn:
         store.delete_session(conn, session.id_hash)
@@ -67,7 +66,7 @@ def close_session(db: sqlite_utils.Database, principal: Principal, session: Sess
 
 
 def change_own_password(
-    db: sqlite_utils.Database,
+    db: Database,
     principal: Principal,
     session: Session,
     checked_hash: str | None,

@@ -15,17 +15,15 @@ Webhook deliveries are not touched: every event is still queued for delivery as 
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-import sqlite_utils
 
 from fleet.alerts import incidents
 from fleet.alerts.store import change_state, get_alert
+from fleet.store.connection import Database
 from wardsight import wire
 
 
-def on_stored(db: sqlite_utils.Database, event: wire.Event, received_at: float) -> list[str]:
+def on_stored(db: Database, event: wire.Event, received_at: float) -> list[str]:
     """Group ``event`` or end the incidents it ends (call it in the transaction that stored it, once). Returns the
     alerts (their ``event_id``) resolved by the system."""
     if incidents.is_grouped(event):
@@ -37,7 +35,7 @@ def on_stored(db: sqlite_utils.Database, event: wire.Event, received_at: float) 
     return end_incidents(db, event, types, received_at)
 
 
-def open_groups(db: sqlite_utils.Database, room: str, app: str) -> list[incidents.OpenGroup]:
+def open_groups(db: Database, room: str, app: str) -> list[incidents.OpenGroup]:
     """The room's unresolved grouped alerts of ``app``, newest first, with the people whose incident goes on."""
     rows = db.conn.execute(
         "SELECT g.head_id, s.acknowledged_at FROM alert_groups g LEFT JOIN alert_states s ON s.event_id = g.head_id"
@@ -55,7 +53,7 @@ def open_groups(db: sqlite_utils.Database, room: str, app: str) -> list[incident
     return [incidents.OpenGroup(head, ack is not None, frozenset(people[head])) for head, ack in rows]
 
 
-def add_to_group(db: sqlite_utils.Database, event: wire.Event, received_at: float) -> str:
+def add_to_group(db: Database, event: wire.Event, received_at: float) -> str:
     """Put ``event`` into the alert it joins (:func:`fleet.alerts.incidents.group_for`) or open a new one; returns
     the alert's ``event_id``."""
     conn = db.conn
@@ -77,19 +75,20 @@ def add_to_group(db: sqlite_utils.Database, event: wire.Event, received_at: floa
     return head
 
 
-def end_incidents(db: sqlite_utils.Database, event: wire.Event, types: frozenset[str], now: float) -> list[str]:
+def end_incidents(db: Database, event: wire.Event, types: frozenset[str], now: float) -> list[str]:
     """Mark the incident of ``event``'s device, room and track as ended for events of ``types``; resolve, by the
     system, each alert none of whose events goes on. Returns the alerts resolved."""
-    if event.track_id is None:
+    if event.track_id is None or not types:
         return []
     conn = db.conn
     rows = conn.execute(
-        "SELECT m.event_id, m.head_id FROM alert_members m JOIN events e ON e.event_id = m.event_id"
+        "SELECT m.event_id, m.head_id FROM alert_members m JOIN events e ON e.event_id = m.event_id"  # noqa: S608 - our constants
         " WHERE m.ended_at IS NULL AND e.device_id = ? AND e.room = ? AND e.app = ? AND e.track_id = ?"
-        " AND e.type IN (SELECT value FROM json_each(?)) ORDER BY m.rowid",
-        [event.device_id, event.room, event.app, event.track_id, json.dumps(sorted(types))],
+        f" AND e.type IN ({', '.join('?' for _ in types)}) ORDER BY m.rowid",
+        [event.device_id, event.room, event.app, event.track_id, *sorted(types)],
     ).fetchall()
-    conn.executemany("UPDATE alert_members SET ended_at = ? WHERE event_id = ?", [(now, r[0]) for r in rows])
+    for row in rows:
+        conn.execute("UPDATE alert_members SET ended_at = ? WHERE event_id = ?", [now, row[0]])
     resolved = []
     for head in dict.fromkeys(r[1] for r in rows):
         going_on = conn.execute(

@@ -9,13 +9,13 @@ import logging
 import re
 from typing import Annotated
 
-import sqlite_utils
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.alerts import streams
 from fleet.alerts.store import MAX_LIMIT, STATES, AlertError, Filters, change_state, feed_head, list_alerts
 from fleet.auth.operator import authenticate, check_role, require
+from fleet.store.connection import Database
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
@@ -119,7 +119,7 @@ async def handle_resolve(request: web.Request) -> web.Response:
 # ---- the stream ---------------------------------------------------------------------------------------
 
 
-def _start_cursor(request: web.Request, db: sqlite_utils.Database) -> int:
+def _start_cursor(request: web.Request, db: Database) -> int:
     for raw, name in ((request.headers.get("Last-Event-ID"), "Last-Event-ID"), (request.query.get("after"), "after")):
         if raw is None or raw.strip() == "":
             continue

@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from fleet.audit import log as audit
+from fleet.store.connection import Database
 from fleet.store.schema import conditions, transaction
 from wardsight import wire
 
@@ -98,7 +97,7 @@ class Filters:
 
 
 def list_alerts(
-    db: sqlite_utils.Database,
+    db: Database,
     filters: Filters = Filters(),
     *,
     state: str | None = None,
@@ -121,7 +120,7 @@ def list_alerts(
     return [_view(r) for r in rows], (rows[-1]["seq"] if len(rows) == limit else None)
 
 
-def get_alert(db: sqlite_utils.Database, event_id: str) -> dict[str, Any] | None:
+def get_alert(db: Database, event_id: str) -> dict[str, Any] | None:
     """The alert ``event_id`` is (or, for an event grouped into another alert, the alert it is counted in)."""
     sql = (
         f"SELECT {_ALERT_COLUMNS}{_ALERT_FROM} WHERE e.event_id ="  # noqa: S608
@@ -134,14 +133,14 @@ def get_alert(db: sqlite_utils.Database, event_id: str) -> dict[str, Any] | None
 # ---- the feed -----------------------------------------------------------------------------------------
 
 
-def feed_head(db: sqlite_utils.Database) -> int:
+def feed_head(db: Database) -> int:
     """The newest feed ``seq`` (0 when empty): a stream started ``after`` it misses nothing stored later."""
     row = db.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM alert_feed").fetchone()
     return int(row[0])
 
 
 def feed_after(
-    db: sqlite_utils.Database,
+    db: Database,
     after: int,
     filters: Filters = Filters(),
     *,
@@ -192,7 +191,7 @@ _ALLOWED_FROM = {"acknowledged": ("open",), "resolved": ("open", "acknowledged")
 
 
 def change_state(
-    db: sqlite_utils.Database,
+    db: Database,
     event_id: str,
     to: str,
     *,

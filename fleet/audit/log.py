@@ -24,8 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
+from fleet.store.connection import Database
 from fleet.store.schema import conditions, transaction
 
 GENESIS = "0" * 64
@@ -100,8 +99,8 @@ def _check_details(details: Any, path: str = "details") -> None:
 
 def _append(conn: Any, time: float, actor: str, action: str, target: str, details: str) -> int:
     last = conn.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    counter = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
-    seq = (counter[0] if counter else 0) + 1
+    counter = conn.execute("SELECT seq FROM audit_counter WHERE name = 'audit'").fetchone()
+    seq = (counter[0] if counter else 0) + 1  # a row removed behind the triggers' back leaves its number used
     prev_hash = last[0] if last else GENESIS
     digest = _row_hash(prev_hash, seq, time, actor, action, target, details)
     conn.execute(
@@ -109,11 +108,12 @@ def _append(conn: Any, time: float, actor: str, action: str, target: str, detail
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [seq, time, actor, action, target, details, prev_hash, digest],
     )
+    conn.execute("UPDATE audit_counter SET seq = ? WHERE name = 'audit'", [seq])
     return seq
 
 
 def record(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     actor: str,
     action: str,
@@ -143,7 +143,7 @@ def _escape_like(text: str) -> str:
 
 
 def query(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     actor: str | None = None,
     action: str | None = None,
@@ -182,14 +182,14 @@ def query(
     return rows
 
 
-def _rows(db: sqlite_utils.Database) -> Iterator[tuple[Any, ...]]:
+def _rows(db: Database) -> Iterator[tuple[Any, ...]]:
     cursor = db.conn.execute(
         "SELECT seq, time, actor, action, target, details, prev_hash, hash FROM audit ORDER BY seq"
     )
     yield from cursor
 
 
-def verify(db: sqlite_utils.Database) -> VerifyResult:
+def verify(db: Database) -> VerifyResult:
     """Recompute the chain from the first row; report the first row that is missing, edited or relinked."""
     prev = GENESIS
     expected = 1
@@ -204,7 +204,7 @@ def verify(db: sqlite_utils.Database) -> VerifyResult:
         prev = digest
         expected += 1
         checked += 1
-    counter = db.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+    counter = db.conn.execute("SELECT seq FROM audit_counter WHERE name = 'audit'").fetchone()
     if counter is not None and counter[0] >= expected:
         return VerifyResult(False, checked, None, expected, f"rows {expected} to {counter[0]} are missing at the end")
     return VerifyResult(True, checked, prev if checked else None)

@@ -21,11 +21,11 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 
-import sqlite_utils
 from aiohttp import web
 
 from fleet.auth import device as deviceauth
 from fleet.auth.cache import Verified
+from fleet.store.connection import Database
 from fleet.store.schema import transaction, undo_on_error
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.web.errors import RejectedError
@@ -38,7 +38,7 @@ RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for rene
 DEVICE_KEY = web.RequestKey("device", dict)  # the authenticated device's row
 
 # Called inside the transaction that records an authenticated request's proof: (database, device id, server time).
-HeardListener = Callable[[sqlite_utils.Database, str, float], None]
+HeardListener = Callable[[Database, str, float], None]
 HEARD_KEY: web.AppKey[list[HeardListener]] = web.AppKey("device_heard_listeners")
 
 

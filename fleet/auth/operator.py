@@ -19,9 +19,9 @@ import hmac
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-import sqlite_utils
 from aiohttp import web
 
+from fleet.store.connection import Database
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.web.errors import RejectedError
 
@@ -50,7 +50,7 @@ def has_role(have: Role, need: Role) -> bool:
     return _RANK[have] >= _RANK[need]
 
 
-def one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
+def one(db: Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
     rows = list(db.query(sql, params))
     return rows[0] if rows else None
 
@@ -59,7 +59,7 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def token_principal(db: sqlite_utils.Database, token: str, now: float) -> Principal:
+def token_principal(db: Database, token: str, now: float) -> Principal:
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != API_PREFIX or not parts[1] or not parts[2]:
         raise RejectedError(401, "invalid API token")

@@ -32,6 +32,7 @@ from fleet.console.overview import fleet_overview
 from fleet.health import store
 from fleet.health.privacy import PRIVACY_FILTERS
 from fleet.ota.repository.files import bundle_root
+from fleet.store.connection import json_text
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
@@ -79,9 +80,9 @@ async def get_device_config(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"device_id": device_id, "config": None, "batch_id": None, "state": None, "pushed_at": None}
     if {"jobs", "job_batches"} <= set(fleet.db.table_names()):
         row = fleet.db.conn.execute(
-            "SELECT b.config, b.id, j.state, b.created_at FROM jobs j JOIN job_batches b ON b.id = j.batch_id"
+            "SELECT b.config, b.id, j.state, b.created_at FROM jobs j JOIN job_batches b ON b.id = j.batch_id"  # noqa: S608 - our constants
             " WHERE j.device_id = ? AND b.kind = 'push_config' AND b.config IS NOT NULL"
-            " AND json_extract(b.params, '$.merge') IS NULL"  # a zone editor's edit is not a whole device.toml
+            f" AND {json_text(fleet.db, 'b.params', 'merge')} IS NULL"
             " ORDER BY (j.state = 'succeeded') DESC, b.created_at DESC LIMIT 1",
             [device_id],
         ).fetchone()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import sqlite_utils
 from aiohttp import web
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from fleet.health import store
 from fleet.health.monitor import watching_since
 from fleet.health.summary import fleet_summary
+from fleet.store.connection import Database, table_columns
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 
 
@@ -52,9 +52,9 @@ class FleetCollector:
         return out
 
 
-def _webhook_queue(db: sqlite_utils.Database) -> GaugeMetricFamily | None:
+def _webhook_queue(db: Database) -> GaugeMetricFamily | None:
     """Webhook deliveries by status (None while the webhooks' table is not there)."""
-    if "webhook_deliveries" not in db.table_names() or "status" not in db["webhook_deliveries"].columns_dict:
+    if "status" not in table_columns(db.conn, "webhook_deliveries"):
         return None
     queue = GaugeMetricFamily(
         "wardsight_webhook_deliveries",

@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from fleet.health import presence
+from fleet.store.connection import Connection, Database, greatest
 from fleet.store.schema import transaction
 from wardsight import wire
 
@@ -77,12 +75,12 @@ class UnknownDeviceError(LookupError):
 # ---- heartbeats ---------------------------------------------------------------------------------------
 
 
-def _require_device(conn: sqlite3.Connection, device_id: str) -> None:
+def _require_device(conn: Connection, device_id: str) -> None:
     if conn.execute("SELECT 1 FROM devices WHERE id = ?", [device_id]).fetchone() is None:
         raise UnknownDeviceError(f"no device {device_id!r}")
 
 
-def _mark_heard(conn: sqlite3.Connection, device_id: str, now: float) -> None:
+def _mark_heard(conn: Connection, device_id: str, now: float) -> None:
     # While a device is offline, the first contact is kept as returned_at for the monitor to announce.
     conn.execute(
         "INSERT INTO presence (device_id, last_heard_at) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET"
@@ -93,7 +91,7 @@ def _mark_heard(conn: sqlite3.Connection, device_id: str, now: float) -> None:
     )
 
 
-def mark_heard(db: sqlite_utils.Database, device_id: str, now: float) -> None:
+def mark_heard(db: Database, device_id: str, now: float) -> None:
     """Record that an authenticated request from ``device_id`` arrived at ``now`` (server clock)."""
     conn = db.conn
     with transaction(conn):
@@ -141,7 +139,7 @@ def _heartbeat_row(health: wire.Health, now: float, previous: tuple[Any, ...] | 
 
 
 def record_heartbeat(
-    db: sqlite_utils.Database, device_id: str, health: wire.Health, now: float, *, keep: int = SAMPLES_PER_DEVICE
+    db: Database, device_id: str, health: wire.Health, now: float, *, keep: int = SAMPLES_PER_DEVICE
 ) -> None:
     """Store an authenticated device's heartbeat received at ``now``: latest state, a sample, and presence.
 
@@ -160,8 +158,9 @@ def record_heartbeat(
         ).fetchone()
         row = _heartbeat_row(health, now, previous)
         conn.execute(
-            f"INSERT OR REPLACE INTO health_latest ({', '.join(LATEST_COLUMNS)})"  # noqa: S608 - our constants
-            f" VALUES ({', '.join(':' + c for c in LATEST_COLUMNS)})",
+            f"INSERT INTO health_latest ({', '.join(LATEST_COLUMNS)})"  # noqa: S608 - our constants
+            f" VALUES ({', '.join(':' + c for c in LATEST_COLUMNS)}) ON CONFLICT (device_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in LATEST_COLUMNS[1:]),
             row,
         )
         conn.execute(
@@ -221,7 +220,7 @@ def decode_latest(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def device_health(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
+def device_health(db: Database, device_id: str) -> dict[str, Any] | None:
     """The device's latest heartbeat with its presence; None if it has never sent one."""
     cur = db.conn.execute(
         f"SELECT {', '.join('h.' + c for c in LATEST_COLUMNS)}, p.last_heard_at, p.offline_since"  # noqa: S608
@@ -234,25 +233,25 @@ def device_health(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] |
     return decode_latest(dict(zip([d[0] for d in cur.description], row, strict=True)))
 
 
-def latest_rows(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+def latest_rows(db: Database) -> dict[str, dict[str, Any]]:
     """Every device's ``health_latest`` row (JSON columns not decoded), by device id."""
     cur = db.conn.execute(f"SELECT {', '.join(LATEST_COLUMNS)} FROM health_latest")  # noqa: S608
     return {r["device_id"]: r for r in (dict(zip(LATEST_COLUMNS, row, strict=True)) for row in cur)}
 
 
-def privacy_modes(db: sqlite_utils.Database) -> dict[str, str | None]:
+def privacy_modes(db: Database) -> dict[str, str | None]:
     """Each device's privacy mode as its latest heartbeat said, by device id; devices never heard from are absent,
     and None is an agent that does not say."""
     return dict(db.conn.execute("SELECT device_id, privacy_mode FROM health_latest").fetchall())
 
 
-def privacy_mode(db: sqlite_utils.Database, device_id: str) -> str | None:
+def privacy_mode(db: Database, device_id: str) -> str | None:
     """The device's privacy mode as its latest heartbeat said; None if it did not say or never sent one."""
     row = db.conn.execute("SELECT privacy_mode FROM health_latest WHERE device_id = ?", [device_id]).fetchone()
     return row[0] if row is not None else None
 
 
-def health_history(db: sqlite_utils.Database, device_id: str, since: float, limit: int = 500) -> list[dict[str, Any]]:
+def health_history(db: Database, device_id: str, since: float, limit: int = 500) -> list[dict[str, Any]]:
     """The device's newest ``limit`` samples received at or after ``since``, oldest first."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -275,11 +274,12 @@ class DeviceRow:
     room: str
 
 
-def device_rows(db: sqlite_utils.Database) -> list[DeviceRow]:
+def device_rows(db: Database) -> list[DeviceRow]:
     """Every enrolled device's presence record and room, ordered by device id."""
     # Silence counts from enrollment, or from the last status change (an approval, a release) if later.
+    since = greatest(db, "d.enrolled_at", "COALESCE(d.status_changed_at, d.enrolled_at)")
     cur = db.conn.execute(
-        "SELECT d.id, d.room, MAX(d.enrolled_at, COALESCE(d.status_changed_at, d.enrolled_at)),"
+        f"SELECT d.id, d.room, {since},"  # noqa: S608 - our constants
         " COALESCE(d.status, 'active'), p.last_heard_at, p.offline_since, p.returned_at"
         " FROM devices d LEFT JOIN presence p ON p.device_id = d.id ORDER BY d.id"
     )
@@ -289,13 +289,13 @@ def device_rows(db: sqlite_utils.Database) -> list[DeviceRow]:
     ]
 
 
-def presence_rows(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+def presence_rows(db: Database) -> dict[str, dict[str, Any]]:
     """The ``presence`` table by device id (devices never heard from and never offline have no row)."""
     cur = db.conn.execute("SELECT device_id, last_heard_at, offline_since, returned_at FROM presence")
     return {row[0]: {"last_heard_at": row[1], "offline_since": row[2], "returned_at": row[3]} for row in cur}
 
 
-def apply_transition(conn: sqlite3.Connection, t: presence.Transition) -> None:
+def apply_transition(conn: Connection, t: presence.Transition) -> None:
     """Record an announced transition: the device is offline since ``t.silent_since``, or back online."""
     with transaction(conn):
         if t.kind == "offline":

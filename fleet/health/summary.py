@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlite_utils
-
 from fleet.health import presence, store
+from fleet.store.connection import Database
 
 DEVICE_STATUSES = ("pending", "active", "quarantined", "revoked")
 
 
 def fleet_summary(
-    db: sqlite_utils.Database,
+    db: Database,
     now: float,
     *,
     grace_s: float = presence.DEFAULT_GRACE_S,

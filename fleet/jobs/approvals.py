@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlite_utils
-
 from fleet.audit import log as audit
 from fleet.jobs import logic
 from fleet.jobs.privacy import person_of
 from fleet.jobs.store import batch_jobs, decide_approval, end_batch, get_batch, logic_state
+from fleet.store.connection import Database
 from fleet.store.schema import transaction
 
 
@@ -28,7 +27,7 @@ def _approval_problem(batch: dict[str, Any], now: float) -> tuple[int, str] | No
     return None
 
 
-def approve(db: sqlite_utils.Database, batch_id: str, *, actor: str, person: str, now: float) -> tuple[int, str] | None:
+def approve(db: Database, batch_id: str, *, actor: str, person: str, now: float) -> tuple[int, str] | None:
     """A second admin's approval of a batch awaiting it, audited (``job.approve``: who asked, who approved, what it
     changes); :func:`advance` then releases its jobs, each carrying the approval. ``person`` is who ``actor`` acts
     for (:func:`fleet.jobs.privacy.person_of`); the caller has checked the role.
@@ -59,7 +58,7 @@ def approve(db: sqlite_utils.Database, batch_id: str, *, actor: str, person: str
     return None
 
 
-def reject(db: sqlite_utils.Database, batch_id: str, *, actor: str, now: float) -> tuple[int, str] | None:
+def reject(db: Database, batch_id: str, *, actor: str, now: float) -> tuple[int, str] | None:
     """An admin's rejection of a batch awaiting approval: it ends cancelled (``rejected``), no job was ever sent;
     audited (``job.reject``). Returns None when rejected, else (HTTP status, why)."""
     with transaction(db.conn):

@@ -25,6 +25,7 @@ from fleet.jobs import device_store, logic, store
 from fleet.jobs.bodies import RotateRequest
 from fleet.jobs.release import request_time, step
 from fleet.jobs.wakeup import UPDATE_HINT_KEY, WAITERS_KEY
+from fleet.store.connection import Connection
 from fleet.store.schema import transaction
 from fleet.web.appkeys import CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.web.body import parse_json, read_body
@@ -65,7 +66,7 @@ async def poll(request: web.Request) -> web.Response:
     return web.json_response({"jobs": [wire.sign_job(job, key) for job in jobs], wire.UPDATE_HINT_FIELD: hint})
 
 
-def _device_job(conn: sqlite3.Connection, job_id: str, device_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _device_job(conn: Connection, job_id: str, device_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The device's job and its batch; 404 when the job is not this device's."""
     job = device_store.get_job(conn, job_id)
     if job is None or job["device_id"] != device_id:
@@ -118,7 +119,7 @@ async def report(request: web.Request) -> web.Response:
 
 
 def _pending_rotation(
-    conn: sqlite3.Connection, job_id: str, device_id: str, now: float
+    conn: Connection, job_id: str, device_id: str, now: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The device's ``rotate_key`` job (and batch), refused (409) unless it is still pending."""
     job, batch = _device_job(conn, job_id, device_id)

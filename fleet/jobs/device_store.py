@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any
-
-import sqlite_utils
 
 from fleet.audit import log as audit
 from fleet.jobs import logic, store
+from fleet.store.connection import Connection, Database
 from fleet.store.db import FleetDB
 from fleet.store.schema import transaction
 from wardsight import wire
@@ -24,9 +22,7 @@ MAX_JOBS_PER_POLL = 10
 _NOT_REVOKED = ("pending", "active", "quarantined")
 
 
-def pending_jobs(
-    db: sqlite_utils.Database, device_id: str, now: float, limit: int = MAX_JOBS_PER_POLL
-) -> list[wire.Job]:
+def pending_jobs(db: Database, device_id: str, now: float, limit: int = MAX_JOBS_PER_POLL) -> list[wire.Job]:
     """The device's released, unexpired jobs it has not reported on, oldest first.
 
     A job of a batch that needed a second admin's approval carries it (``privacy_approval``: who asked and who
@@ -63,13 +59,13 @@ def _job(device_id: str, row: dict[str, Any]) -> wire.Job:
     )
 
 
-def open_batches(db: sqlite_utils.Database, device_id: str) -> list[str]:
+def open_batches(db: Database, device_id: str) -> list[str]:
     """The batches holding jobs for this device that are still to be released or received."""
     sql = "SELECT DISTINCT batch_id FROM jobs WHERE device_id = ? AND state IN ('queued', 'released')"
     return [row[0] for row in db.conn.execute(sql, [device_id])]
 
 
-def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     """The ``jobs`` row; None if there is no such job."""
     return store.one(conn, "SELECT * FROM jobs WHERE id = ?", [job_id])
 
@@ -85,7 +81,7 @@ def apply_report(
     final = got.state in logic.OUTCOMES
     db.conn.execute(
         "UPDATE jobs SET state = ?, updated_at = ?, received_at = COALESCE(received_at, ?),"
-        " finished_at = CASE WHEN ? THEN ? ELSE finished_at END, reason = COALESCE(?, reason),"
+        " finished_at = CASE WHEN ? = 1 THEN ? ELSE finished_at END, reason = COALESCE(?, reason),"
         " progress = COALESCE(?, progress), output = COALESCE(?, output) WHERE id = ?",
         [got.state, now, now, final, now, got.reason, got.progress, got.output, job["id"]],
     )
@@ -102,7 +98,7 @@ def apply_report(
 
 
 def record_rotation(
-    db: sqlite_utils.Database,
+    db: Database,
     device: dict[str, Any],
     batch: dict[str, Any],
     job: dict[str, Any],

@@ -26,17 +26,16 @@ import ipaddress
 import json
 import re
 import socket
-import sqlite3
 import tomllib
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
 from pydantic import ValidationError
 
 from fleet.scene.store import Scenes
+from fleet.store.connection import Connection, Database, json_text
 from fleet.webhooks.ssrf import METADATA_NAMES, address_refusal, embedded_ipv4
 from wardsight.device_config import DeviceConfig, LayoutEdit, SourceConfig
 from wardsight.privacy_changes import (
@@ -88,13 +87,13 @@ def _replay(regions: list[Region], edit_json: str) -> list[Region] | None:
     return left + [Region.of(s.name, s.polygon) for s in edit.privacy_regions.add]
 
 
-def baseline(db: sqlite_utils.Database, scenes: Scenes | None, device_id: str) -> Baseline:
+def baseline(db: Database, scenes: Scenes | None, device_id: str) -> Baseline:
     """What the server knows of the device's privacy regions and source (see the module docstring)."""
     conn = db.conn
     full = conn.execute(
-        "SELECT b.config, COALESCE(j.finished_at, j.updated_at) AS at, b.rowid FROM jobs j"
+        "SELECT b.config, COALESCE(j.finished_at, j.updated_at) AS at, b.rowid FROM jobs j"  # noqa: S608 - our constants
         " JOIN job_batches b ON b.id = j.batch_id WHERE j.device_id = ? AND b.kind = 'push_config'"
-        " AND json_extract(b.params, '$.merge') IS NULL"
+        f" AND {json_text(db, 'b.params', 'merge')} IS NULL"
         " AND j.state = 'succeeded' AND b.config IS NOT NULL ORDER BY at DESC, b.rowid DESC LIMIT 1",
         [device_id],
     ).fetchone()
@@ -106,9 +105,10 @@ def baseline(db: sqlite_utils.Database, scenes: Scenes | None, device_id: str) -
         regions, source, known_at = regions_of(config), config.source, float(full[1])
         regions_from = "the configuration the device last applied"
         edits = conn.execute(
-            "SELECT b.config, COALESCE(j.finished_at, j.updated_at) AS at FROM jobs j"
+            "SELECT b.config, COALESCE(j.finished_at, j.updated_at) AS at FROM jobs j"  # noqa: S608 - our constants
             " JOIN job_batches b ON b.id = j.batch_id WHERE j.device_id = ? AND b.kind = 'push_config'"
-            " AND json_extract(b.params, '$.merge') = 'zones' AND j.state = 'succeeded' AND b.config IS NOT NULL"
+            f" AND {json_text(db, 'b.params', 'merge')} = 'zones' AND j.state = 'succeeded'"
+            " AND b.config IS NOT NULL"
             " AND (COALESCE(j.finished_at, j.updated_at) > ?"
             " OR (COALESCE(j.finished_at, j.updated_at) = ? AND b.rowid > ?)) ORDER BY at, b.rowid",
             [device_id, known_at, known_at, full[2]],
@@ -197,7 +197,7 @@ class BatchPrivacy:
 
 
 def classify_batch(
-    db: sqlite_utils.Database,
+    db: Database,
     scenes: Scenes | None,
     device_ids: Sequence[str],
     *,
@@ -223,7 +223,7 @@ def classify_batch(
 # ---- who approves ------------------------------------------------------------------------------------------------
 
 
-def person_of(conn: sqlite3.Connection, actor: str) -> str:
+def person_of(conn: Connection, actor: str) -> str:
     """The person behind an actor: an API token acts for whoever created it (followed through tokens made by
     tokens), so one admin cannot approve their own change with a token of theirs."""
     seen: set[str] = set()

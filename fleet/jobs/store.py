@@ -15,27 +15,25 @@ import hashlib
 import json
 import logging
 import secrets
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
-
-import sqlite_utils
 
 from fleet.audit import log as audit
 from fleet.jobs import logic
 from fleet.jobs.bodies import Target
+from fleet.store.connection import Connection, Database
 from fleet.store.schema import conditions, transaction
 
 log = logging.getLogger("wardsight.fleet.jobs")
 
 
-def rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def rows(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     cursor = conn.execute(sql, list(params))
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def one(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+def one(conn: Connection, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
     found = rows(conn, sql, params)
     return found[0] if found else None
 
@@ -43,7 +41,7 @@ def one(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> dict[
 # ---- batches -------------------------------------------------------------------------------------------
 
 
-def select_devices(db: sqlite_utils.Database, target: Target) -> tuple[list[str], list[str]]:
+def select_devices(db: Database, target: Target) -> tuple[list[str], list[str]]:
     """(active devices the target selects, in site/ward/room order; listed ids skipped as unknown or not active)."""
     clauses, params = conditions(("site = ?", target.site), ("ward = ?", target.ward), ("room = ?", target.room))
     where = " AND ".join(["status = 'active'", *clauses])
@@ -68,15 +66,16 @@ def _config_digest(config: str | None) -> dict[str, str]:
     return {"config_sha256": hashlib.sha256(config.encode("utf-8")).hexdigest()}
 
 
-def _queue_jobs(conn: sqlite3.Connection, batch_id: str, device_ids: Sequence[str], now: float) -> None:
-    conn.executemany(
-        "INSERT INTO jobs (id, batch_id, device_id, seq, state, updated_at) VALUES (?, ?, ?, ?, 'queued', ?)",
-        [("job-" + secrets.token_hex(16), batch_id, device_id, seq, now) for seq, device_id in enumerate(device_ids)],
-    )
+def _queue_jobs(conn: Connection, batch_id: str, device_ids: Sequence[str], now: float) -> None:
+    for seq, device_id in enumerate(device_ids):
+        conn.execute(
+            "INSERT INTO jobs (id, batch_id, device_id, seq, state, updated_at) VALUES (?, ?, ?, ?, 'queued', ?)",
+            ["job-" + secrets.token_hex(16), batch_id, device_id, seq, now],
+        )
 
 
 def create_batch(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     kind: str,
     device_ids: Sequence[str],
@@ -133,7 +132,7 @@ def create_batch(
     return batch_id
 
 
-def get_approval(conn: sqlite3.Connection, batch_id: str) -> dict[str, Any] | None:
+def get_approval(conn: Connection, batch_id: str) -> dict[str, Any] | None:
     """The batch's ``job_approvals`` row (``changes`` decoded); None when it needed no approval."""
     row = one(conn, "SELECT * FROM job_approvals WHERE batch_id = ?", [batch_id])
     if row is not None:
@@ -141,7 +140,7 @@ def get_approval(conn: sqlite3.Connection, batch_id: str) -> dict[str, Any] | No
     return row
 
 
-def get_batch(conn: sqlite3.Connection, batch_id: str) -> dict[str, Any] | None:
+def get_batch(conn: Connection, batch_id: str) -> dict[str, Any] | None:
     """The ``job_batches`` row with its JSON columns decoded and its ``approval`` (None if it needed none); None if
     there is no such batch. A running batch whose approval is awaited has the status ``awaiting_approval``."""
     row = one(conn, "SELECT * FROM job_batches WHERE id = ?", [batch_id])
@@ -155,7 +154,7 @@ def get_batch(conn: sqlite3.Connection, batch_id: str) -> dict[str, Any] | None:
     return row
 
 
-def batch_jobs(conn: sqlite3.Connection, batch_id: str) -> list[dict[str, Any]]:
+def batch_jobs(conn: Connection, batch_id: str) -> list[dict[str, Any]]:
     """The batch's jobs in release order (``has_output`` instead of the diagnostics text), each with its device's
     ``device_name``, ``site``, ``ward`` and ``room`` as they are now (None for a device no longer known)."""
     return rows(
@@ -167,12 +166,12 @@ def batch_jobs(conn: sqlite3.Connection, batch_id: str) -> list[dict[str, Any]]:
     )
 
 
-def recent_batch_ids(db: sqlite_utils.Database, limit: int) -> list[str]:
+def recent_batch_ids(db: Database, limit: int) -> list[str]:
     """The ids of the ``limit`` newest batches, newest first."""
     return [row[0] for row in db.conn.execute("SELECT id FROM job_batches ORDER BY created_at DESC LIMIT ?", [limit])]
 
 
-def job_output(conn: sqlite3.Connection, batch_id: str, device_id: str) -> dict[str, Any] | None:
+def job_output(conn: Connection, batch_id: str, device_id: str) -> dict[str, Any] | None:
     """The device's job in the batch (``id``, ``state``, ``output``) and the batch's ``kind``; None if none."""
     return one(
         conn,
@@ -197,7 +196,7 @@ def logic_state(batch: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> logic.
 
 
 def record_outcome(
-    db: sqlite_utils.Database,
+    db: Database,
     batch: dict[str, Any],
     job: dict[str, Any],
     state: str,
@@ -217,7 +216,7 @@ def record_outcome(
 
 
 def end_batch(
-    db: sqlite_utils.Database,
+    db: Database,
     batch: dict[str, Any],
     jobs: Sequence[dict[str, Any]],
     withdraw: Iterable[str],
@@ -248,14 +247,14 @@ def end_batch(
         record_outcome(db, batch, job, "cancelled", actor=actor, now=now, reason=reason)
 
 
-def decide_approval(conn: sqlite3.Connection, batch_id: str, state: str, actor: str, now: float) -> None:
+def decide_approval(conn: Connection, batch_id: str, state: str, actor: str, now: float) -> None:
     conn.execute(
         "UPDATE job_approvals SET state = ?, decided_by = ?, decided_at = ? WHERE batch_id = ? AND state = 'awaiting'",
         [state, actor, now, batch_id],
     )
 
 
-def cancel(db: sqlite_utils.Database, batch_id: str, *, actor: str, now: float) -> str | None:
+def cancel(db: Database, batch_id: str, *, actor: str, now: float) -> str | None:
     """An operator's cancel of a stored batch: withdraw what :func:`logic.cancel_plan` says, in one transaction.
 
     Returns None when cancelled, or the batch's status when it is no longer running (nothing changed). A batch
@@ -278,7 +277,7 @@ def cancel(db: sqlite_utils.Database, batch_id: str, *, actor: str, now: float) 
 
 
 def _stop(
-    db: sqlite_utils.Database, batch: dict[str, Any], jobs: Sequence[dict[str, Any]], cancel: Sequence[str], now: float
+    db: Database, batch: dict[str, Any], jobs: Sequence[dict[str, Any]], cancel: Sequence[str], now: float
 ) -> None:
     errors = sum(1 for job in jobs if job["state"] in logic.ERRORS)
     limit = logic.threshold_count(batch["error_threshold"], len(jobs))
@@ -288,7 +287,7 @@ def _stop(
     log.warning("job batch %s stopped: %d failed or refused (threshold %s)", batch["id"], errors, limit)
 
 
-def _advance_batch(db: sqlite_utils.Database, batch_id: str, now: float) -> set[str]:
+def _advance_batch(db: Database, batch_id: str, now: float) -> set[str]:
     """Apply :func:`logic.plan` to one batch (inside the caller's transaction); the devices to wake."""
     conn = db.conn
     batch = get_batch(conn, batch_id)
@@ -316,7 +315,7 @@ def _advance_batch(db: sqlite_utils.Database, batch_id: str, now: float) -> set[
     return woken
 
 
-def advance(db: sqlite_utils.Database, now: float, batch_ids: Iterable[str] | None = None) -> set[str]:
+def advance(db: Database, now: float, batch_ids: Iterable[str] | None = None) -> set[str]:
     """Expire, stop and release due jobs (every batch with jobs not yet acknowledged, or ``batch_ids``).
 
     Returns the devices that have newly released jobs (to wake their waiting polls).

@@ -6,9 +6,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-import sqlite_utils
-
 from fleet.jobs import logic, store
+from fleet.store.connection import Database
 
 
 def _counts(jobs: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -37,7 +36,7 @@ def _job_view(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def batch_view(db: sqlite_utils.Database, batch_id: str, now: float, *, with_devices: bool) -> dict[str, Any] | None:
+def batch_view(db: Database, batch_id: str, now: float, *, with_devices: bool) -> dict[str, Any] | None:
     """The batch for ``GET /api/v1/jobs[/{batch_id}]`` (the config only as its sha256; ``approval``: None, or the
     two-person approval of a privacy-reducing push with what it changes); None if there is none."""
     conn = db.conn

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 
-import sqlite_utils
 from aiohttp import web
 
-UpdateHint = Callable[[sqlite_utils.Database, str, float], "str | None"]  # (db, device id, now) -> offer key
+from fleet.store.connection import Database
+
+UpdateHint = Callable[[Database, str, float], "str | None"]  # (db, device id, now) -> offer key
 
 
 class DeviceWaiters:

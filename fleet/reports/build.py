@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-import sqlite_utils
-
 from fleet.reports.falls import falls_report
 from fleet.reports.grouping import BY_ROOM, Grouping
 from fleet.reports.hygiene import hygiene_report
 from fleet.reports.occupancy import occupancy_report
 from fleet.reports.store import EVERYWHERE, Scope, read_rows
+from fleet.store.connection import Database
 
 Kind = Literal["hygiene", "occupancy", "falls"]
 KINDS: tuple[str, ...] = get_args(Kind)
 
 
 def build_report(
-    db: sqlite_utils.Database,
+    db: Database,
     kind: str,
     start: float,
     end: float,

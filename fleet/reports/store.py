@@ -7,9 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from fleet.reports.grouping import DAY
+from fleet.store.connection import Database
 from fleet.store.schema import conditions
 
 LOOKBACK_SECONDS = DAY  # how far before ``from`` occupancy follows a device's state (alone periods, counts)
@@ -47,9 +46,7 @@ def _decode(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def read_rows(
-    db: sqlite_utils.Database, kind: str, start: float, end: float, scope: Scope = EVERYWHERE
-) -> list[dict[str, Any]]:
+def read_rows(db: Database, kind: str, start: float, end: float, scope: Scope = EVERYWHERE) -> list[dict[str, Any]]:
     """The event rows a report of ``kind`` over ``[start, end)`` needs (occupancy: with the state before)."""
     where, params = scope.sql()
     base = f"SELECT {_COLUMNS} FROM events e LEFT JOIN devices d ON d.id = e.device_id WHERE {_TYPES[kind]}{where}"  # noqa: S608

@@ -1,5 +1,6 @@
-"""The fleet's SQLite database, through sqlite-utils: opening it (owner-only file, WAL, migrations applied) and
-the tables every feature reads: enrollment tokens, devices and events. One instance per thread that uses it.
+"""The fleet's database: opening it (SQLite through sqlite-utils by default: an owner-only file, WAL; or
+PostgreSQL when the location is a ``postgresql://`` URL, :mod:`fleet.store.pg`), applying the migrations, and the
+tables every feature reads: enrollment tokens, devices and events. One instance per thread that uses it.
 
 :func:`connect` is the one way the database is opened, by the server and by every ``wardsight fleet`` command
 alike (the same journal mode and pragmas), and it is safe next to a running server, in another process or in
@@ -20,7 +21,8 @@ from typing import Any
 
 import sqlite_utils
 
-from fleet.store import migrations
+from fleet.store import migrations, pg
+from fleet.store.connection import Database
 from fleet.store.records import TokenRecord
 from fleet.store.schema import transaction
 from wardsight.wire import Event
@@ -81,12 +83,22 @@ def _create_private(path: Path) -> None:
             os.close(fd)
 
 
+def open_database(location: Path | str) -> Database:
+    """The database at ``location``: a ``postgresql://`` URL, else a SQLite file (or ``:memory:``). No migrations."""
+    if pg.is_url(location):
+        return pg.PgDatabase(pg.PgConnection(str(location)))
+    return sqlite_utils.Database(connect(location))
+
+
 class FleetDB:
-    def __init__(self, path: Path | str) -> None:
-        conn = connect(path)
-        self.db = sqlite_utils.Database(conn)
+    def __init__(self, location: Path | str) -> None:
+        self.db: Any = open_database(location)
         self._jti_purged_at = float("-inf")
-        migrations.migrate(conn)
+        try:
+            migrations.migrate(self.db.conn)
+        except BaseException:
+            self.db.conn.close()
+            raise
 
     def close(self) -> None:
         self.db.conn.close()
@@ -94,10 +106,15 @@ class FleetDB:
     # ---- tokens -------------------------------------------------------------------------------------
 
     def add_token(self, record: TokenRecord) -> None:
-        self.db.table("tokens").insert(asdict(record))
+        row = asdict(record)
+        self.db.conn.execute(
+            f"INSERT INTO tokens ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})",  # noqa: S608 - our keys
+            row,
+        )
 
     def get_token(self, token_id: str) -> TokenRecord | None:
-        rows = list(self.db.table("tokens").rows_where("id = ?", [token_id]))
+        fields = ", ".join(TokenRecord.__dataclass_fields__)
+        rows = list(self.db.query(f"SELECT {fields} FROM tokens WHERE id = ?", [token_id]))  # noqa: S608
         if not rows:
             return None
         row = rows[0]
@@ -109,9 +126,10 @@ class FleetDB:
         cols = (
             "id, room, site, ward, require_approval, created_at, created_by, expires_at, used_at, device_id, revoked_at"
         )
-        where = None if include_finished else "used_at IS NULL AND revoked_at IS NULL AND expires_at > ?"
-        rows = self.db.table("tokens").rows_where(
-            where, [] if include_finished else [now], select=cols, order_by="created_at desc"
+        where = "" if include_finished else " WHERE used_at IS NULL AND revoked_at IS NULL AND expires_at > ?"
+        rows = self.db.query(
+            f"SELECT {cols} FROM tokens{where} ORDER BY created_at DESC",  # noqa: S608 - our constants
+            [] if include_finished else [now],
         )
         return [dict(r, require_approval=bool(r["require_approval"])) for r in rows]
 
@@ -145,7 +163,8 @@ class FleetDB:
         return dict(zip([c[0] for c in cur.description], row, strict=True)) if row is not None else None
 
     def public_key_in_use(self, public_key: str) -> bool:
-        return bool(self.db.table("devices").count_where("public_key = ?", [public_key]))
+        row = self.db.conn.execute("SELECT COUNT(*) FROM devices WHERE public_key = ?", [public_key]).fetchone()
+        return bool(row[0])
 
     DEVICE_COLUMNS = (
         "id, name, site, ward, room, status, status_reason, status_changed_at, status_changed_by, enrolled_at,"
@@ -153,11 +172,11 @@ class FleetDB:
     )
 
     def list_devices(self) -> list[dict[str, Any]]:
-        rows = self.db.table("devices").rows_where(select=self.DEVICE_COLUMNS, order_by="site, ward, room, name")
+        rows = self.db.query(f"SELECT {self.DEVICE_COLUMNS} FROM devices ORDER BY site, ward, room, name")  # noqa: S608
         return [_device_view(r) for r in rows]
 
     def device_view(self, device_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.table("devices").rows_where("id = ?", [device_id], select=self.DEVICE_COLUMNS))
+        rows = list(self.db.query(f"SELECT {self.DEVICE_COLUMNS} FROM devices WHERE id = ?", [device_id]))  # noqa: S608
         return _device_view(rows[0]) if rows else None
 
     def set_status(
@@ -234,13 +253,13 @@ class FleetDB:
         return cur.rowcount == 1
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = list(self.db.table("events").rows_where(order_by="received_at desc", limit=limit))
+        rows = list(self.db.query("SELECT * FROM events ORDER BY received_at DESC LIMIT ?", [limit]))
         for row in rows:
             row["data"] = json.loads(row["data"] or "{}")
         return rows
 
     def count_events(self) -> int:
-        return self.db.table("events").count
+        return int(self.db.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
 
 def _device_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,27 +1,33 @@
-"""Small SQLite tools the store, its migrations and the features share: write transactions (and a savepoint inside
-one), a migration of SQL statements, adding a missing column, optional WHERE conditions."""
+"""Small database tools the store, its migrations and the features share, on either backend: write transactions
+(and a savepoint inside one), a migration of SQL statements, adding a missing column, optional WHERE conditions."""
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from fleet.store.connection import Connection, is_postgres, table_columns
 
-def executing(statements: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
+# On PostgreSQL every write transaction takes this transaction-scoped advisory lock first: the store's
+# transactions were written for SQLite's BEGIN IMMEDIATE (one writer at a time, reads inside see no other
+# writer's changes), and the lock keeps that true across workers. Autocommit statements do not take it.
+WRITE_LOCK_KEY = 0x57617264  # "Ward"
+
+
+def executing(statements: Sequence[str]) -> Callable[[Connection], None]:
     """A migration's ``apply`` that executes ``statements`` in order."""
 
-    def apply(conn: sqlite3.Connection) -> None:
+    def apply(conn: Connection) -> None:
         for statement in statements:
             conn.execute(statement)
 
     return apply
 
 
-def add_missing_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
+def add_missing_column(conn: Connection, table: str, column: str, decl: str) -> None:
     """``ALTER TABLE ... ADD COLUMN`` unless ``table`` has ``column`` (a database made by an older version)."""
-    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    have = set(table_columns(conn, table))
     if column not in have:
         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")  # our constants
 
@@ -33,7 +39,7 @@ def conditions(*given: tuple[str, Any]) -> tuple[list[str], list[Any]]:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: Connection) -> Iterator[Connection]:
     """A write transaction on the autocommit connection: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception.
 
     Inside a transaction that is already open it joins it (the caller's COMMIT or ROLLBACK decides). Never held
@@ -44,6 +50,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if is_postgres(conn):
+            conn.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK_KEY])
         yield conn
         conn.execute("COMMIT")
     except BaseException:
@@ -53,7 +61,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 @contextlib.contextmanager
-def undo_on_error(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def undo_on_error(conn: Connection) -> Iterator[Connection]:
     """Inside an open transaction: if the block raises, undo only what it wrote (a savepoint) and re-raise; what the
     transaction wrote before the block stays, for its owner to commit. Yields the connection."""
     if not conn.in_transaction:

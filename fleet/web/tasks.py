@@ -13,7 +13,6 @@ from aiohttp import web
 log = logging.getLogger("wardsight.fleet.tasks")
 
 
-
 @contextlib.asynccontextmanager
 async def running(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
     """Run ``coro`` as a task for the body of the ``async with``; cancel it and wait for it at the end."""

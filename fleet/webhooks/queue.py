@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import sqlite_utils
-
+from fleet.store.connection import Database
 from fleet.webhooks.retry import Failure, Outcome
 
 
-def heads(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def heads(db: Database) -> list[dict[str, Any]]:
     """The oldest pending delivery of every enabled endpoint."""
     return list(
         db.query(
@@ -22,7 +21,7 @@ def heads(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     )
 
 
-def head(db: sqlite_utils.Database, endpoint_id: int) -> dict[str, Any] | None:
+def head(db: Database, endpoint_id: int) -> dict[str, Any] | None:
     """The oldest pending delivery of ``endpoint_id`` (all columns, the body too) if the endpoint is enabled."""
     rows = list(
         db.query(
@@ -34,7 +33,7 @@ def head(db: sqlite_utils.Database, endpoint_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def target(db: sqlite_utils.Database, endpoint_id: int) -> tuple[int, str, str, str | None] | None:
+def target(db: Database, endpoint_id: int) -> tuple[int, str, str, str | None] | None:
     """``(id, name, url, hmac_secret)`` of an enabled endpoint; None if it is gone or disabled."""
     row = db.execute(
         "SELECT id, name, url, hmac_secret, enabled FROM webhook_endpoints WHERE id = ?", [endpoint_id]
@@ -45,7 +44,7 @@ def target(db: sqlite_utils.Database, endpoint_id: int) -> tuple[int, str, str, 
 
 
 def record_success(
-    db: sqlite_utils.Database, endpoint_id: int, delivery_id: int, attempts: int, outcome: Outcome, now: float
+    db: Database, endpoint_id: int, delivery_id: int, attempts: int, outcome: Outcome, now: float
 ) -> None:
     """Mark a delivery delivered and the endpoint's streak of failures over."""
     db.conn.execute(
@@ -61,7 +60,7 @@ def record_success(
 
 
 def record_failure(
-    db: sqlite_utils.Database,
+    db: Database,
     endpoint_id: int,
     delivery: Mapping[str, Any],
     attempts: int,

@@ -14,8 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
-import sqlite_utils
-
+from fleet.store.connection import Database
 from fleet.webhooks.envelope import MAX_BODY_BYTES, Format, envelope, msg_id_for
 from fleet.webhooks.ssrf import check_url
 from wardsight import webhooks
@@ -56,7 +55,7 @@ def _wants(endpoint: Mapping[str, Any], event: Event) -> bool:
     return SEVERITY_RANK[event.severity] >= SEVERITY_RANK[endpoint["min_severity"]]
 
 
-def enqueue_for_event(db: sqlite_utils.Database, event: Event, now: float) -> int:
+def enqueue_for_event(db: Database, event: Event, now: float) -> int:
     """Queue one delivery of ``event`` per enabled endpoint that subscribes to it; return how many.
 
     Runs inside the caller's transaction (``fleet.intake.store``): it must not BEGIN or COMMIT.
@@ -97,7 +96,7 @@ def _endpoint_view(row: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
-def get_endpoint(db: sqlite_utils.Database, endpoint_id: int) -> dict[str, Any] | None:
+def get_endpoint(db: Database, endpoint_id: int) -> dict[str, Any] | None:
     """One endpoint without its secret (``has_hmac`` tells whether it has one), with its pending count."""
     rows = list(db.query(f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?", [endpoint_id]))  # noqa: S608
     if not rows:
@@ -109,7 +108,7 @@ def get_endpoint(db: sqlite_utils.Database, endpoint_id: int) -> dict[str, Any] 
     return view
 
 
-def list_endpoints(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_endpoints(db: Database) -> list[dict[str, Any]]:
     """All endpoints with their delivery status and pending count; never their secrets."""
     pending = dict(
         db.conn.execute(
@@ -135,7 +134,7 @@ def _validate_filters(fmt: str, apps: Sequence[str], min_severity: str) -> list[
 
 
 def create_endpoint(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     name: str,
     url: str,
@@ -191,7 +190,7 @@ def _enabled_changes(enabled: bool | None, disabled_reason: str | None) -> dict[
 
 
 def update_endpoint(
-    db: sqlite_utils.Database,
+    db: Database,
     endpoint_id: int,
     *,
     now: float,
@@ -246,13 +245,13 @@ def update_endpoint(
     return endpoint, secret
 
 
-def delete_endpoint(db: sqlite_utils.Database, endpoint_id: int) -> bool:
+def delete_endpoint(db: Database, endpoint_id: int) -> bool:
     """Remove an endpoint and its deliveries (pending ones are never sent); False if there was none."""
     return db.conn.execute("DELETE FROM webhook_endpoints WHERE id = ?", [endpoint_id]).rowcount == 1
 
 
 def list_deliveries(
-    db: sqlite_utils.Database, endpoint_id: int, status: Status | None = None, limit: int = 100
+    db: Database, endpoint_id: int, status: Status | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """An endpoint's deliveries, newest first (without bodies)."""
     if not 1 <= limit <= MAX_DELIVERY_PAGE:
@@ -265,13 +264,13 @@ def list_deliveries(
     return list(db.query(sql, [*params, limit]))
 
 
-def get_delivery(db: sqlite_utils.Database, delivery_id: int) -> dict[str, Any] | None:
+def get_delivery(db: Database, delivery_id: int) -> dict[str, Any] | None:
     sql = f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?"  # noqa: S608
     rows = list(db.query(sql, [delivery_id]))
     return rows[0] if rows else None
 
 
-def redeliver(db: sqlite_utils.Database, delivery_id: int, now: float) -> dict[str, Any]:
+def redeliver(db: Database, delivery_id: int, now: float) -> dict[str, Any]:
     """Put a dead delivery back in its endpoint's queue (same body and ``webhook-id``, a fresh schedule).
 
     It keeps its place in event order, so it goes out before the endpoint's later pending deliveries.
@@ -293,7 +292,7 @@ def redeliver(db: sqlite_utils.Database, delivery_id: int, now: float) -> dict[s
     return row
 
 
-def queue_depth(db: sqlite_utils.Database) -> dict[str, Any]:
+def queue_depth(db: Database) -> dict[str, Any]:
     """Deliveries by status, plus the ``created_at`` of the oldest pending one (None if none)."""
     counts = dict(db.conn.execute("SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status").fetchall())
     oldest = db.conn.execute("SELECT MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'").fetchone()[0]

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import sqlite_utils
 from aiohttp import web
 
 from fleet.health.metrics import METRICS_KEY
+from fleet.store.connection import Database
 from fleet.store.schema import transaction
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.webhooks import queue, retry
@@ -53,7 +53,7 @@ class Worker:
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_ENDPOINTS))
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Database:
         return self.app[DB_KEY].db
 
     @property

@@ -11,30 +11,33 @@ import re
 from collections import defaultdict
 from typing import Any
 
-import sqlite_utils
 from tuf.api.metadata import TargetFile
 
 from fleet.audit import log as audit
 from fleet.ota.library.package import PackageInfo
+from fleet.store.connection import Database
 from fleet.store.schema import transaction
 from wardsight import modelpkg
 
 MAX_DEVICES_LISTED = 100  # device ids per running version in the listing (the count is always complete)
 
 
-def find(db: sqlite_utils.Database, name: str, version: str) -> dict[str, Any] | None:
+def find(db: Database, name: str, version: str) -> dict[str, Any] | None:
     """The library entry of ``name`` ``version``, if any."""
     rows = list(db.query("SELECT * FROM ota_models WHERE name = ? AND version = ?", [name, version]))
     return rows[0] if rows else None
 
 
-def record_upload(db: sqlite_utils.Database, info: PackageInfo, actor: str, now: float, *, replaced: bool) -> None:
+def record_upload(db: Database, info: PackageInfo, actor: str, now: float, *, replaced: bool) -> None:
     """Store (or replace, for a staged version) the library entry and audit it, in one transaction."""
     m = info.manifest
     with transaction(db.conn) as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO ota_models (name, version, target, length, sha256, task, license, manifest,"
-            " uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ota_models (name, version, target, length, sha256, task, license, manifest,"
+            " uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version) DO UPDATE"
+            " SET target = excluded.target, length = excluded.length, sha256 = excluded.sha256, task = excluded.task,"
+            " license = excluded.license, manifest = excluded.manifest, uploaded_by = excluded.uploaded_by,"
+            " uploaded_at = excluded.uploaded_at",
             [m.name, m.version, info.target, info.length, info.sha256, m.task, m.license, m.model_dump_json(),
              actor, now],
         )  # fmt: skip
@@ -43,7 +46,7 @@ def record_upload(db: sqlite_utils.Database, info: PackageInfo, actor: str, now:
                      now=now)  # fmt: skip
 
 
-def mark_published(db: sqlite_utils.Database, published: dict[str, TargetFile], actor: str, now: float) -> None:
+def mark_published(db: Database, published: dict[str, TargetFile], actor: str, now: float) -> None:
     """Note when (and by whom) each library entry first appeared in signed targets metadata."""
     with transaction(db.conn) as conn:
         for path, info in published.items():
@@ -63,7 +66,7 @@ def heartbeat_key(name: str) -> str:
     return (key if key[:1].isalpha() else "k_" + key)[:32] or "unknown"
 
 
-def running_versions(db: sqlite_utils.Database) -> dict[str, dict[str, list[str]]]:
+def running_versions(db: Database) -> dict[str, dict[str, list[str]]]:
     """heartbeat model key -> version -> device ids, from each non-revoked device's latest heartbeat."""
     running: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     rows = db.conn.execute(
@@ -119,7 +122,7 @@ def _version_entry(row: dict[str, Any], status: str, devices: int) -> dict[str, 
     }
 
 
-def list_models(db: sqlite_utils.Database, published: dict[str, TargetFile]) -> list[dict[str, Any]]:
+def list_models(db: Database, published: dict[str, TargetFile]) -> list[dict[str, Any]]:
     """Every model in the library or seen running, with its versions and where each runs."""
     running = running_versions(db)
     models: dict[str, dict[str, Any]] = {}

@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlite_utils
 from aiohttp import web
 from tuf.api.metadata import TargetFile
 
 from fleet.config import ServerConfig
 from fleet.ota.repository.keys import load_online_keys
 from fleet.ota.repository.metadata import Repository
+from fleet.store.connection import Database
 
 OTA_DIR = "ota"
 REPOSITORY_KEY = web.AppKey("ota_repository", Repository)
 # Told (db, published targets, actor, now) after signed targets metadata was accepted (the model library listens).
-OnPublished = Callable[[sqlite_utils.Database, dict[str, TargetFile], str, float], None]
+OnPublished = Callable[[Database, dict[str, TargetFile], str, float], None]
 ON_PUBLISHED_KEY: web.AppKey[list[OnPublished]] = web.AppKey("ota_on_published")
 
 
@@ -54,11 +54,11 @@ def bundle_root(source: web.Application | ServerConfig | Path) -> str | None:
         return None
 
 
-def published_check(repo: Repository) -> Callable[[sqlite_utils.Database, str], bool]:
+def published_check(repo: Repository) -> Callable[[Database, str], bool]:
     """For rollouts (``fleet.ota.rollouts.appkeys.TARGET_CHECK_KEY``): a version may be rolled out only once
     signed targets metadata lists it."""
 
-    def check(db: sqlite_utils.Database, target: str) -> bool:
+    def check(db: Database, target: str) -> bool:
         return target in repo.published()
 
     return check

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import sqlite_utils
 from aiohttp import web
 
-TargetCheck = Callable[[sqlite_utils.Database, str], "bool | None"]
+from fleet.store.connection import Database
+
+TargetCheck = Callable[[Database, str], "bool | None"]
 TARGET_CHECK_KEY: web.AppKey[TargetCheck] = web.AppKey("rollout_target_check")
 UPDATE_POLLS_KEY: web.AppKey[dict[str, float]] = web.AppKey("update_polls")  # device -> last offer poll
 
 
-def no_library(db: sqlite_utils.Database, target: str) -> bool | None:
+def no_library(db: Database, target: str) -> bool | None:
     """The default target check until a model library is wired in: it cannot tell (None)."""
     return None

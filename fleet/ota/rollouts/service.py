@@ -12,7 +12,6 @@ import logging
 import secrets
 from typing import Any, Literal
 
-import sqlite_utils
 from aiohttp import web
 
 from fleet.audit import log as audit
@@ -27,6 +26,7 @@ from fleet.ota.rollouts.selection import GroupSize, Selector, select_devices, sp
 from fleet.ota.rollouts.spec import ErrorThreshold, RolloutError, RolloutSpec
 from fleet.ota.rollouts.state import Decision, new_state
 from fleet.ota.rollouts.view import view
+from fleet.store.connection import Database
 from fleet.store.db import FleetDB
 from fleet.store.schema import transaction
 from fleet.web.appkeys import DB_KEY
@@ -50,9 +50,7 @@ class RolloutRefusedError(Exception):
         self.status = status
 
 
-def _audit_status_changes(
-    db: sqlite_utils.Database, rollout_id: str, decisions: list[Decision], actor: str, now: float
-) -> None:
+def _audit_status_changes(db: Database, rollout_id: str, decisions: list[Decision], actor: str, now: float) -> None:
     """Record the rollout's own status changes (not per-device offers, which the state and reports hold)."""
     for d in decisions:
         action = _STATUS_ACTIONS.get(d.kind)
@@ -85,7 +83,7 @@ def _spec(body: NewRollout, rollout_id: str, selected: list[str], from_versions:
 
 
 def create_rollout(
-    db: sqlite_utils.Database,
+    db: Database,
     body: NewRollout,
     *,
     actor: str,
@@ -129,7 +127,7 @@ def create_rollout(
 
 
 def apply_command(
-    db: sqlite_utils.Database, rollout_id: str, command: Command, *, actor: str, now: float, reason: str | None = None
+    db: Database, rollout_id: str, command: Command, *, actor: str, now: float, reason: str | None = None
 ) -> dict[str, Any]:
     """Pause, resume, abort or roll back a rollout (audited); RolloutRefusedError 404 / 409."""
     with transaction(db.conn):
@@ -158,7 +156,7 @@ def apply_command(
     return view(row)
 
 
-def _tick_one(db: sqlite_utils.Database, rollout_id: str, now: float) -> list[Decision]:
+def _tick_one(db: Database, rollout_id: str, now: float) -> list[Decision]:
     row = store.load(db, rollout_id)
     assert row is not None
     spec, state = store.decode(row)
@@ -181,7 +179,7 @@ def tick_all(target: web.Application | FleetDB, now: float) -> dict[str, list[De
     return out
 
 
-def record_report(db: sqlite_utils.Database, device_id: str, report: wire.UpdateReport, now: float) -> None:
+def record_report(db: Database, device_id: str, report: wire.UpdateReport, now: float) -> None:
     """Store a device's report if the rollout it names offers this device what it reports on."""
     row = store.load(db, report.rollout_id)
     member = row is not None and store.targets(db, report.rollout_id, device_id)

@@ -14,20 +14,19 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import sqlite_utils
-
 from fleet.jobs.wakeup import DeviceWaiters
 from fleet.ota.rollouts.codec import spec_from_dict, spec_to_dict, state_from_dict, state_to_dict
 from fleet.ota.rollouts.explain import DeviceFacts
 from fleet.ota.rollouts.selection import DeviceInfo
 from fleet.ota.rollouts.spec import RolloutSpec
 from fleet.ota.rollouts.state import Report, RolloutState, is_settled
+from fleet.store.connection import Database
 from wardsight import modelpkg, wire
 
 # ---- rollouts -------------------------------------------------------------------------------------------
 
 
-def load(db: sqlite_utils.Database, rollout_id: str) -> dict[str, Any] | None:
+def load(db: Database, rollout_id: str) -> dict[str, Any] | None:
     rows = list(db.query("SELECT * FROM rollouts WHERE id = ?", [rollout_id]))
     return rows[0] if rows else None
 
@@ -36,13 +35,13 @@ def decode(row: dict[str, Any]) -> tuple[RolloutSpec, RolloutState]:
     return spec_from_dict(json.loads(row["spec"])), state_from_dict(json.loads(row["state"]))
 
 
-def all_rows(db: sqlite_utils.Database) -> Iterable[dict[str, Any]]:
+def all_rows(db: Database) -> Iterable[dict[str, Any]]:
     """Every rollout, newest first."""
     return db.query("SELECT * FROM rollouts ORDER BY created_at DESC, id")
 
 
 def insert(
-    db: sqlite_utils.Database,
+    db: Database,
     spec: RolloutSpec,
     state: RolloutState,
     *,
@@ -76,7 +75,7 @@ def insert(
 
 
 def save(
-    db: sqlite_utils.Database,
+    db: Database,
     rollout_id: str,
     spec: RolloutSpec,
     state: RolloutState,
@@ -97,7 +96,7 @@ def save(
     )
 
 
-def to_tick(db: sqlite_utils.Database) -> list[str]:
+def to_tick(db: Database) -> list[str]:
     """The rollouts a tick must look at: not settled, or with reports their state does not include yet."""
     return [
         r["id"]
@@ -108,7 +107,7 @@ def to_tick(db: sqlite_utils.Database) -> list[str]:
     ]
 
 
-def open_for_device(db: sqlite_utils.Database, device_id: str) -> Iterable[dict[str, Any]]:
+def open_for_device(db: Database, device_id: str) -> Iterable[dict[str, Any]]:
     """The unsettled rollouts that target the device, oldest first."""
     return db.query(
         "SELECT r.* FROM rollouts r JOIN rollout_devices d ON d.rollout_id = r.id"
@@ -117,7 +116,7 @@ def open_for_device(db: sqlite_utils.Database, device_id: str) -> Iterable[dict[
     )
 
 
-def targets(db: sqlite_utils.Database, rollout_id: str, device_id: str) -> bool:
+def targets(db: Database, rollout_id: str, device_id: str) -> bool:
     """Whether the rollout targets the device."""
     return bool(
         db.execute(
@@ -129,7 +128,7 @@ def targets(db: sqlite_utils.Database, rollout_id: str, device_id: str) -> bool:
 # ---- reports --------------------------------------------------------------------------------------------
 
 
-def new_reports(db: sqlite_utils.Database, row: dict[str, Any]) -> list[dict[str, Any]]:
+def new_reports(db: Database, row: dict[str, Any]) -> list[dict[str, Any]]:
     """The rollout's reports its state (``row``) does not include yet, in order of arrival."""
     return list(
         db.query(
@@ -147,7 +146,7 @@ def as_reports(rows: list[dict[str, Any]]) -> list[Report]:
     ]  # fmt: skip
 
 
-def insert_report(db: sqlite_utils.Database, device_id: str, report: wire.UpdateReport, now: float) -> None:
+def insert_report(db: Database, device_id: str, report: wire.UpdateReport, now: float) -> None:
     db.conn.execute(
         "INSERT INTO rollout_reports (rollout_id, device_id, model, version, state, reason, progress, received_at,"
         " done, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -169,7 +168,7 @@ def insert_report(db: sqlite_utils.Database, device_id: str, report: wire.Update
 # ---- the devices ----------------------------------------------------------------------------------------
 
 
-def device_infos(db: sqlite_utils.Database) -> list[DeviceInfo]:
+def device_infos(db: Database) -> list[DeviceInfo]:
     out = []
     for row in db.query("SELECT id, site, ward, room, status, tags FROM devices"):
         try:
@@ -189,7 +188,7 @@ def device_infos(db: sqlite_utils.Database) -> list[DeviceInfo]:
     return out
 
 
-def running_versions(db: sqlite_utils.Database, devices: Iterable[str], model: str) -> dict[str, str]:
+def running_versions(db: Database, devices: Iterable[str], model: str) -> dict[str, str]:
     """The version of ``model`` each device's latest heartbeat says it runs (where it says so)."""
     out: dict[str, str] = {}
     wanted = set(devices)
@@ -205,7 +204,7 @@ def running_versions(db: sqlite_utils.Database, devices: Iterable[str], model: s
     return out
 
 
-def device_facts(db: sqlite_utils.Database, waiting: DeviceWaiters | None = None,
+def device_facts(db: Database, waiting: DeviceWaiters | None = None,
                  polls: dict[str, float] | None = None) -> dict[str, DeviceFacts]:  # fmt: skip
     """What each device's latest heartbeat, presence and polls say, for :func:`fleet.ota.rollouts.explain.explain`."""
     out: dict[str, DeviceFacts] = {}

@@ -1,6 +1,7 @@
 """The fleet database's schema, as numbered migrations: ``mNNNN_<what>.py``, each with ``apply(conn)``.
 
-``PRAGMA user_version`` holds the number of the last migration applied; opening a database applies the ones
+``PRAGMA user_version`` (on PostgreSQL the one row of ``wardsight_schema``) holds the number of the last migration
+applied; opening a database applies the ones
 after it, in order, each in its own write transaction with the version bump, so a fleet upgrades in place and a
 migration that fails leaves the database as it was. The version is read again inside that transaction (BEGIN
 IMMEDIATE), so two processes opening the database at once (a ``wardsight fleet`` command next to a starting
@@ -16,10 +17,10 @@ import importlib
 import logging
 import pkgutil
 import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fleet.store.connection import Connection, is_postgres
 from fleet.store.schema import transaction
 
 log = logging.getLogger("wardsight.fleet.store")
@@ -31,7 +32,7 @@ _NAME = re.compile(r"^m(\d{4})_[a-z0-9_]+$")
 class Migration:
     number: int
     name: str
-    apply: Callable[[sqlite3.Connection], None]
+    apply: Callable[[Connection], None]
 
 
 def migrations() -> list[Migration]:
@@ -49,15 +50,28 @@ def migrations() -> list[Migration]:
     return found
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
+def schema_version(conn: Connection) -> int:
+    if is_postgres(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS wardsight_schema (version BIGINT NOT NULL)")
+        row = conn.execute("SELECT version FROM wardsight_schema").fetchone()
+        return int(row[0]) if row else 0
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+def _set_version(conn: Connection, number: int) -> None:
+    if is_postgres(conn):
+        conn.execute("DELETE FROM wardsight_schema")
+        conn.execute("INSERT INTO wardsight_schema (version) VALUES (?)", [number])
+    else:
+        conn.execute(f"PRAGMA user_version = {int(number)}")
+
+
+def migrate(conn: Connection) -> list[str]:
     """Apply the migrations after the database's ``user_version``; return the names applied. A database newer
     than this server (a downgrade) is refused, since this code does not know its schema."""
     known = migrations()
-    current = schema_version(conn)
+    with transaction(conn):  # (PostgreSQL: the version table is created under the write lock)
+        current = schema_version(conn)
     if current > len(known):
         raise RuntimeError(
             f"the fleet database is at schema version {current}, newer than this server knows ({len(known)}):"
@@ -69,7 +83,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             if schema_version(conn) >= migration.number:
                 continue  # another process applied it since we looked
             migration.apply(conn)
-            conn.execute(f"PRAGMA user_version = {migration.number}")  # an int we numbered
+            _set_version(conn, migration.number)
         applied.append(migration.name)
     if applied and current:
         log.info("fleet database upgraded from schema version %d to %d", current, len(known))

@@ -6,8 +6,7 @@ The tables and index names are those sqlite-utils gave them when the server crea
 
 from __future__ import annotations
 
-import sqlite3
-
+from fleet.store.connection import Connection
 from fleet.store.schema import add_missing_column
 
 STATEMENTS = (
@@ -49,7 +48,7 @@ LATER_COLUMNS = {
 }
 
 
-def apply(conn: sqlite3.Connection) -> None:
+def apply(conn: Connection) -> None:
     for statement in STATEMENTS:
         conn.execute(statement)
     for table, columns in LATER_COLUMNS.items():

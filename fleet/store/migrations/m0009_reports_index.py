@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.connection import Connection
 
 
-def apply(conn: sqlite3.Connection) -> None:
+def apply(conn: Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS events_app_time ON events (app, time)")

@@ -3,10 +3,9 @@ baseline: added only where missing)."""
 
 from __future__ import annotations
 
-import sqlite3
-
+from fleet.store.connection import Connection
 from fleet.store.schema import add_missing_column
 
 
-def apply(conn: sqlite3.Connection) -> None:
+def apply(conn: Connection) -> None:
     add_missing_column(conn, "health_latest", "updates", "TEXT")

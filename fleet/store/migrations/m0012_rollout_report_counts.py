@@ -3,11 +3,10 @@ baseline: added only where missing)."""
 
 from __future__ import annotations
 
-import sqlite3
-
+from fleet.store.connection import Connection
 from fleet.store.schema import add_missing_column
 
 
-def apply(conn: sqlite3.Connection) -> None:
+def apply(conn: Connection) -> None:
     for column in ("done", "total"):
         add_missing_column(conn, "rollout_reports", column, "INTEGER")

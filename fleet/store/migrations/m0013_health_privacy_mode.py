@@ -3,8 +3,8 @@ health; NULL until an agent that says so sends a heartbeat."""
 
 from __future__ import annotations
 
-import sqlite3
+from fleet.store.connection import Connection
 
 
-def apply(conn: sqlite3.Connection) -> None:
+def apply(conn: Connection) -> None:
     conn.execute("ALTER TABLE health_latest ADD COLUMN privacy_mode TEXT")

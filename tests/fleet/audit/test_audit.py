@@ -1,27 +1,24 @@
-"""The audit log on a real SQLite file: append, query, refusal of UPDATE/DELETE, and tamper detection."""
+"""The audit log on each backend (a real SQLite file, a real PostgreSQL schema): append, query, refusal of
+UPDATE/DELETE, and tamper detection."""
 
 import itertools
 import sqlite3
 
 import pytest
-import sqlite_utils
 
 from fleet.audit import log as audit
+from fleet.store.connection import is_postgres
+from fleet.store.db import FleetDB, open_database
 from fleet.store.migrations import m0002_audit
 
 
-def open_db(path):
-    # The same connection settings as fleet.store.db.FleetDB (autocommit; explicit transactions).
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    db = sqlite_utils.Database(conn)
-    m0002_audit.apply(db.conn)
-    return db
+def open_db(location):
+    return FleetDB(location).db  # the server's own connection settings and migrations
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "audit.db"
+def db_path(fleet_location):
+    return fleet_location
 
 
 @pytest.fixture
@@ -43,7 +40,7 @@ def fill(db):
 
 
 def raw(db_path):
-    return sqlite3.connect(str(db_path), isolation_level=None)
+    return open_database(db_path).conn  # a second connection, not through the audit module
 
 
 def test_append_returns_increasing_seq_and_chains_hashes(db):
@@ -132,8 +129,9 @@ def test_database_refuses_update_and_delete(db, db_path, statement):
 
 def tamper(db_path, *statements):
     conn = raw(db_path)
-    conn.execute("DROP TRIGGER audit_no_update")
-    conn.execute("DROP TRIGGER audit_no_delete")
+    on = " ON audit" if is_postgres(conn) else ""
+    conn.execute(f"DROP TRIGGER audit_no_update{on}")
+    conn.execute(f"DROP TRIGGER audit_no_delete{on}")
     for statement in statements:
         sql, params = statement if isinstance(statement, tuple) else (statement, [])
         conn.execute(sql, params)
