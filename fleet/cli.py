@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fleet.audit.log import cli_actor
+from fleet.audit.log import verify as verify_audit_chain
 from fleet.cliconfig import config_option, load_config, open_db
 from fleet.config import ServerConfig
 from fleet.devices import service as device_service
@@ -17,6 +18,8 @@ from fleet.enrollment.bundle_url import bundle_server_url, bundle_url_warnings
 from fleet.ota.repository.files import bundle_root
 from fleet.pki import CA_CERT
 from fleet.server import keys_dir, running_server, serve_forever
+from fleet.store.transfer_cli import add_transfer_commands
+from fleet.workers import serve_workers
 from wardsight import wire
 from wardsight.bundle import Bundle
 from wardsight.clictx import Context, pass_context
@@ -70,15 +73,24 @@ def fleet() -> None:
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="TCP port (default 8765).")
 @click.option("--insecure-http", is_flag=True, help="Development only: serve plain HTTP instead of TLS.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes sharing the port (default 1; more need PostgreSQL: database_url).",
+)
 @config_option
 @pass_context
-def serve(ctx: Context, host: str | None, port: int | None, insecure_http: bool, config_path: Path | None) -> None:
+def serve(
+    ctx: Context, host: str | None, port: int | None, insecure_http: bool, workers: int | None, config_path: Path | None
+) -> None:
     """Run the fleet server until Ctrl-C.
 
     \b
     Example:
         wardsight fleet serve
         WARDSIGHT_SERVER_PORT=9000 wardsight fleet serve
+        wardsight fleet serve --workers 4        # with database_url = "postgresql://..." in server.toml
     """
     config = load_config(ctx, config_path)
     if host is not None:
@@ -87,7 +99,12 @@ def serve(ctx: Context, host: str | None, port: int | None, insecure_http: bool,
         config.port = port
     if insecure_http:
         config.insecure_http = True
-    serve_forever(config, announce=click.echo)
+    if workers is not None:
+        config.workers = workers
+    if config.workers > 1:
+        serve_workers(config, config.workers, announce=click.echo)
+    else:
+        serve_forever(config, announce=click.echo)
 
 
 @fleet.group()
@@ -250,3 +267,6 @@ def events(ctx: Context, limit: int, config_path: Path | None) -> None:
             click.echo(json.dumps(row))
     finally:
         db.close()
+
+
+add_transfer_commands(fleet, checks={"the audit chain": verify_audit_chain})  # migrate, export, import

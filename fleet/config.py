@@ -18,6 +18,9 @@ class ServerConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
     port: Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one.")] = 8765
     database: Path | None = Field(None, description="SQLite file; default <data dir>/fleet.db.")
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="Server processes on the port (SO_REUSEPORT); more than one needs database_url (PostgreSQL)."
+    )
     database_url: str | None = Field(
         None,
         description="PostgreSQL instead of the SQLite file: postgresql://user@host:port/dbname (a password is"

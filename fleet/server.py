@@ -61,7 +61,7 @@ def keys_dir(config: ServerConfig) -> Path:
     return config.database.parent / "fleet-keys"
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     """The host part of a URL that reaches a server bound to ``host`` on this machine."""
     try:
         address = ipaddress.ip_address(host)
@@ -90,7 +90,7 @@ def listening_path(config: ServerConfig) -> Path:
     return config.database.parent / LISTENING_FILE
 
 
-def _write_listening(path: Path, listening: Listening) -> None:
+def write_listening(path: Path, listening: Listening) -> None:
     """Atomically (a reader sees the old file or the new one, never half of one), mode 0644: it holds no secret."""
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     with contextlib.suppress(FileNotFoundError):
@@ -101,6 +101,13 @@ def _write_listening(path: Path, listening: Listening) -> None:
         json.dump(asdict(listening), handle)
         handle.write("\n")
     os.replace(part, path)
+
+
+def forget_listening(path: Path, listening: Listening) -> None:
+    """Remove ``path`` if it still says ``listening`` (another server may have started on the database since)."""
+    if _read_listening(path) == listening:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _read_listening(path: Path) -> Listening | None:
@@ -159,8 +166,10 @@ class BackgroundServer:
         renew_check_seconds: float = RENEW_CHECK_SECONDS,
         clock: Callable[[], datetime] = _utcnow,
         app_clock: Callable[[], float] | None = None,
+        worker: bool = False,
     ) -> None:
         self.config = config
+        self._worker = worker  # one of several on the port (SO_REUSEPORT); their supervisor announces the server
         self.url = ""
         self.ca_pem: str | None = None
         self.ca_fingerprint: str | None = None
@@ -225,14 +234,16 @@ class BackgroundServer:
         await self._runner.setup()
         limits = connections.Limits.of(self.config)  # slow clients, sockets per address, the TLS handshake
         site = connections.GuardedSite(
-            self._runner, self.config.host, self.config.port, limits=limits, ssl_context=self._ssl
+            self._runner, self.config.host, self.config.port, limits=limits, ssl_context=self._ssl,
+            reuse_port=self._worker,
         )
         await site.start()
         addresses = self._runner.addresses
         port = addresses[0][1] if addresses else self.config.port
         scheme = "http" if self._ssl is None else "https"
-        self.url = f"{scheme}://{_url_host(self.config.host)}:{port}"
-        self._announce_listening(port)
+        self.url = f"{scheme}://{url_host(self.config.host)}:{port}"
+        if not self._worker:
+            self._announce_listening(port)
         if self._ssl is not None and self._renew_check_seconds > 0:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_periodically())
 
@@ -249,7 +260,7 @@ class BackgroundServer:
             database=str(self.config.database.resolve()),
         )
         try:
-            _write_listening(listening_path(self.config), self._listening)
+            write_listening(listening_path(self.config), self._listening)
         except OSError as exc:
             log.warning("cannot write %s (token create cannot name this server's port): %s", LISTENING_FILE, exc)
 
@@ -257,10 +268,7 @@ class BackgroundServer:
         """Remove ``LISTENING_FILE`` if it is still this server's (another may have started on the database since)."""
         if self._listening is None or self.config.database is None:
             return
-        path = listening_path(self.config)
-        if _read_listening(path) == self._listening:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        forget_listening(listening_path(self.config), self._listening)
         self._listening = None
 
     async def _renew_periodically(self) -> None:
@@ -329,7 +337,7 @@ def serve_forever(
         raise WardSightError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     stopping = stop or threading.Event()
     try:
-        with _stop_on_signals(stopping):  # before the first line: whoever reads it may signal at once
+        with stop_on_signals(stopping):  # before the first line: whoever reads it may signal at once
             announce(f"fleet server on {server.url} (console: {server.url}/), database {describe_store(config)}")
             if server.ca_pem is None:
                 announce("WARNING: plain HTTP (insecure_http): for development only; devices send events unencrypted")
@@ -343,7 +351,7 @@ def serve_forever(
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stopping: threading.Event) -> Iterator[None]:
+def stop_on_signals(stopping: threading.Event) -> Iterator[None]:
     """Ctrl-C and ``systemctl stop`` (SIGINT, SIGTERM) set ``stopping``, whatever this process inherited (a SIGINT
     ignored by whoever started it would otherwise never end it). Only the main thread may set handlers."""
     if threading.current_thread() is not threading.main_thread():

@@ -153,13 +153,38 @@ def fleet_location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str
     return str(request.getfixturevalue("pg_url"))
 
 
-# WARDSIGHT_TEST_DATABASE=postgresql runs the fleet tests on PostgreSQL: every SQLite file a test opens through
-# the store becomes a schema of its own on the session's throwaway cluster (the test is otherwise unchanged).
-ON_POSTGRES = os.environ.get("WARDSIGHT_TEST_DATABASE") == "postgresql"
+# The fleet tests that open a database run on both backends: as written (SQLite), and again with every SQLite file
+# a test opens through the store made a PostgreSQL schema of its own on the session's throwaway cluster. A test
+# about SQLite itself (its files, pragmas, commits) is marked ``sqlite_only``. WARDSIGHT_TEST_DATABASE=sqlite or
+# =postgresql runs one backend only.
+BACKENDS = {"sqlite": ["sqlite"], "postgresql": ["postgresql"]}.get(
+    os.environ.get("WARDSIGHT_TEST_DATABASE", ""), ["sqlite", "postgresql"]
+)
+_DB_FIXTURES = {"db_path", "tmp_path", "aiohttp_client"}
 
 
-@pytest.fixture(autouse=ON_POSTGRES)
-def _fleet_on_postgres(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    path = Path(str(metafunc.definition.path))
+    if FLEET_TESTS not in path.parents or metafunc.definition.get_closest_marker("sqlite_only"):
+        if "fleet_backend" in metafunc.fixturenames:
+            metafunc.parametrize("fleet_backend", ["sqlite"], indirect=True)
+        return
+    if "fleet_location" in metafunc.fixturenames or not _DB_FIXTURES & set(metafunc.fixturenames):
+        return  # (parametrised over both by its own fixture, or opens no database)
+    metafunc.fixturenames.append("fleet_backend")
+    metafunc.parametrize("fleet_backend", BACKENDS, indirect=True)
+
+
+FLEET_TESTS = ROOT / "tests" / "fleet"
+
+
+@pytest.fixture
+def fleet_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The backend a fleet test runs on (see pytest_generate_tests): on PostgreSQL, the store's SQLite files
+    become schemas of the throwaway cluster."""
+    backend = str(getattr(request, "param", "sqlite"))
+    if backend != "postgresql":
+        return backend
     from fleet.store import db as store_db
 
     cluster: pgcluster.Cluster = request.getfixturevalue("pg_cluster")
@@ -167,7 +192,7 @@ def _fleet_on_postgres(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     opened = store_db.open_database
 
     def open_database(location: Path | str) -> object:
-        if isinstance(location, Path) or (isinstance(location, str) and not location.startswith("postgresql:")):
+        if isinstance(location, Path) or not str(location).startswith(("postgresql:", "postgres:")):
             key = str(Path(location).resolve())
             if key not in urls:
                 urls[key] = cluster.new_database_url()
@@ -175,3 +200,11 @@ def _fleet_on_postgres(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         return opened(location)
 
     monkeypatch.setattr(store_db, "open_database", open_database)
+    return backend
+
+
+@pytest.fixture(autouse=True)
+def _backend_in_use(request: pytest.FixtureRequest) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    if "fleet_backend" in request.fixturenames or (callspec is not None and "fleet_backend" in callspec.params):
+        request.getfixturevalue("fleet_backend")

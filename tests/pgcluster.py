@@ -8,6 +8,7 @@ never see each other's tables. Missing PostgreSQL binaries skip the tests that n
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -100,8 +101,6 @@ class Cluster:
         return f"{self.url}?options={options}"
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._run(self._pg_ctl, "-D", str(self.data), "-m", "immediate", "stop")
-        except (subprocess.SubprocessError, OSError):
-            pass
         shutil.rmtree(self.root, ignore_errors=True)

@@ -67,8 +67,8 @@ def write_operator(
     """Set role and enabled state; a ``password_hash`` also replaces the password (and its change time)."""
     conn.execute(
         "UPDATE operators SET role = ?, disabled = ?, updated_at = ?, password_hash = COALESCE(?, password_hash),"
-        " password_changed_at = CASE WHEN ? IS NULL THEN password_changed_at ELSE ? END WHERE username = ?",
-        [role, int(disabled), now, password_hash, password_hash, now, username],
+        " password_changed_at = CASE WHEN ? = 1 THEN ? ELSE password_changed_at END WHERE username = ?",
+        [role, int(disabled), now, password_hash, int(password_hash is not None), now, username],
     )
 
 

@@ -54,13 +54,16 @@ def read_rows(db: Database, kind: str, start: float, end: float, scope: Scope = 
         return _decode(db.query(base + " AND e.time >= ? AND e.time < ?", [*params, start, end]))
     lookback = start - LOOKBACK_SECONDS
     rows = {r["event_id"]: r for r in db.query(base + " AND e.time >= ? AND e.time < ?", [*params, lookback, end])}
-    # Each device's last count and last stated capacity from before the lookback (SQLite returns the row of MAX()).
+    # Each device's last count and last stated capacity from before the lookback: the event of each device whose
+    # time is that device's latest (ties: the one stored last), in SQL both backends read the same way.
     for seed in ("count_changed", "over_capacity"):
         sql = (
-            f"SELECT {_COLUMNS}, MAX(e.time) AS latest FROM events e LEFT JOIN devices d ON d.id = e.device_id"  # noqa: S608
-            f" WHERE e.app = 'occupancy' AND e.type = ? AND e.time < ?{where} GROUP BY e.device_id"
+            f"SELECT {_COLUMNS} FROM events e LEFT JOIN devices d ON d.id = e.device_id"  # noqa: S608 - our constants
+            f" WHERE e.app = 'occupancy' AND e.type = ? AND e.time < ?{where} AND NOT EXISTS (SELECT 1 FROM events l"
+            " WHERE l.device_id = e.device_id AND l.app = 'occupancy' AND l.type = e.type AND l.time < ?"
+            + (" AND l.room = e.room" if scope.room is not None else "")  # (the scope's room only, as before)
+            + " AND (l.time > e.time OR (l.time = e.time AND l.rowid > e.rowid)))"
         )
-        for row in db.query(sql, [seed, lookback, *params]):
-            row.pop("latest")
+        for row in db.query(sql, [seed, lookback, *params, lookback]):
             rows.setdefault(row["event_id"], row)
     return _decode(rows.values())

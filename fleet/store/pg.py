@@ -244,6 +244,21 @@ class PgTable:
         marks = ", ".join(":" + n for n in names)
         self.db.conn.execute(f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({marks})", row)  # noqa: S608
 
+    def get(self, key: Any) -> dict[str, Any]:
+        """The row whose (single-column) primary key is ``key``; KeyError if there is none."""
+        pk = self.db.conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
+            " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = CAST(? AS regclass) AND i.indisprimary",
+            [self.name],
+        ).fetchall()
+        if len(pk) != 1:
+            raise ValueError(f"{self.name} has no single-column primary key")
+        rows = list(self.db.query(f"SELECT * FROM {self.name} WHERE {pk[0][0]} = ?", [key]))  # noqa: S608
+        if not rows:
+            raise KeyError(key)
+        return rows[0]
+
     @property
     def columns_dict(self) -> dict[str, type]:
         return {name: object for name in self.db.columns(self.name)}

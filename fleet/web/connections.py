@@ -350,9 +350,10 @@ class GuardedSite(web.TCPSite):
         *,
         limits: Limits,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, host, port)
-        self.tls, self.limits = ssl_context, limits
+        self.tls, self.limits, self.reuse_port = ssl_context, limits, reuse_port
         self.addresses = Addresses(limits)
         self.guards: set[ConnectionGuard] = set()
         server = runner.server
@@ -367,7 +368,8 @@ class GuardedSite(web.TCPSite):
         await web.BaseSite.start(self)  # registers the site with the runner
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: ConnectionGuard(self), self._host, self._port, backlog=self._backlog
+            lambda: ConnectionGuard(self), self._host, self._port, backlog=self._backlog,
+            reuse_port=self.reuse_port or None,  # several workers on one port (SO_REUSEPORT): the kernel spreads them
         )
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 

@@ -160,10 +160,10 @@ def create_endpoint(
     secret = webhooks.new_hmac_secret() if with_hmac else None
     cur = db.conn.execute(
         "INSERT INTO webhook_endpoints (name, url, format, hmac_secret, apps, min_severity, enabled, created_at,"
-        " created_by) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        " created_by) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING id",
         [name, url, format, secret, json.dumps(app_list), min_severity, now, created_by],
     )
-    endpoint = get_endpoint(db, int(cur.lastrowid or 0))
+    endpoint = get_endpoint(db, int(cur.fetchone()[0]))
     assert endpoint is not None
     return endpoint, secret
 

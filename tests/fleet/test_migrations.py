@@ -18,6 +18,8 @@ from fleet.config import ServerConfig
 from fleet.store import migrations
 from fleet.store.db import FleetDB, connect
 
+pytestmark = pytest.mark.sqlite_only  # SQLite files from before numbered migrations, user_version
+
 OLD_DATABASE = Path(__file__).parent / "data" / "fleet-2026-12-07.sqlite"
 
 

@@ -5,6 +5,7 @@ import io
 import os
 import tarfile
 
+import pytest
 from aiohttp import DummyCookieJar
 
 from fleet.accounts import service as operators
@@ -87,6 +88,7 @@ async def test_a_broken_multipart_upload_is_400(aiohttp_client, tmp_path):
         assert resp.status == 400, (content_type, await resp.text())
 
 
+@pytest.mark.sqlite_only  # about the SQLite file's mode
 def test_the_database_and_its_directory_are_owner_only(tmp_path):
     old = os.umask(0o022)
     try:

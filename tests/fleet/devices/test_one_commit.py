@@ -14,6 +14,8 @@ from fleet.web.errors import RejectedError
 from tests.fleet.helpers import counts, enroll_device, event_for
 from wardsight import wire
 
+pytestmark = pytest.mark.sqlite_only  # counts SQLite commits
+
 EVENTS = "/api/v1/device/events"
 HEARTBEAT = "/api/v1/device/heartbeat"
 

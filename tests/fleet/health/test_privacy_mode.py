@@ -166,6 +166,7 @@ async def test_a_heartbeat_with_a_mode_the_fleet_does_not_know_is_refused_and_no
     assert got["privacy_mode"] == "sensor-only"
 
 
+@pytest.mark.sqlite_only  # starts from an old SQLite file
 async def test_a_fleet_upgraded_from_before_the_mode_shows_its_devices_as_not_reported(aiohttp_client, tmp_path):
     path = tmp_path / "fleet.db"
     shutil.copyfile(OLD_DATABASE, path)

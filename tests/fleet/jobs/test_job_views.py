@@ -16,6 +16,7 @@ async def client(aiohttp_client, db_path, clock):
     return await aiohttp_client(create_app(config, clock=clock), cookie_jar=DummyCookieJar())
 
 
+@pytest.mark.sqlite_only  # turns off SQLite foreign keys to forget a device
 async def test_a_batchs_jobs_name_their_devices_and_rooms(client):
     db = client.server.app[DB_KEY]
     insert_device(db, "dev-a", name="cam-3b12", room="3B-12", ward="3B", site="st-marys")

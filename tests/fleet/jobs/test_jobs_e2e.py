@@ -202,6 +202,7 @@ def read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
 
 
+@pytest.mark.sqlite_only  # replays a job by editing the SQLite file directly
 def test_every_job_kind_end_to_end(story):
     clock, server, config, op, second, identity, data, sup, marker = story
     device_id = identity.device_id

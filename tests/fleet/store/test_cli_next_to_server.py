@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from firmware.identity import IdentityStore
 from firmware.transport import CredentialFile, FleetClient
 from fleet.accounts import service as accounts
@@ -35,6 +37,8 @@ from fleet.store.db import FleetDB
 from tests.conftest import ROOT
 from wardsight import wire
 from wardsight.bundle import Bundle
+
+pytestmark = pytest.mark.sqlite_only  # SQLite WAL files next to a running server
 
 SERVER_TOML = """\
 host = "127.0.0.1"
@@ -292,6 +296,9 @@ DATABASE_COMMANDS = {
     ("operator", "disable"),
     ("operator", "enable"),
     ("operator", "api-token", "create"),
+    ("migrate",),
+    ("export",),
+    ("import",),
 }
 
 
@@ -383,6 +390,13 @@ def test_every_fleet_command_is_safe_next_to_the_server_as_the_demo_runs_it(tmp_
             run("operator", "enable", "bob")
             viewer = run("operator", "api-token", "create", "--name", "nightly", "--role", "viewer").strip()
             assert server.api("/api/v1/devices", token=viewer)[0] == 200  # the server knows the CLI's token
+            assert "already at schema version" in run("migrate")
+            assert "up to date" in run("migrate", "--check")
+            run("export", "--to", str(tmp_path / "live.jsonl"))
+            other = tmp_path / "other.toml"
+            other.write_text(f'database = "{tmp_path / "other.db"}"\n')
+            run("migrate", "--config", str(other))
+            run("import", "--from", str(tmp_path / "live.jsonl"), "--config", str(other))
 
             assert run.ran == DATABASE_COMMANDS
         finish(server, writer_device, second)
