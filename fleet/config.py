@@ -30,6 +30,9 @@ class ServerConfig(StrictModel):
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
     console_refresh_seconds: Annotated[float, Field(ge=0.5, le=300)] = 2.0
     keys_dir: Path | None = Field(None, description="Server keys and the fleet CA; default <data dir>/fleet-keys.")
+    ota_dir: Path | None = Field(
+        None, description="The OTA repository's files; default <data dir>/ota (several hosts: a shared directory)."
+    )
 
     # TLS (the fleet's own CA by default); plain HTTP only with this explicit development flag.
     insecure_http: bool = False
@@ -136,6 +139,8 @@ def load_server_config(data_dir: Path, path: Path | None, environ: Mapping[str, 
         config.database = data_dir / "fleet.db"
     elif not config.database.is_absolute():
         config.database = data_dir / config.database
+    if config.ota_dir is not None and not config.ota_dir.is_absolute():
+        config.ota_dir = data_dir / config.ota_dir
     if config.keys_dir is None:
         config.keys_dir = data_dir / "fleet-keys"
     elif not config.keys_dir.is_absolute():

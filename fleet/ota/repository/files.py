@@ -25,7 +25,9 @@ ON_PUBLISHED_KEY: web.AppKey[list[OnPublished]] = web.AppKey("ota_on_published")
 
 
 def ota_dir(config: ServerConfig) -> Path:
-    """``<data dir>/ota``, next to the database."""
+    """``ota_dir`` if set (a directory every worker shares), else ``<data dir>/ota``, next to the database."""
+    if config.ota_dir is not None:
+        return config.ota_dir
     if config.database is None:
         raise ValueError("config.database must be set (load_server_config sets it)")
     return config.database.parent / OTA_DIR
