@@ -8,12 +8,13 @@ database and the keys directory. The supervisor announces the server, writes ``s
 restarts a worker that dies (after a pause that grows while workers keep dying, up to
 :data:`MAX_RESTART_PAUSE_S`), and on Ctrl-C or SIGTERM stops them all.
 
-A worker gets its configuration as JSON on its standard input (never on the command line or in the
-environment: the database URL may hold a password) and prints one ``ready <url>`` line when it listens.
+A worker gets its configuration (and the supervisor's log level) as JSON on its standard input (never on the command
+line or in the environment: the database URL may hold a password) and prints one ``ready <url>`` line when it listens.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -129,7 +130,8 @@ def serve_workers(
     check(config, workers)
     url, ca_line = _prepare(config)
     assert config.database is not None
-    config_json = config.model_dump_json().encode()
+    level = logging.getLogger().getEffectiveLevel()  # the workers log as the supervisor does (-v or not)
+    config_json = json.dumps({"config": config.model_dump(mode="json"), "log_level": level}).encode()
     pool = [Worker(n + 1, config_json) for n in range(workers)]
     stopping = stop or threading.Event()
     listening = Listening(url=url, host=config.host, port=config.port, insecure_http=config.insecure_http,
@@ -171,8 +173,10 @@ def _supervise(pool: list[Worker], stopping: threading.Event) -> None:
 
 def _worker_main() -> None:
     """A worker process: the configuration from stdin, one ``ready`` line, serve until SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format=f"worker {os.getpid()}: %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig.model_validate_json(sys.stdin.buffer.read())
+    given = json.loads(sys.stdin.buffer.read())
+    form = f"worker {os.getpid()}: %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=int(given["log_level"]), format=form)
+    config = ServerConfig.model_validate(given["config"])
     stopping = threading.Event()
     with stop_on_signals(stopping):
         server = BackgroundServer(config, worker=True).start()

@@ -16,6 +16,8 @@ psycopg is imported only when a ``postgresql://`` database is opened (the ``post
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     import psycopg
 
 CONNECT_TIMEOUT_SECONDS = 10
+log = logging.getLogger("wardsight.fleet.store")
 
 
 class PgIntegrityError(sqlite3.IntegrityError):
@@ -116,6 +119,7 @@ class PgConnection:
         import psycopg
 
         self.url = url
+        self._lost_transaction = False  # the connection broke inside a transaction (see _reconnect_if_lost)
         try:
             self.raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         except psycopg.Error as exc:
@@ -125,12 +129,33 @@ class PgConnection:
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
 
+        if self.raw.closed or self.raw.broken:
+            return False  # a lost connection's transaction is gone: nothing to commit or roll back
         return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def _reconnect_if_lost(self, sql: str) -> None:
+        """A connection PostgreSQL ended (a restart, a fail-over) is opened again before the next statement, unless
+        that statement would continue a transaction that was lost with it: then it fails, and the next ``BEGIN``
+        (its caller starting over) reconnects."""
+        if not (self.raw.closed or self.raw.broken):
+            return
+        if self._lost_transaction and not sql.lstrip()[:5].upper() == "BEGIN":
+            raise PgOperationalError("the connection to PostgreSQL was lost inside this transaction")
+        import psycopg
+
+        old = self.raw
+        self.raw = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        self._lost_transaction = False
+        with contextlib.suppress(Exception):
+            old.close()
+        log.warning("reconnected to PostgreSQL at %s", redact(self.url))
 
     def execute(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> PgCursor:
         import psycopg
 
+        inside = self.in_transaction
         try:
+            self._reconnect_if_lost(sql)
             if pgddl.is_schema(sql):
                 for statement in pgddl.to_postgres(sql):
                     self.raw.execute(statement.encode())  # bytes: no placeholder parsing in a function body
@@ -141,6 +166,8 @@ class PgConnection:
                 params = [_param(v) for v in parameters]
             return PgCursor(self.raw.execute(sqltext.to_postgres(sql), params), sql)
         except psycopg.Error as exc:
+            if inside and (self.raw.closed or self.raw.broken):
+                self._lost_transaction = True
             raise _translate(exc, psycopg) from exc
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:

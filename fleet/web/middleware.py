@@ -6,6 +6,7 @@ versions)."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from fleet.web.query import check_query_text
 
 log = logging.getLogger("wardsight.fleet")
 
+DATABASE_RETRY_AFTER_S = 5  # what a client is told to wait when the database is away (a restart, a fail-over)
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "X-CSRF-Token", "WardSight-Proof")
 RejectionListener = Callable[[int], None]
 # Who wants to hear of each refusal (its status), e.g. the metrics; a feature's setup() appends to it.
@@ -44,6 +46,14 @@ async def error_middleware(
     except web.HTTPRequestEntityTooLarge:
         log.warning("%s %s from %s rejected (413): body too large", request.method, request.path, request.remote)
         raise RejectedError(413, "request body too large") from None
+    except sqlite3.OperationalError as exc:  # the database away (PostgreSQL restarting, failing over) or locked
+        log.warning("%s %s from %s: database unavailable (503): %s", request.method, request.path, request.remote, exc)
+        raise RejectedError(
+            503,
+            "the database is unavailable for a moment; nothing was stored: try again",
+            code="database_unavailable",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        ) from None
 
 
 SERVER_HEADER = "WardSight"  # aiohttp's default names Python's and aiohttp's versions
