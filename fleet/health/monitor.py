@@ -6,6 +6,14 @@ event (``device_offline`` / ``device_online``) through :func:`fleet.intake.store
 event list and the webhooks like any alert. Event ids are derived from the transition, so a check that
 is interrupted and repeated stores each announcement once. Silence from before the monitor started
 (:func:`watching_since`) is not held against a device.
+
+With several workers on PostgreSQL one of them runs the check (:func:`fleet.web.tasks.periodic`), and another
+takes it over if it dies. A new leader does not start watching anew: every worker was storing the heartbeats it
+received all along, so silence before the takeover is real and counts (starting anew would hold back every
+announcement by up to a grace period at each takeover, and for as long as the lead kept moving). What does not
+count is silence while this worker was cut off from the database (its leader connection broke: a restart, a
+fail-over): heartbeats could not be stored then, so the watch starts again when contact is back, as on a start-up,
+instead of announcing the whole fleet at once.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from fleet.health.metrics import METRICS_KEY
 from fleet.store.db import FleetDB
 from fleet.web import events
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
-from fleet.web.tasks import periodic
+from fleet.web.tasks import leadership_of, periodic
 from wardsight import wire
 
 log = logging.getLogger("wardsight.fleet.health")
@@ -43,9 +51,14 @@ MONITOR_KEY = web.AppKey("health_monitor", MonitorState)
 
 
 def watching_since(app: web.Application) -> float | None:
-    """When the app's monitor started watching (None if it has no monitor or it has not started)."""
+    """Since when the app's monitor has been watching (None if it has no monitor or it has not started): its
+    start-up, or later if the worker lost contact with the database since (PostgreSQL; see the module's notes)."""
     monitor = app.get(MONITOR_KEY)
-    return None if monitor is None else monitor.started_at
+    if monitor is None or monitor.started_at is None:
+        return None
+    leadership = leadership_of(app)
+    contact = None if leadership is None else leadership.contact_since()
+    return monitor.started_at if contact is None else max(monitor.started_at, contact)
 
 
 def _announcement_id(t: presence.Transition) -> str:

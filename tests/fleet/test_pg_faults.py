@@ -20,7 +20,7 @@ from fleet.config import load_server_config
 from fleet.store.db import FleetDB
 from tests import pgcluster
 from tests.fleet.store.test_cli_next_to_server import Device, LiveServer
-from tests.fleet.test_workers import SERVER_TOML, serve, wait_for, workers_of
+from tests.fleet.test_workers import SERVER_TOML, announced, serve, wait_for, workers_of
 
 pytestmark = pytest.mark.sqlite_only  # (PostgreSQL only, on a cluster of its own)
 
@@ -70,10 +70,7 @@ def test_postgresql_restarted_under_load(tmp_path: Path, own_cluster: pgcluster.
     enroll_token = create_token(config, "room-1", ttl=600)
     proc = serve(data, "--workers", "2")
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("fleet server on "), line + proc.stdout.read()
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        line = announced(proc)
         assert wait_for(lambda: len(workers_of(proc.pid)) == 2)
         server = LiveServer("serve", data, proc, line.split()[3], api_token, enroll_token)
         device = Device(server, tmp_path / "device", enroll_token, "cam-1")

@@ -65,6 +65,20 @@ def serve(data_dir: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def announced(proc: subprocess.Popen[str]) -> str:
+    """The supervisor's "fleet server on ..." line (workers' log lines may come first: they share the pipe)."""
+    assert proc.stdout is not None
+    seen = []
+    for _ in range(200):
+        line = proc.stdout.readline()
+        if not line or line.startswith("fleet server on "):
+            break
+        seen.append(line)
+    assert line.startswith("fleet server on "), "".join(seen) + line
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+    return line
+
+
 def test_several_workers_on_sqlite_are_refused_with_the_reason(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -88,11 +102,8 @@ def test_workers_share_one_port_and_one_database_and_survive_a_killed_worker(tmp
     enroll_token = create_token(config, "room-1", ttl=600)
     proc = serve(data, "--workers", "2")
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("fleet server on ") and "2 workers" in line, line + proc.stdout.read()
-        assert "database postgresql://" in line
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        line = announced(proc)
+        assert "2 workers" in line and "database postgresql://" in line
         url = line.split()[3]
         assert wait_for(lambda: len(workers_of(proc.pid)) == 2)
         server = LiveServer("serve", data, proc, url, api_token, enroll_token)
