@@ -188,8 +188,8 @@ def _translate(exc: Exception, psycopg: Any) -> sqlite3.DatabaseError:
         return PgIntegrityError(message)
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return PgOperationalError(message)
-    if getattr(exc, "sqlstate", None) in {"40001", "40P01", "57P01", "57P02", "57P03"}:
-        return PgOperationalError(message)  # serialization failure, deadlock, shutdown: retry
+    if getattr(exc, "sqlstate", None) in {"40001", "40P01", "57P01", "57P02", "57P03", "25P03"}:
+        return PgOperationalError(message)  # serialization failure, deadlock, shutdown, idle timeout: retry
     return PgDatabaseError(message)
 
 

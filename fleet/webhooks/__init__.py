@@ -1,4 +1,4 @@
-"""Durable webhook delivery to hospital systems (Standard Webhooks v1.0.0), with a queue in SQLite.
+"""Durable webhook delivery to hospital systems (Standard Webhooks v1.0.0), with a queue in the fleet database.
 
 - :mod:`~fleet.webhooks.ssrf`: which URLs and addresses the server may send to (checked at creation, before
   every send, and at every connection).
@@ -7,7 +7,9 @@
 - :mod:`~fleet.webhooks.store`: endpoints, queueing an event's deliveries in the event's own transaction,
   listing and redelivering; :mod:`~fleet.webhooks.queue`: the worker's reads and writes of the queue.
 - :mod:`~fleet.webhooks.retry`: per-endpoint FIFO, the retry schedule, dead letters, 410 (pure decisions).
-- :mod:`~fleet.webhooks.worker`: the async worker that sends; :mod:`~fleet.webhooks.routes`: the HTTP API.
+- :mod:`~fleet.webhooks.worker`: the async worker that sends (one per server process);
+  :mod:`~fleet.webhooks.claims`: how it holds a delivery for an attempt, so several workers on one PostgreSQL
+  database never send the same delivery at once; :mod:`~fleet.webhooks.routes`: the HTTP API.
 """
 
 from __future__ import annotations

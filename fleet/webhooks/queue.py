@@ -1,5 +1,6 @@
-"""The delivery queue as the worker reads and writes it: the head of every endpoint, the target of an
-attempt, and an attempt's result (run inside the caller's transaction: these never BEGIN or COMMIT)."""
+"""The delivery queue as the worker reads and writes it: the head of every endpoint, claiming a head (PostgreSQL,
+:mod:`fleet.webhooks.claims`), the target of an attempt, and an attempt's result (run inside the caller's
+transaction: these never BEGIN or COMMIT)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,32 @@ def head(db: Database, endpoint_id: int) -> dict[str, Any] | None:
             "SELECT d.* FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
             " WHERE d.endpoint_id = ? AND d.status = 'pending' AND e.enabled = 1 ORDER BY d.id LIMIT 1",
             [endpoint_id],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def head_id(db: Database, endpoint_id: int) -> int | None:
+    """The id of ``endpoint_id``'s head (its oldest pending delivery) if the endpoint is enabled; None if none."""
+    row = db.execute(
+        "SELECT MIN(d.id) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+        " WHERE d.endpoint_id = ? AND d.status = 'pending' AND e.enabled = 1",
+        [endpoint_id],
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def lock_pending(db: Database, delivery_id: int) -> dict[str, Any] | None:
+    """PostgreSQL, inside a transaction: lock the pending delivery ``delivery_id`` (all columns, the body too) until
+    the transaction ends; None if another transaction holds it (``SKIP LOCKED``: never waits) or it is not pending.
+
+    One row by id, never "the first pending one not locked": skipping a locked head to the next delivery would
+    send an endpoint's deliveries out of order.
+    """
+    rows = list(
+        db.query(
+            "SELECT * FROM webhook_deliveries WHERE id = ? AND status = 'pending' FOR UPDATE SKIP LOCKED",
+            [delivery_id],
         )
     )
     return rows[0] if rows else None

@@ -146,12 +146,15 @@ async def handle_delete(request: web.Request) -> web.Response:
     who = await require(request, "admin")
     endpoint_id = _int_id(request)
     db = request.app[DB_KEY].db
-    with transaction(db.conn):
-        endpoint = store.get_endpoint(db, endpoint_id)
-        if endpoint is None or not store.delete_endpoint(db, endpoint_id):
-            raise RejectedError(404, f"no webhook endpoint {endpoint_id}")
-        details = {"name": endpoint["name"], "url": endpoint["url"], "pending_dropped": endpoint["pending_count"]}
-        _audit(request, who.actor, "webhook.delete", f"webhook:{endpoint_id}", details)
+    try:
+        with transaction(db.conn):
+            endpoint = store.get_endpoint(db, endpoint_id)
+            if endpoint is None or not store.delete_endpoint(db, endpoint_id):
+                raise RejectedError(404, f"no webhook endpoint {endpoint_id}")
+            details = {"name": endpoint["name"], "url": endpoint["url"], "pending_dropped": endpoint["pending_count"]}
+            _audit(request, who.actor, "webhook.delete", f"webhook:{endpoint_id}", details)
+    except store.EndpointError as exc:  # a delivery to it is being sent by a worker: try again in a moment
+        raise RejectedError(exc.status, str(exc)) from None
     return web.json_response({"deleted": endpoint_id})
 
 

@@ -1,9 +1,10 @@
-"""Webhook endpoints and their delivery queue in SQLite: endpoint CRUD, queueing an event's deliveries, and
+"""Webhook endpoints and their delivery queue in the fleet database: endpoint CRUD, queueing an event's deliveries, and
 the queue as operators see it (list, redeliver, depth).
 
 When an event is stored, :func:`enqueue_for_event` queues one delivery per enabled endpoint that wants
 it, in the same transaction, with its body made once (:mod:`fleet.webhooks.envelope`). Delivery is at least
-once: a crash between a receiver's 2xx and recording it resends that delivery after restart; receivers
+once: a crash between a receiver's 2xx and recording it resends that delivery after restart, and with several
+workers a worker that dies mid-attempt leaves it to another (:mod:`fleet.webhooks.claims`); receivers
 deduplicate on ``webhook-id``. The worker's own reads and writes of the queue are in
 :mod:`fleet.webhooks.queue`.
 """
@@ -11,10 +12,12 @@ deduplicate on ``webhook-id``. The worker's own reads and writes of the queue ar
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
-from fleet.store.connection import Database
+from fleet.store.connection import Database, is_postgres
+from fleet.store.schema import transaction
 from fleet.webhooks.envelope import MAX_BODY_BYTES, Format, envelope, msg_id_for
 from fleet.webhooks.ssrf import check_url
 from wardsight import webhooks
@@ -23,6 +26,7 @@ from wardsight.wire import App, Event, Severity
 Status = Literal["pending", "delivered", "dead"]
 MAX_DELIVERY_PAGE = 1000  # the most deliveries one listing returns
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a NOWAIT lock another transaction holds
 
 ENDPOINT_COLUMNS = (
     "id, name, url, format, apps, min_severity, enabled, disabled_reason, created_at, created_by, last_attempt_at,"
@@ -246,7 +250,31 @@ def update_endpoint(
 
 
 def delete_endpoint(db: Database, endpoint_id: int) -> bool:
-    """Remove an endpoint and its deliveries (pending ones are never sent); False if there was none."""
+    """Remove an endpoint and its deliveries (pending ones are never sent); False if there was none.
+
+    On PostgreSQL a delivery being sent is locked by its worker's claim for the attempt
+    (:mod:`fleet.webhooks.claims`). Deleting does not wait for it: waiting would hold the caller's connection, and
+    the event loop of its server process, for up to an attempt's timeout, and for ever if the attempt is this
+    process's own. It refuses instead (409; deleting again once the attempt is over succeeds).
+
+    Raises:
+        EndpointError: 409 one of the endpoint's deliveries is being sent right now (PostgreSQL).
+    """
+    if not is_postgres(db):
+        return _delete_endpoint(db, endpoint_id)
+    with transaction(db.conn):
+        try:
+            db.conn.execute("SELECT id FROM webhook_deliveries WHERE endpoint_id = ? FOR UPDATE NOWAIT", [endpoint_id])
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            raise EndpointError(
+                409, f"a delivery to webhook endpoint {endpoint_id} is being sent; try again in a few seconds"
+            ) from None
+        return _delete_endpoint(db, endpoint_id)
+
+
+def _delete_endpoint(db: Database, endpoint_id: int) -> bool:
     return db.conn.execute("DELETE FROM webhook_endpoints WHERE id = ?", [endpoint_id]).rowcount == 1
 
 

@@ -7,6 +7,18 @@ costs one attempt (recorded as an internal error), and a drain that fails outsid
 endpoint for ``POLL_SECONDS``: neither ends the worker. Every connection goes through the SSRF guard's socket
 factory (:mod:`fleet.webhooks.ssrf`).
 
+Several workers (server processes on one PostgreSQL database) drain the same queue: each attempt is made under a
+claim (:mod:`fleet.webhooks.claims`: the head's row lock, on a dedicated connection, for the attempt), so a
+delivery is attempted by one worker at a time, an endpoint's next delivery only after its head is delivered or
+dead, and a delivery whose worker died is taken over by another. An endpoint whose head another worker holds is
+left alone until the next look (:class:`fleet.webhooks.claims.Busy`). :func:`wake` is the one hook that makes a
+worker look now: it is called in-process when this worker stores an event (or an operator enables an endpoint or
+redelivers); a worker learns of deliveries queued by *other* workers from its poll, every
+``SHARED_POLL_SECONDS`` (1 s) on PostgreSQL: the storing worker starts their drains itself at once, so the poll
+only bounds how soon idle workers share a backlog the storing worker cannot send alone (all its drains busy)
+and how soon a dead worker's delivery is taken over, at the cost of one indexed query per worker per second.
+A cross-worker wake-up (PostgreSQL LISTEN/NOTIFY) only has to call :func:`wake`.
+
 The dispatcher's loop stays hand-written rather than :func:`fleet.web.tasks.periodic`: it sleeps until the next
 head is due or it is woken, not a fixed interval, and its shutdown cancels it together with its drains.
 """
@@ -26,9 +38,9 @@ from aiohttp import web
 
 from fleet.health.metrics import METRICS_KEY
 from fleet.store.connection import Database
-from fleet.store.schema import transaction
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.webhooks import queue, retry
+from fleet.webhooks.claims import Busy, Claim, ClaimLost, Claims, for_database
 from fleet.webhooks.envelope import signed_headers
 from fleet.webhooks.retry import Failure, Outcome
 from fleet.webhooks.ssrf import UrlRefusedError, check_url, guarded_socket_factory
@@ -37,7 +49,11 @@ log = logging.getLogger("wardsight.fleet.delivery")
 
 MAX_CONCURRENT_ENDPOINTS = 4
 POLL_SECONDS = 5.0  # the worker looks at the queue at least this often, whatever it was told
+SHARED_POLL_SECONDS = 1.0  # ... and this often when other workers share the queue (PostgreSQL; see above)
 USER_AGENT = "WardSight-Webhooks/1"
+# A claim (PostgreSQL) outlives its attempt's timeout by this much at most before PostgreSQL ends its session: time
+# to sign, connect and record; a worker whose claim is idle longer has hung, and another worker takes it over.
+CLAIM_GRACE_SECONDS = 30.0
 
 RNG_KEY = web.AppKey("delivery_rng", random.Random)  # optional: a seeded RNG for the jitter (tests)
 
@@ -47,10 +63,12 @@ class Worker:
     app: web.Application
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     drains: dict[int, asyncio.Task[None]] = field(default_factory=dict)
-    paused_until: dict[int, float] = field(default_factory=dict)  # loop time; after an internal error
+    paused_until: dict[int, float] = field(default_factory=dict)  # loop time; after an error, or drained elsewhere
     rng: random.Random = field(default_factory=random.Random)
     session: aiohttp.ClientSession | None = None
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_ENDPOINTS))
+    claims: Claims | None = None  # set when the app starts (worker_context), from its database
+    task: asyncio.Task[None] | None = None  # the dispatcher
 
     @property
     def db(self) -> Database:
@@ -60,8 +78,16 @@ class Worker:
     def schedule(self) -> list[float]:
         return list(self.app[CONFIG_KEY].webhook_retry_schedule)
 
+    @property
+    def poll_seconds(self) -> float:
+        return SHARED_POLL_SECONDS if self.claims is not None and self.claims.shared else POLL_SECONDS
+
     def now(self) -> float:
         return self.app[CLOCK_KEY]()
+
+    def wake(self) -> None:
+        """Look at the queue now (see :func:`wake`)."""
+        self.wakeup.set()
 
     async def run(self) -> None:
         while True:
@@ -72,12 +98,12 @@ class Worker:
                 log.exception("webhook worker: cannot read the delivery queue")
                 delay = POLL_SECONDS
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=max(0.0, min(delay, POLL_SECONDS)))
+                await asyncio.wait_for(self.wakeup.wait(), timeout=max(0.0, min(delay, self.poll_seconds)))
 
     def _dispatch(self) -> float:
         """Start a drain for every idle endpoint whose head is due; return seconds until the next one is."""
         now, loop_now = self.now(), asyncio.get_running_loop().time()
-        delay = POLL_SECONDS
+        delay = self.poll_seconds
         for head in queue.heads(self.db):
             endpoint_id = head["endpoint_id"]
             if endpoint_id in self.drains:
@@ -95,13 +121,18 @@ class Worker:
 
     async def _drain(self, endpoint_id: int) -> None:
         """Send an endpoint's due deliveries one after another, in order, until none is due."""
+        assert self.claims is not None
         try:
             while True:
-                async with self.slots:
-                    head = queue.head(self.db, endpoint_id)
-                    if head is None or retry.due(head, self.schedule) > self.now():
+                async with self.slots, self.claims.claim(endpoint_id) as claim:
+                    if claim is None or retry.due(claim.delivery, self.schedule) > self.now():
                         return
-                    await self._attempt(head)
+                    await self._attempt(claim)
+        except Busy:  # another worker drains this endpoint: look again at the next poll
+            self.paused_until[endpoint_id] = asyncio.get_running_loop().time() + self.poll_seconds
+        except ClaimLost as exc:
+            log.warning("webhook worker: %s before its attempt was recorded; it stays pending and is sent again", exc)
+            self.paused_until[endpoint_id] = asyncio.get_running_loop().time() + self.poll_seconds
         except Exception:
             log.exception(
                 "webhook worker: endpoint %s paused for %.0f s after an internal error", endpoint_id, POLL_SECONDS
@@ -111,8 +142,9 @@ class Worker:
             self.drains.pop(endpoint_id, None)
             self.wakeup.set()
 
-    async def _attempt(self, delivery: Mapping[str, Any]) -> None:
-        target = queue.target(self.db, delivery["endpoint_id"])
+    async def _attempt(self, claim: Claim) -> None:
+        delivery = claim.delivery
+        target = queue.target(claim.db, delivery["endpoint_id"])
         if target is None:
             return
         endpoint_id, name, url, hmac_secret = target
@@ -122,7 +154,7 @@ class Worker:
         except Exception as exc:  # a bug must cost one attempt, not the worker
             log.exception("webhook %s (%s): delivery %s failed inside the server", endpoint_id, name, delivery["id"])
             outcome = Outcome(None, f"internal error ({type(exc).__name__})")
-        self._record(endpoint_id, name, delivery, outcome, now)
+        self._record(claim, endpoint_id, name, outcome, now)
         metrics = self.app.get(METRICS_KEY)
         if metrics is not None:
             metrics.webhook_attempts.labels(outcome="delivered" if outcome.ok else "failed").inc()
@@ -158,16 +190,29 @@ class Worker:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
         return retry.response_outcome(status, retry_after)
 
-    def _record(self, endpoint_id: int, name: str, delivery: Mapping[str, Any], outcome: Outcome, now: float) -> None:
-        """Store one attempt's result and the endpoint's status in one transaction."""
+    def _record(self, claim: Claim, endpoint_id: int, name: str, outcome: Outcome, now: float) -> None:
+        """Store one attempt's result and the endpoint's status in one transaction (ending the claim)."""
+        delivery = claim.delivery
         attempts = int(delivery["attempts"]) + 1
-        with transaction(self.db.conn):
-            if outcome.ok:
-                queue.record_success(self.db, endpoint_id, delivery["id"], attempts, outcome, now)
-            else:
-                failure = retry.after_failure(delivery, outcome, attempts, self.schedule, self.rng, now)
-                queue.record_failure(self.db, endpoint_id, delivery, attempts, outcome, failure, now)
-                _log_failure(endpoint_id, name, delivery, attempts, failure, now)
+        if outcome.ok:
+            claim.record(lambda db: queue.record_success(db, endpoint_id, delivery["id"], attempts, outcome, now))
+            return
+        failure = retry.after_failure(delivery, outcome, attempts, self.schedule, self.rng, now)
+        claim.record(lambda db: queue.record_failure(db, endpoint_id, delivery, attempts, outcome, failure, now))
+        _log_failure(endpoint_id, name, delivery, attempts, failure, now)
+
+    async def stop(self) -> None:
+        """Cancel the dispatcher and its drains (a claim not recorded is released: its delivery stays pending),
+        then close the worker's connections and HTTP client."""
+        # The dispatcher first, in the same step as its drains, so that no drain's end wakes it to start another.
+        tasks = [*([self.task] if self.task is not None else []), *self.drains.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.claims is not None:
+            self.claims.close()
+        if self.session is not None:
+            await self.session.close()
 
 
 def _log_failure(
@@ -191,31 +236,30 @@ WORKER_KEY = web.AppKey("delivery_worker", Worker)
 
 
 async def worker_context(app: web.Application) -> AsyncIterator[None]:
-    """A cleanup context: the worker's HTTP client (through the SSRF guard) and its task, for the app's lifetime."""
+    """A cleanup context: the worker's HTTP client (through the SSRF guard), its claims on the app's database (on
+    PostgreSQL a pool of at most ``MAX_CONCURRENT_ENDPOINTS`` connections of its own) and its task."""
     worker = app[WORKER_KEY]
     config = app[CONFIG_KEY]
     worker.rng = app.get(RNG_KEY) or random.Random()  # noqa: S311 - jitter, not cryptography
     worker.wakeup = asyncio.Event()
     worker.slots = asyncio.Semaphore(MAX_CONCURRENT_ENDPOINTS)
+    hold_seconds = config.webhook_timeout_seconds + CLAIM_GRACE_SECONDS
+    worker.claims = for_database(app[DB_KEY].db, MAX_CONCURRENT_ENDPOINTS, hold_seconds)
     connector = aiohttp.TCPConnector(
         socket_factory=guarded_socket_factory(config.webhook_allow_insecure), limit=4 * MAX_CONCURRENT_ENDPOINTS
     )
     worker.session = aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": USER_AGENT}
     )
-    task = asyncio.create_task(worker.run(), name="webhook-delivery")
+    worker.task = asyncio.create_task(worker.run(), name="webhook-delivery")
     yield
-    # Cancel the dispatcher first, in the same step as its drains, so that no drain's end wakes it to start another.
-    task.cancel()
-    drains = list(worker.drains.values())
-    for drain in drains:
-        drain.cancel()
-    await asyncio.gather(task, *drains, return_exceptions=True)
-    await worker.session.close()
+    await worker.stop()
 
 
 def wake(app: web.Application) -> None:
-    """Tell the delivery worker new deliveries are due (cheap; safe to call from request handlers)."""
+    """Tell the delivery worker to look at the queue now: new deliveries may be due (cheap; safe to call from request
+    handlers). The one wake-up hook: whatever learns of new deliveries (this worker's own events, an operator's
+    change, a notification from another worker) calls this."""
     worker = app.get(WORKER_KEY)
     if worker is not None:
-        worker.wakeup.set()
+        worker.wake()
