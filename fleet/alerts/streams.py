@@ -3,6 +3,10 @@ Server-Sent Events stream.
 
 A stream waits on a wake-up, not on a timer, then reads the feed (:func:`fleet.alerts.store.feed_after`)
 after its last id; each heartbeat reads it too and checks the caller's credentials (:func:`still_allowed`).
+A wake-up (:meth:`Broker.wake`, :func:`notify`) reaches the streams of every worker: it goes out on the
+:data:`CHANNEL` of the app's :class:`~fleet.store.signals.Signals` once :func:`bind_signals` joined them (on SQLite
+straight to this process's streams; on PostgreSQL through NOTIFY to every worker, whose listener wakes its own
+streams with :meth:`Broker.wake_here`).
 
 Slots (:meth:`Broker.admit`): one session or API token holds at most ``alert_streams_per_token`` streams and one
 account at most ``alert_streams_per_account`` (429 beyond either); all together at most ``alert_streams_max``, of
@@ -27,6 +31,7 @@ from fleet.alerts.incidents import ENDING
 from fleet.alerts.store import FEED_PAGE, Filters, feed_after, is_alert
 from fleet.auth.operator import COOKIE_NAME, Principal, Session, has_role, sha256
 from fleet.config import ServerConfig
+from fleet.store.signals import SIGNALS_KEY, Signals
 from fleet.web import disconnect
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 from fleet.web.errors import RejectedError
@@ -37,6 +42,7 @@ log = logging.getLogger("wardsight.fleet.alerts")
 HEARTBEAT_SECONDS = 15.0
 WRITE_TIMEOUT_SECONDS = 30.0  # a client that stops reading this long loses its stream (it reconnects)
 RETRY_MS = 3000  # EventSource reconnection delay we ask for
+CHANNEL = "alerts"  # the wake-up channel; its payload is always signals.ALL
 
 
 # ---- slots and wake-ups -------------------------------------------------------------------------------
@@ -59,7 +65,8 @@ class Holder:
 
 @dataclass
 class Broker:
-    """The open streams' wake-ups and who holds them; ``closing`` ends them all (the app is shutting down)."""
+    """The open streams' wake-ups (this worker's) and who holds them; ``closing`` ends them all (the app is
+    shutting down). ``signals`` (see :func:`bind_signals`) carries :meth:`wake` to every worker."""
 
     streams: set[asyncio.Event] = field(default_factory=set)
     closing: bool = False
@@ -67,10 +74,24 @@ class Broker:
     by_token: Counter[str] = field(default_factory=Counter)
     by_account: Counter[str] = field(default_factory=Counter)
     by_others: int = 0  # streams held by viewers and operators
+    signals: Signals | None = None
 
     def wake(self) -> None:
+        """Wake every stream of every worker (this worker's only when no signals are bound)."""
+        if self.signals is None:
+            self.wake_here()
+        else:
+            self.signals.publish(CHANNEL)
+
+    def wake_here(self, payload: str | None = None) -> None:
+        """Wake this worker's streams (``payload``: the signal's, unused: every stream reads what is new)."""
         for stream in self.streams:
             stream.set()
+
+    def bind(self, signals: Signals) -> None:
+        """Send :meth:`wake` through ``signals`` and wake this worker's streams when any worker wakes them."""
+        self.signals = signals
+        signals.subscribe(CHANNEL, self.wake_here)
 
     def admit(self, holder: Holder, config: ServerConfig) -> None:
         """Count a new stream for ``holder``, or refuse it: 429 over a per-token or per-account cap, 503 when
@@ -109,18 +130,27 @@ class Broker:
 BROKER_KEY = web.AppKey("alerts_broker", Broker)
 
 
+def bind_signals(app: web.Application) -> None:
+    """Join the app's broker to its signals (:func:`fleet.app.create_app` calls this once the features are set up;
+    without it wake-ups stay in this process)."""
+    broker, signals = app.get(BROKER_KEY), app.get(SIGNALS_KEY)
+    if broker is not None and signals is not None and broker.signals is None:
+        broker.bind(signals)
+
+
 async def close_streams(app: web.Application) -> None:
-    """End every stream (on shutdown)."""
+    """End every stream of this worker (on shutdown)."""
     broker = app[BROKER_KEY]
     broker.closing = True
-    broker.wake()
+    broker.wake_here()
 
 
 def notify(app: web.Application, event: wire.Event | Mapping[str, Any] | None = None) -> None:
-    """Wake every alert stream after an event was stored (``event``: the wire event or its row; None: wake anyway).
+    """Wake every alert stream of every worker after an event was stored (``event``: the wire event or its row;
+    None: wake anyway).
 
-    Cheap, and a no-op for events that are neither alerts nor the end of an incident (which may have resolved
-    alerts) or when no stream is open. Call it on the event loop (from a handler or an app task). The streams read
+    Cheap (on PostgreSQL one NOTIFY), and a no-op for events that are neither alerts nor the end of an incident
+    (which may have resolved alerts). Call it on the event loop (from a handler or an app task). The streams read
     what is new from the database, so calling it for an event that was not stored, or twice, does no harm.
     """
     broker = app.get(BROKER_KEY)
