@@ -170,6 +170,16 @@ class PgConnection:
                 self._lost_transaction = True
             raise _translate(exc, psycopg) from exc
 
+    def begin_locked(self, key: int) -> None:
+        """``BEGIN`` and ``pg_advisory_xact_lock(key)`` in one round trip (the store's write transactions)."""
+        import psycopg
+
+        try:
+            self._reconnect_if_lost("BEGIN")
+            self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})".encode())  # no parameters: one message
+        except psycopg.Error as exc:
+            raise _translate(exc, psycopg) from exc
+
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
         for parameters in seq_of_parameters:
             self.execute(sql, parameters)

@@ -48,10 +48,11 @@ def transaction(conn: Connection) -> Iterator[Connection]:
     if conn.in_transaction:
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
+    if is_postgres(conn):  # BEGIN and the write lock in one round trip
+        conn.begin_locked(WRITE_LOCK_KEY)  # type: ignore[attr-defined]
+    else:
+        conn.execute("BEGIN IMMEDIATE")
     try:
-        if is_postgres(conn):
-            conn.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK_KEY])
         yield conn
         conn.execute("COMMIT")
     except BaseException:
