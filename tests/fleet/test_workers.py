@@ -4,12 +4,14 @@ by the other; every acknowledged event is stored once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +21,10 @@ from fleet.cli import create_token
 from fleet.config import load_server_config
 from fleet.store.db import FleetDB
 from tests.conftest import ROOT
-from tests.fleet.store.test_cli_next_to_server import Device, LiveServer, environment
+from tests.fleet.store.test_cli_next_to_server import SERVER_TOML, Device, LiveServer, environment
 
 pytestmark = pytest.mark.sqlite_only  # (each test chooses its backend itself)
 
-SERVER_TOML = """\
-host = "127.0.0.1"
-port = 0
-insecure_http = true
-password_memory_kib = 1024
-password_time_cost = 1
-"""
 
 
 def workers_of(pid: int) -> set[int]:
@@ -79,6 +74,46 @@ def announced(proc: subprocess.Popen[str]) -> str:
     return line
 
 
+@contextlib.contextmanager
+def workers_server(tmp_path: Path, database_url: str, workers: int = 2) -> Iterator[tuple[LiveServer, Device]]:
+    """``wardsight fleet serve --workers N`` on ``database_url`` as an operator starts it, and one enrolled device;
+    stopped with Ctrl-C at the end (it must exit 0 and leave no worker behind)."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "server.toml").write_text(SERVER_TOML + f'database_url = "{database_url}"\n')
+    config = load_server_config(data, None, {})
+    db = FleetDB(config.store_location)
+    try:
+        api_token = accounts.create_api_token(db.db, "script", "admin", "system", time.time())
+    finally:
+        db.close()
+    enroll_token = create_token(config, "room-1", ttl=600)
+    proc = serve(data, "--workers", str(workers))
+    try:
+        line = announced(proc)
+        assert f"{workers} workers" in line and "database postgresql://" in line
+        assert wait_for(lambda: len(workers_of(proc.pid)) == workers)
+        server = LiveServer("serve", data, proc, line.split()[3], api_token, enroll_token)
+        yield server, Device(server, tmp_path / "device", enroll_token, "cam-1")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0
+    assert not workers_of(proc.pid)
+
+
+def stored_events(database_url: str) -> list[str]:
+    db = FleetDB(database_url)
+    try:
+        return [r[0] for r in db.db.conn.execute("SELECT event_id FROM events WHERE app = 'occupancy'")]
+    finally:
+        db.close()
+
+
 def test_several_workers_on_sqlite_are_refused_with_the_reason(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -90,44 +125,14 @@ def test_several_workers_on_sqlite_are_refused_with_the_reason(tmp_path: Path) -
 
 
 def test_workers_share_one_port_and_one_database_and_survive_a_killed_worker(tmp_path: Path, pg_url: str) -> None:
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    (data / "server.toml").write_text(SERVER_TOML + f'database_url = "{pg_url}"\n')
-    config = load_server_config(data, None, {})
-    db = FleetDB(config.store_location)
-    try:
-        api_token = accounts.create_api_token(db.db, "script", "admin", "system", time.time())
-    finally:
-        db.close()
-    enroll_token = create_token(config, "room-1", ttl=600)
-    proc = serve(data, "--workers", "2")
-    try:
-        line = announced(proc)
-        assert "2 workers" in line and "database postgresql://" in line
-        url = line.split()[3]
-        assert wait_for(lambda: len(workers_of(proc.pid)) == 2)
-        server = LiveServer("serve", data, proc, url, api_token, enroll_token)
-        device = Device(server, tmp_path / "device", enroll_token, "cam-1")
+    with workers_server(tmp_path, pg_url) as (server, device):
         post_until(device, 20)
         # Kill one worker: the device's next request carries a nonce that worker may have minted; the other answers.
-        victim = min(workers_of(proc.pid))
+        victim = min(workers_of(server.proc.pid))
         os.kill(victim, signal.SIGKILL)
         post_until(device, 40)
-        assert wait_for(lambda: len(workers_of(proc.pid)) == 2 and victim not in workers_of(proc.pid))
+        assert wait_for(lambda: len(workers_of(server.proc.pid)) == 2 and victim not in workers_of(server.proc.pid))
         post_until(device, 60)
-        db = FleetDB(config.store_location)
-        try:
-            stored = [r[0] for r in db.db.conn.execute("SELECT event_id FROM events WHERE app = 'occupancy'")]
-        finally:
-            db.close()
-        assert set(device.accepted) <= set(stored) and len(device.accepted) == 60  # every acknowledged event, once
-        assert len(stored) - len(device.accepted) <= len(device.refused)  # (stored, but the reply was lost)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0
-    assert not workers_of(proc.pid)
+    stored = stored_events(pg_url)
+    assert set(device.accepted) <= set(stored) and len(device.accepted) == 60  # every acknowledged event, once
+    assert len(stored) - len(device.accepted) <= len(device.refused)  # (stored, but the reply was lost)
