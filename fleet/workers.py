@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -99,10 +100,12 @@ class Worker:
         self.process.stdin.write(self.config_json)
         self.process.stdin.close()
         self.started_at = time.monotonic()
-        line = self.process.stdout.readline().decode(errors="replace").split()
+        ready, _, _ = select.select([self.process.stdout], [], [], READY_TIMEOUT_S)
+        line = self.process.stdout.readline().decode(errors="replace").split() if ready else []
         if len(line) != 2 or line[0] != "ready":
             self.stop()
-            raise WardSightError(f"worker {self.number} did not start (see its messages above)")
+            raise WardSightError(f"worker {self.number} did not start in {READY_TIMEOUT_S:.0f} s (see its messages)")
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()  # drained until the worker ends
         return line[1]
 
     def exited(self) -> int | None:

@@ -49,15 +49,27 @@ def is_url(location: object) -> bool:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
+    """``url`` without its password (in the user part or a ``password=`` parameter), for messages and logs."""
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else ""))
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe="*")))
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The password of ``url`` in every spelling an error message may quote it in."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    found = [parts.password or ""]
+    found += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k.lower() == "password"]
+    raw = parts.netloc.rpartition("@")[0].partition(":")[2]  # as written, before percent-decoding
+    return [s for s in {*found, raw, urllib.parse.unquote(raw)} if s]
 
 
 def _plain(value: Any) -> Any:
@@ -123,7 +135,7 @@ class PgConnection:
         try:
             self.raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         except psycopg.Error as exc:
-            raise _translate(exc, psycopg) from exc
+            raise _translate(exc, psycopg, self.url) from exc
 
     @property
     def in_transaction(self) -> bool:
@@ -168,7 +180,7 @@ class PgConnection:
         except psycopg.Error as exc:
             if inside and (self.raw.closed or self.raw.broken):
                 self._lost_transaction = True
-            raise _translate(exc, psycopg) from exc
+            raise _translate(exc, psycopg, self.url) from exc
 
     def begin_locked(self, key: int) -> None:
         """``BEGIN`` and ``pg_advisory_xact_lock(key)`` in one round trip (the store's write transactions)."""
@@ -178,7 +190,11 @@ class PgConnection:
             self._reconnect_if_lost("BEGIN")
             self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})".encode())  # no parameters: one message
         except psycopg.Error as exc:
-            raise _translate(exc, psycopg) from exc
+            raise _translate(exc, psycopg, self.url) from exc
+
+    def transaction_ended(self) -> None:
+        """The owner of a transaction lost with the connection has given it up: the next statement reconnects."""
+        self._lost_transaction = False
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
         for parameters in seq_of_parameters:
@@ -192,8 +208,10 @@ class PgConnection:
         return bool(self.raw.closed)
 
 
-def _translate(exc: Exception, psycopg: Any) -> sqlite3.DatabaseError:
+def _translate(exc: Exception, psycopg: Any, url: str) -> sqlite3.DatabaseError:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for secret in sorted(_secrets_of(url), key=len, reverse=True):  # libpq quotes a URL it cannot parse
+        message = message.replace(secret, "***")
     if isinstance(exc, psycopg.IntegrityError):
         return PgIntegrityError(message)
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):

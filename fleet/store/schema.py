@@ -58,6 +58,8 @@ def transaction(conn: Connection) -> Iterator[Connection]:
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        elif is_postgres(conn):
+            conn.transaction_ended()  # type: ignore[attr-defined]  # (lost with its connection: nothing to undo)
         raise
 
 

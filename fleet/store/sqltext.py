@@ -21,17 +21,19 @@ import functools
 import re
 
 _TOKEN = re.compile(
-    r"""('(?:[^']|'')*')"""  # a string literal
+    r"(--[^\n]*|/\*.*?\*/)"  # a comment
+    r"""|('(?:[^']|'')*')"""  # a string literal
     r"""|("(?:[^"]|"")*")"""  # a quoted identifier
     r"|(::)"  # a PostgreSQL cast, never a named parameter
     r"|(:[A-Za-z_][A-Za-z0-9_]*)"  # a named parameter
     r"|(\?)"  # a positional parameter
-    r"|(%)"  # a literal percent sign
+    r"|(%)",  # a literal percent sign
+    re.DOTALL,
 )
 _OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _OR_REPLACE = re.compile(r"\bINSERT\s+OR\s+REPLACE\b", re.IGNORECASE)
 _IMMEDIATE = re.compile(r"^\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE|DEFERRED)\b", re.IGNORECASE)
-_LIKE = re.compile(r"(?<![A-Za-z_])(NOT\s+)?LIKE\b", re.IGNORECASE)
+_LIKE = re.compile(r"(?<![A-Za-z0-9_$])(NOT\s+)?LIKE\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 
 
@@ -48,8 +50,10 @@ def to_postgres(sql: str) -> str:
     pos = 0
     for match in _TOKEN.finditer(sql):
         out.append(_words(sql[pos : match.start()]))
-        literal, ident, cast, named, positional, percent = match.groups()
-        if literal is not None or ident is not None:
+        comment, literal, ident, cast, named, positional, percent = match.groups()
+        if comment is not None:
+            out.append(comment.replace("%", "%%"))
+        elif literal is not None or ident is not None:
             out.append(match.group(0).replace("%", "%%"))  # psycopg reads placeholders even inside quotes
         elif cast is not None:
             out.append("::")
