@@ -28,7 +28,7 @@ def applied_config(db: Database, device_id: str) -> AppliedConfig | None:
     row = db.conn.execute(
         "SELECT b.config, COALESCE(j.finished_at, j.updated_at) AS at FROM jobs j"  # noqa: S608 - our constants
         " JOIN job_batches b ON b.id = j.batch_id WHERE j.device_id = ? AND b.kind = 'push_config'"
-        f" AND {json_text(db, 'b.params', 'merge')} IS NULL"
+        f" AND {json_text(db, 'b.params', 'merge')} IS NULL"  # a zone editor's edit is not a whole device.toml
         " AND j.state = 'succeeded' AND b.config IS NOT NULL ORDER BY at DESC LIMIT 1",
         [device_id],
     ).fetchone()

@@ -82,7 +82,7 @@ async def get_device_config(request: web.Request) -> web.Response:
         row = fleet.db.conn.execute(
             "SELECT b.config, b.id, j.state, b.created_at FROM jobs j JOIN job_batches b ON b.id = j.batch_id"  # noqa: S608 - our constants
             " WHERE j.device_id = ? AND b.kind = 'push_config' AND b.config IS NOT NULL"
-            f" AND {json_text(fleet.db, 'b.params', 'merge')} IS NULL"
+            f" AND {json_text(fleet.db, 'b.params', 'merge')} IS NULL"  # a zone edit is not a whole device.toml
             " ORDER BY (j.state = 'succeeded') DESC, b.created_at DESC LIMIT 1",
             [device_id],
         ).fetchone()

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet.accounts import service as accounts
-from fleet.cli import create_token
 from fleet.config import load_server_config
 from fleet.store.db import FleetDB
 from tests.conftest import ROOT
-from tests.fleet.store.test_cli_next_to_server import SERVER_TOML, Device, LiveServer, environment
+from tests.fleet.store.test_cli_next_to_server import SERVER_TOML, Device, LiveServer, environment, tokens_for
 
 pytestmark = pytest.mark.sqlite_only  # (each test chooses its backend itself)
 
@@ -81,13 +79,7 @@ def workers_server(tmp_path: Path, database_url: str, workers: int = 2) -> Itera
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
     (data / "server.toml").write_text(SERVER_TOML + f'database_url = "{database_url}"\n')
-    config = load_server_config(data, None, {})
-    db = FleetDB(config.store_location)
-    try:
-        api_token = accounts.create_api_token(db.db, "script", "admin", "system", time.time())
-    finally:
-        db.close()
-    enroll_token = create_token(config, "room-1", ttl=600)
+    api_token, enroll_token = tokens_for(load_server_config(data, None, {}))
     proc = serve(data, "--workers", str(workers))
     try:
         line = announced(proc)

@@ -32,7 +32,7 @@ from firmware.identity import IdentityStore
 from firmware.transport import CredentialFile, FleetClient
 from fleet.accounts import service as accounts
 from fleet.cli import create_token
-from fleet.config import load_server_config
+from fleet.config import ServerConfig, load_server_config
 from fleet.store.db import FleetDB
 from tests.conftest import ROOT
 from wardsight import wire
@@ -107,6 +107,16 @@ class LiveServer:
             return exc.code, exc.read().decode(errors="replace")
 
 
+def tokens_for(config: ServerConfig) -> tuple[str, str]:
+    """An admin API token and an enrollment token for room-1, made in ``config``'s database before its server starts."""
+    db = FleetDB(config.store_location)
+    try:
+        api_token = accounts.create_api_token(db.db, "script", "admin", "system", time.time())
+    finally:
+        db.close()
+    return api_token, create_token(config, "room-1", ttl=600)
+
+
 def start_server(data_dir: Path, how: str) -> LiveServer:
     data_dir.mkdir(mode=0o700)
     (data_dir / "server.toml").write_text(SERVER_TOML)
@@ -114,14 +124,7 @@ def start_server(data_dir: Path, how: str) -> LiveServer:
         argv = [sys.executable, "-c", DEMO_LIKE_SERVER, str(data_dir)]
     else:
         # `wardsight fleet serve` opens the database once; the test makes its token and the device's before.
-        config = load_server_config(data_dir, None, {})
-        assert config.database is not None
-        db = FleetDB(config.database)
-        try:
-            api_token = accounts.create_api_token(db.db, "script", "admin", "system", time.time())
-        finally:
-            db.close()
-        enroll_token = create_token(config, "room-1", ttl=600)
+        api_token, enroll_token = tokens_for(load_server_config(data_dir, None, {}))
         argv = [sys.executable, "-m", "wardsight", "--data-dir", str(data_dir), "fleet", "serve"]
     proc = subprocess.Popen(
         argv,
