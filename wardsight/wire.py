@@ -23,7 +23,7 @@ import secrets
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -785,14 +785,23 @@ class Signed:
     signing_input: bytes
     payload: bytes
     signature: bytes
+    _verified_by: list[Ed25519PublicKey] = field(default_factory=list, compare=False, repr=False)
 
-    def claims(self, key: Ed25519PublicKey) -> dict[str, Any]:
-        """The payload once the signature verifies with ``key``, judged as :func:`_verified_payload` judges it
-        (no audience; a device's clock is not judged). SignatureError or MalformedError."""
+    def verify(self, key: Ed25519PublicKey) -> None:
+        """SignatureError unless the signature verifies with ``key`` (this very key object: a success is kept, so a
+        server can verify off its event loop first and :meth:`claims` does not verify again)."""
+        if any(known is key for known in self._verified_by):
+            return
         try:
             key.verify(self.signature, self.signing_input)
         except InvalidSignature:
             raise SignatureError("signature does not verify") from None
+        self._verified_by.append(key)
+
+    def claims(self, key: Ed25519PublicKey) -> dict[str, Any]:
+        """The payload once the signature verifies with ``key`` (:meth:`verify`), judged as :func:`_verified_payload`
+        judges it (no audience; a device's clock is not judged). SignatureError or MalformedError."""
+        self.verify(key)
         claims = _json_object(self.payload, "payload")
         if claims.get("aud"):
             raise MalformedError("invalid JWS: Invalid audience")
@@ -842,9 +851,9 @@ def check_proof(signed: Signed, key: Ed25519PublicKey) -> Proof:
     return _validated(Proof, signed.claims(key), "proof")
 
 
-def check_event(token: str, resolve_key: Callable[[str], Ed25519PublicKey | None]) -> Event:
-    """What :func:`verify_event` returns or raises, on one parse of ``token``."""
-    signed = parse_signed(token, EVENT_TYP)
+def check_event(token: str | Signed, resolve_key: Callable[[str], Ed25519PublicKey | None]) -> Event:
+    """What :func:`verify_event` returns or raises, on one parse of ``token`` (or on it parsed with EVENT_TYP)."""
+    signed = token if isinstance(token, Signed) else parse_signed(token, EVENT_TYP)
     kid = signed.header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise MalformedError("JWS header has no kid")

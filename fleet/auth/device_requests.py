@@ -17,25 +17,31 @@ every request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from aiohttp import web
 
 from fleet.auth import device as deviceauth
 from fleet.auth.cache import Verified
-from fleet.store.connection import Database
-from fleet.store.schema import transaction, undo_on_error
+from fleet.store.connection import Connection, Database
+from fleet.store.schema import undo_on_error
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
 from fleet.web.errors import RejectedError
 from wardsight import wire
 
+T = TypeVar("T")
 JOSE = "application/jose"
 NONCES_KEY = web.AppKey("nonces", deviceauth.NonceIssuer)
 VERIFIED_KEY = web.AppKey("verified_device_credentials", Verified)  # credentials and device keys verified before
 RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for renewal
 DEVICE_KEY = web.RequestKey("device", dict)  # the authenticated device's row
+# One thread that checks Ed25519 signatures while the event loop goes on (the check releases the GIL).
+SIGNATURES_KEY = web.AppKey("signature_checker", ThreadPoolExecutor)
 
 # Called inside the transaction that records an authenticated request's proof: (database, device id, server time).
 HeardListener = Callable[[Database, str, float], None]
@@ -47,7 +53,13 @@ def install(app: web.Application) -> None:
     and the nonce/time stamp on responses."""
     app[NONCES_KEY] = deviceauth.NonceIssuer.from_key(app[KEYS_KEY].credentials, app[CONFIG_KEY].nonce_ttl_seconds)
     app[VERIFIED_KEY] = Verified(app[KEYS_KEY].credentials.public_key())
+    app[SIGNATURES_KEY] = ThreadPoolExecutor(1, thread_name_prefix="signatures")
     app.on_response_prepare.append(_stamp)
+    app.on_cleanup.append(_stop_checker)
+
+
+async def _stop_checker(app: web.Application) -> None:
+    app[SIGNATURES_KEY].shutdown(wait=True)
 
 
 def on_heard(app: web.Application, listener: HeardListener) -> None:
@@ -75,8 +87,12 @@ def _claimed_signer(request: web.Request) -> tuple[wire.Signed | None, str]:
     return signed, signed.header["kid"]
 
 
-def _decide(request: web.Request, body: bytes, credential: str, now: float) -> tuple[deviceauth.Verdict, dict]:
-    """The decision (:func:`fleet.auth.device.authenticate`) on this request and the device's row; nothing written."""
+async def _decide(
+    request: web.Request, body: bytes, credential: str, now: float, signed: Sequence[wire.Signed]
+) -> tuple[deviceauth.Verdict, dict]:
+    """The decision (:func:`fleet.auth.device.authenticate`) on this request and the device's row; nothing written.
+    The proof's signature, and those of ``signed`` (JWS in the body from the same device), are checked first off
+    the event loop (:func:`_check_signatures`)."""
     app = request.app
     proof, claimed = _claimed_signer(request)
     row = app[DB_KEY].get_device(claimed) if claimed else None  # read on every request: revocation acts at once
@@ -85,6 +101,8 @@ def _decide(request: web.Request, body: bytes, credential: str, now: float) -> t
         if row is not None
         else None
     )
+    if proof is not None and record is not None:
+        await _check_signatures(app, record, [proof, *(s for s in signed if s.header.get("kid") == claimed)])
     try:
         verdict = deviceauth.authenticate(
             method=request.method,
@@ -104,6 +122,22 @@ def _decide(request: web.Request, body: bytes, credential: str, now: float) -> t
         raise RejectedError(exc.status, str(exc), code=exc.code) from None
     assert row is not None  # authenticate() refuses unknown devices
     return verdict, row
+
+
+async def _check_signatures(app: web.Application, device: deviceauth.DeviceRecord, signed: list[wire.Signed]) -> None:
+    """Verify ``signed`` with the device's key in the signature thread; a success is kept on each
+    (:meth:`wardsight.wire.Signed.verify`), a failure is left for the decision to find and word."""
+    try:
+        key, _ = app[VERIFIED_KEY].device_key(device.public_key)
+    except wire.MalformedError:
+        return  # (the decision refuses the device's key)
+    await asyncio.get_running_loop().run_in_executor(app[SIGNATURES_KEY], _verify_quietly, signed, key)
+
+
+def _verify_quietly(signed: list[wire.Signed], key: wire.Ed25519PublicKey) -> None:
+    for each in signed:
+        with contextlib.suppress(wire.SignatureError):
+            each.verify(key)
 
 
 def _remember(request: web.Request, verdict: deviceauth.Verdict, now: float) -> bool:
@@ -130,46 +164,58 @@ def _accepted(request: web.Request, verdict: deviceauth.Verdict, row: dict, now:
 async def authenticate(request: web.Request, body: bytes, *, credential: str = "required") -> deviceauth.Verdict:
     """Authenticate one device request (see :func:`fleet.auth.device.authenticate`) and refuse replays.
 
-    The replay record and the sign of life are committed here, in their own transaction (a handler that writes
-    too uses :func:`authenticated`, one commit for both). The device's row is then ``request[DEVICE_KEY]`` (the
-    handler's copy: nothing it reads changes in this request); a credential due for renewal sets
-    ``request[RENEW_KEY]`` (the reply says so).
+    The replay record and the sign of life are committed before this returns (a handler that writes too uses
+    :func:`authenticated`, one commit for both). The device's row is then ``request[DEVICE_KEY]`` (the handler's
+    copy: nothing it reads changes in this request); a credential due for renewal sets ``request[RENEW_KEY]``
+    (the reply says so).
     """
-    now = request.app[CLOCK_KEY]()
-    verdict, row = _decide(request, body, credential, now)
-    with transaction(request.app[DB_KEY].db.conn):  # one commit for the replay record and the sign of life
-        fresh = _remember(request, verdict, now)
-    if not fresh:
-        raise RejectedError(401, "proof already used (replay)", code="replay")
-    return _accepted(request, verdict, row, now)
+    verdict, _ = await authenticated(request, body, _nothing, credential=credential)
+    return verdict
 
 
-@contextlib.contextmanager
-def authenticated(request: web.Request, body: bytes, *, credential: str = "required") -> Iterator[deviceauth.Verdict]:
-    """:func:`authenticate`, in one write transaction with what the block writes: one commit per request.
+def _nothing(verdict: deviceauth.Verdict) -> None:
+    return None
 
-    The replay record, the sign of life and the block's writes are committed together when the block ends,
-    before the handler replies (so an acknowledged write is on disk, as before). If the block raises (a request
-    refused after authentication, or a failure), its own writes are undone (a savepoint) but the proof id and the
-    sign of life are still committed, so the proof cannot be replayed; then the exception goes on. The block must
-    not ``await`` (no transaction is held across one), and announces what it stored after it.
+
+async def authenticated(
+    request: web.Request,
+    body: bytes,
+    write: Callable[[deviceauth.Verdict], T],
+    *,
+    credential: str = "required",
+    signed: Sequence[wire.Signed] = (),
+) -> tuple[deviceauth.Verdict, T]:
+    """:func:`authenticate`, with ``write(verdict)`` in the same write transaction: (the verdict, its result).
+
+    The replay record, the sign of life and what ``write`` writes are committed together, before this returns
+    (so an acknowledged write is on disk); on SQLite that commit is shared with the requests that arrive at the
+    same time (:class:`fleet.store.batch.GroupCommit`). If ``write`` raises (a request refused after
+    authentication, or a failure), its own writes are undone (a savepoint) but the proof id and the sign of life
+    are still committed, so the proof cannot be replayed; then the exception goes on. ``write`` runs on the store's
+    connection and must not block; the caller announces what it stored after this returns. ``signed``: JWS in the
+    body that ``write`` will check with the device's key (verified beforehand off the event loop).
     """
+
+    def remember_and_write(conn: Connection) -> tuple[bool, T | None, Exception | None]:
+        if not _remember(request, verdict, now):
+            return False, None, None
+        try:
+            with undo_on_error(conn):
+                return True, write(_accepted(request, verdict, row, now)), None
+        except Exception as exc:  # re-raised below, once the proof's id is committed
+            return True, None, exc
+
     now = request.app[CLOCK_KEY]()
-    verdict, row = _decide(request, body, credential, now)
-    conn = request.app[DB_KEY].db.conn
-    failure: Exception | None = None
-    with transaction(conn):
-        fresh = _remember(request, verdict, now)
-        if fresh:
-            try:
-                with undo_on_error(conn):
-                    yield _accepted(request, verdict, row, now)
-            except Exception as exc:  # re-raised below, once the proof's id is committed
-                failure = exc
+    group = request.app[DB_KEY].group
+    with group.coming():  # (the commit this write will share waits for the checks off the event loop)
+        verdict, row = await _decide(request, body, credential, now, signed)
+        committed = group.submit(remember_and_write)
+    fresh, value, failure = await committed
     if not fresh:
         raise RejectedError(401, "proof already used (replay)", code="replay")
     if failure is not None:
         raise failure
+    return verdict, value  # type: ignore[return-value]  # (None only with a failure, raised above)
 
 
 async def _stamp(request: web.Request, response: web.StreamResponse) -> None:

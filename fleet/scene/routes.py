@@ -7,13 +7,12 @@ from typing import Any
 from aiohttp import web
 
 from fleet.audit import log as audit
-from fleet.auth.device_requests import authenticate
+from fleet.auth.device_requests import DEVICE_KEY, authenticate
 from fleet.auth.operator import require
 from fleet.scene.store import SCENES_KEY, WATCH_SECONDS, Layout, latest_snapshot, preview_wanted
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from fleet.web.body import parse_json, read_body
 from fleet.web.errors import RejectedError
-from wardsight import wire
 from wardsight.wire import (
     HEARTBEAT_PATH,
     MAX_SCENE_BYTES,
@@ -85,12 +84,6 @@ async def preview_header(request: web.Request, response: web.StreamResponse) -> 
         return
     if not 200 <= response.status < 300:
         return
-    proof = request.headers.get(wire.PROOF_HEADER)
-    if proof is None:
-        return
-    try:
-        device_id = wire.proof_signer(proof)
-    except wire.MalformedError:
-        return
-    if preview_wanted(request.app, device_id):
+    device = request.get(DEVICE_KEY)  # (set once the request is authenticated)
+    if device is not None and preview_wanted(request.app, device["id"]):
         response.headers[PREVIEW_HEADER] = "1"

@@ -22,6 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from fleet.store import migrations, pg
+from fleet.store.batch import GroupCommit
 from fleet.store.connection import Database
 from fleet.store.records import TokenRecord
 from fleet.store.schema import transaction
@@ -99,6 +100,7 @@ class FleetDB:
         except BaseException:
             self.db.conn.close()
             raise
+        self.group = GroupCommit(self.db.conn)  # device requests' writes, committed together (fleet.store.batch)
 
     def close(self) -> None:
         self.db.conn.close()

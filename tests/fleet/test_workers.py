@@ -73,12 +73,14 @@ def announced(proc: subprocess.Popen[str]) -> str:
 
 
 @contextlib.contextmanager
-def workers_server(tmp_path: Path, database_url: str, workers: int = 2) -> Iterator[tuple[LiveServer, Device]]:
+def workers_server(
+    tmp_path: Path, database_url: str, workers: int = 2, extra_toml: str = ""
+) -> Iterator[tuple[LiveServer, Device]]:
     """``wardsight fleet serve --workers N`` on ``database_url`` as an operator starts it, and one enrolled device;
     stopped with Ctrl-C at the end (it must exit 0 and leave no worker behind)."""
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    (data / "server.toml").write_text(SERVER_TOML + f'database_url = "{database_url}"\n')
+    (data / "server.toml").write_text(SERVER_TOML + f'database_url = "{database_url}"\n' + extra_toml)
     api_token, enroll_token = tokens_for(load_server_config(data, None, {}))
     proc = serve(data, "--workers", str(workers))
     try:

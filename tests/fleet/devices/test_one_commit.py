@@ -1,6 +1,7 @@
 """One commit per device request: the proof's id, the sign of life and the event (or heartbeat) are committed together,
 before the reply; a request refused after authentication still spends its proof."""
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -127,3 +128,19 @@ def test_undo_on_error_undoes_only_the_block(tmp_path):
         with undo_on_error(conn):
             conn.execute("INSERT INTO t VALUES (3)")
     assert [r[0] for r in conn.execute("SELECT x FROM t ORDER BY x")] == [1, 3]
+
+
+async def test_requests_arriving_together_share_a_commit_each_reply_after_it(client, db_path, clock, seen):
+    devices = [await enroll_device(client, db_path, clock, name=f"cam-{n}") for n in range(6)]
+    for device in devices:
+        await device.fetch_nonce()
+    before, replies = seen.commits(), len(seen.at_reply)
+    answers = await asyncio.gather(*(device.post_event() for device in devices))
+    assert [r.status for r in answers] == [201] * 6
+    committed = seen.commits() - before
+    assert 1 <= committed < 6  # grouped (how many per commit depends on how the requests arrived)
+    stored_at_reply = sorted(events for _, _, events, _ in seen.at_reply[replies:])
+    assert stored_at_reply[0] >= 1 and stored_at_reply == sorted(stored_at_reply)
+    for n, (_, _, events, _) in enumerate(sorted(seen.at_reply[replies:], key=lambda r: r[2])):
+        assert events >= n + 1  # each reply saw its own event, and those answered before it, committed
+    assert counts(db_path)[0] == 6
