@@ -1,8 +1,8 @@
 """Device heartbeats: what the agent and its hardware are doing, sent on a timer. Numbers only, no pixels.
 
 :func:`build_health` is pure (readings in, a :class:`wardsight.wire.Health` out); :func:`read_system` reads
-``/proc`` and ``/sys`` (paths injectable); :class:`HeartbeatLoop` sends on a background thread and never
-lets a failure reach the agent.
+``/proc``, ``/sys`` and the image's release file (paths injectable; :mod:`firmware.system_version`);
+:class:`HeartbeatLoop` sends on a background thread and never lets a failure reach the agent.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware import system_version
 from firmware.transport import FleetClient, NotAuthorizedError, Reply, UnreachableError
 from wardsight import __version__, wire
 
@@ -26,10 +27,14 @@ class SystemReadings:
     cpu_temp_c: float | None = None
     mem_used_mb: float | None = None
     mem_total_mb: float | None = None
+    system: wire.SystemVersion | None = None  # the booted slot and the image's version (firmware.system_version)
 
 
-def read_system(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> SystemReadings:
-    """CPU temperature (thermal zone 0, as on a Raspberry Pi) and memory; None for what cannot be read."""
+def read_system(
+    proc: Path = Path("/proc"), sys: Path = Path("/sys"), release: Path = system_version.RELEASE_FILE
+) -> SystemReadings:
+    """CPU temperature (thermal zone 0, as on a Raspberry Pi), memory, and the system image (the release file at
+    ``release``, the slot from ``proc``'s kernel command line); None for what cannot be read."""
     temp = None
     with contextlib.suppress(OSError, ValueError):
         temp = int((sys / "class/thermal/thermal_zone0/temp").read_text().strip()) / 1000.0
@@ -43,7 +48,7 @@ def read_system(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> SystemR
         used = total - fields.get("MemAvailable", fields.get("MemFree", 0.0))
     except (OSError, ValueError, KeyError, IndexError):
         pass
-    return SystemReadings(temp, used, total)
+    return SystemReadings(temp, used, total, system_version.read_system_version(release, proc / "cmdline"))
 
 
 _key = wire.data_key
@@ -96,6 +101,7 @@ def build_health(
         models={_key(k): v for k, v in list(agent.models.items())[:8]},
         warnings=[_ident(w) for w in warnings[:16]],
         privacy_mode=agent.privacy_mode,
+        system=system.system,
     )
 
 

@@ -180,3 +180,48 @@ def test_key_file_replaces_wider_files_and_symlinks(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600 and not path.is_symlink()
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+SHA = "0123456789abcdef" * 4
+
+
+def health(**over):
+    return wire.Health(device_id="dev-1", sent_at=1.8e9, uptime_s=1.0, agent_version="0.1.0", accelerator="cpu", **over)
+
+
+def test_the_heartbeat_carries_the_system_slot_version_and_sbom_digest_through_json():
+    system = wire.SystemVersion(slot="B", version="2026.12.1", sbom_sha256=SHA)
+    sent = health(system=system)
+    back = wire.Health.model_validate_json(sent.model_dump_json())
+    assert back == sent and back.system == system
+    assert json.loads(sent.model_dump_json())["system"] == {"slot": "B", "version": "2026.12.1", "sbom_sha256": SHA}
+    # Outside an A/B image there is no slot; an image without a digest has none; an older agent says nothing.
+    assert wire.SystemVersion(version="1.0").model_dump() == {"slot": None, "version": "1.0", "sbom_sha256": None}
+    assert wire.Health.model_validate_json(health().model_dump_json(exclude={"system"})).system is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"version": ""},  # a version is required
+        {"version": "1" * 33},  # at most 32 characters
+        {"version": "-1.0"},  # starts with a letter or digit
+        {"version": "1.0 beta"},
+        {"version": "1.0\n"},
+        {"slot": "A B"},
+        {"slot": "_external_"},  # RAUC's name for "booted from outside every slot" is not a slot
+        {"slot": "a" * 65},
+        {"sbom_sha256": SHA[:-1]},  # 64 hex digits
+        {"sbom_sha256": SHA + "0"},
+        {"sbom_sha256": SHA.upper()},  # lowercase only
+        {"sbom_sha256": "g" * 64},
+        {"sbom_sha256": ""},
+        {"kernel": "6.6.51"},  # closed: no other field
+    ],
+)
+def test_the_system_version_is_bounded_and_closed(bad):
+    fields = {"slot": "A", "version": "2026.12.1", "sbom_sha256": SHA, **bad}
+    with pytest.raises(ValidationError):
+        wire.SystemVersion(**fields)
+    with pytest.raises(ValidationError, match="system"):
+        wire.Health.model_validate_json(health().model_dump_json()[:-1] + f', "system": {json.dumps(fields)}}}')

@@ -265,6 +265,15 @@ PrivacyMode = Literal[
 ]
 
 
+class SystemVersion(_Closed):
+    """The system the device booted: its slot (RAUC's bootname, the kernel's ``rauc.slot=``; None outside an A/B
+    image), and from the image's ``/etc/wardsight/system-release`` its version (its RAUC bundle's) and SBOM's sha256."""
+
+    slot: Identifier | None = None
+    version: Version
+    sbom_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
 class Health(_Closed):
     """A device heartbeat: how the agent and its hardware are doing. Numbers and identifiers only."""
 
@@ -292,6 +301,8 @@ class Health(_Closed):
     updates: UpdateCapability | None = None
     # How this device keeps images private (None: an older agent that does not say).
     privacy_mode: PrivacyMode | None = None
+    # The system image it runs (None: an older agent, or an image without a release file).
+    system: SystemVersion | None = None
 
 
 UpdateState = Literal[

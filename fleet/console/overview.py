@@ -1,5 +1,5 @@
-"""The fleet overview the console shows: every device with its latest heartbeat, presence, privacy mode and a
-display state (online, offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary."""
+"""The fleet overview the console shows: every device with its latest heartbeat, presence, privacy mode, system
+and a display state (online, offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fleet.health import presence, store
 from fleet.health.monitor import watching_since
 from fleet.health.privacy import privacy_matches
 from fleet.health.summary import fleet_summary
+from fleet.health.system import system_matches
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
 
 
@@ -34,9 +35,12 @@ def _display_state(
     return "online"
 
 
-def fleet_overview(app: web.Application, privacy_mode: str | None = None) -> dict[str, Any]:
+def fleet_overview(
+    app: web.Application, privacy_mode: str | None = None, system_version: str | None = None
+) -> dict[str, Any]:
     """Every device (only those whose privacy mode passes ``privacy_mode``, a filter of
-    :data:`fleet.health.privacy.PRIVACY_FILTERS`, when given) and the summary of the whole fleet."""
+    :data:`fleet.health.privacy.PRIVACY_FILTERS`, and whose system runs ``system_version``, when given) and the
+    summary of the whole fleet."""
     fleet, config, now = app[DB_KEY], app[CONFIG_KEY], app[CLOCK_KEY]()
     db = fleet.db
     grace = config.offline_grace_seconds
@@ -47,7 +51,8 @@ def fleet_overview(app: web.Application, privacy_mode: str | None = None) -> dic
     for device in fleet.list_devices():
         latest = store.device_health(db, device["id"])
         mode = latest["privacy_mode"] if latest is not None else None
-        if not privacy_matches(mode, privacy_mode):
+        system = store.system_of(latest)
+        if not (privacy_matches(mode, privacy_mode) and system_matches(system, system_version)):
             continue
         p = heard.get(device["id"], {})
         rec = presence.PresenceRecord(
@@ -69,6 +74,7 @@ def fleet_overview(app: web.Application, privacy_mode: str | None = None) -> dic
                 "last_heard_at": p.get("last_heard_at"),
                 "offline_since": offline_since if state == "offline" else None,
                 "privacy_mode": mode,  # as the latest heartbeat said; None: not reported
+                "system": system,  # {slot, version, sbom_sha256} as the latest heartbeat said; None: not reported
                 "health": latest,
             }
         )

@@ -1,9 +1,10 @@
 """The console's helper routes beyond the other features' (every one checks the role on the server):
 
-- ``GET /api/v1/fleet/overview?privacy_mode=`` (viewer): every device with its latest heartbeat, presence,
-  privacy mode (``sensor-only``, ``blackout-at-capture`` or null: not reported) and a display state (online,
-  offline, degraded, pending, quarantined, revoked, never_seen), and the fleet summary (of the whole fleet);
-  ``privacy_mode`` (optional: ``sensor-only``, ``blackout-at-capture``, ``unknown``) keeps only those devices.
+- ``GET /api/v1/fleet/overview?privacy_mode=&system_version=`` (viewer): every device with its latest heartbeat,
+  presence, privacy mode (``sensor-only``, ``blackout-at-capture`` or null: not reported), system (``{slot, version,
+  sbom_sha256}`` or null: not reported) and a display state (online, offline, degraded, pending, quarantined,
+  revoked, never_seen), and the fleet summary (of the whole fleet); ``privacy_mode`` (optional: ``sensor-only``,
+  ``blackout-at-capture``, ``unknown``) and ``system_version`` (optional: a version) keep only those devices.
   ``offline_after_s`` is the silence (seconds) after which a device counts as offline.
 - ``GET /api/v1/devices/{id}/health?since=&limit=`` (viewer): the latest heartbeat and the samples for charts.
 - ``GET /api/v1/devices/{id}/config`` (operator): the device.toml most recently pushed to the device by a
@@ -31,6 +32,7 @@ from fleet.config import ServerConfig
 from fleet.console.overview import fleet_overview
 from fleet.health import store
 from fleet.health.privacy import PRIVACY_FILTERS
+from fleet.health.system import query_system_version
 from fleet.ota.repository.files import bundle_root
 from fleet.store.connection import json_text
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY
@@ -48,7 +50,7 @@ HISTORY_LIMIT = 1440
 async def get_overview(request: web.Request) -> web.Response:
     await require(request, "viewer")
     wanted = query_choice(request, "privacy_mode", PRIVACY_FILTERS)
-    return web.json_response(fleet_overview(request.app, wanted))
+    return web.json_response(fleet_overview(request.app, wanted, query_system_version(request)))
 
 
 async def get_device_health(request: web.Request) -> web.Response:

@@ -1,9 +1,10 @@
 """The operators' API for devices: list and view them, approve, quarantine, release, revoke, reissue a
 credential; and the recent events.
 
-Every device view carries ``privacy_mode``, as its latest heartbeat reported it (``sensor-only`` or
-``blackout-at-capture``; null when not reported); ``GET /api/v1/devices?privacy_mode=`` lists only the devices
-with that mode (``unknown``: those that did not report one).
+Every device view carries ``privacy_mode`` and ``system``, as its latest heartbeat reported them (``sensor-only``
+or ``blackout-at-capture``; ``{slot, version, sbom_sha256}``; null when not reported);
+``GET /api/v1/devices?privacy_mode=`` lists only the devices with that mode (``unknown``: those that did not report
+one), ``?system_version=`` only those on that system version.
 
 Every route checks the caller's role on the server (:func:`fleet.auth.operator.require`) and every change
 goes into the audit log with who and when (:mod:`fleet.devices.service`).
@@ -22,6 +23,7 @@ from fleet.auth.operator import require
 from fleet.devices import service
 from fleet.health import store as health_store
 from fleet.health.privacy import PRIVACY_FILTERS, privacy_matches
+from fleet.health.system import query_system_version, system_matches
 from fleet.web.appkeys import CLOCK_KEY, DB_KEY
 from fleet.web.body import read_json
 from fleet.web.errors import RejectedError
@@ -39,21 +41,23 @@ class StatusRequest(BaseModel):
 
 
 def _device_view(request: web.Request, device_id: str) -> dict[str, Any] | None:
-    """The device's view with the privacy mode of its latest heartbeat; None for no such device."""
+    """The device's view with the privacy mode and system of its latest heartbeat; None for no such device."""
     db = request.app[DB_KEY]
     device = db.device_view(device_id)
     if device is not None:
         device["privacy_mode"] = health_store.privacy_mode(db.db, device_id)
+        device["system"] = health_store.systems(db.db, device_id).get(device_id)
     return device
 
 
 async def list_devices(request: web.Request) -> web.Response:
     await require(request, "viewer")
     wanted = query_choice(request, "privacy_mode", PRIVACY_FILTERS)
+    version = query_system_version(request)
     db = request.app[DB_KEY]
-    modes = health_store.privacy_modes(db.db)
-    devices = [{**d, "privacy_mode": modes.get(d["id"])} for d in db.list_devices()]
-    picked = [d for d in devices if privacy_matches(d["privacy_mode"], wanted)]
+    modes, systems = health_store.privacy_modes(db.db), health_store.systems(db.db)
+    devices = [{**d, "privacy_mode": modes.get(d["id"]), "system": systems.get(d["id"])} for d in db.list_devices()]
+    picked = [d for d in devices if privacy_matches(d["privacy_mode"], wanted) and system_matches(d["system"], version)]
     return web.json_response({"devices": picked, "now": request.app[CLOCK_KEY]()})
 
 

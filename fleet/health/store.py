@@ -1,8 +1,9 @@
 """The health tables (keyed by device and removed with it): heartbeats, their samples, and presence.
 
 - ``health_latest``: the last heartbeat of each device, flattened, with the clock skew it showed
-  (device ``sent_at`` minus server ``received_at``; positive means the device clock is ahead) and the privacy
-  mode it reported (NULL: an agent that does not say).
+  (device ``sent_at`` minus server ``received_at``; positive means the device clock is ahead), the privacy
+  mode it reported and the system it runs (``system_slot``, ``system_version``, ``system_sbom_sha256``; NULL: an
+  agent that does not say).
 - ``health_samples``: a few numbers per heartbeat for charts, at most :data:`SAMPLES_PER_DEVICE` per
   device (the oldest are trimmed on insert).
 - ``presence``: when each device was last heard from, and whether (since when) it is offline.
@@ -56,6 +57,9 @@ LATEST_COLUMNS = (
     "warnings",
     "updates",
     "privacy_mode",
+    "system_slot",
+    "system_version",
+    "system_sbom_sha256",
 )
 SAMPLE_COLUMNS = (
     "received_at",
@@ -134,6 +138,9 @@ def _heartbeat_row(health: wire.Health, now: float, previous: tuple[Any, ...] | 
         "warnings": json.dumps(health.warnings),
         "updates": health.updates,
         "privacy_mode": health.privacy_mode,
+        "system_slot": health.system.slot if health.system else None,
+        "system_version": health.system.version if health.system else None,
+        "system_sbom_sha256": health.system.sbom_sha256 if health.system else None,
         "pose_ms": next((health.stage_ms[k] for k in POSE_STAGES if k in health.stage_ms), None),
     }
 
@@ -243,6 +250,25 @@ def privacy_modes(db: Database) -> dict[str, str | None]:
     """Each device's privacy mode as its latest heartbeat said, by device id; devices never heard from are absent,
     and None is an agent that does not say."""
     return dict(db.conn.execute("SELECT device_id, privacy_mode FROM health_latest").fetchall())
+
+
+SYSTEM_COLUMNS = ("system_slot", "system_version", "system_sbom_sha256")
+
+
+def system_of(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The system a ``health_latest`` row reports, as ``{"slot", "version", "sbom_sha256"}``; None when it does not
+    say (or there is no row)."""
+    if row is None or row.get("system_version") is None:
+        return None
+    return {"slot": row["system_slot"], "version": row["system_version"], "sbom_sha256": row["system_sbom_sha256"]}
+
+
+def systems(db: Database, device_id: str | None = None) -> dict[str, dict[str, Any] | None]:
+    """Each device's system (:func:`system_of`) as its latest heartbeat said (only ``device_id``'s when given), by
+    device id; devices never heard from are absent."""
+    sql = f"SELECT device_id, {', '.join(SYSTEM_COLUMNS)} FROM health_latest"  # noqa: S608 - our constants
+    cur = db.conn.execute(sql, []) if device_id is None else db.conn.execute(sql + " WHERE device_id = ?", [device_id])
+    return {row[0]: system_of(dict(zip(SYSTEM_COLUMNS, row[1:], strict=True))) for row in cur.fetchall()}
 
 
 def privacy_mode(db: Database, device_id: str) -> str | None:

@@ -4,7 +4,7 @@ import {can, get, getOptional, post, ApiError} from "./api.js";
 import {h, clear, fmtTime, fmtAgo, fmtNum, pageHeader, statusLine, actionButton, table, notice,
   unavailable, badge} from "./ui.js";
 import {lineChart} from "./canvas.js";
-import {privacyText, heardAt, isSilent, liveReading} from "./page-fleet.js";
+import {privacyText, systemText, heardAt, isSilent, liveReading} from "./page-fleet.js";
 import {displayState, stateBadge, stateExplained, stateText, updatingDevices} from "./states.js";
 import {batchStatus} from "./page-jobs.js";
 import {commissioningPanel} from "./panel-commissioning.js";
@@ -80,6 +80,9 @@ export async function render(root, ctx) {
     add("Credential expires", fmtTime(dev.credential_expires_at));
     // As the latest heartbeat said (the overview is the fresher reading when there is one).
     add("Privacy mode", privacyText(overview ? overview.privacy_mode : dev.privacy_mode));
+    const system = overview ? overview.system : dev.system;
+    add("System", systemText(system));
+    if (system && system.sbom_sha256) add("System SBOM (sha256)", h("span", {class: "mono"}, system.sbom_sha256));
     if (overview) add("Last heard", fmtAgo(heardAt(overview), overview.now));
     clear(headBadge).appendChild(stateBadge(state));
     clear(actions);

@@ -1,5 +1,5 @@
-// Fleet overview: every device by site / ward / room with its state, health and privacy mode; counts, filters
-// and search. A room with a critical alert nobody has acknowledged yet is marked until someone does.
+// Fleet overview: every device by site / ward / room with its state, health, privacy mode and system version;
+// counts, filters and search. A room with a critical alert nobody has acknowledged yet is marked until someone does.
 import {get} from "./api.js";
 import {h, clear, field, fmtAgo, fmtNum, pageHeader, keepFocus} from "./ui.js";
 import {onCriticalAlerts} from "./alert-banner.js";
@@ -12,6 +12,16 @@ export {stateBadge};  // page-enroll.js imports it from here
 const PRIVACY_TEXT = {"sensor-only": "Sensor only (no image reaches the computer)",
   "blackout-at-capture": "Blackout at capture"};
 const PRIVACY_FILTERS = ["sensor-only", "blackout-at-capture", "unknown"];
+
+// The system filter's value for devices that report no system version (an older agent, an image without a release
+// file, never heard from): it cannot be a version, which starts with a letter or digit (wardsight.wire.Version).
+export const SYSTEM_NOT_REPORTED = "(none)";
+
+// The system image a device runs, as its latest heartbeat said: "<version> (slot <bootname>)", or "not reported".
+export function systemText(system) {
+  if (!system) return "not reported";
+  return system.slot ? `${system.version} (slot ${system.slot})` : system.version;
+}
 
 export function privacyMode(mode) {
   return PRIVACY_TEXT[mode] ? mode : "unknown";
@@ -79,13 +89,14 @@ export async function render(root, ctx) {
   const ward = field("Ward", "select", {}, [["", "all wards"]]);
   const privacy = field("Privacy mode", "select", {}, [["", "any privacy mode"],
     ...PRIVACY_FILTERS.map(m => [m, privacyText(m)])]);
+  const system = field("System version", "select", {}, [["", "any system version"]]);
   const filters = h("form", {class: "filters", role: "search", "aria-label": "Filter devices",
-    onsubmit: ev => ev.preventDefault()}, search.wrap, state.wrap, site.wrap, ward.wrap, privacy.wrap);
+    onsubmit: ev => ev.preventDefault()}, search.wrap, state.wrap, site.wrap, ward.wrap, privacy.wrap, system.wrap);
   const shown = h("p", {class: "muted", "aria-live": "polite"});
   const tableEl = h("table", {class: "fleet"},
     h("caption", {class: "sr-only"}, "Devices grouped by site and ward"),
-    h("thead", {}, h("tr", {}, ["Device", "Room", "Status", "Model version", "Accelerator", "Privacy mode",
-      "Frame rate", "Temperature", "Last heard"].map(t => h("th", {scope: "col"}, t)))));
+    h("thead", {}, h("tr", {}, ["Device", "Room", "Status", "Model version", "System", "Accelerator",
+      "Privacy mode", "Frame rate", "Temperature", "Last heard"].map(t => h("th", {scope: "col"}, t)))));
   root.append(pageHeader("Fleet"), counts, stateLegend(), filters, shown, tableEl);
 
   let data = null;
@@ -95,13 +106,33 @@ export async function render(root, ctx) {
   if (params.get("q")) search.input.value = params.get("q");
   if (params.get("state")) state.input.value = params.get("state");
   if (PRIVACY_FILTERS.includes(params.get("privacy_mode"))) privacy.input.value = params.get("privacy_mode");
+  let systemWanted = params.get("system_version") || "";  // chosen before the versions are known (a link)
 
-  function fillSelect(select, values, allText) {
+  // extra: [value, text] options after the values (e.g. "not reported").
+  function fillSelect(select, values, allText, extra = []) {
     const current = select.value;
     clear(select);
     select.appendChild(h("option", {value: ""}, allText));
     for (const v of values) select.appendChild(h("option", {value: v}, v));
-    select.value = values.includes(current) ? current : "";
+    for (const [v, t] of extra) select.appendChild(h("option", {value: v}, t));
+    select.value = values.includes(current) || extra.some(([v]) => v === current) ? current : "";
+  }
+
+  // The versions the devices report, and the one chosen even when no device runs it (any more).
+  function fillSystems(devices) {
+    const chosen = systemWanted || system.input.value;
+    systemWanted = "";
+    const versions = new Set(devices.map(d => d.system && d.system.version).filter(Boolean));
+    if (chosen && chosen !== SYSTEM_NOT_REPORTED) versions.add(chosen);
+    const sorted = [...versions].sort((a, b) => a.localeCompare(b, undefined, {numeric: true}));
+    fillSelect(system.input, sorted, "any system version", [[SYSTEM_NOT_REPORTED, "not reported"]]);
+    system.input.value = chosen;
+  }
+
+  function systemPasses(d) {
+    const wanted = system.input.value;
+    if (!wanted) return true;
+    return wanted === SYSTEM_NOT_REPORTED ? !d.system : Boolean(d.system) && d.system.version === wanted;
   }
 
   function draw() {
@@ -117,17 +148,18 @@ export async function render(root, ctx) {
     }
     fillSelect(site.input, [...new Set(devices.map(d => d.site).filter(Boolean))].sort(), "all sites");
     fillSelect(ward.input, [...new Set(devices.map(d => d.ward).filter(Boolean))].sort(), "all wards");
+    fillSystems(devices);
     const q = search.input.value.trim().toLowerCase();
     const picked = devices.filter(d =>
       (!state.input.value || d.state === state.input.value) &&
       (!site.input.value || d.site === site.input.value) &&
       (!ward.input.value || d.ward === ward.input.value) &&
-      (!privacy.input.value || privacyMode(d.privacy_mode) === privacy.input.value) &&
+      (!privacy.input.value || privacyMode(d.privacy_mode) === privacy.input.value) && systemPasses(d) &&
       (!q || [d.id, d.name, d.room, d.site, d.ward].some(v => v && String(v).toLowerCase().includes(q))));
     shown.textContent = `Showing ${picked.length} of ${devices.length} devices.`;
     for (const tb of tableEl.querySelectorAll("tbody")) tb.remove();
     if (!picked.length) {
-      tableEl.appendChild(h("tbody", {}, h("tr", {}, h("td", {colSpan: 9, class: "empty"},
+      tableEl.appendChild(h("tbody", {}, h("tr", {}, h("td", {colSpan: 10, class: "empty"},
         devices.length ? "No device matches the filters." : "No devices enrolled yet."))));
       return;
     }
@@ -138,7 +170,7 @@ export async function render(root, ctx) {
       groups.get(key).push(d);
     }
     for (const [key, list] of groups) {
-      const tb = h("tbody", {}, h("tr", {class: "group"}, h("th", {colSpan: 9, scope: "rowgroup"}, key)));
+      const tb = h("tbody", {}, h("tr", {class: "group"}, h("th", {colSpan: 10, scope: "rowgroup"}, key)));
       for (const d of list.sort((a, b) => (a.room || "").localeCompare(b.room || "") || a.id.localeCompare(b.id))) {
         const hl = d.health;
         const at = heardAt(d);
@@ -150,6 +182,7 @@ export async function render(root, ctx) {
           roomCell(d.room, alarms.get(d.room)),
           h("td", {class: "state-cell"}, stateBadge(d.state), reasonsInline(d.state, hl)),
           h("td", {}, modelVersions(hl)),
+          h("td", {class: "system"}, systemText(d.system)),
           h("td", {}, accelerator(hl)),
           h("td", {class: `privacy privacy-${privacyMode(d.privacy_mode)}`}, privacyText(d.privacy_mode)),
           h("td", {class: "fps"}, liveReading(hl ? fmtNum(hl.fps, 1, " fps") : "—", silent, at, data.now)),
@@ -168,7 +201,9 @@ export async function render(root, ctx) {
       if (!err.unreachable) ctx.setStatus(`Cannot load the fleet (${err.message}); retrying…`);  // else the banner says so
     }
   }
-  for (const f of [search.input, state.input, site.input, ward.input, privacy.input]) f.addEventListener("input", draw);
+  for (const f of [search.input, state.input, site.input, ward.input, privacy.input, system.input]) {
+    f.addEventListener("input", draw);
+  }
   const unwatch = onCriticalAlerts(list => {
     alarms = new Map();
     for (const a of list) alarms.set(a.room, [...(alarms.get(a.room) || []), a]);

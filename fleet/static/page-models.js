@@ -208,6 +208,7 @@ function rolloutForm(getModels, report, refreshRollouts) {
   const site = field("Site (optional)", "text", {autocomplete: "off"});
   const ward = field("Ward (optional)", "text", {autocomplete: "off"});
   const room = field("Room (optional)", "text", {autocomplete: "off"});
+  const system = field("Devices on system version (optional)", "text", {autocomplete: "off", placeholder: "e.g. 2026.12.1"});
   const groups = field("Groups (comma separated: a count, or a percent of the selection)", "text", {value: "1, 100%", required: true});
   const success = field("Success threshold per group (%)", "number", {min: 1, max: 100, value: "100"});
   const errors = field("Stop after more than this many failures", "number", {min: 0, value: "0"});
@@ -234,7 +235,7 @@ function rolloutForm(getModels, report, refreshRollouts) {
   const form = h("form", {class: "card start-rollout", "aria-labelledby": "start-rollout-h"},
     h("h2", {id: "start-rollout-h"}, "Start a rollout"),
     h("div", {class: "row"}, model.wrap, version.wrap, previous.wrap), hint,
-    h("div", {class: "row"}, site.wrap, ward.wrap, room.wrap),
+    h("div", {class: "row"}, site.wrap, ward.wrap, room.wrap, system.wrap),
     h("div", {class: "row"}, groups.wrap, success.wrap, errors.wrap, timeout.wrap),
     h("button", {type: "submit", class: "primary"}, "Start the rollout"));
   form.refill = refill;
@@ -251,7 +252,9 @@ function rolloutForm(getModels, report, refreshRollouts) {
       return;
     }
     const selector = {};
-    for (const [k, f] of [["site", site], ["ward", ward], ["room", room]]) if (f.input.value.trim()) selector[k] = f.input.value.trim();
+    for (const [k, f] of [["site", site], ["ward", ward], ["room", room], ["system_version", system]]) {
+      if (f.input.value.trim()) selector[k] = f.input.value.trim();
+    }
     const body = {model: model.input.value, version: version.input.value, selector, groups: parsed,
       success_threshold: Number(success.input.value) / 100, error_threshold: {count: Number(errors.input.value || 0)},
       in_progress_timeout_s: Math.round(Number(timeout.input.value) * 60)};

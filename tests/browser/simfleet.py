@@ -54,6 +54,7 @@ class Readings:
     models: dict[str, str] = field(default_factory=lambda: {"pose_net": "1.0"})
     warnings: list[str] = field(default_factory=list)
     privacy_mode: wire.PrivacyMode | None = "blackout-at-capture"  # None: an older agent
+    system: wire.SystemVersion | None = None  # the system image (None: not reported)
     dropped_fps: float = 0.0  # frames the source drops a second (a camera or file faster than the analysis)
 
 
@@ -123,6 +124,7 @@ class SimDevice:
             models=dict(r.models),
             warnings=list(r.warnings),
             privacy_mode=r.privacy_mode,
+            system=r.system,
         )
         reply = self.client.heartbeat(health)
         if reply.headers.get(PREVIEW_HEADER) == "1":

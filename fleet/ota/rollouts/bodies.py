@@ -30,6 +30,7 @@ class SelectorBody(_Body):
     room: Ident | None = None
     tags: Annotated[list[Ident], Field(max_length=16)] = Field(default_factory=list)
     percent: Annotated[float, Field(gt=0, le=100)] | None = None
+    system_version: wire.Version | None = None  # devices whose latest heartbeat reports this system version
 
 
 class _OneOf(_Body):

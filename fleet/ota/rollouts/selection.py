@@ -19,25 +19,31 @@ class DeviceInfo:
     ward: str | None = None
     status: str = "active"
     tags: tuple[str, ...] = ()
+    system_version: str | None = None  # the system image's version its latest heartbeat reports (None: not reported)
 
 
 @dataclass(frozen=True)
 class Selector:
-    """Devices that match every given field (all of ``tags``), then a stable ``percent`` of those."""
+    """Devices that match every given field (all of ``tags``; ``system_version``: devices whose latest heartbeat
+    reports exactly that system version), then a stable ``percent`` of those."""
 
     site: str | None = None
     ward: str | None = None
     room: str | None = None
     tags: tuple[str, ...] = ()
     percent: float | None = None
+    system_version: str | None = None
 
     def matches(self, device: DeviceInfo) -> bool:
+        wanted = (
+            (self.site, device.site),
+            (self.ward, device.ward),
+            (self.room, device.room),
+            (self.system_version, device.system_version),
+        )
         return (
             device.status == "active"
-            and all(
-                want is None or have == want
-                for want, have in ((self.site, device.site), (self.ward, device.ward), (self.room, device.room))
-            )
+            and all(want is None or have == want for want, have in wanted)
             and set(self.tags) <= set(device.tags)
         )
 

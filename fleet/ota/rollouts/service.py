@@ -104,7 +104,7 @@ def create_rollout(
             raise RolloutRefusedError(400, refusals.not_published(body.model, body.version, target, entry))
     rollout_id = "ro-" + secrets.token_hex(6)
     sel = body.selector
-    selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent)
+    selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent, sel.system_version)
     with transaction(db.conn):
         selected = select_devices(store.device_infos(db), selector, rollout_id)
         if not selected:

@@ -169,8 +169,12 @@ def insert_report(db: Database, device_id: str, report: wire.UpdateReport, now: 
 
 
 def device_infos(db: Database) -> list[DeviceInfo]:
+    """Every device's room, site, ward, status, tags and the system version its latest heartbeat reports."""
     out = []
-    for row in db.query("SELECT id, site, ward, room, status, tags FROM devices"):
+    for row in db.query(
+        "SELECT d.id, d.site, d.ward, d.room, d.status, d.tags, h.system_version FROM devices d"
+        " LEFT JOIN health_latest h ON h.device_id = d.id"
+    ):
         try:
             tags = json.loads(row["tags"]) if row["tags"] else []
         except ValueError:
@@ -183,6 +187,7 @@ def device_infos(db: Database) -> list[DeviceInfo]:
                 ward=row["ward"],
                 status=row["status"] or "active",
                 tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+                system_version=row["system_version"],
             )
         )
     return out
