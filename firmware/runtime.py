@@ -4,6 +4,7 @@ model, apps) to the device's identity and its services (event sender, OTA, scene
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -36,10 +37,20 @@ from firmware.ota import selftest
 from firmware.ota.builds import target_of
 from firmware.ota.channel import FleetChannel
 from firmware.ota.download import TargetDownloader
-from firmware.ota.health import FrameCounts
+from firmware.ota.health import FrameCounts, HealthCheck
 from firmware.ota.manager import OtaManager, OtaSettings
+from firmware.ota.rauc import Rauc
 from firmware.ota.slots import SlotStore
 from firmware.ota.slotstate import Choice
+from firmware.ota.system_client import (
+    SystemAwareChannel,
+    SystemClient,
+    bundle_downloader,
+    poll_offer,
+    system_updates_available,
+)
+from firmware.ota.system_state import RebootKind, RebootRequester
+from firmware.ota.system_update import SystemUpdater
 from firmware.ota.tufclient import TufClient
 from firmware.outbox import SqliteOutbox
 from firmware.preview import PreviewSender, SceneTap
@@ -47,11 +58,15 @@ from firmware.rate import RecentRate
 from firmware.sdnotify import Notifier
 from firmware.sender import EventSender
 from firmware.sources import FrameSource
+from firmware.system_version import read_system_version
 from wardsight import wire
 from wardsight.device_config import DeviceConfig
 from wardsight.fetch import ArtifactStore
 
 log = logging.getLogger("wardsight.device")
+# The image's unit for the one reboot that tries a new system slot (images/layer/wardsight-rauc.d; polkit lets the
+# agent's user start it and wardsight-reboot.service, nothing else).
+TRYBOOT_COMMAND = ("systemctl", "--no-block", "start", "wardsight-tryboot.service")
 
 
 @dataclass
@@ -81,7 +96,11 @@ class DeviceRuntime:
         environ: Mapping[str, str] | None = None,
         reboot_command: Sequence[str] | None = None,
         notifier: Notifier | None = None,
+        rauc: Rauc | None = None,
+        system_reboot: RebootRequester | None = None,
     ) -> None:
+        """``rauc``: the device's RAUC (default: ``rauc`` where it is installed and configured, else no system
+        updates); ``system_reboot``: how a system update reboots (default: the reboot command)."""
         self.config, self.data_dir, self.dir = config, data_dir, device_dir(data_dir)
         self.config_path = config_path or data_dir / "device.toml"
         self.environ = environ or {}
@@ -117,6 +136,9 @@ class DeviceRuntime:
         self.started = time.monotonic()
         self.rate = RecentRate(self.started)  # the heartbeat's frame rate, over the last minute
         self.manager: OtaManager | None = None
+        self.rauc = rauc if rauc is not None else Rauc() if system_updates_available() else None
+        self.system_reboot = system_reboot or self._reboot
+        self.system: SystemClient | None = None
         self.services: list[PreviewSender | HeartbeatLoop] = []
         self.jobs: JobRunner | None = None
         self.queued = 0
@@ -135,6 +157,7 @@ class DeviceRuntime:
         self.sender.start()
         self.started = time.monotonic()
         self.rate = RecentRate(self.started)
+        self.system = self._start_system()
         self.manager = self._start_ota()
         preview = PreviewSender(self.client, self.tap.snapshot).start()
         beats = HeartbeatLoop(self.client, self.health, self.config.heartbeat_seconds, on_reply=preview.observe)
@@ -172,6 +195,8 @@ class DeviceRuntime:
             self.jobs.close()
         if self.manager is not None:
             self.manager.stop()
+        if self.system is not None:
+            self.system.stop()
         for service in self.services:
             service.stop()
         self.source.close()
@@ -253,9 +278,10 @@ class DeviceRuntime:
             return None
         context = tls_context(self.identity.server_url, self.ids.ca_pem())
         source, agent, client = self.source, self.agent, self.client
+        channel = SystemAwareChannel(client, self.system) if self.system is not None else FleetChannel(client)
         return OtaManager(
             self.slots,
-            FleetChannel(client),
+            channel,
             TufClient(self.ota_dir, self.identity.server_url, context, reference_time=client.server_now),
             TargetDownloader(self.ota_dir, context),
             running=self.choice,
@@ -265,6 +291,42 @@ class DeviceRuntime:
             settings=OtaSettings(backend=self.pose.kind, threads=self.config.threads),
             target=lambda: target_of(self.backend),  # after a fallback to the CPU: the CPU build
         ).start()
+
+    def _frames(self) -> FrameCounts:
+        return FrameCounts(self.source.stats.captured, self.agent.stats.processed, self.agent.stats.failed)
+
+    def _start_system(self) -> SystemClient | None:
+        """System updates (RAUC) beside the model updates; their offers come through the model manager's poll, or a
+        poll of their own where model updates are off (e.g. the AI Camera's sensor runs the model)."""
+        if self.rauc is None or not self.ota_root:
+            log.info("system updates over the air are off on this device (%s)",
+                     "no RAUC" if self.rauc is None else "no OTA root")  # fmt: skip
+            return None
+        s = OtaSettings()
+        check = HealthCheck(self._frames, need=s.health_frames, within=s.health_seconds, max_failed=s.health_max_failed)
+        check.start()
+        release = read_system_version
+        updater = SystemUpdater(self.dir, self.rauc, reboot=self.system_reboot, self_test=self._self_test,
+                                health=check.verdict, running_version=lambda: (v.version if (v := release()) else None))
+        context, client = tls_context(self.identity.server_url, self.ids.ca_pem()), self.client
+        models = self.pose.updates == "ready"
+        return SystemClient(
+            updater,
+            FleetChannel(client),
+            TufClient(self.ota_dir, self.identity.server_url, context, reference_time=client.server_now),
+            bundle_downloader(self.dir, context),
+            server_now=client.server_now,
+            own_poll=None if models else lambda: poll_offer(client),
+        ).start()
+
+    def _reboot(self, kind: RebootKind) -> None:
+        """A system update's reboot: into the slot RAUC just armed, once (the image's ``wardsight-tryboot.service``,
+        whose backend reboots with ``0 tryboot`` only while that trial stands), or the reboot command's (normal)."""
+        command = TRYBOOT_COMMAND if kind == "tryboot" else self.reboot_command
+        log.warning("system update: rebooting (%s): %s", kind, " ".join(command))
+        done = subprocess.run(list(command), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the reboot command exited {done.returncode}: {done.stderr[-200:]!r}")
 
     def _job_hooks(self) -> JobHooks:
         return JobHooks(

@@ -118,9 +118,12 @@ def start_rollout(
     success_threshold: float = 1.0,
     max_failures: int = 0,
     timeout_s: int = 3600,
+    kind: str = "model",
 ) -> dict[str, Any]:
-    """``POST /api/v1/rollouts`` (operator role): offer a published version to the selected devices."""
+    """``POST /api/v1/rollouts`` (operator role): offer a published version to the selected devices (``kind``
+    "system": a system bundle, ``model`` its RAUC compatible)."""
     body = {
+        "kind": kind,
         "model": model,
         "version": version,
         "selector": selector,

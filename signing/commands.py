@@ -7,17 +7,18 @@ What the commands do, and why the keys stay offline: see :mod:`signing`. A :clas
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from signing.client import Server, start_rollout, upload_package
+from signing.client import start_rollout, upload_package
+from signing.cliopts import keys_option, make_server, prompt_passphrase, server_options
 from signing.keys import generate_key, generate_keys
 from signing.metadata import DEFAULT_ROOT_DAYS, DEFAULT_TARGETS_DAYS, init_repository, publish, withdraw
 from signing.package import build_package
 from signing.rotation import rotate_root
+from signing.system_commands import COMMANDS as SYSTEM_COMMANDS
 from wardsight import modelpkg
 from wardsight.errors import WardSightError
 
@@ -28,43 +29,6 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except WardSightError as exc:
             raise click.ClickException(str(exc)) from None
-
-
-def _prompt_passphrase(path: Path) -> bytes:
-    return str(click.prompt(f"Passphrase for {path}", hide_input=True)).encode()
-
-
-def _server_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    options = (
-        click.option("--server", "url", required=True, envvar="WARDSIGHT_FLEET_URL", help="Fleet server URL."),
-        click.option(
-            "--api-token", envvar="WARDSIGHT_API_TOKEN", default=None, help="Admin API token (or $WARDSIGHT_API_TOKEN)."
-        ),
-        click.option(
-            "--ca",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            default=None,
-            envvar="WARDSIGHT_FLEET_CA",
-            help="The fleet CA certificate (PEM) to pin for https (or $WARDSIGHT_FLEET_CA).",
-        ),
-        click.option("--insecure-http", is_flag=True, help="Development only: allow a plain http:// server."),
-    )
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
-def _server(url: str, api_token: str | None, ca: Path | None, insecure_http: bool) -> Server:
-    return Server(url, api_token, ca.read_text() if ca else None, insecure_http)
-
-
-keys_option = click.option(
-    "--keys",
-    "keys_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Directory holding root.key and targets.key.",
-)
 
 
 @click.group("ota", cls=_Group)
@@ -111,7 +75,7 @@ def new_key_command(path: Path, encrypt: bool) -> None:
 
 @ota.command("init")
 @keys_option
-@_server_options
+@server_options
 @click.option("--root-days", type=click.IntRange(1, 3660), default=DEFAULT_ROOT_DAYS, help="Root lifetime (days).")
 @click.option("--targets-days", type=click.IntRange(1, 3660), default=DEFAULT_TARGETS_DAYS, help="Targets lifetime.")
 def init_command(
@@ -129,16 +93,16 @@ def init_command(
     Example:
         wardsight ota init --keys ./keys --server https://fleet.example:8765 --ca fleet-ca.pem
     """
-    server = _server(url, api_token, ca, insecure_http)
+    server = make_server(url, api_token, ca, insecure_http)
     summary = init_repository(
-        keys_dir, server, root_days=root_days, targets_days=targets_days, passphrase=_prompt_passphrase
+        keys_dir, server, root_days=root_days, targets_days=targets_days, passphrase=prompt_passphrase
     )
     click.echo(json.dumps(summary))
 
 
 @ota.command("upload")
 @click.argument("package", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@_server_options
+@server_options
 def upload_command(package: Path, url: str, api_token: str | None, ca: Path | None, insecure_http: bool) -> None:
     """Stage a model package in the library (published only once signed with 'publish').
 
@@ -146,13 +110,13 @@ def upload_command(package: Path, url: str, api_token: str | None, ca: Path | No
     Example:
         wardsight ota upload movenet-1.1.wsm --server https://fleet.example:8765 --ca fleet-ca.pem
     """
-    click.echo(json.dumps(upload_package(package, _server(url, api_token, ca, insecure_http))))
+    click.echo(json.dumps(upload_package(package, make_server(url, api_token, ca, insecure_http))))
 
 
 @ota.command("publish")
 @click.argument("package", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @keys_option
-@_server_options
+@server_options
 @click.option("--targets-days", type=click.IntRange(1, 3660), default=DEFAULT_TARGETS_DAYS, help="Targets lifetime.")
 def publish_command(
     package: Path,
@@ -169,8 +133,8 @@ def publish_command(
     Example:
         wardsight ota publish movenet-1.1.wsm --keys ./keys --server https://fleet.example:8765 --ca fleet-ca.pem
     """
-    server = _server(url, api_token, ca, insecure_http)
-    summary = publish(package, keys_dir, server, targets_days=targets_days, passphrase=_prompt_passphrase)
+    server = make_server(url, api_token, ca, insecure_http)
+    summary = publish(package, keys_dir, server, targets_days=targets_days, passphrase=prompt_passphrase)
     click.echo(json.dumps(summary))
 
 
@@ -178,7 +142,7 @@ def publish_command(
 @click.argument("name")
 @click.argument("version")
 @keys_option
-@_server_options
+@server_options
 def withdraw_command(
     name: str, version: str, keys_dir: Path, url: str, api_token: str | None, ca: Path | None, insecure_http: bool
 ) -> None:
@@ -188,13 +152,13 @@ def withdraw_command(
     Example:
         wardsight ota withdraw movenet 1.1 --keys ./keys --server https://fleet.example:8765 --ca fleet-ca.pem
     """
-    server = _server(url, api_token, ca, insecure_http)
-    click.echo(json.dumps(withdraw(name, version, keys_dir, server, passphrase=_prompt_passphrase)))
+    server = make_server(url, api_token, ca, insecure_http)
+    click.echo(json.dumps(withdraw(name, version, keys_dir, server, passphrase=prompt_passphrase)))
 
 
 @ota.command("rotate-root")
 @keys_option
-@_server_options
+@server_options
 @click.option("--new-root-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
 @click.option("--new-targets-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
 @click.option("--root-days", type=click.IntRange(1, 3660), default=DEFAULT_ROOT_DAYS, help="Root lifetime (days).")
@@ -216,20 +180,20 @@ def rotate_root_command(
         wardsight ota rotate-root --keys ./keys --new-root-key ./root-next.key \\
             --server https://fleet.example:8765 --ca fleet-ca.pem
     """
-    server = _server(url, api_token, ca, insecure_http)
+    server = make_server(url, api_token, ca, insecure_http)
     summary = rotate_root(
         keys_dir,
         server,
         new_root_key=new_root_key,
         new_targets_key=new_targets_key,
         root_days=root_days,
-        passphrase=_prompt_passphrase,
+        passphrase=prompt_passphrase,
     )
     click.echo(json.dumps(summary))
 
 
 @ota.command("status")
-@_server_options
+@server_options
 def status_command(url: str, api_token: str | None, ca: Path | None, insecure_http: bool) -> None:
     """Show the repository's role versions, expiry dates and key ids (viewer token is enough).
 
@@ -237,7 +201,7 @@ def status_command(url: str, api_token: str | None, ca: Path | None, insecure_ht
     Example:
         wardsight ota status --server https://fleet.example:8765 --ca fleet-ca.pem
     """
-    click.echo(json.dumps(_server(url, api_token, ca, insecure_http).get_json("/api/v1/ota/status"), indent=2))
+    click.echo(json.dumps(make_server(url, api_token, ca, insecure_http).get_json("/api/v1/ota/status"), indent=2))
 
 
 @ota.command("package")
@@ -271,10 +235,16 @@ def package_command(out: Path, **spec: Any) -> None:
     click.echo(f"wrote {out} ({count} build(s), sha256 {modelpkg.describe_file(out)[0]})")
 
 
+for _command in SYSTEM_COMMANDS:
+    ota.add_command(_command)
+
+
 @ota.command("rollout")
 @click.argument("model")
 @click.argument("version")
-@_server_options
+@server_options
+@click.option("--system", is_flag=True, help="A system update: MODEL is the bundle's RAUC compatible.")
+@click.option("--on-system-version", default=None, help="Only devices that report this system version.")
 @click.option("--site", default=None, help="Only devices of this site.")
 @click.option("--ward", default=None, help="Only devices of this ward.")
 @click.option("--room", default=None, help="Only the device(s) of this room.")
@@ -307,21 +277,28 @@ def rollout_command(
     success: float,
     max_failures: int,
     timeout_s: int,
+    system: bool,
+    on_system_version: str | None,
 ) -> None:
-    """Start a staged rollout of a published model version (needs an operator or admin API token).
+    """Start a staged rollout of a published model version, or with --system of a system bundle (needs an operator
+    or admin API token).
 
     \b
     Example:
         wardsight ota rollout movenet-multipose 1.1 --ward 3B --group 10 --group 100 --server https://fleet:8765 \\
             --ca fleet-ca.pem
+        wardsight ota rollout --system wardsight-rpi5 2026.12.1 --ward 3B --group 10 --server https://fleet:8765
     """
     selector: dict[str, Any] = {k: v for k, v in (("site", site), ("ward", ward), ("room", room)) if v}
     if tags:
         selector["tags"] = list(tags)
+    if on_system_version:
+        selector["system_version"] = on_system_version
     sizes = groups if groups and groups[-1] == 100 else (*groups, 100.0)
     view = start_rollout(
-        _server(url, api_token, ca, insecure_http), model, version, selector,
+        make_server(url, api_token, ca, insecure_http), model, version, selector,
         groups=sizes, success_threshold=success, max_failures=max_failures, timeout_s=timeout_s,
+        kind="system" if system else "model",
     )  # fmt: skip
     click.echo(f"rollout {view['id']}: {view['model']} {view['version']} to {view['devices_total']} device(s), "
                f"{view['status']}")  # fmt: skip

@@ -102,6 +102,25 @@ def offer_target(name: str, version: str) -> str:
     return target_path(name, version) if is_package_version(version) else BUILTIN_TARGET
 
 
+# A system update is a RAUC bundle, the TUF target ``system/<RAUC compatible>/<version>.raucb``; its signed custom
+# metadata is {kind: "system", compatible, version, sbom_sha256?}. Its offer has ``kind="system"`` and the
+# compatible as ``model``; agents that take them poll ``UPDATE_PATH?system=1`` (``SYSTEM_POLL_QUERY``) and
+# no other poll is ever offered one (an older agent never sees such an offer).
+SYSTEM_COMPATIBLE_PATTERN = r"[a-z0-9][a-z0-9.-]{0,63}"  # firmware.system.raucconf's, without "+"
+SYSTEM_VERSION_PATTERN = r"v?[0-9]{1,9}(?:\.[0-9]{1,9}){0,3}(?:-[0-9A-Za-z.-]{1,16})?"  # 2026.12.1, 1.4.0-rc1 (no +)
+SYSTEM_TARGET_PATH = re.compile(rf"^system/({SYSTEM_COMPATIBLE_PATTERN})/({SYSTEM_VERSION_PATTERN})\.raucb$")
+SYSTEM_POLL_QUERY = "system=1"
+UpdateKind = Literal["model", "system"]
+
+
+def system_target_path(compatible: str, version: str) -> str:
+    """The TUF target path of a RAUC bundle: ``system/<compatible>/<version>.raucb`` (ValueError if not one)."""
+    path = f"system/{compatible}/{version}.raucb"
+    if not SYSTEM_TARGET_PATH.match(path) or len(version) > 32:
+        raise ValueError(f"'{compatible}' {version!r} is not a RAUC compatible and a dotted numeric version")
+    return path
+
+
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 DataKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -315,6 +334,7 @@ UpdateState = Literal[
     "rolled_back",
     "deferred",
     "rejected",  # the device refused the package before running it (self-test, no build for its backend, ...)
+    "rebooting",  # a system update: installed in the inactive slot, booting it once (between installed and activated)
 ]
 UPDATE_PATH = DEVICE_PREFIX + "update"  # GET: the device's offer (204: none); POST: an UpdateReport
 # The jobs long poll (``GET /api/v1/device/jobs?wait=25&update=<key>``) also says which update offer waits for
@@ -339,6 +359,10 @@ class UpdateOffer(_Closed):
     # Maintenance window by the server's clock: download now, switch only inside [start, end).
     window_start: Annotated[float, Field(ge=0, le=1e11)] | None = None
     window_end: Annotated[float, Field(ge=0, le=1e11)] | None = None
+    # A system update (``model`` is then the RAUC compatible); a rollback may go to an older version. A model
+    # offer is sent without either field, so an older agent reads every offer it is given.
+    kind: UpdateKind = "model"
+    rollback: StrictBool = False
 
 
 class UpdateReport(_Closed):
@@ -353,6 +377,7 @@ class UpdateReport(_Closed):
     # Counts behind ``progress`` where they mean something to a person (health-check frames on trial).
     done: Annotated[int, Field(ge=0, le=10**12)] | None = None
     total: Annotated[int, Field(ge=0, le=10**12)] | None = None
+    detail: Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None  # e.g. RAUC's words
 
 
 JOB_TYP = "wardsight-job+jws"

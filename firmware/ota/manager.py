@@ -8,9 +8,8 @@ It runs on a thread beside the agent, which keeps running its current model the 
 3. The package's manifest must name the offered model and version, a ``pose`` task this agent version runs,
    and a build for the backend this device runs now (on a Hailo, for its chip and HailoRT version:
    :mod:`firmware.ota.builds`; a build for another chip or runtime is refused ``rejected``, never installed);
-   that build is extracted into the inactive slot
-   (:mod:`firmware.ota.slots`), self-tested in a separate process (:mod:`firmware.ota.selftest`), and only
-   then recorded. A build that fails its self-test is never activated.
+   that build is extracted into the inactive slot (:mod:`firmware.ota.slots`), self-tested in a separate process
+   (:mod:`firmware.ota.selftest`), and only then recorded. A build that fails its self-test is never activated.
 4. Inside the offer's window (by the server's clock) the slot is put on trial and the agent is asked to
    restart (``restart`` callback; the process exits with :data:`firmware.exitcodes.RESTART_EXIT_CODE` and its
    supervisor starts it again). The next start runs the trial slot (:func:`firmware.ota.boot.open_model`).
@@ -22,14 +21,14 @@ It runs on a thread beside the agent, which keeps running its current model the 
 An offer of the agent's built-in version (target ``wire.BUILTIN_TARGET``, no package) switches back to the factory
 model (:mod:`firmware.ota.slotreports`): restart, ``activated`` on that start, ``healthy`` on the first round.
 
-Progress goes back with ``POST /api/v1/device/update`` (:class:`wardsight.wire.UpdateReport`, through
-:mod:`firmware.ota.channel`). Outcomes the server must learn (failed, activated, healthy, rolled_back) are
-queued in the slot state and resent until the server has them; progress notes (downloading, downloaded,
-installed, deferred) are sent once, best effort; :mod:`firmware.ota.fitness` judges whether a package fits.
-An offer that failed here for a reason that would repeat (self-test, bad package, crash, health) is not
-tried again. Network errors are retried after ``retry_seconds`` for as long as the offer stands (a partial
-download is resumed); metadata or hash failures are retried ``max_attempts`` times, then reported ``failed``
-(the rollout takes a ``failed`` report as final for the device, so transient trouble is never reported so).
+Progress goes back with ``POST /api/v1/device/update`` (:mod:`firmware.ota.channel`). Outcomes (failed,
+activated, healthy, rolled_back) are queued in the slot state and resent until the server has them; progress
+notes (downloading, downloaded, installed, deferred) are sent once; :mod:`firmware.ota.fitness` judges a package.
+An offer is handled under the device's update lock as ``model``: while a system update holds it or is in flight
+(:mod:`firmware.ota.system_update`) the offer is ``deferred`` with the reason. An offer that failed for a reason
+that would repeat (self-test, bad package, crash, health) is not tried again. Network errors are retried after
+``retry_seconds`` while the offer stands (a partial download resumes); metadata or hash failures ``max_attempts``
+times, then reported ``failed`` (final for the device in the rollout: transient trouble is never reported so).
 """
 
 from __future__ import annotations
@@ -54,14 +53,14 @@ from firmware.ota.health import FrameCounts, HealthCheck
 from firmware.ota.settings import OtaSettings
 from firmware.ota.slots import SlotStore
 from firmware.ota.slotstate import Choice, Slot, report_for
+from firmware.ota.system_state import busy_reason, update_lock
 from firmware.ota.tufclient import TufClient, TufError
 from firmware.transport import NotAuthorizedError, UnreachableError
 from wardsight import modelpkg, wire
 
 log = logging.getLogger("wardsight.device.ota")
-# Failures that say nothing about the offer (the network, the card): retried for as long as the offer stands
-# (the rollout's in-progress timeout judges a device stuck). Others are retried max_attempts times, then
-# reported as failed: the server takes "failed" as final for this device.
+# Failures that say nothing about the offer (the network, the card): retried while the offer stands (the
+# rollout's timeout judges a device stuck). Others max_attempts times, then reported failed (final for the device).
 NETWORK = frozenset({"tuf_unreachable", "download_failed", "download_incomplete", "storage_error"})
 
 Observer = Callable[[str, int, int], None]  # (step, done, total): downloading, verifying, installing, switching
@@ -90,14 +89,12 @@ class OtaManager:
     ) -> None:
         """``target`` says what the device runs at the moment an offer is judged (an accelerator that fell back
         to the CPU takes the CPU build); without it, the settings' backend, hardware and runtime version."""
-        self.slots, self.channel, self.tuf, self.downloader = slots, channel, tuf, downloader
-        self.running = running
+        self.slots, self.channel, self.tuf, self.downloader, self.running = slots, channel, tuf, downloader, running
         self.settings = settings or OtaSettings()
         s = self.settings
         self.target = target or (lambda: DeviceTarget(s.backend, s.hardware, s.runtime_version))
         self.model_name, self.factory_version, self.agent_version = model_name, factory_version, agent_version
-        self.server_now = server_now
-        self._restart_cb = restart
+        self.server_now, self._restart_cb = server_now, restart
         self._observer = observer
         self.restart_reason: str | None = None
         self.last_download: tuple[int, int] | None = None  # (resumed from, fetched) of the last download
@@ -242,6 +239,14 @@ class OtaManager:
         return self.running.record.version if self.running.record else self.factory_version
 
     def handle(self, offer: wire.UpdateOffer) -> str:
+        device_dir = self.slots.root.parent.parent  # <device dir>/models/slots
+        with update_lock(device_dir, "model") as lock:
+            if lock is None:
+                self._note(offer, "deferred", busy_reason(device_dir, "model"))
+                return "waiting"
+            return self._handle(offer)
+
+    def _handle(self, offer: wire.UpdateOffer) -> str:
         if self.slots.is_rejected(offer):
             return "rejected"
         if offer.model != self.model_name:

@@ -1,4 +1,4 @@
-"""Signed OTA model updates on the server: the TUF repository (:mod:`fleet.ota.repository`), the model
+"""Signed OTA model and system updates on the server: the TUF repository (:mod:`fleet.ota.repository`), the model
 library (:mod:`fleet.ota.library`) and staged rollouts (:mod:`fleet.ota.rollouts`)."""
 
 from aiohttp import web

@@ -88,7 +88,12 @@ export async function render(root, ctx) {
         if (!(m.versions || []).some(v => v.version === version)) rows.push({name: m.name, version, status: "running (not in the library)", devices: run.devices});
       }
     }
+    // System bundles (RAUC, for a board's compatible) beside the models: the same staged / published lifecycle.
+    for (const s of data.systems || []) {
+      for (const v of s.versions || []) rows.push({...v, name: s.compatible, kind: "system", builds: [{backend: "RAUC bundle", runtime: "system"}]});
+    }
     keepFocus(libraryOut, () => clear(libraryOut).appendChild(table([
+      {label: "Kind", cell: v => v.kind === "system" ? "system" : "model"},
       {label: "Model", cell: v => v.name},
       {label: "Version", cell: v => v.version},
       {label: "Status", cell: v => [badge(v.status, `lib lib-${String(v.status).split(" ")[0]}`),
@@ -147,7 +152,8 @@ export async function render(root, ctx) {
         }, {report, ariaLabel: `${label} rollout ${r.id}`,
           confirmText: cmd === "abort" || cmd === "rollback" ? `${label} rollout ${r.id}?` : null})) : [];
         rolloutsOut.appendChild(h("article", {class: "rollout", "aria-labelledby": `ro-${r.id}`, dataset: {rollout: r.id, status: r.status}},
-          h("h3", {id: `ro-${r.id}`}, `${r.model} ${r.version} `, badge(r.status, `ro ro-${r.status}`)),
+          h("h3", {id: `ro-${r.id}`}, r.kind === "system" ? `System ${r.version} for ${r.model} ` : `${r.model} ${r.version} `,
+            badge(r.kind === "system" ? "system" : "model", `kind kind-${r.kind || "model"}`), " ", badge(r.status, `ro ro-${r.status}`)),
           h("p", {class: "muted"}, `${r.id} · ${r.devices_total} device(s) · current group ${r.current_group ?? "—"} · ${r.failures} failure(s)`,
             updatingCount(detail), ` · started ${fmtTime(r.created_at)} by ${actorWords(r.created_by)}`, r.reason ? ` · ${r.reason}` : ""),
           h("ul", {class: "groups"}, (r.groups || []).map(g => groupProgress(r, g))),

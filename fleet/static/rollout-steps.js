@@ -5,7 +5,7 @@
 import {h, badge} from "./ui.js";
 
 // The steps during which a device is taking the update: it shows as "updating" (as on the fleet page).
-export const UPDATING = ["offered", "downloading", "downloaded", "installed", "activated"];
+export const UPDATING = ["offered", "downloading", "downloaded", "installed", "rebooting", "activated"];
 
 // Each status's short phase label and the badge tone it is shown with.
 const PHASES = {
@@ -14,6 +14,7 @@ const PHASES = {
   downloading: ["downloading", "busy"],
   downloaded: ["verifying (downloaded)", "busy"],
   installed: ["verifying (installed)", "busy"],
+  rebooting: ["rebooting (new system)", "busy"],
   activated: ["self-test (on trial)", "busy"],
   healthy: ["active", "good"],
   failed: ["failed", "bad"],
@@ -43,6 +44,7 @@ function words(d, version) {
     case "downloading": return `downloading the package${pct(d.progress)}`;
     case "downloaded": return "downloaded; verifying the package and self-testing the model";
     case "installed": return "verified and installed; waiting to restart into it";
+    case "rebooting": return "installed in the inactive slot; rebooting into the new system once";
     case "activated":
       return Number.isFinite(d.done) && d.total
         ? `on trial: health check ${Math.min(d.done, d.total)} of ${d.total} frames`

@@ -10,12 +10,15 @@ A published version is immutable: a different package for it is refused (use a n
 
 ``GET /api/v1/models`` (viewer) lists every model: its versions (builds, license, staged / published /
 withdrawn, who uploaded it and when) and, from each device's latest heartbeat, how many devices run each
-version (revoked devices are not counted; ``store``).
+version (revoked devices are not counted; ``store``); beside them (``systems``) the RAUC bundles for system
+updates, uploaded with ``POST /api/v1/system-bundles`` (``bundle_routes``, ``bundles``), each the TUF target
+``system/<compatible>/<version>.raucb``, staged and published the same way.
 """
 
 from aiohttp import web
 
-from fleet.ota.library import routes
+from fleet.ota.library import bundle_routes, routes
+from fleet.ota.library.bundles import mark_bundles_published
 from fleet.ota.library.store import mark_published
 from fleet.ota.repository.files import ON_PUBLISHED_KEY
 
@@ -24,4 +27,5 @@ def setup(app: web.Application) -> None:
     """Add the library's routes, and note when signed targets metadata publishes an entry (the repository,
     ``fleet.ota.repository``, must be set up first)."""
     routes.add_routes(app)
-    app[ON_PUBLISHED_KEY].append(mark_published)
+    bundle_routes.add_routes(app)
+    app[ON_PUBLISHED_KEY].extend((mark_published, mark_bundles_published))

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from fleet.auth.operator import require
+from fleet.ota.library.bundles import list_systems
 from fleet.ota.library.package import PackageInfo, inspect_package, install_package
 from fleet.ota.library.store import find, list_models, record_upload
 from fleet.ota.repository.files import REPOSITORY_KEY
@@ -43,10 +44,14 @@ async def _reader(request: web.Request) -> Callable[[int], Awaitable[bytes]]:
     raise RejectedError(415, "content type must be application/octet-stream or multipart/form-data")
 
 
-async def _receive(request: web.Request, directory: Path) -> Path:
-    """Stream the uploaded package to a temporary file in ``directory`` (413 past MAX_PACKAGE_BYTES)."""
-    if request.content_length is not None and request.content_length > MAX_PACKAGE_BYTES:
-        raise RejectedError(413, f"package larger than {MAX_PACKAGE_BYTES} bytes")
+async def receive_upload(
+    request: web.Request, directory: Path, limit: int | None = None, what: str = "package"
+) -> Path:
+    """Stream the uploaded ``what`` to a temporary file in ``directory`` (413 past ``limit``, default
+    MAX_PACKAGE_BYTES); never held in memory whole."""
+    limit = MAX_PACKAGE_BYTES if limit is None else limit
+    if request.content_length is not None and request.content_length > limit:
+        raise RejectedError(413, f"{what} larger than {limit} bytes")
     read = await _reader(request)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory)
@@ -56,31 +61,34 @@ async def _receive(request: web.Request, directory: Path) -> Path:
         with os.fdopen(fd, "wb") as fh:
             while chunk := await read(_CHUNK):
                 size += len(chunk)
-                if size > MAX_PACKAGE_BYTES:
-                    raise RejectedError(413, f"package larger than {MAX_PACKAGE_BYTES} bytes")
+                if size > limit:
+                    raise RejectedError(413, f"{what} larger than {limit} bytes")
                 fh.write(chunk)
         if size == 0:
-            raise RejectedError(400, "empty package")
+            raise RejectedError(400, f"empty {what}")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
-def _refusal(exc: Exception, *paths: Path) -> str:
-    """Why a package was refused, short and on one line, naming no path on the server (``paths`` and anything
-    else that looks like an absolute path become "the package")."""
+def refusal_text(exc: Exception, *paths: Path, what: str = "model package") -> str:
+    """Why a package (or ``what``) was refused, short and on one line, naming no path on the server (``paths`` and
+    anything else that looks like an absolute path become "the package")."""
     text = str(exc)
     for path in sorted(map(str, paths), key=len, reverse=True):
         text = re.sub(re.escape(path) + r"[^\s'\"]*", "the package", text)
-    return modelpkg.short(f"not a usable model package: {_ABSOLUTE_PATH.sub('the package', text)}")
+    return modelpkg.short(f"not a usable {what}: {_ABSOLUTE_PATH.sub('the package', text)}")
 
 
 async def get_models(request: web.Request) -> web.Response:
+    """The model library, and the system bundles (``systems``) beside it; every entry says its ``kind``."""
     await require(request, "viewer")
     repo = request.app[REPOSITORY_KEY]
     published = await asyncio.to_thread(repo.published)
-    return web.json_response({"models": list_models(request.app[DB_KEY].db, published)})
+    db = request.app[DB_KEY].db
+    models = [{"kind": "model", **entry} for entry in list_models(db, published)]
+    return web.json_response({"models": models, "systems": list_systems(db, published)})
 
 
 async def _store(request: web.Request, tmp: Path) -> tuple[PackageInfo, dict[str, Any] | None, bool]:
@@ -90,7 +98,7 @@ async def _store(request: web.Request, tmp: Path) -> tuple[PackageInfo, dict[str
     try:
         info = await asyncio.to_thread(inspect_package, tmp)
     except (modelpkg.PackageError, tarfile.TarError, ValueError) as exc:
-        raise RejectedError(400, _refusal(exc, tmp, repo.directory)) from None
+        raise RejectedError(400, refusal_text(exc, tmp, repo.directory)) from None
     m = info.manifest
     row = find(request.app[DB_KEY].db, m.name, m.version)
     if row is not None and row["published_at"] is not None and row["sha256"] != info.sha256:
@@ -105,7 +113,7 @@ async def _store(request: web.Request, tmp: Path) -> tuple[PackageInfo, dict[str
 async def post_model(request: web.Request) -> web.Response:
     who = await require(request, "operator")
     repo = request.app[REPOSITORY_KEY]
-    tmp = await _receive(request, repo.incoming_dir)
+    tmp = await receive_upload(request, repo.incoming_dir)
     try:
         info, row, changed = await _store(request, tmp)
     finally:

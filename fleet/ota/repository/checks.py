@@ -16,7 +16,7 @@ from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, T, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 
-from wardsight import modelpkg
+from wardsight import modelpkg, wire
 
 
 class OtaError(Exception):
@@ -117,9 +117,24 @@ def check_targets(
         _check_target(path, info, target_file(path), unchanged=old.get(path) == info)
 
 
+def _check_system_custom(path: str, info: TargetFile) -> None:
+    """A bundle's signed custom metadata must say what its path says: devices trust the signed compatible."""
+    match = wire.SYSTEM_TARGET_PATH.match(path)
+    if match is None:
+        return
+    custom = info.custom if isinstance(info.custom, dict) else {}
+    said = (custom.get("kind"), custom.get("compatible"), custom.get("version"))
+    if said != ("system", match.group(1), match.group(2)):
+        raise OtaError(400, f"target {path}: its custom metadata must say kind system, compatible {match.group(1)}"
+                            f" and version {match.group(2)}")  # fmt: skip
+
+
 def _check_target(path: str, info: TargetFile, file: Path | None, *, unchanged: bool) -> None:
     if file is None:
-        raise OtaError(400, f"target '{path[:100]}' is not models/<name>/<version>.wsm")
+        raise OtaError(
+            400, f"target '{path[:100]}' is not models/<name>/<version>.wsm or system/<compatible>/<version>.raucb"
+        )
+    _check_system_custom(path, info)
     if "sha256" not in info.hashes:
         raise OtaError(400, f"target {path} has no sha256 hash")
     try:

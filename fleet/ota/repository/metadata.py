@@ -1,7 +1,8 @@
 """The TUF repository on disk: reading the served metadata, and accepting and signing new metadata.
 
 Files live in ``<data dir>/ota/``: ``metadata/`` (``root.json``, ``N.root.json`` for every root version,
-``timestamp.json``, ``snapshot.json``, ``targets.json``) and ``targets/models/<name>/<version>.wsm``.
+``timestamp.json``, ``snapshot.json``, ``targets.json``) and ``targets/models/<name>/<version>.wsm`` (model
+packages) and ``targets/system/<compatible>/<version>.raucb`` (RAUC bundles).
 Consistent snapshots are off: metadata is served under fixed names and targets under their plain path.
 The server signs a new snapshot and timestamp whenever targets change and re-signs them before they expire
 (:meth:`Repository.refresh_online`, run by :mod:`fleet.ota.repository.resign`).
@@ -104,7 +105,7 @@ class Repository:
 
     def target_file(self, path: str) -> Path | None:
         """The stored file for target ``path`` if the path is well formed and stays in the targets dir."""
-        if not wire.TARGET_PATH.match(path):
+        if not (wire.TARGET_PATH.match(path) or wire.SYSTEM_TARGET_PATH.match(path)):
             return None
         file = (self.targets_dir / path).resolve()
         if not file.is_relative_to(self.targets_dir.resolve()):

@@ -1,7 +1,8 @@
 """The repository's routes: what devices fetch (TUF metadata and targets) and what the hospital uploads.
 
 ``GET /tuf/metadata/{N.root.json|root.json|timestamp.json|snapshot.json|targets.json}`` and
-``GET /tuf/targets/models/<name>/<version>.wsm`` (public, read-only, HTTP Range; only published targets),
+``GET /tuf/targets/models/<name>/<version>.wsm`` and ``GET /tuf/targets/system/<compatible>/<version>.raucb``
+(public, read-only, streamed from disk with HTTP Range; only published targets),
 ``GET /api/v1/ota/root`` and ``GET /api/v1/ota/online-keys`` (public), ``GET /api/v1/ota/status`` (viewer),
 ``POST /api/v1/ota/root`` and ``POST /api/v1/ota/targets`` (admin).
 """
@@ -140,7 +141,7 @@ async def post_targets(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/tuf/metadata/{name}", get_metadata)
-    app.router.add_get(r"/tuf/targets/{path:models/[^/]{1,64}/[^/]{1,64}}", get_target)
+    app.router.add_get(r"/tuf/targets/{path:(?:models|system)/[^/]{1,64}/[^/]{1,64}}", get_target)
     app.router.add_get("/api/v1/ota/root", get_root)
     app.router.add_get("/api/v1/ota/online-keys", get_online_keys)
     app.router.add_get("/api/v1/ota/status", get_status)

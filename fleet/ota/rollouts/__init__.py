@@ -20,7 +20,7 @@ from aiohttp import web
 
 from fleet.jobs.wakeup import UPDATE_HINT_KEY, waiters
 from fleet.ota.rollouts import device_routes, offers, routes, ticker
-from fleet.ota.rollouts.appkeys import TARGET_CHECK_KEY, UPDATE_POLLS_KEY, no_library
+from fleet.ota.rollouts.appkeys import SYSTEM_POLLS_KEY, TARGET_CHECK_KEY, UPDATE_POLLS_KEY, no_library
 
 
 def setup(app: web.Application) -> None:
@@ -30,6 +30,7 @@ def setup(app: web.Application) -> None:
     waiters(app)
     app[UPDATE_HINT_KEY] = offers.update_hint
     app[UPDATE_POLLS_KEY] = {}
+    app[SYSTEM_POLLS_KEY] = {}
     app.cleanup_ctx.append(ticker.ticker())
     routes.add_routes(app)
     device_routes.add_routes(app)

@@ -78,6 +78,7 @@ class WindowBody(_Body):
 
 
 class NewRollout(_Body):
+    kind: wire.UpdateKind = "model"  # "system": a RAUC bundle; ``model`` is then its RAUC compatible
     model: ModelName
     version: ModelVersion
     selector: SelectorBody
@@ -92,6 +93,9 @@ class NewRollout(_Body):
     def _versions(self) -> NewRollout:
         if self.previous_version is not None and self.previous_version == self.version:
             raise ValueError("previous_version must differ from version")
+        if self.kind == "system":
+            for version in filter(None, (self.version, self.previous_version)):
+                wire.system_target_path(self.model, version)  # ValueError: a 400 naming what is wrong
         return self
 
 

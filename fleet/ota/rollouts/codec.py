@@ -12,6 +12,7 @@ from fleet.ota.rollouts.state import DeviceState, RolloutState
 def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
     return {
         "rollout_id": spec.rollout_id,
+        "kind": spec.kind,
         "model": spec.model,
         "version": spec.version,
         "groups": [list(g) for g in spec.groups],
@@ -33,6 +34,7 @@ def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
 def spec_from_dict(data: Mapping[str, Any]) -> RolloutSpec:
     return RolloutSpec(
         rollout_id=data["rollout_id"],
+        kind=data.get("kind", "model"),  # rollouts stored before system updates are model rollouts
         model=data["model"],
         version=data["version"],
         groups=tuple(tuple(g) for g in data["groups"]),
@@ -46,7 +48,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> RolloutSpec:
 
 
 _DEVICE_FIELDS = ("status", "since", "reached", "reason", "progress", "reverting", "last_report_at", "done", "total",
-                  "deferred")  # fmt: skip
+                  "deferred", "detail")  # fmt: skip
 
 
 def state_to_dict(state: RolloutState) -> dict[str, Any]:

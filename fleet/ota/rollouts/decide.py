@@ -77,9 +77,9 @@ def offer_for(spec: RolloutSpec, state: RolloutState, device_id: str, now: float
     if dev.reverting:
         version = spec.revert_version(device_id)
         assert version is not None  # rollback() refuses to revert a device without one
-        return wire.UpdateOffer(
-            rollout_id=spec.rollout_id, model=spec.model, version=version, target=wire.offer_target(spec.model, version)
-        )
+        return wire.UpdateOffer(rollout_id=spec.rollout_id, model=spec.model, version=version,
+                                target=spec.target_of(version), kind=spec.kind,
+                                rollback=spec.kind == "system")  # fmt: skip
     start, end = spec.window.current_or_next(now) if spec.window is not None else (None, None)
     return wire.UpdateOffer(
         rollout_id=spec.rollout_id,
@@ -88,6 +88,7 @@ def offer_for(spec: RolloutSpec, state: RolloutState, device_id: str, now: float
         target=spec.target,
         window_start=start,
         window_end=end,
+        kind=spec.kind,
     )
 
 
@@ -121,12 +122,10 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
         if dev.status in FINAL_FAILURES and not timed_out(dev):
             return dev  # already final by the device's own word
         if dev.reverting:
-            return replace(
-                dev, status="failed", since=r.received_at, reason=r.reason or "rollback_failed", deferred=None
-            )
-        return replace(
-            dev, status=r.state, since=r.received_at, reason=r.reason or r.state, progress=None, deferred=None
-        )
+            return replace(dev, status="failed", since=r.received_at, reason=r.reason or "rollback_failed",
+                           deferred=None, detail=r.detail)  # fmt: skip
+        return replace(dev, status=r.state, since=r.received_at, reason=r.reason or r.state, progress=None,
+                       deferred=None, detail=r.detail)  # fmt: skip
     # A step forward: downloading .. healthy.
     step = STEP[r.state]
     revived = timed_out(dev)
@@ -138,7 +137,8 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
         return replace(dev, progress=r.progress, done=r.done, total=r.total)
     if dev.reverting:
         status: DeviceStatus = "rolled_back" if r.state == "healthy" else r.state
-        return replace(dev, status=status, since=r.received_at, reason=None, progress=r.progress, deferred=None)
+        return replace(dev, status=status, since=r.received_at, reason=None, progress=r.progress, deferred=None,
+                       detail=None)  # fmt: skip
     reached = r.state if step > STEP.get(dev.reached, -1) else dev.reached
     return replace(
         dev,
@@ -150,6 +150,7 @@ def _apply_report(spec: RolloutSpec, state: RolloutState, dev: DeviceState, r: R
         done=r.done,
         total=r.total,
         deferred=None,
+        detail=None,
     )
 
 

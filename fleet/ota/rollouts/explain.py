@@ -41,6 +41,26 @@ REASONS = {
     "rolled_back": "the rollout was rolled back",
     "outside_window": "waiting for the maintenance window",
     "deferred": "the device put it off",
+    # system updates (firmware.ota.system_update, firmware.ota.system_client)
+    "incompatible": "the bundle is for another board",
+    "compatible_mismatch": "the bundle is not for the board it was signed for",
+    "version_mismatch": "the bundle is not the version it was signed as",
+    "not_newer": "the bundle is older than the system the device runs",
+    "not_older": "a rollback to a version that is not older",
+    "not_a_system_bundle": "the signed OTA metadata does not describe it as a system bundle",
+    "bundle_signature_invalid": "RAUC refused the bundle's signature",
+    "bundle_invalid": "RAUC cannot read the bundle",
+    "install_failed": "RAUC could not install it",
+    "new_slot_did_not_boot": "the new system did not boot",
+    "agent_restarted": "the agent kept restarting on the new system",
+    "health_check_failed": "the new system failed its health check",
+    "mark_good_failed": "RAUC could not confirm the new system",
+    "reboot_not_happening": "the device could not reboot",
+    "running_version_unknown": "the device cannot tell which system it runs",
+    "already_running": "the device already runs it",
+    "system_update_in_progress": "a system update is in progress",
+    "model_update_in_progress": "a model update is in progress",
+    "in_progress": "the device is still on it",
 }
 
 
@@ -53,28 +73,35 @@ class DeviceFacts:
     offline_since: float | None = None
     connected: bool = False  # holds its long poll open now: an offer reaches it within seconds
     last_update_poll: float | None = None  # when it last asked for its offer
+    system_updates: bool | None = None  # whether that poll took system updates (None: not heard since the start)
 
 
 def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(t)) + " UTC"
 
 
-def reason_text(reason: str | None, facts: DeviceFacts) -> str:
+def reason_text(reason: str | None, facts: DeviceFacts, detail: str | None = None) -> str:
+    """The device's reason in words (and its own words on it, ``detail``, when it gave them)."""
     if reason == "no_build_for_backend":
         runs = facts.accelerator or "another backend"
         return f"this device runs {runs}; the package has no build for it"
     if reason is None:
         return "no reason given"
-    return REASONS.get(reason, reason.replace("_", " "))
+    text = REASONS.get(reason, reason.replace("_", " "))
+    return f"{text} ({detail})" if detail else text
 
 
 def built_in_version(spec: RolloutSpec, device_id: str, dev: DeviceState) -> str | None:
     """The built-in model's version when this rollout sends the device back to it (no package), else None."""
+    if spec.kind == "system":
+        return None
     version = spec.revert_version(device_id) if dev.reverting else spec.version
     return version if version is not None and not is_package_version(version) else None
 
 
-def _offered(facts: DeviceFacts, now: float) -> str:
+def _offered(spec: RolloutSpec, facts: DeviceFacts, now: float) -> str:
+    if spec.kind == "system" and facts.system_updates is False:
+        return "cannot take system updates (its agent does not ask for them: an image without RAUC, or older)"
     if facts.updates == "no_ota_root":
         return "cannot take updates (enrolled without an OTA root)"
     if facts.updates == "not_supported":
@@ -105,7 +132,9 @@ def _where(spec: RolloutSpec, device_id: str, dev: DeviceState, facts: DeviceFac
     if status == "pending":
         return "waiting for its group to start"
     if status == "offered":
-        return _offered(facts, now)
+        return _offered(spec, facts, now)
+    if spec.kind == "system" and (text := _system_step(spec, dev, facts)) is not None:
+        return text
     if status == "downloading":
         pct = f" ({dev.progress:.0%})" if dev.progress is not None else ""
         return f"downloading the package{pct}"
@@ -136,3 +165,22 @@ def _where(spec: RolloutSpec, device_id: str, dev: DeviceState, facts: DeviceFac
     if status == "failed":
         return f"failed: {reason_text(dev.reason, facts)}"
     return f"offer withdrawn ({reason_text(dev.reason, facts)})"
+
+
+def _system_step(spec: RolloutSpec, dev: DeviceState, facts: DeviceFacts) -> str | None:
+    """A system update's steps, where they differ from a model's (None: as for a model)."""
+    words = {
+        "downloading": f"downloading the system bundle{f' ({dev.progress:.0%})' if dev.progress is not None else ''}",
+        "downloaded": "downloaded and verified; installing into the inactive slot",
+        "installed": "installed in the inactive slot, rebooting into it",
+        "rebooting": "rebooting into the new system (booted once, kept only if healthy)",
+        "activated": "on trial: booted the new system, self-test and health check running",
+        "healthy": f"healthy on system {spec.version}",
+        "rejected": f"rejected by the device: {reason_text(dev.reason, facts, dev.detail)}; it still runs its"
+        " previous system",
+    }
+    if dev.status == "rolled_back" and not dev.reverting:
+        return f"booted back into its previous system: {reason_text(dev.reason, facts, dev.detail)}"
+    if dev.status == "failed":
+        return f"failed: {reason_text(dev.reason, facts, dev.detail)}"
+    return words.get(dev.status)

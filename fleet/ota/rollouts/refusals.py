@@ -41,17 +41,30 @@ def signing_command(model: str, version: str) -> str:
     )
 
 
-def not_published(model: str, version: str, target: str, row: Mapping[str, Any] | None) -> str:
+def not_published(
+    model: str, version: str, target: str, row: Mapping[str, Any] | None, kind: wire.UpdateKind = "model"
+) -> str:
     """Why the library cannot offer ``model`` ``version`` to devices: not there, staged or withdrawn (``row``: its
-    library entry, ``fleet.ota.library.store.find``)."""
+    library entry, ``fleet.ota.library.store.find``, or for a system bundle ``fleet.ota.library.bundles.find_bundle``;
+    ``model`` is then the RAUC compatible)."""
+    what = f"system {version} for {model}" if kind == "system" else f"{model} {version}"
+    command = signing_command(model, version) if kind == "model" else system_signing_command(model, version)
     if row is None:
-        return f"the model library has no {model} {version} ({target})"
+        return f"the {'system bundle' if kind == 'system' else 'model'} library has no {what} ({target})"
     if row["published_at"] is not None:
         return (
-            f"{model} {version} was withdrawn (signed targets metadata no longer lists it): devices will not"
-            f" install it; publish it again with: {signing_command(model, version)}"
+            f"{what} was withdrawn (signed targets metadata no longer lists it): devices will not"
+            f" install it; publish it again with: {command}"
         )
     return (
-        f"{model} {version} is staged: uploaded but not signed, and devices install only signed versions."
-        f" It needs signing first, on the offline signing machine: {signing_command(model, version)}"
+        f"{what} is staged: uploaded but not signed, and devices install only signed versions."
+        f" It needs signing first, on the offline signing machine: {command}"
+    )
+
+
+def system_signing_command(compatible: str, version: str) -> str:
+    """The command that signs and publishes a RAUC bundle (``wardsight ota publish-system``; its real flags)."""
+    return (
+        f"wardsight ota publish-system <the {compatible} {version} .raucb file> --keys <the offline keys directory>"
+        " --server <this server's URL> --ca <the fleet CA file>"
     )

@@ -16,7 +16,7 @@ from aiohttp import web
 from fleet.auth.operator import require
 from fleet.jobs.wakeup import WAITERS_KEY
 from fleet.ota.rollouts import store
-from fleet.ota.rollouts.appkeys import TARGET_CHECK_KEY, UPDATE_POLLS_KEY
+from fleet.ota.rollouts.appkeys import SYSTEM_POLLS_KEY, TARGET_CHECK_KEY, UPDATE_POLLS_KEY
 from fleet.ota.rollouts.bodies import CommandBody, NewRollout
 from fleet.ota.rollouts.service import COMMANDS, Command, RolloutRefusedError, apply_command, create_rollout
 from fleet.ota.rollouts.view import view
@@ -35,7 +35,7 @@ def _wake(app: web.Application, shown: dict[str, Any]) -> None:
 
 
 def _explained(app: web.Application, row: dict[str, Any], now: float) -> dict[str, Any]:
-    facts = store.device_facts(app[DB_KEY].db, app[WAITERS_KEY], app[UPDATE_POLLS_KEY])
+    facts = store.device_facts(app[DB_KEY].db, app[WAITERS_KEY], app[UPDATE_POLLS_KEY], app[SYSTEM_POLLS_KEY])
     return view(row, facts=facts, now=now)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from fleet.audit import log as audit
+from fleet.ota.library.bundles import find_bundle
 from fleet.ota.library.store import find as library_entry
 from fleet.ota.library.store import heartbeat_key, running_versions
 from fleet.ota.rollouts import commands, refusals, store
@@ -68,6 +69,7 @@ def _spec(body: NewRollout, rollout_id: str, selected: list[str], from_versions:
         threshold = body.error_threshold
         return RolloutSpec(
             rollout_id=rollout_id,
+            kind=body.kind,
             model=body.model,
             version=body.version,
             groups=groups,
@@ -82,6 +84,48 @@ def _spec(body: NewRollout, rollout_id: str, selected: list[str], from_versions:
         raise RolloutRefusedError(400, str(exc)) from None
 
 
+def _check_version(db: Database, body: NewRollout, target_check: TargetCheck) -> bool | None:
+    """Whether the version is published (None: no library to ask, or the built-in model: nothing to check); a 400
+    in words when it cannot be rolled out."""
+    if body.kind == "system":
+        target = wire.system_target_path(body.model, body.version)
+        known = target_check(db, target)
+        if known is False:
+            entry = find_bundle(db, body.model, body.version)
+            raise RolloutRefusedError(400, refusals.not_published(body.model, body.version, target, entry, "system"))
+        return known
+    reported = running_versions(db).get(heartbeat_key(body.model), {})
+    built_in = {v for v in reported if not refusals.is_package_version(v)}  # devices on their factory model
+    if (why := refusals.not_a_version(body.model, body.version, built_in)) is not None:
+        raise RolloutRefusedError(400, why)
+    if not refusals.is_package_version(body.version):
+        return None  # back to the built-in model: nothing to check
+    target = wire.target_path(body.model, body.version)
+    known = target_check(db, target)
+    if known is False:
+        entry = library_entry(db, body.model, body.version)
+        raise RolloutRefusedError(400, refusals.not_published(body.model, body.version, target, entry))
+    return known
+
+
+def _selected(db: Database, body: NewRollout, rollout_id: str) -> tuple[list[str], dict[str, str]]:
+    """The devices the rollout takes and the version each runs now (a system rollout takes only devices that report
+    their system version: an agent on an image without one cannot take system updates)."""
+    sel = body.selector
+    selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent, sel.system_version)
+    infos = store.device_infos(db)
+    if body.kind == "system":
+        infos = [d for d in infos if d.system_version is not None]
+    selected = select_devices(infos, selector, rollout_id)
+    if not selected:
+        unless = " and reports its system version" if body.kind == "system" else ""
+        raise RolloutRefusedError(400, f"no active device matches the selector{unless}")
+    if body.kind == "system":
+        chosen = set(selected)
+        return selected, {d.id: d.system_version for d in infos if d.id in chosen and d.system_version is not None}
+    return selected, store.running_versions(db, selected, body.model)
+
+
 def create_rollout(
     db: Database,
     body: NewRollout,
@@ -91,30 +135,16 @@ def create_rollout(
     target_check: TargetCheck = no_library,
 ) -> dict[str, Any]:
     """Select the devices, cut them into groups, store the rollout and offer its first group; return its view."""
-    reported = running_versions(db).get(heartbeat_key(body.model), {})
-    built_in = {v for v in reported if not refusals.is_package_version(v)}  # devices on their factory model
-    if (why := refusals.not_a_version(body.model, body.version, built_in)) is not None:
-        raise RolloutRefusedError(400, why)
-    known: bool | None = None  # a version that is not a package's: back to the built-in model, nothing to check
-    if refusals.is_package_version(body.version):
-        target = wire.target_path(body.model, body.version)
-        known = target_check(db, target)
-        if known is False:
-            entry = library_entry(db, body.model, body.version)
-            raise RolloutRefusedError(400, refusals.not_published(body.model, body.version, target, entry))
+    known = _check_version(db, body, target_check)
     rollout_id = "ro-" + secrets.token_hex(6)
-    sel = body.selector
-    selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent, sel.system_version)
     with transaction(db.conn):
-        selected = select_devices(store.device_infos(db), selector, rollout_id)
-        if not selected:
-            raise RolloutRefusedError(400, "no active device matches the selector")
-        spec = _spec(body, rollout_id, selected, store.running_versions(db, selected, body.model))
+        selected, from_versions = _selected(db, body, rollout_id)
+        spec = _spec(body, rollout_id, selected, from_versions)
         state, decisions = tick(spec, new_state(spec, now), [], now)
         store.insert(db, spec, state, request=body.model_dump_json(), target_checked=known is True, actor=actor,
                      now=now)  # fmt: skip
         store.save(db, rollout_id, spec, state, now)
-        details = {"model": spec.model, "version": spec.version, "devices": spec.total,
+        details = {"kind": spec.kind, "model": spec.model, "version": spec.version, "devices": spec.total,
                    "groups": [len(g) for g in spec.groups], "target_checked": known is True}  # fmt: skip
         audit.record(db, actor=actor, action="rollout.create", target=f"rollout:{rollout_id}", details=details,
                      now=now)  # fmt: skip

@@ -79,7 +79,8 @@ class ErrorThreshold:
 
 @dataclass(frozen=True)
 class RolloutSpec:
-    """What a rollout is; fixed when it is created."""
+    """What a rollout is; fixed when it is created. A ``system`` rollout offers a RAUC bundle: ``model`` is then the
+    RAUC compatible and the versions are system versions."""
 
     rollout_id: str
     model: str
@@ -91,6 +92,7 @@ class RolloutSpec:
     previous_version: str | None = None  # rollback target for devices without a known from_version
     from_versions: Mapping[str, str] = field(default_factory=dict)  # what each device ran at creation
     window: Window | None = None
+    kind: wire.UpdateKind = "model"
 
     def __post_init__(self) -> None:
         if not self.groups or any(not group for group in self.groups):
@@ -117,8 +119,14 @@ class RolloutSpec:
 
     @property
     def target(self) -> str:
-        """The offer's target: the package's TUF path, or ``wire.BUILTIN_TARGET`` for the built-in model."""
-        return wire.offer_target(self.model, self.version)
+        """The offer's target: the package's (or bundle's) TUF path, or ``wire.BUILTIN_TARGET`` for the built-in
+        model."""
+        return self.target_of(self.version)
+
+    def target_of(self, version: str) -> str:
+        if self.kind == "system":
+            return wire.system_target_path(self.model, version)
+        return wire.offer_target(self.model, version)
 
     def needed(self, group: int) -> int:
         """Healthy devices group ``group`` needs to succeed."""

@@ -16,7 +16,8 @@ DeviceStatus = Literal[
     "downloading",
     "downloaded",
     "installed",
-    "activated",  # switched to the new model, self-test running
+    "rebooting",  # a system update: installed in the inactive slot, booting it once
+    "activated",  # switched to the new model (or booted the new system), on trial
     "healthy",
     "failed",  # reported failed, or timed out (reason "timeout")
     "rejected",  # refused the package before running it (self-test failed, no build for its backend, ...)
@@ -41,9 +42,12 @@ DecisionKind = Literal[
 DEVICE_STATUSES: tuple[DeviceStatus, ...] = get_args(DeviceStatus)
 ROLLOUT_STATUSES: tuple[RolloutStatus, ...] = get_args(RolloutStatus)
 TIMEOUT = "timeout"
-IN_PROGRESS: tuple[DeviceStatus, ...] = ("downloading", "downloaded", "installed", "activated")
-STEP: dict[str, int] = {"offered": 0, "downloading": 1, "downloaded": 2, "installed": 3, "activated": 4, "healthy": 5}
-SWITCHED = frozenset({"activated", "healthy"})
+IN_PROGRESS: tuple[DeviceStatus, ...] = ("downloading", "downloaded", "installed", "rebooting", "activated")
+STEP: dict[str, int] = {
+    "offered": 0, "downloading": 1, "downloaded": 2, "installed": 3, "rebooting": 4, "activated": 5, "healthy": 6
+}  # fmt: skip
+# Past these a device runs (or is booting) the new version: an abort leaves it, a rollback offers it the old one.
+SWITCHED = frozenset({"rebooting", "activated", "healthy"})
 FINAL_FAILURES = frozenset({"failed", "rejected", "rolled_back"})
 _FORWARD_LIVE = frozenset({"running", "paused", "completed"})
 
@@ -60,6 +64,7 @@ class DeviceState:
     done: int | None = None  # the counts behind ``progress`` (health-check frames on trial), when reported
     total: int | None = None
     deferred: str | None = None  # why the device put off its next step (its "deferred" report), until it moves on
+    detail: str | None = None  # the device's own words on ``reason`` (e.g. RAUC's message), when it gave them
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class Report:
     progress: float | None = None
     done: int | None = None
     total: int | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def new_reports(db: Database, row: dict[str, Any]) -> list[dict[str, Any]]:
 def as_reports(rows: list[dict[str, Any]]) -> list[Report]:
     return [
         Report(r["device_id"], r["version"], r["state"], r["received_at"], r["reason"], r["progress"], r["done"],
-               r["total"])
+               r["total"], r.get("detail"))
         for r in rows
     ]  # fmt: skip
 
@@ -149,7 +149,7 @@ def as_reports(rows: list[dict[str, Any]]) -> list[Report]:
 def insert_report(db: Database, device_id: str, report: wire.UpdateReport, now: float) -> None:
     db.conn.execute(
         "INSERT INTO rollout_reports (rollout_id, device_id, model, version, state, reason, progress, received_at,"
-        " done, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " done, total, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             report.rollout_id,
             device_id,
@@ -161,6 +161,7 @@ def insert_report(db: Database, device_id: str, report: wire.UpdateReport, now: 
             now,
             report.done,
             report.total,
+            report.detail,
         ],
     )
 
@@ -209,8 +210,8 @@ def running_versions(db: Database, devices: Iterable[str], model: str) -> dict[s
     return out
 
 
-def device_facts(db: Database, waiting: DeviceWaiters | None = None,
-                 polls: dict[str, float] | None = None) -> dict[str, DeviceFacts]:  # fmt: skip
+def device_facts(db: Database, waiting: DeviceWaiters | None = None, polls: dict[str, float] | None = None,
+                 system_polls: dict[str, bool] | None = None) -> dict[str, DeviceFacts]:  # fmt: skip
     """What each device's latest heartbeat, presence and polls say, for :func:`fleet.ota.rollouts.explain.explain`."""
     out: dict[str, DeviceFacts] = {}
     rows = db.conn.execute(
@@ -224,5 +225,6 @@ def device_facts(db: Database, waiting: DeviceWaiters | None = None,
             offline_since=offline_since,
             connected=waiting.connected(device_id) if waiting is not None else False,
             last_update_poll=(polls or {}).get(device_id),
+            system_updates=(system_polls or {}).get(device_id),
         )
     return out

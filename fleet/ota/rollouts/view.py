@@ -48,6 +48,7 @@ def _device(spec: RolloutSpec, device: str, dev: DeviceState, facts: DeviceFacts
         "since": dev.since,
         "reason": dev.reason,
         "reason_text": reason_text(dev.reason, facts) if dev.reason else None,  # the device's reason, in words
+        "detail": dev.detail,  # ... and in its own words (e.g. RAUC's message), when it gave them
         "deferred": reason_text(dev.deferred, facts) if dev.deferred and is_open(dev) else None,
         "progress": dev.progress,
         "reverting": dev.reverting,
@@ -73,6 +74,7 @@ def view(
     request = json.loads(row["request"])
     out: dict[str, Any] = {
         "id": row["id"],
+        "kind": spec.kind,  # "system": a RAUC bundle, ``model`` its compatible
         "model": spec.model,
         "version": spec.version,
         "target": spec.target,
