@@ -4,8 +4,10 @@
 Run by images/test-arm64-rootfs.sh inside userns.py (a private user namespace where qemu-aarch64 is registered).
 Steps: the aarch64 wheels for CPython 3.11 (pip download, cached), the arm64 .deb built by ``make deb`` inside an
 arm64 Debian 12 builder made with mmdebstrap (images/README.md, "The .deb for arm64"), then the layers the Pi
-config names that live here (wardsight-base, wardsight-agent) built with mmdebstrap for arm64, with the import
-and inference checks run in that rootfs as its last hooks. One PASS/FAIL line per step, a final line, exit 1 on failure.
+config names that live here (wardsight-base, wardsight-agent, wardsight-rauc: its system.conf rendered by the arm64
+agent under qemu-user) built with mmdebstrap for arm64, with the import and inference checks, ``rauc --version``
+and the system-release file run or read in that rootfs as its last hooks. One PASS/FAIL line per step, a final
+line, exit 1 on failure.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from buildenv import hook_env
 from layers import mmdebstrap_args, select, tree_digest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +116,8 @@ def build_deb(work: Path, wheels: Path) -> Path:
 
 def build_rootfs(work: Path, deb: Path) -> str:
     (work / "rootfs.log").unlink(missing_ok=True)
-    layers, notes = select(REPO / "images" / "config" / "pi4.yaml", REPO / "images" / "layer", None, [])
+    config = REPO / "images" / "config" / "pi4.yaml"
+    layers, notes = select(config, REPO / "images" / "layer", None, [])
     for note in notes:
         log(f"arm64: layer {note}")
     log(f"arm64: layers in build order: {', '.join(layer.name for layer in layers)}")
@@ -129,14 +133,16 @@ def build_rootfs(work: Path, deb: Path) -> str:
         f"--customize-hook={python} /tmp/{script.name} /tmp/{model.name}",
         f"--customize-hook=rm -f \"$1/tmp/{script.name}\" \"$1/tmp/{model.name}\"",
         "--customize-hook=chroot \"$1\" /usr/bin/wardsight --version",
+        "--customize-hook=chroot \"$1\" rauc --version",
+        "--customize-hook=cat \"$1/etc/wardsight/system-release\"",
     ]
     command = ["mmdebstrap", "--variant=apt", "--architectures=arm64", *mmdebstrap_args(layers), *checks,
                "bookworm", "/dev/null", MIRROR]
-    os.environ.update({"WARDSIGHT_DEB": str(deb), "IGconf_wardsight_deb": str(deb)})
+    os.environ.update(hook_env(config, layers, deb, BASE))
     logfile = work / "rootfs.log"
     run(command, logfile)
     said = [line for line in logfile.read_text().splitlines()
-            if line.startswith(("imports ok", "inference ok", "wardsight,"))]
+            if line.startswith(("imports ok", "inference ok", "wardsight,", "rauc ", "VERSION=", "wardsight-rauc:"))]
     return "; ".join(said)
 
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from layers import config_layers, layers_digest, mmdebstrap_args, select, tree_digest
+from buildenv import env_digest, hook_env
+from layers import layers_digest, mmdebstrap_args, select, tree_digest
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("WARDSIGHT_TWIN_MIRROR", "http://deb.debian.org/debian")
@@ -69,18 +70,18 @@ def ensure_rootfs(repo: Path, cache: Path, config: Path, extra: list[str], deb: 
     for note in notes:
         print(f"twin: layer {note}")
     print(f"twin: layers in build order: {', '.join(layer.name for layer in layers)}")
+    hooks_env = hook_env(config, layers, deb, cache)
+    scripts = tree_digest([HERE / "assemble.py", HERE / "layers.py", HERE / "buildenv.py"])
     key = hashlib.sha256(
-        "\0".join([layers_digest(layers), deb.parent.name, tree_digest([HERE / "assemble.py", HERE / "layers.py"]),
-                   SUITE, MIRROR, config.read_text()]).encode()
+        "\0".join([layers_digest(layers), deb.parent.name, scripts, SUITE, MIRROR, config.read_text(),
+                   env_digest(hooks_env)]).encode()
     ).hexdigest()[:16]
     out = cache / "rootfs" / f"{key}.tar"
     if out.is_file():
         print(f"twin: rootfs (cached) {out}")
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    _, settings = config_layers(config)
-    env = {**os.environ, "WARDSIGHT_DEB": str(deb), "IGconf_wardsight_deb": str(deb)}
-    env.update({f"IGconf_wardsight_{k}": v for k, v in settings.items() if k != "deb"})
+    env = {**os.environ, **hooks_env}
     tmp = out.with_suffix(".tmp.tar")
     command = ["mmdebstrap", "--variant=apt", "--architectures=amd64", *mmdebstrap_args(layers), SUITE, str(tmp),
                MIRROR]

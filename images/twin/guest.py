@@ -27,7 +27,8 @@ BOOT_TIMEOUT = float(os.environ.get("WARDSIGHT_TWIN_BOOT_TIMEOUT", "3600"))  # T
 EVENTS_TIMEOUT = float(os.environ.get("WARDSIGHT_TWIN_EVENTS_TIMEOUT", "900"))
 INBOUND_GUEST_PORT = 7777
 GUEST_CHECKS = {
-    "boot1": ["boot", "root-read-only", "agent-running", "firewall-outbound", "firewall-inbound", "watchdog-restart"],
+    "boot1": ["boot", "root-read-only", "agent-running", "firewall-outbound", "firewall-inbound", "watchdog-restart",
+              "system-release", "rauc", "rauc-dbus-policy", "rauc-backend"],
     "boot2": ["boot", "root-read-only", "agent-running", "no-second-enrollment-run"],
 }
 HOST_CHECKS = {"boot1": ["events-reach-server", "events-after-watchdog-restart"], "boot2": ["events-reach-server"]}

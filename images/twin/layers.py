@@ -7,7 +7,10 @@ config (``images/config/pi4.yaml``) names and that live in this repository, in t
 the accelerator layers (they need the Raspberry Pi archive and the chips), then its own layer
 (``images/twin/layer/wardsight-twin.yaml``: Debian's kernel and stand-ins for the upstream layers the config names).
 Per phase, a layer's overlay is copied in before its hooks run; ``cleanup`` hooks run after every layer's
-customize hooks (rpi-image-gen runs them last). Standard library and PyYAML (Debian's python3-yaml).
+customize hooks (rpi-image-gen runs them last). A ``distribution`` layer (``X-Env-Layer-Category``: where Debian
+comes from, e.g. the snapshot.debian.org pin) is skipped: the twin takes Debian from ``WARDSIGHT_TWIN_MIRROR``.
+:func:`config_env` gives the hooks the config's settings as rpi-image-gen does (``IGconf_<section>_<key>``).
+Standard library and PyYAML (Debian's python3-yaml).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Layer:
     path: Path
     requires: list[str] = field(default_factory=list)
     body: dict[str, object] = field(default_factory=dict)
+    category: str = ""
+    var_prefix: str = ""
 
     @property
     def extras(self) -> Path:
@@ -83,7 +88,8 @@ def read_layer(path: Path) -> Layer:
     body = (doc.get("mmdebstrap") or {}) if isinstance(doc, dict) else None
     if not isinstance(body, dict):
         raise LayerError(f"{path}: the body must be a mapping with an 'mmdebstrap:' mapping")
-    return Layer(name, path, requires, body)
+    category, prefix = fields.get("X-Env-Layer-Category", ""), fields.get("X-Env-VarPrefix", "")
+    return Layer(name, path, requires, body, category, prefix)
 
 
 def _meta_fields(block: str) -> dict[str, str]:
@@ -109,6 +115,20 @@ def config_layers(config: Path) -> tuple[list[str], dict[str, str]]:
     return [str(n) for n in names], {str(k): str(v) for k, v in settings.items()}
 
 
+def config_env(config: Path, layers: list[Layer]) -> dict[str, str]:
+    """``IGconf_<section>_<key>`` for the config's settings in the sections the layers declare (``X-Env-VarPrefix``):
+    what rpi-image-gen hands the hooks. Scalars only; values as written (no ``${...}`` expansion)."""
+    doc = yaml.safe_load(config.read_text()) or {}
+    prefixes = {layer.var_prefix for layer in layers if layer.var_prefix}
+    env = {}
+    for section in sorted(prefixes):
+        settings = doc.get(section) or {}
+        if not isinstance(settings, dict):
+            raise LayerError(f"{config}: '{section}:' must be a mapping")
+        env.update({f"IGconf_{section}_{k}": str(v) for k, v in settings.items() if not isinstance(v, dict | list)})
+    return env
+
+
 def select(
     config: Path, layer_dir: Path, twin_layer: Path | None, extra: list[str]
 ) -> tuple[list[Layer], list[str]]:
@@ -119,7 +139,11 @@ def select(
         if name in TWIN_SKIPS:
             notes.append(f"{name}: skipped (accelerator hardware and the Raspberry Pi archive)")
         elif (layer_dir / f"{name}.yaml").is_file():
-            chosen.append(read_layer(layer_dir / f"{name}.yaml"))
+            found = read_layer(layer_dir / f"{name}.yaml")
+            if found.category == "distribution":
+                notes.append(f"{name}: distribution layer, skipped (the twin takes Debian from its own mirror)")
+            else:
+                chosen.append(found)
         else:
             stand_in = f"stood in for by {twin_layer.name}" if twin_layer is not None else "not built here"
             notes.append(f"{name}: upstream rpi-image-gen layer, {stand_in} (Debian's base instead)")

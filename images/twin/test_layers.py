@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from layers import LayerError, mmdebstrap_args, read_layer, select
+from layers import LayerError, config_env, mmdebstrap_args, read_layer, select
 
 REPO = Path(__file__).resolve().parents[2]
 TWIN = REPO / "images" / "twin" / "layer" / "wardsight-twin.yaml"
@@ -40,6 +40,19 @@ def test_the_pi_configs_give_the_agent_layers_in_order_then_the_twin() -> None:
     assert names.index("wardsight-base") < names.index("wardsight-agent")
     assert "wardsight-hailo" not in names
     assert any(n.startswith("wardsight-hailo: skipped") for n in notes)
+    assert names.index("wardsight-agent") < names.index("wardsight-rauc")
+    assert "wardsight-debian-snapshot" not in names  # where Debian comes from: the twin's own mirror
+    assert any(n.startswith("wardsight-debian-snapshot: distribution layer, skipped") for n in notes)
+
+
+def test_the_hooks_get_the_configs_settings_for_the_layers_it_builds() -> None:
+    config = REPO / "images" / "config" / "pi4.yaml"
+    layers, _ = select(config, REPO / "images" / "layer", TWIN, [])
+    env = config_env(config, layers)
+    assert env["IGconf_rauc_board"] == "pi4"
+    assert env["IGconf_wardsight_system_version"].count(".") == 2  # e.g. 2026.12.0
+    assert "IGconf_snapshot_debian" not in env  # the snapshot layer is not built here
+    assert not any(k.startswith(("IGconf_device_", "IGconf_image_")) for k in env)  # upstream layers' sections
 
 
 def test_overlay_before_hooks_and_cleanup_last(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 IMAGES = ROOT / "images"
-HELPERS = ("wardsight-firewall", "firstboot-stage", "firstboot-finish")
+HELPERS = ("wardsight-firewall", "firstboot-stage", "firstboot-finish", "rauc-tryboot-backend")
+RAUC_OVERLAY = IMAGES / "layer/wardsight-rauc.d/customize.overlay"
+# Units that a layer's overlay puts into /etc/systemd/system (not the .deb's /lib/systemd/system).
+LAYER_UNITS = (RAUC_OVERLAY / "etc/systemd/system/wardsight-tryboot.service",)
 
 
 def need(tool: str) -> str:
@@ -29,7 +32,7 @@ def unit_root(tmp_path: Path) -> Path:
     if not (host_units / "sysinit.target").exists():
         pytest.skip("systemd's own units are not installed in /lib/systemd/system")
     shutil.copytree(host_units, units, symlinks=True)
-    for unit in (IMAGES / "systemd").iterdir():
+    for unit in [*(IMAGES / "systemd").iterdir(), *LAYER_UNITS]:
         shutil.copy(unit, units / unit.name)
     programs = ["usr/bin/wardsight", "usr/bin/systemctl", "usr/bin/ssh-keygen"]
     programs += [f"usr/lib/wardsight/{name}" for name in HELPERS]

@@ -4,6 +4,7 @@ the boot partition and the data directory."""
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.images.conftest import IMAGES, need
+from wardsight import wire
 
 BASE_HOOKS = IMAGES / "layer/wardsight-base.d/hooks"
 LIB = IMAGES / "deb/lib"
@@ -160,3 +162,44 @@ def test_finish_does_nothing_before_enrollment(tmp_path: Path) -> None:
     assert done.returncode == 0 and "not enrolled" in done.stderr
     assert (tmp_path / "fat/wardsight/enrollment.json").exists()
     assert not (tmp_path / "calls").exists()
+
+
+RELEASE_HOOK = IMAGES / "layer/wardsight-agent.d/hooks/cleanup95-wardsight-release"
+
+
+def test_sbom_and_release_hooks_name_the_image_by_its_system_version(tmp_path: Path) -> None:
+    """The SBOM hook, then the release hook (the cleanup order: wardsight-base below wardsight-agent): the release
+    file holds the version and the sha256 of the SBOM the image really carries; the agent reads it."""
+    need("dpkg-query")
+    from firmware.system_version import system_version
+
+    (tmp_path / "var/lib/dpkg").mkdir(parents=True)
+    (tmp_path / "var/lib/dpkg/status").write_text(
+        "Package: wardsight\nStatus: install ok installed\nArchitecture: arm64\nVersion: 0.1.0\n\n"
+    )
+    env = dict(os.environ, SOURCE_DATE_EPOCH="0", IGconf_wardsight_system_version="2026.12.1")
+    assert run(BASE_HOOKS / "cleanup90-wardsight-sbom", tmp_path, env=env).returncode == 0
+    done = run(RELEASE_HOOK, tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    sbom = tmp_path / "usr/share/wardsight/sbom.cdx.json"
+    assert json.loads(sbom.read_text())["metadata"]["component"]["version"] == "2026.12.1"
+    release = (tmp_path / "etc/wardsight/system-release").read_text()
+    digest = hashlib.sha256(sbom.read_bytes()).hexdigest()
+    assert f"\nVERSION=2026.12.1\nSBOM_SHA256={digest}\n" in release
+    assert system_version(release, "console=serial0 root=PARTLABEL=system_b") == wire.SystemVersion(
+        slot="B", version="2026.12.1", sbom_sha256=digest
+    )
+
+
+@pytest.mark.parametrize("version", ["", "latest", "2026.12.1 ", "1." + "1" * 40, "2026.12;rm"])
+def test_release_hook_stops_the_build_on_a_version_the_updater_cannot_order(tmp_path: Path, version: str) -> None:
+    (tmp_path / "usr/share/wardsight").mkdir(parents=True)
+    (tmp_path / "usr/share/wardsight/sbom.cdx.json").write_text("{}")
+    done = run(RELEASE_HOOK, tmp_path, env=dict(os.environ, IGconf_wardsight_system_version=version))
+    assert done.returncode == 1 and "system_version" in done.stderr
+    assert not (tmp_path / "etc/wardsight/system-release").exists()
+
+
+def test_release_hook_stops_the_build_without_the_sbom(tmp_path: Path) -> None:
+    done = run(RELEASE_HOOK, tmp_path, env=dict(os.environ, IGconf_wardsight_system_version="2026.12.1"))
+    assert done.returncode == 1 and "cleanup90-wardsight-sbom must run first" in done.stderr

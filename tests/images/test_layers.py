@@ -102,8 +102,9 @@ def test_layers_require_the_layers_below_them() -> None:
     requires = {p.stem: metadata(p).get("X-Env-Layer-Requires", "") for p in LAYERS}
     assert requires["wardsight-base"] == ""
     assert requires["wardsight-agent"] == "wardsight-base"
-    for name in (*VENDOR_LAYERS, "wardsight-ssh"):
+    for name in (*VENDOR_LAYERS, "wardsight-ssh", "wardsight-rauc"):
         assert requires[name] == "wardsight-agent"
+    assert requires["wardsight-debian-snapshot"] == "locale-base"  # as rpi-image-gen's debian-bookworm-arm64-multi
 
 
 @pytest.mark.parametrize("name", VENDOR_LAYERS)
@@ -151,3 +152,27 @@ def test_configs_use_image_rota_and_existing_wardsight_layers(path: Path) -> Non
     assert {"wardsight-base", "wardsight-agent"} <= used <= names
     assert "openssh-server" not in config["layer"].values()  # no SSH unless wardsight-ssh is chosen
     assert config["wardsight"]["deb"].endswith("_arm64.deb")
+    # System updates: RAUC for this board, the image's version, Debian pinned to one snapshot.
+    assert config["layer"]["rauc"] == "wardsight-rauc"
+    assert config["rauc"]["board"] == {"pi5.yaml": "pi5", "pi4.yaml": "pi4"}[path.name]
+    assert config["rauc"]["keyring"].endswith(".pem")
+    assert re.fullmatch(r"\d+(\.\d+)+", str(config["wardsight"]["system_version"]))
+    assert config["layer"]["base"] == "wardsight-debian-snapshot"
+    assert re.fullmatch(r"\d{8}T\d{6}Z", config["snapshot"]["debian"])
+
+
+def test_the_snapshot_layer_takes_every_bookworm_suite_from_one_recorded_time() -> None:
+    path = IMAGES / "layer/wardsight-debian-snapshot.yaml"
+    fields = metadata(path)
+    assert fields["X-Env-Layer-Provides"] == "debian-base" and fields["X-Env-Layer-Category"] == "distribution"
+    assert fields["X-Env-Var-url"] == "https://snapshot.debian.org"
+    mirrors = yaml.safe_load(path.read_text())["mmdebstrap"]["mirrors"]
+    suites = []
+    for line in mirrors:
+        words = line.split()
+        assert words[:2] == ["deb", "[check-valid-until=no]"], line  # snapshot Release files are past Valid-Until
+        assert re.fullmatch(r"\$\{IGconf_snapshot_url\}/archive/debian(-security)?/\$\{IGconf_snapshot_debian\}/",
+                            words[2]), line  # fmt: skip
+        suites.append(words[3])
+    assert suites == ["bookworm", "bookworm-updates", "bookworm-security"]
+    assert "deb.debian.org" not in path.read_text()

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.images.conftest import IMAGES
+from tests.images.conftest import IMAGES, LAYER_UNITS, RAUC_OVERLAY
 
 UNITS = sorted(p.name for p in (IMAGES / "systemd").iterdir())
 
@@ -109,3 +109,31 @@ def test_first_boot_runs_before_the_agent_when_there_is_a_bundle_or_no_identity(
         "|!/var/lib/wardsight/device/identity.json",
     ]
     assert "wardsight-firstboot.service" in settings("wardsight-agent.service")["After"][0]
+
+
+def test_the_layer_units_pass_systemd_analyze_verify(unit_root: Path) -> None:
+    done = verify(unit_root, *(unit.name for unit in LAYER_UNITS))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.strip() == "", done.stderr
+
+
+def test_the_tryboot_reboot_is_the_backends_own_decision() -> None:
+    """The agent may only ask; the backend reboots with "0 tryboot" only while RAUC's trial request stands."""
+    unit = (RAUC_OVERLAY / "etc/systemd/system/wardsight-tryboot.service").read_text()
+    lines = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    assert "ExecStart=/usr/lib/wardsight/rauc-tryboot-backend reboot" in lines
+    assert "Type=oneshot" in lines and "RefuseManualStop=yes" in lines
+    assert not any(line.startswith(("User=", "[Install]")) for line in lines)  # root, started on request only
+    backend = (RAUC_OVERLAY / "usr/lib/wardsight/rauc-tryboot-backend").read_text()
+    assert backend.splitlines()[-1] == 'exec /opt/wardsight/venv/bin/python3 -I -m firmware.system.tryboot "$@"'
+
+
+def test_polkit_lets_the_agent_start_exactly_its_two_reboot_units() -> None:
+    rules = [IMAGES / "polkit/50-wardsight.rules", RAUC_OVERLAY / "etc/polkit-1/rules.d/51-wardsight-tryboot.rules"]
+    units = []
+    for rule in rules:
+        text = rule.read_text()
+        assert text.count("polkit.Result.YES") == 1 and 'subject.user == "wardsight"' in text
+        assert 'action.lookup("verb") == "start"' in text
+        units += re.findall(r'action\.lookup\("unit"\) == "([^"]+)"', text)
+    assert units == ["wardsight-reboot.service", "wardsight-tryboot.service"]
