@@ -9,7 +9,9 @@
   partition carries its own ``cmdline.txt``): ``rauc.slot=<bootname>`` (the first one, as in RAUC), else the root
   RAUC would match to a slot's device, ``root=PARTLABEL=system_<x>``: image-rota's label of slot ``<X>``'s root
   (``firmware.system.raucconf``: bootnames ``A``/``B``, roots ``system_a``/``system_b``). ``rauc.external`` (booted
-  from outside every slot) or neither (the twin's ``root=/dev/vda``, a plain image) give no slot.
+  from outside every slot) gives no slot; neither form (image-rota's own ``root=/dev/disk/by-slot/active/system``,
+  the same ``cmdline.txt`` in both slots): the boot partition the Raspberry Pi firmware booted (its device-tree node,
+  as the tryboot backend reads it) names the slot; off a Pi (the twin's ``root=/dev/vda``) there is no slot.
 
 :func:`system_version` is pure (texts in, a :class:`wardsight.wire.SystemVersion` or None out);
 :func:`read_system_version` reads the two files. No release file, or no valid ``VERSION``: None (the heartbeat omits
@@ -22,10 +24,13 @@ import contextlib
 import functools
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from firmware.system.raucconf import IMAGE_ROTA_SLOTS, SlotTable
+from firmware.system.tryboot import DEFAULT_DT, TrybootError, read_bootloader
 from wardsight import wire
 
 log = logging.getLogger("wardsight.device.system_version")
@@ -68,9 +73,22 @@ def booted_slot(cmdline: str) -> str | None:
     return slot if slot and wire.is_identifier(slot) else None
 
 
-def system_version(release: str | None, cmdline: str | None) -> wire.SystemVersion | None:
+def firmware_slot(dt_dir: Path = DEFAULT_DT, slots: SlotTable = IMAGE_ROTA_SLOTS) -> str | None:
+    """The bootname of the slot whose boot partition the Raspberry Pi firmware booted (its device-tree node, as the
+    tryboot backend's ``get-current`` reads it): image-rota's command line names no slot (``root=`` is the
+    ``by-slot/active`` link and both slots' boot files are the same). None off a Pi or for another partition."""
+    try:
+        pair = slots.by_boot_partition(read_bootloader(dt_dir).partition)
+    except (TrybootError, OSError):
+        return None
+    return pair.bootname if pair is not None else None
+
+
+def system_version(
+    release: str | None, cmdline: str | None, firmware: Callable[[], str | None] = lambda: None
+) -> wire.SystemVersion | None:
     """What the heartbeat says of the system, from the release file's text and the kernel command line (either None:
-    not readable)."""
+    not readable), else the slot the firmware says it booted (``firmware``)."""
     if release is None:
         return None
     fields = parse_release(release)
@@ -78,7 +96,7 @@ def system_version(release: str | None, cmdline: str | None) -> wire.SystemVersi
     if sbom is not None and not _SHA256.match(sbom):
         log.warning("the system release file's SBOM_SHA256 is not a sha256; left out of the heartbeat")
         sbom = None
-    slot = booted_slot(cmdline) if cmdline is not None else None
+    slot = (booted_slot(cmdline) if cmdline is not None else None) or firmware()
     try:
         return wire.SystemVersion(slot=slot, version=fields.get("VERSION", ""), sbom_sha256=sbom)
     except ValidationError:
@@ -95,8 +113,10 @@ def _read(path: Path) -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def read_system_version(release: Path = RELEASE_FILE, cmdline: Path = CMDLINE_FILE) -> wire.SystemVersion | None:
+def read_system_version(
+    release: Path = RELEASE_FILE, cmdline: Path = CMDLINE_FILE, dt_dir: Path = DEFAULT_DT
+) -> wire.SystemVersion | None:
     """:func:`system_version` of the files at ``release`` and ``cmdline`` (unreadable: as if absent), read once per
     process and paths: both are fixed for a boot (the release file on the slot's read-only root, the kernel's command
     line), so a heartbeat costs no read and a malformed file is logged once."""
-    return system_version(_read(release), _read(cmdline))
+    return system_version(_read(release), _read(cmdline), lambda: firmware_slot(dt_dir))

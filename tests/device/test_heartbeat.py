@@ -190,3 +190,26 @@ def test_heartbeats_reach_the_server_over_tls(tmp_path):
         assert -3700 < latest["clock_skew_s"] < -3500  # the device's clock is an hour behind: the server sees it
     finally:
         server.stop()
+
+
+def test_the_slot_comes_from_the_firmware_when_the_command_line_names_none(tmp_path):
+    release = tmp_path / "system-release"
+    release.write_text("VERSION=2026.12.1\n")
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=serial0,115200 root=/dev/disk/by-slot/active/system ro rootwait\n")  # image-rota's
+    dt = tmp_path / "bootloader"
+    dt.mkdir()
+    (dt / "partition").write_bytes((3).to_bytes(4, "big"))  # boot_b
+    system_version.read_system_version.cache_clear()
+    assert system_version.read_system_version(release, cmdline, dt) == wire.SystemVersion(slot="B", version="2026.12.1")
+    (dt / "partition").write_bytes((2).to_bytes(4, "big"))
+    system_version.read_system_version.cache_clear()
+    assert system_version.read_system_version(release, cmdline, dt).slot == "A"
+    cmdline.write_text("root=PARTLABEL=system_b rauc.slot=B\n")  # the command line, when it says, wins
+    system_version.read_system_version.cache_clear()
+    assert system_version.read_system_version(release, cmdline, dt).slot == "B"
+    (dt / "partition").unlink()
+    cmdline.write_text("root=/dev/vda ro\n")  # not a Pi: no slot, the version still reported
+    system_version.read_system_version.cache_clear()
+    assert system_version.read_system_version(release, cmdline, dt) == wire.SystemVersion(version="2026.12.1")
+    system_version.read_system_version.cache_clear()
