@@ -1,6 +1,8 @@
 """A parsed JWS verified once (:meth:`wardsight.wire.Signed.verify`), as the server does off its event loop: the
 success is kept for that key object only, a failure is not kept, and the verdicts stay those of a fresh check."""
 
+import dataclasses
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -32,3 +34,13 @@ def test_a_tampered_token_parsed_again_is_checked_again():
     forged = wire.sign_event(event_for("cam-1", room="elsewhere"), key).split(".")[1]
     with pytest.raises(wire.SignatureError):
         wire.check_event(wire.parse_signed(f"{head}.{forged}.{signature}", wire.EVENT_TYP), lambda kid: public)
+
+
+def test_a_copy_with_other_bytes_does_not_inherit_the_kept_success():
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    signed = wire.parse_signed(wire.sign_event(event_for("cam-1"), key), wire.EVENT_TYP)
+    signed.verify(public)
+    forged = dataclasses.replace(signed, payload=b'{"forged": 1}', signing_input=b"x.y")
+    with pytest.raises(wire.SignatureError):
+        forged.verify(public)

@@ -821,7 +821,7 @@ class Signed:
     signing_input: bytes
     payload: bytes
     signature: bytes
-    _verified_by: list[Ed25519PublicKey] = field(default_factory=list, compare=False, repr=False)
+    _verified_by: list[Ed25519PublicKey] = field(default_factory=list, init=False, compare=False, repr=False)
 
     def verify(self, key: Ed25519PublicKey) -> None:
         """SignatureError unless the signature verifies with ``key`` (this very key object: a success is kept, so a

@@ -140,6 +140,21 @@ def _verify_quietly(signed: list[wire.Signed], key: wire.Ed25519PublicKey) -> No
             each.verify(key)
 
 
+# What the decision read from the device's row that an operator or the device can change meanwhile.
+_DECIDED_BY = ("status", "credential_id", "public_key")
+
+
+def _still_as_decided(request: web.Request, row: dict) -> None:
+    """Inside the write: the device's row still says what the decision read (the signature checks ran off the event
+    loop in between, and a revocation, quarantine, renewal or key rotation may have been committed since): 503 if
+    not (retryable: the device sends it again and it is decided afresh)."""
+    now_row = request.app[DB_KEY].get_device(row["id"])
+    if now_row is None or any(now_row[k] != row[k] for k in _DECIDED_BY):
+        raise RejectedError(
+            503, "the device's record changed while the request was checked: send it again", code="device_changed"
+        )
+
+
 def _remember(request: web.Request, verdict: deviceauth.Verdict, now: float) -> bool:
     """Inside the request's transaction: record the proof's id (False: a replay) and, if new, the sign of life."""
     db = request.app[DB_KEY]
@@ -201,8 +216,11 @@ async def authenticated(
             return False, None, None
         try:
             with undo_on_error(conn):
+                _still_as_decided(request, row)
                 return True, write(_accepted(request, verdict, row, now)), None
         except Exception as exc:  # re-raised below, once the proof's id is committed
+            if not conn.in_transaction:  # SQLite ended the whole transaction (e.g. a full disk): the batch fails
+                raise
             return True, None, exc
 
     now = request.app[CLOCK_KEY]()

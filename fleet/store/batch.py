@@ -102,10 +102,12 @@ class GroupCommit:
         try:
             with transaction(self._conn) as conn:
                 outcomes = [_attempt(conn, fn) for fn, _ in queue]
-        except Exception as exc:  # the commit failed, or SQLite ended the transaction itself: nothing was stored
+        except BaseException as exc:  # the commit failed, or SQLite ended the transaction itself: nothing was stored
             for _, future in queue:
                 if not future.done():
-                    future.set_exception(_copy(exc))
+                    future.set_exception(_copy(exc) if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
             return
         self.commits += 1
         self.writes += len(queue)

@@ -77,8 +77,12 @@ def offer_for(spec: RolloutSpec, state: RolloutState, device_id: str, now: float
     if dev.reverting:
         version = spec.revert_version(device_id)
         assert version is not None  # rollback() refuses to revert a device without one
+        try:
+            target = spec.target_of(version)
+        except ValueError:  # a version no target can name (a system version with "+build"): no offer, not a 500
+            return None
         return wire.UpdateOffer(rollout_id=spec.rollout_id, model=spec.model, version=version,
-                                target=spec.target_of(version), kind=spec.kind,
+                                target=target, kind=spec.kind,
                                 rollback=spec.kind == "system")  # fmt: skip
     start, end = spec.window.current_or_next(now) if spec.window is not None else (None, None)
     return wire.UpdateOffer(

@@ -108,6 +108,14 @@ def _check_version(db: Database, body: NewRollout, target_check: TargetCheck) ->
     return known
 
 
+def _publishable(compatible: str, version: str) -> bool:
+    try:
+        wire.system_target_path(compatible, version)
+    except ValueError:
+        return False
+    return True
+
+
 def _selected(db: Database, body: NewRollout, rollout_id: str) -> tuple[list[str], dict[str, str]]:
     """The devices the rollout takes and the version each runs now (a system rollout takes only devices that report
     their system version: an agent on an image without one cannot take system updates)."""
@@ -122,7 +130,11 @@ def _selected(db: Database, body: NewRollout, rollout_id: str) -> tuple[list[str
         raise RolloutRefusedError(400, f"no active device matches the selector{unless}")
     if body.kind == "system":
         chosen = set(selected)
-        return selected, {d.id: d.system_version for d in infos if d.id in chosen and d.system_version is not None}
+        return selected, {
+            d.id: d.system_version
+            for d in infos
+            if d.id in chosen and d.system_version is not None and _publishable(body.model, d.system_version)
+        }  # (a version no bundle can carry, e.g. with "+build", is no rollback target: the rollout's previous one is)
     return selected, store.running_versions(db, selected, body.model)
 
 

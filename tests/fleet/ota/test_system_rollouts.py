@@ -290,3 +290,22 @@ def test_bundle_files_are_checked_for_a_signature_before_they_are_stored(tmp_pat
     shutil.copyfile(good, tmp_path / "x")
     with pytest.raises(bundles.BundleError, match="not a RAUC compatible"):
         bundles.inspect_bundle(tmp_path / "x", "Not A Board", "1.1.0")
+
+
+async def test_a_running_version_no_bundle_can_name_is_no_rollback_target_and_polls_keep_working(
+    client, db_path, clock
+):
+    [device] = (await enroll(client, db_path, clock, {"3B-12": "3B"})).values()
+    await heartbeat(device, clock, "1.0.0+b1")  # a version the image may report but no bundle target can name
+    operator = api_headers(client, "operator")
+    system = await (await client.post(ROLLOUTS, json=body(), headers=operator)).json()
+    offer = await raw_poll(device, SYSTEM_POLL)
+    for state in ("installed", "rebooting", "activated", "healthy"):
+        await send(device, offer, state)
+    tick_now(client)
+    resp = await client.post(f"{ROLLOUTS}/{system['id']}/rollback", json={"reason": "CVE found"}, headers=operator)
+    assert resp.status == 200, await resp.text()
+    offer = await raw_poll(device, SYSTEM_POLL)  # the rollout's previous version, not the one the device reported
+    assert (offer["version"], offer["target"], offer["rollback"]) == ("1.0.0", f"system/{BOARD}/1.0.0.raucb", True)
+    jobs = await device.send("GET", "/api/v1/device/jobs")
+    assert jobs.status == 200, await jobs.text()

@@ -101,7 +101,24 @@ async def test_a_batch_waits_for_writes_on_their_way_then_commits_at_once(tmp_pa
             await asyncio.sleep(30)
 
     late = asyncio.ensure_future(stuck())
+    await asyncio.sleep(0)  # (it is now on its way)
     assert await asyncio.wait_for(group.write(insert(3)), 5) == 3  # max_wait bounds the wait for a slow one
     late.cancel()
     assert stored(db.conn) == [1, 2, 3]
+    db.conn.close()
+
+
+@pytest.mark.sqlite_only
+async def test_a_full_batch_commits_at_once_and_a_cancelled_caller_s_write_is_stored(tmp_path):
+    db = open_database(tmp_path / "fleet.db")
+    db.conn.execute("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)")
+    group = GroupCommit(db.conn, max_batch=3, max_wait=30.0)
+    with group.coming():  # (a slow one on its way: only a full batch commits before it arrives)
+        waiting = [group.submit(insert(x)) for x in range(3)]
+        assert [f.result() for f in waiting] == [0, 1, 2] and (group.commits, group.writes) == (1, 3)
+        cancelled = asyncio.ensure_future(group.write(insert(7)))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+    await asyncio.sleep(0.05)
+    assert stored(db.conn) == [0, 1, 2, 7]  # (its caller gone, the write it queued is committed all the same)
     db.conn.close()
