@@ -32,8 +32,9 @@ class FleetChannel:
     def __init__(self, client: FleetClient) -> None:
         self.client = client
 
-    def poll(self) -> wire.UpdateOffer | None:
-        reply = self.client.request("GET", wire.UPDATE_PATH)
+    def poll(self, *, system: bool = False) -> wire.UpdateOffer | None:
+        """The device's offer (``system``: of either kind, as an agent that takes system updates asks)."""
+        reply = self.client.request("GET", wire.UPDATE_PATH, query=wire.SYSTEM_POLL_QUERY if system else "")
         if reply.status == 204:
             return None
         if reply.status != 200:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from pydantic import ValidationError
 from tuf.api.metadata import TargetFile
 
 from firmware.ota.channel import ChannelError, FleetChannel, UpdateChannel
@@ -360,28 +359,17 @@ class SystemAwareChannel(FleetChannel):
         super().__init__(client)
         self.system = system
 
-    def poll(self) -> wire.UpdateOffer | None:
-        offer = self.poll_any()
+    def poll(self, *, system: bool = True) -> wire.UpdateOffer | None:
+        offer = super().poll(system=True)
         if offer is not None and offer.kind == "system":
             self.system.take(offer)
             return None
         return offer
 
-    def poll_any(self) -> wire.UpdateOffer | None:
-        return poll_offer(self.client)
-
 
 def poll_offer(client: FleetClient) -> wire.UpdateOffer | None:
     """The device's one offer, of either kind (``GET /api/v1/device/update?system=1``)."""
-    reply = client.request("GET", wire.UPDATE_PATH, query=wire.SYSTEM_POLL_QUERY)
-    if reply.status == 204:
-        return None
-    if reply.status != 200:
-        raise ChannelError(f"update poll answered HTTP {reply.status}: {reply.error}")
-    try:
-        return wire.UpdateOffer.model_validate(reply.body)
-    except ValidationError as exc:
-        raise ChannelError(f"the server's update offer is malformed: {exc.error_count()} errors") from None
+    return FleetChannel(client).poll(system=True)
 
 
 def bundle_downloader(device_dir: Path, context: ssl.SSLContext | None, timeout: float = 30.0) -> BundleDownloader:

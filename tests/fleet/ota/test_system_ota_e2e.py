@@ -25,7 +25,7 @@ from firmware.identity import IdentityStore, tls_context
 from firmware.jobs.hooks import SelfTestOutcome
 from firmware.ota.channel import FleetChannel
 from firmware.ota.rauc import Rauc
-from firmware.ota.system_client import SystemAwareChannel, SystemClient, bundle_downloader
+from firmware.ota.system_client import SystemAwareChannel, SystemClient, bundle_downloader, poll_offer
 from firmware.ota.system_update import SystemUpdater
 from firmware.ota.tufclient import TufClient
 from fleet.accounts import service as operators
@@ -233,7 +233,7 @@ def test_the_client_needs_no_model_manager_to_poll(hospital, fake, tmp_path):
     publish_bundle(bundle, hospital.keys, hospital.api, read=functools.partial(read_manifest, rauc=fake.command))
     start_rollout(hospital.api, BOARD, "1.1.0", {"room": ROOM}, kind="system")
     system, channel = board.agent()
-    system.own_poll = channel.poll_any
+    system.own_poll = functools.partial(poll_offer, channel.client)
     assert system.step() == "installing" and board.reboots == ["tryboot"]
 
 
