@@ -13,6 +13,9 @@
   the same ``cmdline.txt`` in both slots): the boot partition the Raspberry Pi firmware booted (its device-tree node,
   as the tryboot backend reads it) names the slot; off a Pi (the twin's ``root=/dev/vda``) there is no slot.
 
+- The board: ``[system] compatible`` of RAUC's ``/etc/rauc/system.conf`` (``wardsight-rpi4``, ``wardsight-rpi5``), so
+  the server offers a system bundle only to the devices it fits.
+
 :func:`system_version` is pure (texts in, a :class:`wardsight.wire.SystemVersion` or None out);
 :func:`read_system_version` reads the two files. No release file, or no valid ``VERSION``: None (the heartbeat omits
 the field); a malformed ``SBOM_SHA256`` alone leaves out only the digest. Nothing here raises.
@@ -20,6 +23,7 @@ the field); a malformed ``SBOM_SHA256`` alone leaves out only the digest. Nothin
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import functools
 import logging
@@ -36,6 +40,7 @@ from wardsight import wire
 log = logging.getLogger("wardsight.device.system_version")
 
 RELEASE_FILE = Path("/etc/wardsight/system-release")
+RAUC_CONF = Path("/etc/rauc/system.conf")  # its [system] compatible names the board (which bundles fit)
 CMDLINE_FILE = Path("/proc/cmdline")
 MAX_RELEASE_BYTES = 4096  # a few lines; a larger file is not ours
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -84,8 +89,22 @@ def firmware_slot(dt_dir: Path = DEFAULT_DT, slots: SlotTable = IMAGE_ROTA_SLOTS
     return pair.bootname if pair is not None else None
 
 
+def rauc_compatible(system_conf: str | None) -> str | None:
+    """``[system] compatible`` of RAUC's ``system.conf`` text; None when absent or unreadable."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(system_conf or "")
+    except configparser.Error:
+        return None
+    value = parser.get("system", "compatible", fallback=None)
+    return value.strip() if value and re.fullmatch(wire.SYSTEM_COMPATIBLE_PATTERN, value.strip()) else None
+
+
 def system_version(
-    release: str | None, cmdline: str | None, firmware: Callable[[], str | None] = lambda: None
+    release: str | None,
+    cmdline: str | None,
+    firmware: Callable[[], str | None] = lambda: None,
+    system_conf: str | None = None,
 ) -> wire.SystemVersion | None:
     """What the heartbeat says of the system, from the release file's text and the kernel command line (either None:
     not readable), else the slot the firmware says it booted (``firmware``)."""
@@ -98,7 +117,9 @@ def system_version(
         sbom = None
     slot = (booted_slot(cmdline) if cmdline is not None else None) or firmware()
     try:
-        return wire.SystemVersion(slot=slot, version=fields.get("VERSION", ""), sbom_sha256=sbom)
+        return wire.SystemVersion(
+            slot=slot, version=fields.get("VERSION", ""), sbom_sha256=sbom, compatible=rauc_compatible(system_conf)
+        )
     except ValidationError:
         log.warning("the system release file has no valid VERSION; the heartbeat leaves the system out")
         return None
@@ -114,9 +135,9 @@ def _read(path: Path) -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def read_system_version(
-    release: Path = RELEASE_FILE, cmdline: Path = CMDLINE_FILE, dt_dir: Path = DEFAULT_DT
+    release: Path = RELEASE_FILE, cmdline: Path = CMDLINE_FILE, dt_dir: Path = DEFAULT_DT, rauc_conf: Path = RAUC_CONF
 ) -> wire.SystemVersion | None:
     """:func:`system_version` of the files at ``release`` and ``cmdline`` (unreadable: as if absent), read once per
     process and paths: both are fixed for a boot (the release file on the slot's read-only root, the kernel's command
     line), so a heartbeat costs no read and a malformed file is logged once."""
-    return system_version(_read(release), _read(cmdline), lambda: firmware_slot(dt_dir))
+    return system_version(_read(release), _read(cmdline), lambda: firmware_slot(dt_dir), _read(rauc_conf))

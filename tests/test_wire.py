@@ -194,9 +194,13 @@ def test_the_heartbeat_carries_the_system_slot_version_and_sbom_digest_through_j
     sent = health(system=system)
     back = wire.Health.model_validate_json(sent.model_dump_json())
     assert back == sent and back.system == system
-    assert json.loads(sent.model_dump_json())["system"] == {"slot": "B", "version": "2026.12.1", "sbom_sha256": SHA}
+    assert json.loads(sent.model_dump_json())["system"] == {
+        "slot": "B", "version": "2026.12.1", "sbom_sha256": SHA, "compatible": None
+    }
     # Outside an A/B image there is no slot; an image without a digest has none; an older agent says nothing.
-    assert wire.SystemVersion(version="1.0").model_dump() == {"slot": None, "version": "1.0", "sbom_sha256": None}
+    assert wire.SystemVersion(version="1.0").model_dump() == {
+        "slot": None, "version": "1.0", "sbom_sha256": None, "compatible": None
+    }
     assert wire.Health.model_validate_json(health().model_dump_json(exclude={"system"})).system is None
 
 
@@ -216,6 +220,7 @@ def test_the_heartbeat_carries_the_system_slot_version_and_sbom_digest_through_j
         {"sbom_sha256": SHA.upper()},  # lowercase only
         {"sbom_sha256": "g" * 64},
         {"sbom_sha256": ""},
+        {"compatible": "Wardsight RPi5"},  # RAUC's compatible: lowercase letters, digits, dots, dashes
         {"kernel": "6.6.51"},  # closed: no other field
     ],
 )

@@ -286,11 +286,13 @@ PrivacyMode = Literal[
 
 class SystemVersion(_Closed):
     """The system the device booted: its slot (RAUC's bootname, the kernel's ``rauc.slot=``; None outside an A/B
-    image), and from the image's ``/etc/wardsight/system-release`` its version (its RAUC bundle's) and SBOM's sha256."""
+    image), and from the image's ``/etc/wardsight/system-release`` its version (its RAUC bundle's) and SBOM's sha256;
+    RAUC's ``compatible`` (``/etc/rauc/system.conf``: which bundles fit this board)."""
 
     slot: Identifier | None = None
     version: Version
     sbom_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    compatible: Annotated[str, Field(pattern=rf"^{SYSTEM_COMPATIBLE_PATTERN}$")] | None = None  # RAUC's, its board
 
 
 class Health(_Closed):

@@ -60,6 +60,7 @@ LATEST_COLUMNS = (
     "system_slot",
     "system_version",
     "system_sbom_sha256",
+    "system_compatible",
 )
 SAMPLE_COLUMNS = (
     "received_at",
@@ -141,6 +142,7 @@ def _heartbeat_row(health: wire.Health, now: float, previous: tuple[Any, ...] | 
         "system_slot": health.system.slot if health.system else None,
         "system_version": health.system.version if health.system else None,
         "system_sbom_sha256": health.system.sbom_sha256 if health.system else None,
+        "system_compatible": health.system.compatible if health.system else None,
         "pose_ms": next((health.stage_ms[k] for k in POSE_STAGES if k in health.stage_ms), None),
     }
 
@@ -252,7 +254,7 @@ def privacy_modes(db: Database) -> dict[str, str | None]:
     return dict(db.conn.execute("SELECT device_id, privacy_mode FROM health_latest").fetchall())
 
 
-SYSTEM_COLUMNS = ("system_slot", "system_version", "system_sbom_sha256")
+SYSTEM_COLUMNS = ("system_slot", "system_version", "system_sbom_sha256", "system_compatible")
 
 
 def system_of(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -260,7 +262,12 @@ def system_of(row: dict[str, Any] | None) -> dict[str, Any] | None:
     say (or there is no row)."""
     if row is None or row.get("system_version") is None:
         return None
-    return {"slot": row["system_slot"], "version": row["system_version"], "sbom_sha256": row["system_sbom_sha256"]}
+    return {
+        "slot": row["system_slot"],
+        "version": row["system_version"],
+        "sbom_sha256": row["system_sbom_sha256"],
+        "compatible": row.get("system_compatible"),
+    }
 
 
 def systems(db: Database, device_id: str | None = None) -> dict[str, dict[str, Any] | None]:

@@ -213,3 +213,19 @@ def test_the_slot_comes_from_the_firmware_when_the_command_line_names_none(tmp_p
     system_version.read_system_version.cache_clear()
     assert system_version.read_system_version(release, cmdline, dt) == wire.SystemVersion(version="2026.12.1")
     system_version.read_system_version.cache_clear()
+
+
+def test_the_board_comes_from_rauc_s_system_conf(tmp_path):
+    release = tmp_path / "system-release"
+    release.write_text("VERSION=2026.12.1\n")
+    conf = tmp_path / "system.conf"
+    conf.write_text("[system]\ncompatible=wardsight-rpi5\nbootloader=custom\n\n[slot.rootfs.0]\ndevice=/dev/x\n")
+    missing = tmp_path / "none"
+    system_version.read_system_version.cache_clear()
+    assert system_version.read_system_version(release, missing, missing, conf).compatible == "wardsight-rpi5"
+    conf.write_text("[system]\ncompatible=Not A Board!\n")
+    system_version.read_system_version.cache_clear()
+    assert system_version.read_system_version(release, missing, missing, conf).compatible is None
+    system_version.read_system_version.cache_clear()
+    assert system_version.read_system_version(release, missing, missing, missing).compatible is None  # no RAUC
+    system_version.read_system_version.cache_clear()

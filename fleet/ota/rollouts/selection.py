@@ -20,6 +20,7 @@ class DeviceInfo:
     status: str = "active"
     tags: tuple[str, ...] = ()
     system_version: str | None = None  # the system image's version its latest heartbeat reports (None: not reported)
+    system_compatible: str | None = None  # RAUC's compatible (its board) its latest heartbeat reports
 
 
 @dataclass(frozen=True)

@@ -122,8 +122,8 @@ def _selected(db: Database, body: NewRollout, rollout_id: str) -> tuple[list[str
     sel = body.selector
     selector = Selector(sel.site, sel.ward, sel.room, tuple(sel.tags), sel.percent, sel.system_version)
     infos = store.device_infos(db)
-    if body.kind == "system":
-        infos = [d for d in infos if d.system_version is not None]
+    if body.kind == "system":  # devices that report a system, on this bundle's board (an older agent's: unknown)
+        infos = [d for d in infos if d.system_version is not None and d.system_compatible in (None, body.model)]
     selected = select_devices(infos, selector, rollout_id)
     if not selected:
         unless = " and reports its system version" if body.kind == "system" else ""

@@ -170,10 +170,12 @@ def insert_report(db: Database, device_id: str, report: wire.UpdateReport, now: 
 
 
 def device_infos(db: Database) -> list[DeviceInfo]:
-    """Every device's room, site, ward, status, tags and the system version its latest heartbeat reports."""
+    """Every device's room, site, ward, status, tags and the system (version, RAUC compatible) its latest heartbeat
+    reports."""
     out = []
     for row in db.query(
-        "SELECT d.id, d.site, d.ward, d.room, d.status, d.tags, h.system_version FROM devices d"
+        "SELECT d.id, d.site, d.ward, d.room, d.status, d.tags, h.system_version, h.system_compatible"
+        " FROM devices d"
         " LEFT JOIN health_latest h ON h.device_id = d.id"
     ):
         try:
@@ -189,6 +191,7 @@ def device_infos(db: Database) -> list[DeviceInfo]:
                 status=row["status"] or "active",
                 tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
                 system_version=row["system_version"],
+                system_compatible=row["system_compatible"],
             )
         )
     return out

@@ -93,11 +93,11 @@ async def test_each_device_shows_the_system_it_last_reported_and_the_fleet_filte
     await send(agent, health_of(agent, clock), exclude={"system"})
     headers = api_headers(client, "viewer")
 
-    on_new = {"slot": "B", "version": "2026.12.1", "sbom_sha256": SHA_2}
+    on_new = {"slot": "B", "version": "2026.12.1", "sbom_sha256": SHA_2, "compatible": None}
     everyone = {
         "cam-new-a": on_new,
         "cam-new-b": {**on_new, "slot": "A"},
-        "cam-old": {"slot": "A", "version": "2026.11.0", "sbom_sha256": SHA_1},
+        "cam-old": {"slot": "A", "version": "2026.11.0", "sbom_sha256": SHA_1, "compatible": None},
         "cam-agent": None,
         "cam-silent": None,
     }
@@ -178,7 +178,7 @@ async def test_a_heartbeat_with_a_malformed_system_is_refused_and_nothing_change
     assert resp.status == 400
     assert "system" in (await resp.json())["error"]
     got = await get_json(client, f"/api/v1/devices/{device.device_id}", api_headers(client, "viewer"))
-    assert got["system"] == {"slot": "B", "version": "1.0", "sbom_sha256": None}
+    assert got["system"] == {"slot": "B", "version": "1.0", "sbom_sha256": None, "compatible": None}
 
 
 @pytest.mark.sqlite_only  # starts from an old SQLite file

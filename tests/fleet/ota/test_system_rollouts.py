@@ -84,8 +84,10 @@ async def client(aiohttp_client, config, clock, tmp_path):  # noqa: F811
     return client
 
 
-async def heartbeat(device, clock, version):
-    system = SystemReadings(system=None if version is None else wire.SystemVersion(slot="A", version=version))
+async def heartbeat(device, clock, version, compatible=None):
+    system = SystemReadings(
+        system=None if version is None else wire.SystemVersion(slot="A", version=version, compatible=compatible)
+    )
     health = build_health(device.device_id, agent_readings(), system, uptime_s=60.0, sent_at=clock.now)
     resp = await device.send("POST", wire.HEARTBEAT_PATH, health.model_dump_json().encode(), "application/json")
     assert resp.status == 200, await resp.text()
@@ -309,3 +311,17 @@ async def test_a_running_version_no_bundle_can_name_is_no_rollback_target_and_po
     assert (offer["version"], offer["target"], offer["rollback"]) == ("1.0.0", f"system/{BOARD}/1.0.0.raucb", True)
     jobs = await device.send("GET", "/api/v1/device/jobs")
     assert jobs.status == 200, await jobs.text()
+
+
+async def test_a_system_rollout_takes_only_the_devices_of_its_bundle_s_board(client, db_path, clock):
+    devices = await enroll(client, db_path, clock, {"3B-12": "3B", "3B-14": "3B", "3B-15": "3B"})
+    pi5, pi4, unknown = devices["3B-12"], devices["3B-14"], devices["3B-15"]
+    await heartbeat(pi5, clock, "1.0.0", compatible=BOARD)
+    await heartbeat(pi4, clock, "1.0.0", compatible="wardsight-rpi4")
+    await heartbeat(unknown, clock, "1.0.0")  # an agent that does not say its board: offered, RAUC judges
+    operator = api_headers(client, "operator")
+    resp = await client.post(ROLLOUTS, json=body(), headers=operator)
+    assert resp.status == 201, await resp.text()
+    shown = await view(client, operator, (await resp.json())["id"])
+    assert {row["device_id"] for row in shown["devices"]} == {pi5.device_id, unknown.device_id}
+    assert await raw_poll(pi4, SYSTEM_POLL) is None
