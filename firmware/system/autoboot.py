@@ -11,7 +11,8 @@ The firmware reads ``autoboot.txt`` from the first partition (at most 512 bytes;
 
 Anything else (another section or setting, a section twice, a partition that is no slot's boot partition) is an
 :class:`AutobootError`, never rewritten on a guess. :func:`parse_autoboot` and :func:`render_autoboot` are pure;
-:func:`write_autoboot` replaces the file so that a power cut at any point leaves the old or the new one.
+:func:`write_autoboot` replaces the file so that a power cut leaves, as far as FAT allows, the old or the new one
+(FAT is not journalled: a rename over a file is not atomic on disk; see the function).
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def _stale_temporaries(bootfs: Path) -> Iterator[Path]:
 def write_autoboot(
     bootfs: Path, text: str, slots: SlotTable, *, rename: Callable[[str, Path], None] = os.replace
 ) -> None:
-    """Replace ``autoboot.txt`` so that a power cut at any point leaves the old file or the new one: the text is
+    """Replace ``autoboot.txt`` so that a power cut leaves the old file or the new one as far as FAT allows (it has no
+    journal: the rename is best effort, the bench check in images/README.md cuts power during it): the text is
     checked (parsed back) first, written to ``.autoboot.txt.*.tmp`` and synced, renamed over the file, then the
     directory and the file are synced (the directory first: on FAT a cut between the two then tends to leave lost
     clusters rather than two names on one cluster chain) and the file is read back. A temporary file an earlier cut left
