@@ -15,7 +15,6 @@ that lists it is signed and sent (:func:`signing.metadata.resign_targets`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import urllib.parse
@@ -30,6 +29,7 @@ from signing.client import Server, parse_json
 from signing.errors import OtaCliError
 from signing.metadata import Signing, resign_targets
 from wardsight import wire
+from wardsight.modelpkg import file_sha256 as sha256_file
 
 UPLOAD_PATH = "/api/v1/system-bundles"
 RaucRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -79,14 +79,6 @@ def bundle_manifest(
         if given is not None and given != have:
             raise OtaCliError(f"the bundle's {what} is '{have}', not '{given}'")
     return found
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundle_target_info(bundle: Path, manifest: BundleManifest, sbom_sha256: str | None = None) -> TargetFile:

@@ -10,7 +10,6 @@ RAUC's bundle.c reads it) and is streamed, never read into memory whole.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from fleet.ota.repository.metadata import Repository
 from fleet.store.connection import Database
 from fleet.store.schema import transaction
 from wardsight import wire
+from wardsight.modelpkg import file_sha256 as sha256_file
 
 MAX_BUNDLE_BYTES = 8 * 1024**3  # a whole system slot (RAUC's own limit is the slot's size)
 MAX_DEVICES_LISTED = 100
@@ -40,14 +40,6 @@ class BundleInfo:
     target: str
     length: int
     sha256: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inspect_bundle(path: Path, compatible: str, version: str) -> BundleInfo:
