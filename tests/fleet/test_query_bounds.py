@@ -95,7 +95,10 @@ _HELPER_CALL = re.compile(r"\b(?:query_\w+|_choice)\(\s*request\s*,\s*\"([A-Za-z
 _QUERY_READ = re.compile(r"request\.query(?:\.get\(|\[)\s*\"([A-Za-z_][A-Za-z0-9_]*)\"")
 _PARAM_SET = re.compile(r"_PARAMS\s*=\s*frozenset\(\{([^}]*)\}\)|check_query_params\([^)]*frozenset\(\{([^}]*)\}\)")
 # What the source scan cannot see (a name held in a constant).
-EXTRA_PARAMS = {"/api/v1/device/jobs": {wire.UPDATE_HINT_FIELD, "wait"}}
+EXTRA_PARAMS = {
+    "/api/v1/device/jobs": {wire.UPDATE_HINT_FIELD, "wait"},
+    wire.UPDATE_PATH: {wire.SYSTEM_POLL_QUERY.partition("=")[0]},  # ?system=1: an agent that takes system updates
+}
 
 
 def params_read_by(handler: object) -> set[str]:

@@ -104,7 +104,7 @@ def test_the_venv_lives_at_opt_and_sees_the_system_packages(quick_deb: Path, tmp
     venv = extract(quick_deb, tmp_path)
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
     assert (venv / "bin/wardsight").read_text().startswith("#!/opt/wardsight/venv/bin/python")
-    leftovers = subprocess.run(["grep", "-rlI", "wardsight-deb.", venv], capture_output=True, text=True, check=False)
+    leftovers = subprocess.run(["grep", "-rlIF", "wardsight-deb.", venv], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""  # no path of the build directory left anywhere
     code = "import importlib.metadata as m, sys; print(m.version('wardsight')); print(sys.path)"
     done = subprocess.run([venv / "bin/python", "-c", code], capture_output=True, text=True, check=True)
