@@ -27,7 +27,7 @@ from tuf.api.metadata import TargetFile, Targets
 
 from signing.client import Server, parse_json
 from signing.errors import OtaCliError
-from signing.metadata import Signing, resign_targets
+from signing.metadata import Signing, publish_staged, resign_targets
 from wardsight import wire
 from wardsight.modelpkg import file_sha256 as sha256_file
 
@@ -120,18 +120,7 @@ def publish_bundle(
     """Upload ``bundle`` and publish it: targets metadata listing it, signed with the offline targets key."""
     manifest = bundle_manifest(bundle, compatible, version, read)
     info = bundle_target_info(bundle, manifest, sbom_sha256)
-    staged = upload_bundle(bundle, manifest, server)
-    if (staged.get("length"), staged.get("sha256")) != (info.length, info.hashes["sha256"]):
-        raise OtaCliError(f"the server stored {info.path} with another length/sha256 than the local file")
-
-    def add(targets: Targets) -> None:
-        listed = targets.targets.get(info.path)
-        if listed is not None:
-            same = (listed.length, listed.hashes) == (info.length, info.hashes)
-            raise OtaCliError(f"{info.path} is already published" + ("" if same else " with other contents"))
-        targets.targets[info.path] = info
-
-    summary = resign_targets(keys, server, add, **signing)
+    summary = publish_staged(info, upload_bundle(bundle, manifest, server), keys, server, **signing)
     return {**summary, "target": info.path, "compatible": manifest.compatible, "version": manifest.version}
 
 

@@ -158,7 +158,14 @@ def resign_targets(
 def publish(package: Path, keys: Path, server: Server, **signing: Unpack[Signing]) -> dict[str, Any]:
     """Upload ``package`` and publish it: targets metadata listing it, signed with the offline targets key."""
     info = target_info(package)
-    staged = upload_package(package, server)
+    return publish_staged(info, upload_package(package, server), keys, server, **signing)
+
+
+def publish_staged(
+    info: TargetFile, staged: dict[str, Any], keys: Path, server: Server, **signing: Unpack[Signing]
+) -> dict[str, Any]:
+    """List ``info`` (a file the server just ``staged``, as its upload answered) in the targets metadata, signed with
+    the offline targets key; refused if the server stored other bytes or the path is already published."""
     if (staged.get("length"), staged.get("sha256")) != (info.length, info.hashes["sha256"]):
         raise OtaCliError(f"the server stored {info.path} with another length/sha256 than the local file")
 
