@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from accelerators.catalog import get_model
 from firmware.agent import Agent, AgentStats, EventStamper
@@ -251,7 +252,9 @@ class DeviceRuntime:
             path, build = self.store.require(get_model(self.config.model).artifact), selftest.factory_build()
         else:
             path, build = choice.path, choice.record.build
-        result = selftest.run_selftest(path, build)
+        gates = self.config.updates
+        result = selftest.run_selftest(path, build, timeout=gates.selftest_timeout,
+                                       max_invoke_seconds=gates.max_invoke_seconds)  # fmt: skip
         return SelfTestOutcome(result.ok, result.reason, result.detail)
 
     def health(self) -> wire.Health:
@@ -288,9 +291,15 @@ class DeviceRuntime:
             restart=self.request_restart,
             frames=lambda: FrameCounts(source.stats.captured, agent.stats.processed, agent.stats.failed),
             server_now=client.server_now,
-            settings=OtaSettings(backend=self.pose.kind, threads=self.config.threads),
+            settings=self._ota_settings(backend=self.pose.kind, threads=self.config.threads),
             target=lambda: target_of(self.backend),  # after a fallback to the CPU: the CPU build
         ).start()
+
+    def _ota_settings(self, **more: Any) -> OtaSettings:
+        """The update loops' settings with this device's gates (device.toml ``[updates]``)."""
+        g = self.config.updates
+        return OtaSettings(health_frames=g.health_frames, health_seconds=g.health_seconds,
+                           selftest_timeout=g.selftest_timeout, max_invoke_seconds=g.max_invoke_seconds, **more)
 
     def _frames(self) -> FrameCounts:
         return FrameCounts(self.source.stats.captured, self.agent.stats.processed, self.agent.stats.failed)
@@ -302,7 +311,7 @@ class DeviceRuntime:
             log.info("system updates over the air are off on this device (%s)",
                      "no RAUC" if self.rauc is None else "no OTA root")  # fmt: skip
             return None
-        s = OtaSettings()
+        s = self._ota_settings()
         check = HealthCheck(self._frames, need=s.health_frames, within=s.health_seconds, max_failed=s.health_max_failed)
         check.start()
         release = read_system_version

@@ -318,6 +318,16 @@ class AcceleratorSettings(StrictModel):
     )
 
 
+class UpdateGates(StrictModel):
+    """What a new model or system must show before the device keeps it (the self-test, the trial's health check).
+    The defaults suit a Raspberry Pi 4/5 on its CPU; a slower device (a heavy model, an emulated one) needs longer."""
+
+    health_frames: Annotated[int, Field(ge=1, le=10000, description="Frames a trial must process.")] = 30
+    health_seconds: Annotated[float, Field(gt=0, le=86400, description="... within this (s).")] = 120.0
+    selftest_timeout: Annotated[float, Field(gt=0, le=3600, description="The self-test's time limit (s).")] = 90.0
+    max_invoke_seconds: Annotated[float, Field(gt=0, le=600, description="Slowest self-test inference (s).")] = 5.0
+
+
 class DeviceConfig(StrictModel):
     name: Identifier = Field(default_factory=default_name)
     server_url: str = Field("http://127.0.0.1:8765", description="Fleet server base URL.")
@@ -335,6 +345,7 @@ class DeviceConfig(StrictModel):
     mask: MaskSettings = Field(default_factory=MaskSettings)
     hand_hygiene: HygieneSettings = Field(default_factory=HygieneSettings)
     heartbeat_seconds: Annotated[float, Field(ge=0.05, le=3600, description="Health report interval.")] = 30.0
+    updates: UpdateGates = Field(default_factory=UpdateGates)
     reboot_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=32)] = Field(
         default_factory=lambda: list(DEFAULT_REBOOT_COMMAND),
         description="What a reboot job runs (program and arguments, no shell). Local to the device: a pushed"

@@ -132,11 +132,14 @@ def config_env(config: Path, layers: list[Layer]) -> dict[str, str]:
 def select(
     config: Path, layer_dir: Path, twin_layer: Path | None, extra: list[str]
 ) -> tuple[list[Layer], list[str]]:
-    """The twin's layers in build order (then ``twin_layer``), and a note per config layer it does not take."""
+    """The twin's layers in build order, then ``twin_layer``, then the ``extra`` names that are twin variants
+    (a layer beside ``twin_layer``, e.g. ``wardsight-twin-ab``); and a note per config layer it does not take."""
     names, _ = config_layers(config)
-    notes, chosen = [], []
+    notes, chosen, after = [], [], []
     for name in [*names, *extra]:
-        if name in TWIN_SKIPS:
+        if twin_layer is not None and (twin_layer.parent / f"{name}.yaml").is_file():
+            after.append(read_layer(twin_layer.parent / f"{name}.yaml"))  # a twin variant: after the twin layer
+        elif name in TWIN_SKIPS:
             notes.append(f"{name}: skipped (accelerator hardware and the Raspberry Pi archive)")
         elif (layer_dir / f"{name}.yaml").is_file():
             found = read_layer(layer_dir / f"{name}.yaml")
@@ -148,7 +151,7 @@ def select(
             stand_in = f"stood in for by {twin_layer.name}" if twin_layer is not None else "not built here"
             notes.append(f"{name}: upstream rpi-image-gen layer, {stand_in} (Debian's base instead)")
     ordered = _order(chosen)
-    return [*ordered, read_layer(twin_layer)] if twin_layer is not None else ordered, notes
+    return [*ordered, read_layer(twin_layer), *after] if twin_layer is not None else ordered, notes
 
 
 def _order(layers: list[Layer]) -> list[Layer]:
