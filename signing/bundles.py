@@ -7,7 +7,9 @@ sha256 computed here from the local file (streamed) and the custom metadata devi
 read from its manifest with ``rauc info --output-format=json`` (``--keyring=`` checks RAUC's signature as the
 devices will; without one, ``--no-verify``); given by hand as well, they must agree. Where this machine has no
 ``rauc``, they must be given: a device compares them with the bundle's manifest (``rauc info`` on the device)
-before installing and refuses a bundle that says otherwise, so a wrong one is refused, never installed.
+before installing and refuses a bundle that says otherwise, so a wrong one is refused, never installed. A version
+with ``+build`` metadata is refused before anything is uploaded (``wardsight.sysversion.RULE``: system versions
+carry none).
 
 The bundle is uploaded first (``POST /api/v1/system-bundles``, streamed from the file), then the targets metadata
 that lists it is signed and sent (:func:`signing.metadata.resign_targets`).
@@ -28,7 +30,7 @@ from tuf.api.metadata import TargetFile, Targets
 from signing.client import Server, parse_json
 from signing.errors import OtaCliError
 from signing.metadata import Signing, publish_staged, resign_targets
-from wardsight import wire
+from wardsight import sysversion, wire
 from wardsight.modelpkg import file_sha256 as sha256_file
 
 UPLOAD_PATH = "/api/v1/system-bundles"
@@ -84,6 +86,7 @@ def bundle_manifest(
 def bundle_target_info(bundle: Path, manifest: BundleManifest, sbom_sha256: str | None = None) -> TargetFile:
     """The TargetFile of a bundle, from the local file (streamed): path, length, sha256 and the custom metadata."""
     try:
+        sysversion.refuse_build_metadata(manifest.version)
         path = wire.system_target_path(manifest.compatible, manifest.version)
     except ValueError as exc:
         raise OtaCliError(str(exc)) from None

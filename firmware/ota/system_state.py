@@ -7,6 +7,7 @@ The phases, in order (:mod:`firmware.ota.system_update` moves between them)::
     installing -> idle ("failed": rauc install failed)
     rebooting -> rebooting (back on the old slot: the new one is tried once more) -> idle ("rolled_back")
     trial -> reverting -> idle ("rolled_back", with the trial's failure)
+    reverting -> reverting (the revert's reboot came back to the new slot: the old one is activated, tried, committed)
 
 Every change is one atomic replacement of the file (temp file, fsync, rename, fsync of the directory), made
 *before* the action it announces, and every action is safe to repeat: a power cut or SIGKILL at any point
@@ -21,7 +22,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from firmware.ota.rauc import BundleInfo, RaucStatus
 from firmware.ota.slotstate import STATE_FILE as SLOTS_STATE_FILE
 from wardsight.paths import write_file_atomically
+from wardsight.sysversion import version_key
 
 log = logging.getLogger("wardsight.device.ota")
 
@@ -45,7 +46,9 @@ ReportState = Literal[
     "deferred", "downloaded", "rejected", "installed", "rebooting", "trial", "healthy", "failed", "rolled_back"
 ]
 Holder = Literal["model", "system"]
-RebootKind = Literal["tryboot", "normal"]  # tryboot: boot the new slot once; normal: the confirmed one
+# tryboot: boot the slot RAUC made primary (the Pi: once, by its one-shot tryboot, while that slot is not the committed
+# one; elsewhere a plain reboot); normal: a plain reboot, into the committed slot.
+RebootKind = Literal["tryboot", "normal"]
 RebootRequester = Callable[[RebootKind], None]
 
 
@@ -161,24 +164,6 @@ def queue(state: SystemState, *reports: SystemReport) -> SystemState:
     return state.model_copy(update={"reports": [*state.reports, *reports][-MAX_REPORTS:]})
 
 
-# ---- versions ------------------------------------------------------------------------------------------------
-
-VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
-
-
-def version_key(version: str) -> tuple[tuple[int, ...], int, str]:
-    """Order of system versions: dotted numbers (``2026.12.1``, ``1.4.0``), a ``-rc1`` pre-release before its
-    release, ``+build`` metadata ignored (as semver, which RAUC's ``min-bundle-version`` follows)."""
-    match = VERSION.match(version)
-    if match is None:
-        raise ValueError(f"'{version}' is not a dotted numeric version")
-    numbers = tuple(int(p) for p in match.group(1).split("."))
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers = numbers[:-1]  # 1.2 == 1.2.0
-    pre = match.group(2)
-    return numbers, (0 if pre else 1), pre or ""
-
-
 # ---- decisions -----------------------------------------------------------------------------------------------
 
 
@@ -229,6 +214,7 @@ Move = Literal[
     "tryboot_again",  # back on the old slot before the new one was confirmed: try the new one once more
     "did_not_boot",  # ... and no tries are left
     "reverted",  # back on the old slot after a failed trial
+    "commit_old",  # ... but by a one-shot boot: the bootloader's next boot is still the new slot's
     "revert_again",  # a revert's reboot came back to the new slot
     "unknown_slot",  # booted neither
 ]
@@ -244,9 +230,17 @@ class SystemUpdateSettings:
     max_attempts: int = 3  # RAUC busy / not answering, per phase
 
 
-def where_now(state: SystemState, booted: str | None, boot_id: str, now: float, settings: SystemUpdateSettings) -> Move:
+def where_now(
+    state: SystemState,
+    booted: str | None,
+    boot_id: str,
+    now: float,
+    settings: SystemUpdateSettings,
+    primary: str | None = None,
+) -> Move:
     """Where a phase that expects a reboot (rebooting, trial, reverting) stands, from the booted slot's name
-    and this boot's id; ``now`` is the monotonic clock (comparable with ``requested_at`` within one boot)."""
+    and this boot's id; ``now`` is the monotonic clock (comparable with ``requested_at`` within one boot);
+    ``primary``: the slot RAUC says the next boot starts (``boot_primary``; None: not known)."""
     to, back = state.to_slot, state.from_slot
     assert to is not None and back is not None, "a phase past 'checked' knows its slots"
     if boot_id == state.boot_id:  # no reboot since it was asked for (or, in a trial, since it began)
@@ -262,9 +256,37 @@ def where_now(state: SystemState, booted: str | None, boot_id: str, now: float, 
         return "revert_again" if state.phase == "reverting" else "trial"
     if booted == back.name:
         if state.phase == "reverting":
-            return "reverted"
+            return "reverted" if primary in (None, back.name) else "commit_old"
         return "tryboot_again" if state.tryboots < settings.max_tryboots else "did_not_boot"
     return "unknown_slot"
+
+
+def deferral(state: SystemState, offer: SystemOffer) -> SystemReport:
+    """The report for ``offer`` while an update is in flight: the same one in progress, or another."""
+    same = state.offer is not None and (state.offer.rollout_id, state.offer.version) == (
+        offer.rollout_id, offer.version)  # fmt: skip
+    why = f"in_progress: {state.phase}" if same else "system_update_in_progress"
+    return SystemReport(offer.rollout_id, "deferred", offer.version, reason=why)
+
+
+def ending(move: Move, state: SystemState, booted: str | None) -> tuple[ReportState, str | None]:
+    """How an update that ends on ``move`` is reported (the updater marks the new slot bad first, whatever it is)."""
+    if move == "give_up":
+        return "failed", "reboot_not_happening: the requested reboot never came"
+    if move == "did_not_boot":
+        return "rolled_back", "new_slot_did_not_boot"
+    if move in ("reverted", "commit_old"):
+        return "rolled_back", state.reason
+    return "failed", f"unexpected_boot_slot: {booted}"
+
+
+def reboot_kind(state: SystemState) -> RebootKind:
+    """The reboot a phase asks for (again): the new slot's one-shot try; a revert's plain reboot into the committed
+    slot, except once a revert came back to the new slot: that one is committed (the Pi: a trial marked good; RAUC
+    refuses to mark it bad) and only a try of the old slot, made primary again, leaves it."""
+    if state.phase == "rebooting" or (state.phase == "reverting" and state.reverts > 0):
+        return "tryboot"
+    return "normal"
 
 
 # ---- the one update at a time ---------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ The caller (the agent's update loop) found the offer, fetched the bundle with re
    reboot from an agent restart by it.
 4. On the new slot (``trial``): the agent's self-test, then its health check; both pass -> ``rauc status
    mark-good booted`` -> ``healthy``. A failure, or an agent that keeps restarting -> ``mark-bad booted`` and a
-   normal reboot into the previous slot -> ``rolled_back`` with the reason (``self_test_failed: ...``).
+   normal reboot into the previous slot -> ``rolled_back`` with the reason (``self_test_failed: ...``). Should
+   that reboot come back to the new slot (committed: a mark-good had landed), the previous slot is made primary
+   again, tried and marked good (:meth:`~SystemUpdater._revert_again`).
 5. Back on the old slot before a trial ended (the new slot did not come up, the watchdog reset the board, power
    was lost: the Pi's tryboot is one-shot) -> the new slot is tried once more, then ``rolled_back``
    (``new_slot_did_not_boot``).
@@ -47,15 +49,18 @@ from firmware.ota.system_state import (
     SystemUpdateSettings,
     UpdateLock,
     busy_reason,
+    deferral,
+    ending,
     judge,
     pending_reason,
     queue,
     read_boot_id,
+    reboot_kind,
     system_dir,
     update_lock,
-    version_key,
     where_now,
 )
+from wardsight.sysversion import version_key
 
 __all__ = ["SystemUpdater", "UpdateLock", "busy_reason", "pending_reason", "update_lock"]
 
@@ -125,11 +130,8 @@ class SystemUpdater:
         """None: fetch and verify the bundle, then :meth:`stage` it. Otherwise the report to send instead (busy,
         or already running that version: nothing to download)."""
         state = self.state
-        if state.phase != "idle":
-            same = state.offer is not None and (state.offer.rollout_id, state.offer.version) == (
-                offer.rollout_id, offer.version)  # fmt: skip
-            why = f"in_progress: {state.phase}" if same else "system_update_in_progress"
-            return SystemReport(offer.rollout_id, "deferred", offer.version, reason=why)
+        if state.in_flight:
+            return deferral(state, offer)
         try:
             running = self._running(self.rauc.status())
             current = running is not None and version_key(running) == version_key(offer.version)
@@ -176,14 +178,9 @@ class SystemUpdater:
 
     def _advance(self, made: list[SystemReport]) -> None:
         handlers: dict[str, Callable[[list[SystemReport]], bool]] = {
-            "downloaded": self._check,
-            "checked": self._begin_install,
-            "installing": self._install,
-            "installed": self._request_tryboot,
-            "rebooting": self._after_reboot,
-            "trial": self._after_reboot,
-            "reverting": self._after_reboot,
-        }
+            "downloaded": self._check, "checked": self._begin_install, "installing": self._install,
+            "installed": self._request_tryboot, **dict.fromkeys(("rebooting", "trial", "reverting"), self._where_now),
+        }  # fmt: skip
         for _ in range(len(handlers) + 2):  # each handler either moves on or waits
             handler = handlers.get(self.state.phase)
             if handler is None or not handler(made):
@@ -263,10 +260,10 @@ class SystemUpdater:
             return None
         return found.bundle_version if found else None
 
-    def _request_tryboot(self, made: list[SystemReport]) -> bool:
+    def _request_tryboot(self, made: list[SystemReport], reason: str | None = None) -> bool:
         state = self.state
         assert state.offer is not None and state.to_slot is not None
-        report = SystemReport(state.offer.rollout_id, "rebooting", state.offer.version, state.to_slot.name)
+        report = SystemReport(state.offer.rollout_id, "rebooting", state.offer.version, state.to_slot.name, reason)
         self._save(report, phase="rebooting", boot_id=self.boot_id(), requested_at=self.clock(), reboot_requests=1,
                    tryboots=state.tryboots + 1)  # fmt: skip
         made.append(report)
@@ -280,7 +277,7 @@ class SystemUpdater:
         except Exception:  # asked again after reboot_timeout
             log.exception("system update: the reboot request failed")
 
-    def _after_reboot(self, made: list[SystemReport]) -> bool:
+    def _where_now(self, made: list[SystemReport]) -> bool:
         try:
             status = self.rauc.status()
         except RaucError as exc:
@@ -288,7 +285,7 @@ class SystemUpdater:
             return False
         booted = status.booted_slot()
         name = booted.name if booted else status.booted
-        move = where_now(self.state, name, self.boot_id(), self.clock(), self.settings)
+        move = where_now(self.state, name, self.boot_id(), self.clock(), self.settings, status.boot_primary)
         return self._move(made, move, name)
 
     def _move(self, made: list[SystemReport], move: Move, booted: str | None) -> bool:
@@ -298,7 +295,7 @@ class SystemUpdater:
             return False
         if move == "reboot_again":
             self._save(requested_at=self.clock(), reboot_requests=state.reboot_requests + 1)
-            self._reboot("tryboot" if state.phase == "rebooting" else "normal")
+            self._reboot(reboot_kind(state))
             return False
         if move == "trial":
             return self._trial(made)
@@ -306,14 +303,10 @@ class SystemUpdater:
             return self._tryboot_again(made)
         if move == "revert_again":
             return self._revert_again(made)
+        if move == "commit_old" and not self._commit_old(made):
+            return False
         self._best_effort(lambda: self.rauc.mark_bad(state.to_slot.name if state.to_slot else "other"))
-        if move == "give_up":
-            return self._end(made, "failed", "reboot_not_happening: the requested reboot never came")
-        if move == "did_not_boot":
-            return self._end(made, "rolled_back", "new_slot_did_not_boot")
-        if move == "reverted":
-            return self._end(made, "rolled_back", state.reason)
-        return self._end(made, "failed", f"unexpected_boot_slot: {booted}")
+        return self._end(made, *ending(move, state, booted))
 
     def _best_effort(self, action: Callable[[], str]) -> None:
         try:
@@ -324,18 +317,12 @@ class SystemUpdater:
     def _tryboot_again(self, made: list[SystemReport]) -> bool:
         """Back on the old slot before a trial ended: arm the new one once more (the cut may not be its fault)."""
         state = self.state
-        assert state.offer is not None and state.to_slot is not None
+        assert state.to_slot is not None
         try:
             self.rauc.mark_active(state.to_slot.name)
         except RaucError as exc:
             return self._end(made, "rolled_back", f"new_slot_did_not_boot; cannot arm it again: {exc.reason}")
-        report = SystemReport(state.offer.rollout_id, "rebooting", state.offer.version, state.to_slot.name,
-                              "tryboot_again")  # fmt: skip
-        self._save(report, phase="rebooting", boot_id=self.boot_id(), requested_at=self.clock(), reboot_requests=1,
-                   tryboots=state.tryboots + 1)  # fmt: skip
-        made.append(report)
-        self._reboot("tryboot")
-        return False
+        return self._request_tryboot(made, "tryboot_again")
 
     def _trial(self, made: list[SystemReport]) -> bool:
         state, boot = self.state, self.boot_id()
@@ -377,19 +364,37 @@ class SystemUpdater:
         """The trial failed: mark the new slot bad and reboot normally, into the previous slot."""
         log.error("system update: the trial failed (%s): going back", reason)
         self._save(phase="reverting", reason=reason, boot_id=self.boot_id(), requested_at=self.clock(),
-                   reboot_requests=1, reverts=0)  # fmt: skip
+                   reboot_requests=1, reverts=0, attempts=0)  # fmt: skip
         self._best_effort(lambda: self.rauc.mark_bad("booted"))
         self._reboot("normal")
         return False
 
     def _revert_again(self, made: list[SystemReport]) -> bool:
-        """A revert's reboot came back to the new slot: make the old one primary again (a few times)."""
+        """A revert's plain reboot came back to the new slot: the bootloader commits it (a mark-good landed before the
+        trial failed). Mark it bad where RAUC may (GRUB-style: activating the old slot then commits its boot order);
+        the Pi's backend refuses that for the committed slot, and activating the old one arms a one-shot try of it:
+        the reboot is that try (:func:`reboot_kind`), and the old slot, up again, is marked good: committed."""
         state = self.state
-        assert state.from_slot is not None
+        assert state.from_slot is not None and state.to_slot is not None
         if state.reverts >= self.settings.max_reverts:
             return self._end(made, "failed", f"{state.reason}; cannot_leave_new_slot")
-        self._best_effort(lambda: self.rauc.mark_active(state.from_slot.name if state.from_slot else "other"))
-        self._best_effort(lambda: self.rauc.mark_bad("booted"))
-        self._save(boot_id=self.boot_id(), requested_at=self.clock(), reboot_requests=1, reverts=state.reverts + 1)
-        self._reboot("normal")
+        old, new = state.from_slot.name, state.to_slot.name
+        self._best_effort(lambda: self.rauc.mark_bad(new))
+        self._best_effort(lambda: self.rauc.mark_active(old))
+        state = self._save(boot_id=self.boot_id(), requested_at=self.clock(), reboot_requests=1,
+                           reverts=state.reverts + 1, attempts=0)  # fmt: skip
+        self._reboot(reboot_kind(state))
         return False
+
+    def _commit_old(self, made: list[SystemReport]) -> bool:
+        """Back on the old slot by a one-shot try after :meth:`_revert_again`: mark it good, which commits it (the
+        Pi); True: done, the revert ends as usual (the new slot, no longer committed, marked bad)."""
+        state = self.state
+        try:
+            self.rauc.mark_good("booted")
+        except RaucError as exc:
+            if exc.retryable and state.attempts + 1 < self.settings.max_attempts:
+                self._save(attempts=state.attempts + 1)
+                return False
+            return self._end(made, "failed", f"{state.reason}; cannot_commit_old_slot: {exc.reason}")
+        return True

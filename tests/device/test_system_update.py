@@ -18,14 +18,14 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from firmware.jobs.hooks import SelfTestOutcome
 from firmware.ota.health import FrameCounts, HealthCheck
-from firmware.ota.rauc import CommandResult, Rauc, RaucError, failure_reason, parse_status
+from firmware.ota.rauc import CommandResult, Rauc, RaucError, Runner, failure_reason, parse_status, run_command
 from firmware.ota.slotstate import STATE_FILE as SLOTS_STATE
 from firmware.ota.slotstate import SlotState, Trial
 from firmware.ota.system_state import (
@@ -35,12 +35,18 @@ from firmware.ota.system_state import (
     SystemState,
     SystemStateStore,
     SystemUpdateSettings,
-    version_key,
+    ending,
+    reboot_kind,
     where_now,
 )
 from firmware.ota.system_update import SystemUpdater, busy_reason, update_lock
+from firmware.system.autoboot import Autoboot
+from firmware.system.raucconf import IMAGE_ROTA_SLOTS
+from firmware.system.tryboot import Booted, Facts, TrybootError, decide
 from tests.conftest import ROOT
-from tests.device.fakes.rauc import ENV, FakeRaucSystem, make_bundle
+from tests.device.fakes.rauc import ENV, Bootloader, FakeRaucSystem, make_bundle
+from tests.device.fakes.rauc.cli import BACKEND_REFUSED
+from wardsight.sysversion import version_key
 
 COMPATIBLE = "wardsight-rpi5"
 
@@ -48,8 +54,8 @@ COMPATIBLE = "wardsight-rpi5"
 class World:
     """A device with the fake RAUC system, its agent's self-test and health check, and the reboots it asked for."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.fake = FakeRaucSystem(tmp_path / "rauc", compatible=COMPATIBLE)
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bootloader: Bootloader = "tryboot") -> None:
+        self.fake = FakeRaucSystem(tmp_path / "rauc", compatible=COMPATIBLE, bootloader=bootloader)
         monkeypatch.setenv(ENV, str(self.fake.path))
         self.device = tmp_path / "device"
         self.downloads = tmp_path / "verified"
@@ -188,6 +194,90 @@ def test_an_agent_that_keeps_restarting_in_the_trial_boot_fails_it(world: World)
     assert updater.state.phase == "reverting" and updater.state.reason == "agent_restarted: 4 starts in the trial boot"
     world.reboot()
     assert states(world.updater().step()) == ["rolled_back"]
+
+
+# ---- a revert whose reboot comes back to the new slot ---------------------------------------------------------
+
+
+def killed_after(command: str) -> Runner:
+    """RAUC's command runner in an agent that is killed (SIGKILL) right after ``rauc status <command>`` returned."""
+
+    def run(argv: Sequence[str], timeout: float) -> CommandResult:
+        done = run_command(argv, timeout)
+        if command in argv:
+            raise PowerCut
+        return done
+
+    return run
+
+
+def test_the_fake_refuses_to_mark_the_committed_slot_bad_as_the_pi_backend_does(world: World) -> None:
+    rauc = Rauc(world.fake.command)
+    with pytest.raises(RaucError) as caught:
+        rauc.mark_bad("booted")
+    assert caught.value.reason == f"rauc mark: Failed marking slot rootfs.0 as bad: {BACKEND_REFUSED}"
+    assert BACKEND_REFUSED.endswith("rauc-tryboot-backend: Child process exited with code 1")
+    assert world.fake.good("rootfs.0") and world.fake.primary == "rootfs.0"
+    facts = Facts(IMAGE_ROTA_SLOTS, Autoboot(committed=2, trial=3), None, Booted(2, False))
+    with pytest.raises(TrybootError, match="refusing to mark A bad: it is the committed slot"):  # the backend's own
+        decide(facts, ["set-state", "A", "bad"])
+    install_and_tryboot(world)  # an uncommitted trial of rootfs.1: an install would overwrite the fallback
+    with pytest.raises(RaucError, match="Installation error: Failed marking slot rootfs.0 non-bootable: custom "):
+        rauc.install(world.bundle("1.2.0"))
+    assert world.fake.release_version() == "1.1.0" and world.fake.good("rootfs.0")
+    rauc.mark_bad("booted")  # the trial's own slot may be
+
+
+def test_a_revert_that_comes_back_to_the_committed_new_slot_tries_the_old_one_and_commits_it(world: World) -> None:
+    """The Pi: the trial's mark-good landed (the agent was killed right after it), then the trial failed. The backend
+    refuses to mark the committed slot bad, so the revert's normal reboot comes back to it; the old slot is made
+    primary again (a one-shot try: the reboot is a tryboot), and marked good once it runs, which commits it."""
+    updater = install_and_tryboot(world)
+    updater.rauc.runner = killed_after("mark-good")
+    with pytest.raises(PowerCut):
+        updater.step()
+    assert world.fake.primary == "rootfs.1", "committed"
+    world.verdict = "too_few_frames: 3 of 30"  # the restarted agent's health check fails
+    updater = world.updater()
+    assert updater.step() == [] and updater.state.phase == "reverting" and world.reboots[-1] == "normal"
+    assert world.fake.calls("mark-bad") == [["status", "mark-bad", "booted"]] and world.fake.good("rootfs.1")
+
+    assert world.reboot() == "rootfs.1", "a normal boot starts the committed slot"
+    assert world.updater().step() == [] and world.reboots[-1] == "tryboot"
+    assert world.fake.read()["bootloader"]["armed"] == "rootfs.0", "the old slot is armed, once"
+    assert world.fake.boot("power_cut") == "rootfs.1", "a cut before the tryboot: the committed slot again"
+    updater = world.updater()
+    assert updater.step() == [] and world.reboots[-1] == "tryboot" and updater.state.reverts == 2
+    world.now += SystemUpdateSettings().reboot_timeout
+    assert world.updater().step() == [] and world.reboots[-2:] == ["tryboot", "tryboot"], "asked again: a tryboot"
+
+    assert world.reboot() == "rootfs.0"
+    (report,) = world.updater().step()
+    assert report == SystemReport("r1", "rolled_back", "1.1.0", "rootfs.1", "health_check_failed: too_few_frames: "
+                                  "3 of 30")  # fmt: skip
+    assert world.fake.calls("mark-good")[-1] == ["status", "mark-good", "booted"]
+    assert world.fake.primary == "rootfs.0" and not world.fake.good("rootfs.1")
+    assert world.fake.boot("power_cut") == "rootfs.0" and world.fake.boot("tryboot") == "rootfs.0"
+    assert world.fake.release_version() == "1.0.0"
+
+
+def test_a_revert_that_comes_back_on_a_grub_style_bootloader_puts_the_old_slot_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GRUB's set-primary commits the boot order: after a revert whose mark-bad RAUC was too busy for, activating
+    the old slot is enough; no mark-good is needed on it."""
+    world = World(tmp_path, monkeypatch, bootloader="order")
+    updater = install_and_tryboot(world)
+    busy = [CommandResult(1, "", "Failed to contact rauc service: Already processing a different method\n")]
+    updater.rauc.runner = lambda argv, t: busy.pop() if "mark-bad" in argv and busy else run_command(argv, t)
+    world.verdict = "too_few_frames: 3 of 30"
+    assert states(updater.step()) == ["trial"] and world.reboots[-1] == "normal"
+    assert world.reboot() == "rootfs.1", "not marked bad: still first in the boot order"
+    assert world.updater().step() == [] and world.fake.primary == "rootfs.0" and not world.fake.good("rootfs.1")
+    assert world.reboot() == "rootfs.0"
+    (report,) = world.updater().step()
+    assert (report.state, report.reason) == ("rolled_back", "health_check_failed: too_few_frames: 3 of 30")
+    assert world.fake.calls("mark-good") == [] and world.fake.boot("normal") == "rootfs.0"
 
 
 def test_a_new_slot_that_never_boots_is_tried_twice_then_reported(world: World) -> None:
@@ -493,6 +583,14 @@ def test_versions_order_as_semver_core() -> None:
         version_key("next")
 
 
+def test_a_pre_release_older_by_semver_is_not_installed(world: World) -> None:
+    world.running_version = "1.1.0-rc.10"
+    updater = world.updater()
+    updater.stage(world.bundle("1.1.0-rc.2"), offer("1.1.0-rc.2"))
+    (report,) = updater.step()
+    assert (report.state, report.reason) == ("rejected", "not_newer: 1.1.0-rc.2 is older than the running 1.1.0-rc.10")
+
+
 def test_where_now_tells_a_reboot_from_an_agent_restart() -> None:
     a, b = SlotRef(name="rootfs.0", bootname="A"), SlotRef(name="rootfs.1", bootname="B")
     state = SystemState(phase="rebooting", boot_id="b1", requested_at=100.0, reboot_requests=1, tryboots=1,
@@ -504,9 +602,14 @@ def test_where_now_tells_a_reboot_from_an_agent_restart() -> None:
     assert where_now(state, "rootfs.0", "b2", 0.0, s) == "tryboot_again"
     assert where_now(state.model_copy(update={"tryboots": 2}), "rootfs.0", "b2", 0.0, s) == "did_not_boot"
     assert where_now(state, "rootfs.9", "b2", 0.0, s) == "unknown_slot"
-    reverting = state.model_copy(update={"phase": "reverting"})
+    reverting = state.model_copy(update={"phase": "reverting", "reason": "self_test_failed: x"})
     assert where_now(reverting, "rootfs.0", "b2", 0.0, s) == "reverted"
+    assert where_now(reverting, "rootfs.0", "b2", 0.0, s, primary="rootfs.0") == "reverted"
+    assert where_now(reverting, "rootfs.0", "b2", 0.0, s, primary="rootfs.1") == "commit_old"
     assert where_now(reverting, "rootfs.1", "b2", 0.0, s) == "revert_again"
+    assert ending("commit_old", reverting, "rootfs.0") == ("rolled_back", "self_test_failed: x")
+    assert [reboot_kind(state), reboot_kind(reverting)] == ["tryboot", "normal"]
+    assert reboot_kind(reverting.model_copy(update={"reverts": 1})) == "tryboot", "the old slot is tried"
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,10 @@ from pathlib import Path
 
 import pytest
 
+from firmware.jobs.hooks import SelfTestOutcome
+from firmware.ota.rauc import Rauc
+from firmware.ota.system_state import SystemOffer
+from firmware.ota.system_update import SystemUpdater
 from firmware.system import tryboot
 from firmware.system.autoboot import AUTOBOOT, Autoboot, AutobootError, parse_autoboot, render_autoboot
 from firmware.system.raucconf import (
@@ -791,3 +795,54 @@ def test_the_real_rauc_marks_a_failed_trial_bad_and_the_device_boots_back(real_r
     assert rauc.status() == {"booted": "A", "primary": "rootfs.0", "A": "good", "B": "bad"}
     assert rauc.run("status", "mark-bad", "booted").returncode != 0  # never the only slot known to boot
     assert pi.autoboot() == Autoboot(committed=2, trial=2)
+
+
+def test_the_updater_leaves_a_committed_new_slot_whose_trial_failed_through_a_tryboot_of_the_old_one(
+    real_rauc: RealRauc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system updater (firmware/ota/system_update.py) on the real RAUC and this backend: the trial's mark-good
+    landed (an agent killed right after it), then the trial failed. RAUC cannot mark the committed slot bad and a
+    normal reboot comes back to it; the updater activates the old slot (a one-shot try), asks for a tryboot, and
+    commits the old slot with mark-good once it runs."""
+    pi, rauc = real_rauc.pi, real_rauc
+    manager = FakeRauc(pi, tmp_path)
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", rauc.env["DBUS_SYSTEM_BUS_ADDRESS"])
+    reboots: list[str] = []
+    verdict: list[str | None] = [None]
+
+    def updater() -> SystemUpdater:
+        return SystemUpdater(tmp_path / "device", Rauc(("rauc", f"--conf={rauc.conf}")), reboot=reboots.append,
+                             self_test=lambda: SelfTestOutcome(True, "ok", ""), health=lambda: verdict[0],
+                             boot_id=lambda: str(len(pi.boots)), running_version=lambda: "1.0")  # fmt: skip
+
+    def reboot() -> None:
+        if reboots[-1] == "tryboot":  # the image's wardsight-tryboot.service: this backend's own reboot command
+            manager.manager_reboot()
+        else:
+            pi.reboot("")
+            pi.finish_reboot()
+        rauc.start()
+
+    rauc.start()
+    u = updater()
+    u.stage(rauc.bundle("2.0"), SystemOffer(rollout_id="r1", version="2.0", compatible="wardsight-rpi5"))
+    assert [r.state for r in u.step()] == ["installed", "rebooting"]
+    reboot()
+    assert (pi.partition, pi.tryboot) == (3, True)
+    assert [r.state for r in updater().step()] == ["trial"]  # the health check has not decided yet
+    assert rauc.run("status", "mark-good").returncode == 0  # what the killed agent's mark-good did
+    assert pi.autoboot() == Autoboot(committed=3, trial=2)
+    verdict[0] = "too_few_frames"
+    u = updater()
+    assert u.step() == [] and u.state.phase == "reverting" and reboots[-1] == "normal"
+    reboot()
+    assert pi.partition == 3, "a normal boot starts the committed slot"
+    assert updater().step() == [] and reboots[-1] == "tryboot"
+    reboot()
+    assert (pi.partition, pi.tryboot) == (2, True)
+    (report,) = updater().step()
+    assert (report.state, report.reason) == ("rolled_back", "health_check_failed: too_few_frames")
+    assert pi.autoboot() == Autoboot(committed=2, trial=2), "the old slot committed, the new one never tried again"
+    assert rauc.status() == {"booted": "A", "primary": "rootfs.0", "A": "good", "B": "bad"}
+    pi.power_cut()
+    assert pi.partition == 2

@@ -191,7 +191,9 @@ def test_sbom_and_release_hooks_name_the_image_by_its_system_version(tmp_path: P
     )
 
 
-@pytest.mark.parametrize("version", ["", "latest", "2026.12.1 ", "1." + "1" * 40, "2026.12;rm"])
+@pytest.mark.parametrize(
+    "version", ["", "latest", "2026.12.1 ", "1." + "1" * 40, "2026.12;rm", "1.2.0+build.7", "1.2.3.4.5"]
+)
 def test_release_hook_stops_the_build_on_a_version_the_updater_cannot_order(tmp_path: Path, version: str) -> None:
     (tmp_path / "usr/share/wardsight").mkdir(parents=True)
     (tmp_path / "usr/share/wardsight/sbom.cdx.json").write_text("{}")

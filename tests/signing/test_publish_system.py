@@ -147,6 +147,22 @@ def test_the_publish_system_command(fleet, rauc, tmp_path):
     assert "publish-system" in CliRunner().invoke(ota, ["--help"]).output
 
 
+def test_a_version_with_build_metadata_is_refused_before_anything_is_uploaded(fleet, rauc, tmp_path):
+    """System versions carry no "+build" (RAUC compares without it; the target path cannot hold it): the bundle's
+    own version, or one given by hand, is refused with the rule and what to build instead, and nothing is sent."""
+    made = bundle(tmp_path, "1.2.0+20261208")
+    rule = r"the version '1\.2\.0\+20261208' carries build metadata '\+20261208', and system versions carry no " \
+           r"'\+build' metadata .*drop it and build the image and bundle as '1\.2\.0'"  # fmt: skip
+    with pytest.raises(OtaCliError, match=rule):
+        publish_bundle(made, fleet.keys, fleet.conn, read=functools.partial(read_manifest, rauc=rauc.command))
+    args = ["publish-system", str(made), "--keys", str(fleet.keys), "--server", fleet.url, "--insecure-http",
+            "--rauc", str(tmp_path / "no-rauc"), "--compatible", BOARD, "--version", "1.2.0+20261208"]  # fmt: skip
+    result = CliRunner().invoke(ota, args, env={"WARDSIGHT_API_TOKEN": fleet.conn.api_token})
+    assert result.exit_code == 1 and "system versions carry no '+build' metadata" in result.output, result.output
+    assert library(fleet)["systems"] == [], "nothing uploaded"
+    assert not list(fleet.repo.targets_dir.rglob("*.raucb"))
+
+
 # ---- RAUC itself, where this machine has it ---------------------------------------------------------------------
 
 

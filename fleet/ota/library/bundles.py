@@ -22,7 +22,7 @@ from fleet.audit import log as audit
 from fleet.ota.repository.metadata import Repository
 from fleet.store.connection import Database
 from fleet.store.schema import transaction
-from wardsight import wire
+from wardsight import sysversion, wire
 from wardsight.modelpkg import file_sha256 as sha256_file
 
 MAX_BUNDLE_BYTES = 8 * 1024**3  # a whole system slot (RAUC's own limit is the slot's size)
@@ -46,6 +46,7 @@ def inspect_bundle(path: Path, compatible: str, version: str) -> BundleInfo:
     """Check that ``path`` looks like a signed RAUC bundle (its last 8 bytes: the signature's size, big-endian,
     non-zero and within the file) and describe it as the target for ``compatible`` ``version``."""
     try:
+        sysversion.refuse_build_metadata(version)
         target = wire.system_target_path(compatible, version)
     except ValueError as exc:
         raise BundleError(str(exc)) from None

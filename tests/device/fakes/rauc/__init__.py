@@ -1,11 +1,14 @@
 """A fake RAUC system for the system-update tests: the ``rauc`` command (``cli.py``, run as a real process) and the
 boot a test performs (:meth:`FakeRaucSystem.boot`: what the Pi's firmware and bootloader would do on a reboot).
 
-The boot follows the Pi's tryboot as the RAUC backends drive it: set-primary of the other slot *arms a one-shot
-try*; a ``tryboot`` reboot boots the armed slot once (the flag is consumed); any other boot (a normal reboot, a
-power cut, the watchdog resetting the board) boots the primary slot; ``mark-good`` on a slot booted by a try
-makes it the primary. A slot marked :meth:`broken` never comes up: the watchdog resets the board and the
-firmware boots the primary. Every boot has a new boot id (``/proc/sys/kernel/random/boot_id``).
+The boot follows the Pi's tryboot as the RAUC backend drives it (firmware/system/tryboot.py): set-primary of the
+other slot *arms a one-shot try*; a ``tryboot`` reboot boots the armed slot once (the flag is consumed); any other
+boot (a normal reboot, a power cut, the watchdog resetting the board) boots the primary (committed) slot;
+``mark-good`` on a slot booted by a try makes it the primary, and the primary is never marked bad (refused, as the
+backend refuses it). With ``bootloader="order"`` it is GRUB's instead: every boot starts the first good slot of the
+boot order, which set-primary commits (cli.py says more). A slot marked :meth:`broken` never comes up: the
+watchdog resets the board and the firmware boots the primary. Every boot has a new boot id
+(``/proc/sys/kernel/random/boot_id``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ENV = cli.ENV
 KEY = bytes(range(32))  # the keyring's key; bundles signed with another one do not verify
 
 BootKind = Literal["tryboot", "normal", "power_cut"]
+Bootloader = Literal["tryboot", "order"]
 
 
 def make_bundle(
@@ -40,7 +44,14 @@ class FakeRaucSystem:
     """Slots ``rootfs.0`` (bootname A) and ``rootfs.1`` (B), booted from A, A flashed at the factory with
     ``factory_version`` (no RAUC slot status: RAUC never installed it)."""
 
-    def __init__(self, root: Path, *, compatible: str = "wardsight-rpi5", factory_version: str = "1.0.0") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        compatible: str = "wardsight-rpi5",
+        factory_version: str = "1.0.0",
+        bootloader: Bootloader = "tryboot",
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / "system.json"
         slots = {
@@ -54,7 +65,12 @@ class FakeRaucSystem:
                 "variant": None,
                 "keyring": KEY.hex(),
                 "slots": slots,
-                "bootloader": {"primary": "rootfs.0", "armed": None, "good": {"rootfs.0": True, "rootfs.1": False}},
+                "bootloader": {
+                    "kind": bootloader,
+                    "primary": "rootfs.0",
+                    "armed": None,
+                    "good": {"rootfs.0": True, "rootfs.1": False},
+                },
                 "booted": "rootfs.0",
                 "tryboot": False,
                 "boot_id": str(uuid.uuid4()),
@@ -116,6 +132,14 @@ class FakeRaucSystem:
         """Reboot the board; returns the slot the running system booted."""
         system = self.read()
         loader = system["bootloader"]
+        if cli.ordered(system):  # GRUB: the first good slot of the order that comes up
+            order = [loader["primary"], *sorted(s for s in system["slots"] if s != loader["primary"])]
+            up = [s for s in order if loader["good"].get(s) and s not in system["broken"]]
+            if not up:
+                raise RuntimeError("no good slot comes up: the board is bricked")
+            system.update(booted=up[0], tryboot=False, boot_id=str(uuid.uuid4()))
+            self.write(system)
+            return str(up[0])
         armed, loader["armed"] = loader["armed"], None  # one-shot: consumed (or lost) by any boot
         slot, tryboot = (armed, True) if kind == "tryboot" and armed else (loader["primary"], False)
         if slot in system["broken"]:  # never comes up: the watchdog resets, the firmware boots the primary

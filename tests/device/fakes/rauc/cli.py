@@ -6,6 +6,18 @@ Standard library only (the ``rauc`` script next to this file runs it under any `
 RAUC status (the bundle last installed into it), the bootloader (the primary slot, a one-shot *try* armed by
 set-primary, each slot good or bad) and which slot the running system booted.
 
+The bootloader is one of two kinds (``bootloader.kind``):
+
+- ``tryboot`` (the default): the Pi's, as firmware/system/tryboot.py is RAUC's custom backend for it. ``primary``
+  is the *committed* slot every normal boot starts; set-primary of the other slot arms a one-shot try of it, never
+  commits it; set-state good on a slot running by such a try commits it; set-state bad of the committed slot is
+  refused (the backend exits 1: RAUC says ``Failed marking slot rootfs.0 as bad: custom backend: Failed to run
+  <backend>: Child process exited with code 1``, and an install whose target is that slot, during an uncommitted
+  trial, fails with ``Failed marking slot rootfs.0 non-bootable: ...``).
+- ``order``: GRUB's (RAUC's grub backend, barebox's bootchooser alike): ``primary`` heads the boot ORDER;
+  set-primary puts the slot first (committed), set-state sets its OK flag, and a boot starts the first good slot
+  of the order. Its per-slot try counter is left out: a power cut in a trial boots the new slot again.
+
 Behaviour and texts follow RAUC's sources (rauc/rauc ``src/main.c``, ``install.c``, ``mark.c``, ``bundle.c``) and
 what the real RAUC 1.8 (Debian bookworm's, so Raspberry Pi OS Bookworm's) prints through its D-Bus service:
 
@@ -34,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 MAGIC = b"RAUCFAKE1\n"
+BACKEND = "/usr/lib/wardsight/rauc-tryboot-backend"  # the image's bootloader-custom-backend
+BACKEND_REFUSED = f"custom backend: Failed to run {BACKEND}: Child process exited with code 1"
 ENV = "FAKE_RAUC_STATE"
 NO_ISSUER = "signature verification failed: Verify error: unable to get local issuer certificate"
 
@@ -117,20 +131,40 @@ def identify(system: dict[str, Any], identifier: str) -> str:
     return identifier
 
 
+def ordered(system: dict[str, Any]) -> bool:
+    return system["bootloader"].get("kind") == "order"
+
+
+def next_boot(system: dict[str, Any]) -> str | None:
+    """The slot the next boot starts (``rauc status``'s ``boot_primary``; the backend's get-primary)."""
+    loader = system["bootloader"]
+    if ordered(system):
+        order = [loader["primary"], *sorted(s for s in system["slots"] if s != loader["primary"])]
+        return next((s for s in order if loader["good"].get(s)), None)
+    return loader["armed"] or loader["primary"]
+
+
 def set_primary(system: dict[str, Any], slot: str) -> None:
-    """The bootloader backend's set-primary: the booted (or primary) slot stays; another is *tried* once."""
+    """The bootloader backend's set-primary: the Pi's keeps the committed slot and arms a *try* of another one;
+    GRUB's puts the slot first in its boot order."""
     loader = system["bootloader"]
     loader["good"][slot] = True
-    loader["armed"] = None if slot == loader["primary"] else slot
+    if ordered(system):
+        loader["primary"], loader["armed"] = slot, None
+    else:
+        loader["armed"] = None if slot == loader["primary"] else slot
     status = system["slots"][slot].setdefault("status", {})
     status["activated"] = {"timestamp": now_iso(), "count": status.get("activated", {}).get("count", 0) + 1}
 
 
 def set_state(system: dict[str, Any], slot: str, good: bool) -> None:
-    """set-state: good on a tried slot that booted makes it the primary; bad disarms it."""
+    """set-state: on the Pi, good on a tried slot that booted commits it, and the committed slot is never marked
+    bad (:class:`Failure` with RAUC's words for the backend's exit status 1); bad disarms a try."""
     loader = system["bootloader"]
+    if not ordered(system) and not good and slot == loader["primary"]:
+        raise Failure(BACKEND_REFUSED)
     loader["good"][slot] = good
-    if good and slot == booted(system) and system.get("tryboot") and slot != loader["primary"]:
+    if not ordered(system) and good and slot == booted(system) and system.get("tryboot") and slot != loader["primary"]:
         loader["primary"] = slot
     if not good and loader["armed"] == slot:
         loader["armed"] = None
@@ -175,7 +209,10 @@ def install_steps(system: dict[str, Any], bundle: Path) -> str:
     print(" 60% Checking manifest contents done.\n 60% Determining target install group")
     target = identify(system, "other")
     print(" 80% Determining target install group done.\n 80% Updating slots")
-    set_state(system, target, False)  # mark the target non-bootable (bad) before writing it
+    try:
+        set_state(system, target, False)  # mark the target non-bootable (bad) before writing it
+    except Failure as exc:  # the Pi: the target is the committed slot (a trial of the other one runs)
+        raise Failure(f"Installation error: Failed marking slot {target} non-bootable: {exc}") from None
     if system.get("install_error"):
         raise Failure(f"Installation error: Failed updating slot {target}: {system['install_error']}")
     slot = system["slots"][target]
@@ -226,8 +263,7 @@ def slot_json(system: dict[str, Any], name: str, detailed: bool) -> dict[str, An
 
 
 def status(system: dict[str, Any], detailed: bool, json_out: bool) -> int:
-    loader = system["bootloader"]
-    primary = loader["armed"] or loader["primary"]
+    primary = next_boot(system)
     doc = {
         "compatible": system["compatible"],
         "variant": system.get("variant") or "",
@@ -248,12 +284,14 @@ def mark(path: Path, system: dict[str, Any], state: str, identifier: str) -> int
     except Failure as exc:
         print(f"rauc mark: {exc}", file=sys.stderr)
         return 1
-    if state == "good":
-        set_state(system, slot, True)
-    elif state == "bad":
-        set_state(system, slot, False)
-    else:
-        set_primary(system, slot)
+    try:
+        if state in ("good", "bad"):
+            set_state(system, slot, state == "good")
+        else:
+            set_primary(system, slot)
+    except Failure as exc:
+        print(f"rauc mark: Failed marking slot {slot} as {state}: {exc}", file=sys.stderr)
+        return 1
     save(path, system)
     print(f"rauc status: activated slot {slot}" if state == "active" else f"rauc status: marked slot {slot} as {state}")
     return 0
