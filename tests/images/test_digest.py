@@ -67,3 +67,17 @@ def test_the_digest_follows_what_the_image_tests_test(repo: Path) -> None:
     hook.unlink()  # tracked, deleted in the working tree
     assert digest(repo) != first
 
+
+
+def test_the_ab_twins_own_files_do_not_move_it(repo: Path) -> None:
+    """images/test-twin-ab.sh runs by hand only: its files are not what the CI image tests test."""
+    digest = load_digest().images_digest
+    first = digest(repo)
+    (repo / "images" / "twin" / "layer" / "wardsight-twin-ab.d").mkdir(parents=True)
+    (repo / "images" / "twin" / "layer" / "wardsight-twin-ab.d" / "hook").write_text("#!/bin/sh\n")
+    (repo / "images" / "twin" / "layer" / "wardsight-twin-ab.yaml").write_text("name: ab\n")
+    (repo / "images" / "twin" / "abdisk.py").write_text("x = 1\n")
+    (repo / "images" / "test-twin-ab.sh").write_text("#!/bin/sh\n")
+    assert digest(repo) == first
+    (repo / "images" / "twin" / "layers.py").write_text("y = 2\n")  # shared with the twin CI runs: counted
+    assert digest(repo) != first
