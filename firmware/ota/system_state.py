@@ -115,6 +115,7 @@ class SystemState(_Closed):
     trial_starts: int = 0  # agent starts in the trial boot
     self_test_ok: bool = False
     attempts: int = 0  # retryable RAUC failures in the current phase
+    retry_since: float | None = None  # monotonic time of the first of them (with attempts > 0)
     reason: str | None = None  # why a trial is being reverted
     reports: list[SystemReport] = Field(default_factory=list)
 
@@ -228,6 +229,18 @@ class SystemUpdateSettings:
     max_trial_starts: int = 3  # agent starts in the trial boot (a new system that crashes the agent)
     max_reverts: int = 3
     max_attempts: int = 3  # RAUC busy / not answering, per phase
+    retry_seconds: float = 1800.0  # ... and for at least this long: an install an earlier agent start asked for
+
+
+def retry(state: SystemState, now: float, settings: SystemUpdateSettings) -> dict[str, object] | None:
+    """The state's changes for one more try of a RAUC call RAUC could not take (busy, not answering), or None to
+    give up: tried ``max_attempts`` times over at least ``retry_seconds``. An agent restarted during an install
+    finds RAUC busy with it for minutes. ``now`` is this boot's monotonic clock; a time from before it starts anew."""
+    since = state.retry_since if state.attempts and state.retry_since is not None and state.retry_since <= now else now
+    attempts = state.attempts + 1
+    if attempts >= settings.max_attempts and now - since >= settings.retry_seconds:
+        return None
+    return {"attempts": attempts, "retry_since": since}
 
 
 def where_now(

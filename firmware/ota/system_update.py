@@ -56,6 +56,7 @@ from firmware.ota.system_state import (
     queue,
     read_boot_id,
     reboot_kind,
+    retry,
     system_dir,
     update_lock,
     where_now,
@@ -201,11 +202,10 @@ class SystemUpdater:
         return False
 
     def _retry(self, made: list[SystemReport], exc: RaucError, final: ReportState) -> bool:
-        attempts = self.state.attempts + 1
-        if attempts >= self.settings.max_attempts:
+        if (changes := retry(self.state, self.clock(), self.settings)) is None:
             return self._end(made, final, f"{exc.code}: {exc.reason}")
         log.warning("system update: RAUC not ready (%s), trying again later", exc)
-        self._save(attempts=attempts)
+        self._save(**changes)
         return False
 
     def _check(self, made: list[SystemReport]) -> bool:

@@ -567,9 +567,11 @@ def test_rauc_failures_carry_rauc_s_own_reason() -> None:
 def test_a_busy_rauc_is_retried_then_reported(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     updater = world.updater()
     updater.stage(world.bundle(), offer())
-    calls = iter([CommandResult(1, "", "Failed to contact rauc service: Already processing a different method\n")] * 3)
-    updater.rauc.runner = lambda argv, timeout: next(calls)
+    busy = CommandResult(1, "", "Failed to contact rauc service: Already processing a different method\n")
+    updater.rauc.runner = lambda argv, timeout: busy
     assert updater.step() == [] and updater.step() == []
+    assert updater.step() == [], "three tries, but not yet for retry_seconds (test_system_update_busy.py)"
+    world.now += updater.settings.retry_seconds
     (report,) = updater.step()
     assert (report.state, report.reason) == ("failed", "rauc_busy: Failed to contact rauc service: Already "
                                                        "processing a different method")  # fmt: skip
