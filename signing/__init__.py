@@ -13,6 +13,8 @@ over its API (an admin API token; https pinned to the fleet CA, plain http only 
 - ``publish``: upload the package, then sign targets metadata that adds it (length and sha256 computed
   here, from the file the hospital holds) and send it; devices can then install it.
 - ``withdraw``: sign targets metadata without a version.
+- ``publish-system`` / ``withdraw-system``: the same for RAUC bundles (system updates); ``system-floor``: sign the
+  lowest system version a board's devices may install (they refuse a rollback below it, whatever the server says).
 - ``rotate-root``: root v(N+1) signed by the current root key and the new one (new root and/or targets
   key; the server's current online keys), plus targets re-signed with a new targets key.
 - ``status``: the repository's versions and expiry dates.
@@ -31,6 +33,7 @@ Modules, by responsibility (this package imports only ``wardsight``, never ``fle
   (online keys, uploads, rollouts).
 - :mod:`signing.metadata`: TUF root and targets signing: init, publish, withdraw.
 - :mod:`signing.rotation`: root rotation.
+- :mod:`signing.bundles`, :mod:`signing.floors`: RAUC bundles as targets; the signed system floor.
 - :mod:`signing.package`: build a ``.wsm`` from the ``package`` command's specs.
 - :mod:`signing.commands`: the click group ``ota`` (thin: options, prompts, output).
 

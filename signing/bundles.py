@@ -12,7 +12,8 @@ with ``+build`` metadata is refused before anything is uploaded (``wardsight.sys
 carry none).
 
 The bundle is uploaded first (``POST /api/v1/system-bundles``, streamed from the file), then the targets metadata
-that lists it is signed and sent (:func:`signing.metadata.resign_targets`).
+that lists it is signed and sent (:func:`signing.metadata.resign_targets`, which keeps the hospital's system floors,
+:mod:`signing.floors`; a bundle below its board's floor is published with a warning: devices will refuse it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tuf.api.metadata import TargetFile, Targets
 
 from signing.client import Server, parse_json
 from signing.errors import OtaCliError
+from signing.floors import below_floor_warning
 from signing.metadata import Signing, publish_staged, resign_targets
 from wardsight import sysversion, wire
 from wardsight.modelpkg import file_sha256 as sha256_file
@@ -118,19 +120,33 @@ def publish_bundle(
     version: str | None = None,
     sbom_sha256: str | None = None,
     read: Callable[[Path], BundleManifest | None] = read_manifest,
+    warn: Callable[[str], None] | None = None,
     **signing: Unpack[Signing],
 ) -> dict[str, Any]:
-    """Upload ``bundle`` and publish it: targets metadata listing it, signed with the offline targets key."""
+    """Upload ``bundle`` and publish it: targets metadata listing it, signed with the offline targets key (an existing
+    system floor is kept). A bundle below its compatible's signed floor is still published, with a warning (``warn``
+    and the summary's ``warning``): devices refuse it until the floor is lowered."""
     manifest = bundle_manifest(bundle, compatible, version, read)
     info = bundle_target_info(bundle, manifest, sbom_sha256)
-    summary = publish_staged(info, upload_bundle(bundle, manifest, server), keys, server, **signing)
-    return {**summary, "target": info.path, "compatible": manifest.compatible, "version": manifest.version}
+    warnings: list[str] = []
+
+    def inspect(targets: Targets) -> None:
+        warning = below_floor_warning(targets, manifest.compatible, manifest.version)
+        if warning is not None:
+            warnings.append(warning)
+            if warn is not None:
+                warn(warning)
+
+    summary = publish_staged(info, upload_bundle(bundle, manifest, server), keys, server, inspect=inspect, **signing)
+    result = {**summary, "target": info.path, "compatible": manifest.compatible, "version": manifest.version}
+    return {**result, "warning": warnings[0]} if warnings else result
 
 
 def withdraw_bundle(
     compatible: str, version: str, keys: Path, server: Server, **signing: Unpack[Signing]
 ) -> dict[str, Any]:
-    """Sign targets metadata that no longer lists the bundle (devices will not install it, nor roll back to it)."""
+    """Sign targets metadata that no longer lists the bundle (devices will not install it, nor roll back to it); a
+    system floor is kept."""
     try:
         path = wire.system_target_path(compatible, version)
     except ValueError as exc:

@@ -162,14 +162,23 @@ def publish(package: Path, keys: Path, server: Server, **signing: Unpack[Signing
 
 
 def publish_staged(
-    info: TargetFile, staged: dict[str, Any], keys: Path, server: Server, **signing: Unpack[Signing]
+    info: TargetFile,
+    staged: dict[str, Any],
+    keys: Path,
+    server: Server,
+    *,
+    inspect: Callable[[Targets], None] | None = None,
+    **signing: Unpack[Signing],
 ) -> dict[str, Any]:
     """List ``info`` (a file the server just ``staged``, as its upload answered) in the targets metadata, signed with
-    the offline targets key; refused if the server stored other bytes or the path is already published."""
+    the offline targets key; refused if the server stored other bytes or the path is already published.
+    ``inspect`` is shown the checked targets metadata first (e.g. to warn of a system floor above the bundle)."""
     if (staged.get("length"), staged.get("sha256")) != (info.length, info.hashes["sha256"]):
         raise OtaCliError(f"the server stored {info.path} with another length/sha256 than the local file")
 
     def add(targets: Targets) -> None:
+        if inspect is not None:
+            inspect(targets)
         listed = targets.targets.get(info.path)
         if listed is not None:
             same = (listed.length, listed.hashes) == (info.length, info.hashes)

@@ -7,8 +7,10 @@ offer at a time: its system update first). A system offer goes to :class:`System
 1. asks TUF for the offer's target (``system/<compatible>/<version>.raucb``) and checks the **signed** custom
    metadata before downloading anything: a system bundle (``kind``), for the version offered, for this board (the
    signed ``compatible`` must be what ``rauc status`` says this system is; the offer's own word is not trusted),
-   newer than the running system unless the offer is a rollback. A refusal is reported ``rejected`` with the
-   reason (``incompatible``, ``not_newer``, ...);
+   newer than the running system unless the offer is a rollback, and not below the hospital's signed floor for this
+   board (:mod:`wardsight.sysfloor`, read from the same verified targets metadata: a rollback below it is refused
+   too). A refusal is reported ``rejected`` with the reason (``incompatible``, ``not_newer``, ``below_signed_floor``,
+   ...);
 2. downloads it with resume into ``<device dir>/ota/system/partial`` (its own :class:`BundleDownloader`: the model
    manager's prune never touches it) and verifies it against the signed length and sha256, holding the device's
    update lock as ``system`` (a model update and a system update never run at the same time);
@@ -34,16 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import TargetFile, Targets
 
 from firmware.ota.channel import ChannelError, FleetChannel, UpdateChannel
 from firmware.ota.download import DownloadError, TargetDownloader
 from firmware.ota.rauc import RaucError
-from firmware.ota.system_state import SystemOffer, SystemReport, judge_version, system_dir, update_lock
+from firmware.ota.system_state import SystemOffer, SystemReport, judge_floor, judge_version, system_dir, update_lock
 from firmware.ota.system_update import SystemUpdater, busy_reason
 from firmware.ota.tufclient import TufClient, TufError
 from firmware.transport import FleetClient, NotAuthorizedError, UnreachableError
-from wardsight import wire
+from wardsight import sysfloor, wire
 from wardsight.paths import write_file_atomically
 
 log = logging.getLogger("wardsight.device.ota")
@@ -255,8 +257,8 @@ class SystemClient:
         if wire.update_hint(offer) in self._ended():
             return "ended"
         try:
-            info, url = self.tuf.targetinfo(offer.target)
-            wanted = self._check_signed(offer, info)
+            info, url, signed = self.tuf.lookup(offer.target)
+            wanted = self._check_signed(offer, info, signed)
             current = self.updater.wants(wanted)
             if current is not None:
                 self.flush()
@@ -285,8 +287,9 @@ class SystemClient:
         self._ended(f"{offer.rollout_id}/{offer.version}")
         return "failed"
 
-    def _check_signed(self, offer: wire.UpdateOffer, info: TargetFile) -> SystemOffer:
-        """What TUF signed must be a bundle for this board and the offered version (else :class:`Refused`)."""
+    def _check_signed(self, offer: wire.UpdateOffer, info: TargetFile, targets: Targets) -> SystemOffer:
+        """What TUF signed must be a bundle for this board and the offered version, not below the floor the verified
+        ``targets`` metadata sets for this board (else :class:`Refused`)."""
         custom = info.custom if isinstance(info.custom, dict) else {}
         path = wire.SYSTEM_TARGET_PATH.match(info.path)
         signed = (custom.get("kind"), custom.get("compatible"), custom.get("version"))
@@ -300,7 +303,8 @@ class SystemClient:
             raise Refused("incompatible", f"the bundle is signed for '{compatible}', this system is '{mine}'")
         wanted = SystemOffer(rollout_id=offer.rollout_id, version=version, compatible=compatible,
                              rollback=offer.rollback)  # fmt: skip
-        verdict = judge_version(wanted, self._running_version())
+        floor = judge_floor(wanted, targets.unrecognized_fields.get(sysfloor.CUSTOM))
+        verdict = floor if floor is not None else judge_version(wanted, self._running_version())
         if verdict.action == "reject":
             code, detail = split_reason(verdict.reason)
             raise Refused(code or "rejected", detail)

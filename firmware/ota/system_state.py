@@ -12,7 +12,7 @@ The phases, in order (:mod:`firmware.ota.system_update` moves between them)::
 Every change is one atomic replacement of the file (temp file, fsync, rename, fsync of the directory), made
 *before* the action it announces, and every action is safe to repeat: a power cut or SIGKILL at any point
 leaves a state whose next step finishes the update or ends it cleanly. The decisions (:func:`judge`,
-:func:`where_now`) are pure: facts and a clock in, a decision out.
+:func:`judge_floor`, :func:`where_now`) are pure: facts and a clock in, a decision out.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from firmware.ota.rauc import BundleInfo, RaucStatus
 from firmware.ota.slotstate import STATE_FILE as SLOTS_STATE_FILE
+from wardsight import sysfloor
 from wardsight.paths import write_file_atomically
 from wardsight.sysversion import version_key
 
@@ -205,6 +206,24 @@ def judge_version(offer: SystemOffer, running: str | None) -> Verdict:
     if new > now and offer.rollback:
         return Verdict("reject", f"not_older: a rollback to {offer.version} but {running} runs")
     return Verdict("install")
+
+
+def judge_floor(offer: SystemOffer, custom: object) -> Verdict | None:
+    """The hospital's signed floor (:mod:`wardsight.sysfloor`; ``custom``: the targets role's ``custom`` field as the
+    device's TUF client verified it, never the offer's word): an offer below its compatible's floor is refused,
+    a rollback too; None when there is no floor or the offer is at or above it (then :func:`judge_version` decides)."""
+    try:
+        floor = sysfloor.floor_for(custom, offer.compatible)
+    except ValueError as exc:
+        return Verdict("reject", f"floor_unreadable: {exc}")
+    try:
+        if floor is None or not sysfloor.below(offer.version, floor):
+            return None
+    except ValueError as exc:
+        return Verdict("reject", f"version_unreadable: {exc}")
+    what = "a rollback to " if offer.rollback else ""
+    return Verdict("reject", f"below_signed_floor: {what}{offer.version} is below {floor}, the lowest "
+                             f"{offer.compatible} version the hospital signed")  # fmt: skip
 
 
 Move = Literal[

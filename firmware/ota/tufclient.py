@@ -6,6 +6,9 @@ enrollment as ``<device dir>/ota/root.json``. Every :meth:`TufClient.targetinfo`
 walked to from the cache in ``<device dir>/ota/metadata/root_history`` and then from the server, each
 signed by the one before, so a rotated root is followed and a forged one is refused.
 
+:meth:`TufClient.lookup` also gives the top-level targets metadata that refresh trusted, for what the targets role
+signs besides targets (the hospital's system floors, :mod:`wardsight.sysfloor`).
+
 Metadata comes from ``<server>/tuf/metadata/`` and packages from ``<server>/tuf/targets/``, over
 :class:`UrllibFetcher`: urllib with the fleet CA pinned (the same TLS context as every device request).
 
@@ -26,7 +29,7 @@ from pathlib import Path
 from urllib import parse
 
 from tuf.api import exceptions
-from tuf.api.metadata import Metadata, Root, TargetFile
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 
@@ -148,10 +151,22 @@ class TufClient:
 
     def targetinfo(self, target: str) -> tuple[TargetFile, str]:
         """Refresh the metadata and return the target's signed length and hashes, and the URL to fetch it from."""
+        info, url, _ = self._resolve(target, with_targets=False)
+        return info, url
+
+    def lookup(self, target: str) -> tuple[TargetFile, str, Targets]:
+        """:meth:`targetinfo`, and the top-level targets metadata that refresh trusted (what the targets role signs
+        besides the targets: its ``custom``, e.g. the system floors of :mod:`wardsight.sysfloor`)."""
+        info, url, trusted = self._resolve(target, with_targets=True)
+        assert trusted is not None
+        return info, url, trusted
+
+    def _resolve(self, target: str, *, with_targets: bool) -> tuple[TargetFile, str, Targets | None]:
         updater = self.updater()
         try:
             updater.refresh()
             info = updater.get_targetinfo(target)
+            trusted = self._trusted_targets(target, info) if with_targets else None
         except exceptions.DownloadError as exc:
             raise TufError(f"cannot fetch OTA metadata: {exc}", "tuf_unreachable") from None
         except exceptions.RepositoryError as exc:
@@ -162,7 +177,19 @@ class TufClient:
             raise TufError(f"target {target} is not in the signed OTA metadata", "target_unknown")
         if "sha256" not in info.hashes:
             raise TufError(f"target {target} has no sha256 in its metadata", "target_unknown")
-        return info, self.target_url(info)
+        return info, self.target_url(info), trusted
+
+    def _trusted_targets(self, target: str, info: TargetFile | None) -> Targets:
+        """The targets metadata the refresh just trusted. ngclient has no public accessor for it; it keeps it as
+        ``<metadata dir>/targets.json`` (the local copy it verified, or the download it verified before writing it,
+        atomically). Read back, its signature is checked again under the trusted root, and it must list ``target``
+        as the refresh did (else another refresh replaced it meanwhile: an error, tried again next round)."""
+        md = Metadata[Targets].from_bytes((self.metadata_dir / f"{Targets.type}.json").read_bytes())
+        root = Metadata[Root].from_bytes((self.metadata_dir / ROOT_FILE).read_bytes())
+        root.signed.verify_delegate(Targets.type, md.signed_bytes, md.signatures)
+        if md.signed.targets.get(target) != info:
+            raise exceptions.RepositoryError("the targets metadata changed while it was read")
+        return md.signed
 
     def target_url(self, info: TargetFile) -> str:
         """Where the target's bytes are: with consistent snapshots, ``<dir>/<hash>.<name>`` as ngclient forms it."""

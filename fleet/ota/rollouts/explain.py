@@ -47,6 +47,8 @@ REASONS = {
     "version_mismatch": "the bundle is not the version it was signed as",
     "not_newer": "the bundle is older than the system the device runs",
     "not_older": "a rollback to a version that is not older",
+    "below_signed_floor": "the version is below the hospital's signed floor for this board",
+    "floor_unreadable": "the hospital's signed floor for this board cannot be read",
     "not_a_system_bundle": "the signed OTA metadata does not describe it as a system bundle",
     "bundle_signature_invalid": "RAUC refused the bundle's signature",
     "bundle_invalid": "RAUC cannot read the bundle",

@@ -7,6 +7,9 @@ from a bundle carrying the OTA root, speaking through its authenticated ``FleetC
 :class:`~firmware.ota.system_update.SystemUpdater` over the fake ``rauc`` (a real process: RAUC's command line, its
 signature check, the inactive slot, set-primary arming a one-shot try). The reboot is the test's: it boots the fake
 board the way the updater asked (a tryboot) and starts a new updater from the files on disk, as a new agent would.
+
+An operator's rollback goes only as low as the hospital's signed floor (``wardsight ota system-floor``): at or above
+it, as before; below it, refused by the device before anything is downloaded, and the server shows why.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from fleet.server import BackgroundServer
 from fleet.store.db import FleetDB
 from signing.bundles import publish_bundle, read_manifest, sha256_file
 from signing.client import Server, start_rollout
+from signing.floors import set_floor
 from signing.keys import generate_keys
 from signing.metadata import init_repository
 from tests.device.fakes.rauc import ENV, FakeRaucSystem, make_bundle
@@ -255,3 +259,69 @@ def test_a_bundle_is_fetched_at_once_and_installed_only_inside_the_maintenance_w
     now[0] += 3600  # the window opens: the verified bundle is installed, not downloaded again
     assert system.handle(offer) == "installing" and board.reboots == ["tryboot"]
     assert len(fake.calls("install")) == 1 and not verified.exists()
+
+
+def healthy_on_1_1(hospital: Hospital, fake: FakeRaucSystem, tmp_path: Path) -> tuple[Board, str]:
+    """A board that ran 1.0.0 and is healthy on 1.1.0 through a rollout (both published): the board, the rollout."""
+    board = Board(tmp_path, hospital, fake)
+    board.heartbeat()
+    read = functools.partial(read_manifest, rauc=fake.command)
+    for version in ("1.0.0", "1.1.0"):
+        bundle = make_bundle(tmp_path / f"wardsight-{version}.raucb", compatible=BOARD, version=version,
+                             payload=f"the {version} root filesystem ".encode() * 4096)  # fmt: skip
+        publish_bundle(bundle, hospital.keys, hospital.api, read=read)
+    view = start_rollout(hospital.api, BOARD, "1.1.0", {"room": ROOM}, kind="system")
+    system, channel = board.agent()
+    channel.poll()
+    assert system.step() == "installing" and fake.boot("tryboot") == "rootfs.1"
+    system, _ = board.agent()
+    assert system.step() == "trial"
+    board.health = "ok"
+    assert system.step() == "idle" and fake.release_version() == "1.1.0"
+    hospital.wait_for(lambda: hospital.rollout(view["id"])["status"] == "completed", "the rollout to complete")
+    board.health = None  # the next trial's health check: undecided until the test says
+    return board, view["id"]
+
+
+def roll_back(hospital: Hospital, rollout_id: str) -> None:
+    view = hospital.api.post_json(f"/api/v1/rollouts/{rollout_id}/rollback", {"reason": "CVE found in 1.1.0"})
+    assert view["status"] == "rolling_back"
+
+
+def test_a_rollback_at_or_above_the_signed_floor_goes_back_end_to_end(hospital, fake, tmp_path):
+    board, rollout_id = healthy_on_1_1(hospital, fake, tmp_path)
+    set_floor(BOARD, "1.0.0", hospital.keys, hospital.api)  # 1.0.0 is the floor itself: allowed
+    roll_back(hospital, rollout_id)
+
+    system, channel = board.agent()
+    assert channel.poll() is None and system.step() == "installing", "the offer of 1.0.0, marked a rollback"
+    assert board.reboots[-1] == "tryboot" and fake.boot("tryboot") == "rootfs.0"
+    system, _ = board.agent()
+    assert system.step() == "trial"
+    board.health = "ok"
+    assert system.step() == "idle"
+    assert fake.release_version() == "1.0.0" and len(fake.calls("install")) == 2
+    done = hospital.wait_for(lambda: (r := hospital.rollout(rollout_id))["status"] == "rolled_back" and r,
+                             "the rollback to finish")  # fmt: skip
+    assert done["devices"][0]["explain"] == "rolled back to 1.0.0"
+
+
+def test_a_rollback_below_the_signed_floor_is_refused_before_download(hospital, fake, tmp_path):
+    board, rollout_id = healthy_on_1_1(hospital, fake, tmp_path)
+    set_floor(BOARD, "1.1.0", hospital.keys, hospital.api)  # 1.0.0 is known bad: nothing below 1.1.0 any more
+    roll_back(hospital, rollout_id)
+
+    system, channel = board.agent()
+    assert channel.poll() is None and system.step() == "rejected"
+    system_dir = board.dir / "ota" / "system"
+    assert not any(p.suffix in (".part", ".raucb") for p in system_dir.rglob("*")), "nothing downloaded"
+    assert len(fake.calls("install")) == 1 and board.reboots == ["tryboot"] and fake.release_version() == "1.1.0"
+    assert system.step() == "idle", "and not taken again"
+    device = hospital.wait_for(lambda: (d := hospital.rollout(rollout_id)["devices"][0])["status"] == "failed" and d,
+                               "the server to show the refusal")  # fmt: skip
+    assert (device["reason"], device["detail"]) == ("below_signed_floor", "a rollback to 1.0.0 is below 1.1.0, the"
+                                                    " lowest wardsight-rpi5 version the hospital signed")  # fmt: skip
+    assert device["explain"] == (
+        "failed: the version is below the hospital's signed floor for this board (a rollback"
+        " to 1.0.0 is below 1.1.0, the lowest wardsight-rpi5 version the hospital signed)"
+    )

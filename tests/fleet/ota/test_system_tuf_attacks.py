@@ -7,6 +7,10 @@ where the attacker holds them, signing with the server's online keys; and by sen
 likes (the offer is the server's word: only what TUF signed is trusted). Each attack is first shown failing to make
 the device install anything, and then the same step without the attack doing so, so a test fails if the defence
 were gone rather than passing because nothing worked.
+
+The signed floor (``wardsight ota system-floor``): a rollout's ``rollback`` is the server's word, so the lowest
+version a board may install is signed by the hospital in the targets metadata, and a server that lowers or removes
+it (with the online keys, by replaying older metadata, or by the offer it sends) still finds the device refusing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from firmware.ota.system_update import SystemUpdater
 from firmware.ota.tufclient import TufClient
 from signing.bundles import BundleManifest, bundle_target_info, publish_bundle, read_manifest
 from signing.errors import OtaCliError
+from signing.floors import set_floor
+from signing.metadata import resign_targets
 from tests.device.fakes.rauc import ENV, FakeRaucSystem, make_bundle
 from tests.fleet.ota.test_ota_repository import start_fleet
 from tests.fleet.ota.test_tuf_attacks import forge_online, resign_online, serve, served
@@ -206,3 +212,97 @@ def test_a_bundle_for_another_board_is_refused_before_download_or_before_install
     # Control: a bundle for this board, signed as such, installs.
     publish(fleet, tmp_path / "good", "1.3.0")
     assert client.handle(offer("1.3.0")) == "installing" and device.reboots == ["tryboot"]
+
+
+# ---- the signed floor ------------------------------------------------------------------------------------------
+
+FLOOR_DETAIL = "a rollback to 1.0.0 is below 1.0.5, the lowest wardsight-rpi5 version the hospital signed"
+
+
+def forged_floor(fleet, floor: str | None) -> bytes:
+    """The served targets one version up with the floor lowered (or removed), signed with the online keys."""
+    md = Metadata[Targets].from_bytes(served(fleet, "targets.json"))
+    if floor is None:
+        del md.signed.unrecognized_fields["custom"]
+    else:
+        md.signed.unrecognized_fields["custom"] = {"system_floors": {BOARD: floor}}
+    md.signed.version += 1
+    md.sign(fleet.repo.keys.snapshot)
+    md.sign(fleet.repo.keys.timestamp, append=True)
+    return md.to_bytes()
+
+
+def test_the_server_cannot_lower_or_remove_the_signed_floor(fleet, tmp_path, monkeypatch):
+    publish(fleet, tmp_path / "old", "1.0.0")  # say, with a known CVE
+    publish(fleet, tmp_path / "fixed", "1.0.5")
+    before_floor = {name: served(fleet, name) for name in ("timestamp.json", "snapshot.json", "targets.json")}
+    set_floor(BOARD, "1.0.5", fleet.keys, fleet.conn)
+    good = {name: served(fleet, name) for name in before_floor}
+    device = Device(tmp_path, fleet, monkeypatch, running="1.1.0")
+    client = device.client()
+
+    # The server's rollback offer (or an offer lying about the board, or no rollback at all) below the signed floor:
+    # refused before anything is downloaded.
+    for n, sent in enumerate((offer("1.0.0", rollback=True), offer("1.0.0", model="wardsight-rpi4", rollback=True,
+                              rollout_id="ro-lie"), offer("1.0.0", rollout_id="ro-plain"))):  # fmt: skip
+        assert client.handle(sent) == "rejected"
+        detail = FLOOR_DETAIL if sent.rollback else FLOOR_DETAIL.replace("a rollback to ", "")
+        assert device.reports.last() == ("rejected", "below_signed_floor", detail), n
+    assert device.downloaded() == [] and device.installs() == [] and device.reboots == []
+
+    # The hospital's own targets from before the floor, replayed in a snapshot and timestamp signed with the online
+    # keys: the device has seen the floor's newer targets version and refuses to go back.
+    for name, data in before_floor.items():
+        serve(fleet, name, data)
+    old = Metadata[Targets].from_bytes(before_floor["targets.json"])
+    forge_online(fleet, MetaFile.from_data(old.signed.version, before_floor["targets.json"], ["sha256"]), bump=5)
+    sent = offer("1.0.0", rollback=True, rollout_id="ro-replayed")
+    assert client.handle(sent) == "retry" and client.handle(sent) == "failed"
+    state, reason, detail = device.reports.last()
+    assert (state, reason) == ("failed", "tuf_error") and "BadVersionNumberError" in (detail or "")
+    assert device.downloaded() == [] and device.installs() == [] and device.reboots == []
+
+    # The floor lowered or removed with the keys a server holds: the API refuses it, and served behind its back a
+    # device (here one that never saw the floor) refuses the metadata (not signed by the targets key).
+    for name, data in good.items():
+        serve(fleet, name, data)
+    fresh = Device(tmp_path / "fresh", fleet, monkeypatch, running="1.1.0")
+    client = fresh.client()
+    for n, floor in enumerate(("1.0.0", None)):
+        forged = forged_floor(fleet, floor)
+        with pytest.raises(OtaCliError, match="HTTP 403"):
+            fleet.conn.post_json("/api/v1/ota/targets", Metadata[Targets].from_bytes(forged).to_dict())
+        serve(fleet, "targets.json", forged)
+        resign_online(fleet)
+        sent = offer("1.0.0", rollback=True, rollout_id=f"ro-forged-{n}")
+        assert client.handle(sent) == "retry" and client.handle(sent) == "failed"
+        state, reason, detail = fresh.reports.last()
+        assert (state, reason) == ("failed", "tuf_error") and "UnsignedMetadataError" in (detail or "")
+    assert fresh.downloaded() == [] and fresh.installs() == [] and fresh.reboots == []
+
+    # Control: the hospital's metadata served again, a rollback to the floor itself installs ...
+    for name, data in good.items():
+        serve(fleet, name, data)
+    resign_online(fleet)
+    control = Device(tmp_path / "control", fleet, monkeypatch, running="1.1.0")
+    assert control.client().handle(offer("1.0.5", rollback=True)) == "installing" and control.reboots == ["tryboot"]
+    # ... and once the hospital itself removes the floor (offline key), the rollback to 1.0.0 does too.
+    set_floor(BOARD, None, fleet.keys, fleet.conn)
+    lowered = Device(tmp_path / "lowered", fleet, monkeypatch, running="1.1.0")
+    assert lowered.client().handle(offer("1.0.0", rollback=True)) == "installing"
+
+
+def test_a_malformed_signed_floor_refuses_every_system_update(fleet, tmp_path, monkeypatch):
+    """The hospital signed a floor the device cannot read: it cannot tell what is allowed, so nothing is (fail
+    closed), until the hospital signs a readable one."""
+    publish(fleet, tmp_path, "1.2.0")
+    resign_targets(fleet.keys, fleet.conn,
+                   lambda t: t.unrecognized_fields.update({"custom": {"system_floors": {BOARD: 105}}}))  # fmt: skip
+    device = Device(tmp_path, fleet, monkeypatch, running="1.1.0")
+    client = device.client()
+    assert client.handle(offer("1.2.0")) == "rejected"
+    assert device.reports.last() == ("rejected", "floor_unreadable", "the floor for wardsight-rpi5 is not a version"
+                                     " string")  # fmt: skip
+    assert device.downloaded() == []
+    assert set_floor(BOARD, "1.0.0", fleet.keys, fleet.conn)["repaired"].endswith("is not a version string")
+    assert client.handle(offer("1.2.0", rollout_id="ro-readable")) == "installing"
