@@ -4,8 +4,9 @@ where and why there).
 
 A rollout's ``rollback`` flag is the fleet server's word; the floor is the hospital's. Devices refuse any system
 offer below their board's floor, an operator's rollback included, so a compromised server cannot take them back to
-an older published system (one with a known CVE, say) once the hospital has set the floor above it. Without a floor
-an operator's rollback may go to any published older version.
+an older published system (one with a known CVE, say) once the hospital has set the floor above it and the device
+has fetched that targets version (until then, a server with the online keys can replay the older targets until they
+expire: ``--targets-days``). Without a floor an operator's rollback may go to any published older version.
 
 Setting, moving or removing the floor re-signs the served targets metadata (:func:`signing.metadata.resign_targets`:
 checked to be signed by these keys and not older than what they signed last, so a server cannot make the hospital sign

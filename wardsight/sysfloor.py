@@ -13,7 +13,9 @@ any system update below its board's floor, an operator's rollback included. No e
 Why here and not a target of its own: a TUF target is a file to download, and the fleet server accepts only targets it
 holds byte for byte (a model package or a bundle); the floor is one signed value, in the same metadata version as the
 bundles it judges (they change together, atomically), and TUF's version checks (a device never goes back to older
-targets metadata) keep a server from serving a version without it. Re-signing targets (``signing.metadata
+targets metadata) keep a server from serving a version without it to a device that has seen it. A device that has
+not (enrolled, reset or offline since the floor was set) can be served the hospital's older, floor-less targets by a
+server holding the online keys until those expire: keep ``--targets-days`` short where the floor matters. Re-signing targets (``signing.metadata
 .resign_targets``: publish, withdraw) edits the served metadata in place, so an existing floor is kept.
 """
 

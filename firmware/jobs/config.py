@@ -42,6 +42,7 @@ from wardsight.device_config import (
     MERGE_ZONES,
     DeviceConfig,
     LayoutEdit,
+    UpdateGates,
     outline_problem,
 )
 from wardsight.errors import WardSightError
@@ -144,10 +145,14 @@ def validate_config_text(
 
 def check_local_settings(pushed: DeviceConfig, running: DeviceConfig | None) -> None:
     """Refuse a pushed configuration that changes what only the device's own file may set: the reboot command
-    (a command the agent runs; a remote operator must not choose it)."""
+    (a command the agent runs; a remote operator must not choose it) and the update gates (what a new model or
+    system must show before the device keeps it: loosened from afar, a bad release would be committed)."""
     current = running.reboot_command if running is not None else list(DEFAULT_REBOOT_COMMAND)
     if pushed.reboot_command != current:
         raise ConfigRefusedError("reboot_command_is_local", "a pushed configuration may not change reboot_command")
+    gates = running.updates if running is not None else UpdateGates()
+    if pushed.updates != gates:
+        raise ConfigRefusedError("updates_are_local", "a pushed configuration may not change [updates]")
 
 
 def current_config(config_path: Path, environ: Mapping[str, str]) -> DeviceConfig | None:

@@ -116,7 +116,8 @@ class SystemState(_Closed):
     trial_starts: int = 0  # agent starts in the trial boot
     self_test_ok: bool = False
     attempts: int = 0  # retryable RAUC failures in the current phase
-    retry_since: float | None = None  # monotonic time of the first of them (with attempts > 0)
+    retry_since: float | None = None  # monotonic time of the first of them (with attempts > 0) ...
+    retry_boot: str | None = None  # ... in this boot
     reason: str | None = None  # why a trial is being reverted
     reports: list[SystemReport] = Field(default_factory=list)
 
@@ -251,15 +252,17 @@ class SystemUpdateSettings:
     retry_seconds: float = 1800.0  # ... and for at least this long: an install an earlier agent start asked for
 
 
-def retry(state: SystemState, now: float, settings: SystemUpdateSettings) -> dict[str, object] | None:
+def retry(state: SystemState, now: float, boot: str, settings: SystemUpdateSettings) -> dict[str, object] | None:
     """The state's changes for one more try of a RAUC call RAUC could not take (busy, not answering), or None to
     give up: tried ``max_attempts`` times over at least ``retry_seconds``. An agent restarted during an install
-    finds RAUC busy with it for minutes. ``now`` is this boot's monotonic clock; a time from before it starts anew."""
-    since = state.retry_since if state.attempts and state.retry_since is not None and state.retry_since <= now else now
+    finds RAUC busy with it for minutes. ``now`` is boot ``boot``'s monotonic clock: another boot's window starts
+    anew (its attempts kept)."""
+    same = state.attempts and state.retry_since is not None and state.retry_boot == boot
+    since = state.retry_since if same and state.retry_since is not None else now
     attempts = state.attempts + 1
     if attempts >= settings.max_attempts and now - since >= settings.retry_seconds:
         return None
-    return {"attempts": attempts, "retry_since": since}
+    return {"attempts": attempts, "retry_since": since, "retry_boot": boot}
 
 
 def where_now(
@@ -287,8 +290,8 @@ def where_now(
     if booted == to.name:
         return "revert_again" if state.phase == "reverting" else "trial"
     if booted == back.name:
-        if state.phase == "reverting":
-            return "reverted" if primary in (None, back.name) else "commit_old"
+        if state.phase == "reverting":  # kept only if the next boot is the old slot too (else: mark it good)
+            return "reverted" if primary == back.name and state.reverts == 0 else "commit_old"
         return "tryboot_again" if state.tryboots < settings.max_tryboots else "did_not_boot"
     return "unknown_slot"
 

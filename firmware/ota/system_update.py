@@ -202,7 +202,7 @@ class SystemUpdater:
         return False
 
     def _retry(self, made: list[SystemReport], exc: RaucError, final: ReportState) -> bool:
-        if (changes := retry(self.state, self.clock(), self.settings)) is None:
+        if (changes := retry(self.state, self.clock(), self.boot_id(), self.settings)) is None:
             return self._end(made, final, f"{exc.code}: {exc.reason}")
         log.warning("system update: RAUC not ready (%s), trying again later", exc)
         self._save(**changes)

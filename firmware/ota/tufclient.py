@@ -7,7 +7,7 @@ walked to from the cache in ``<device dir>/ota/metadata/root_history`` and then 
 signed by the one before, so a rotated root is followed and a forged one is refused.
 
 :meth:`TufClient.lookup` also gives the top-level targets metadata that refresh trusted, for what the targets role
-signs besides targets (the hospital's system floors, :mod:`wardsight.sysfloor`).
+signs besides targets (the hospital's system floors, :mod:`wardsight.sysfloor`), as that refresh verified it.
 
 Metadata comes from ``<server>/tuf/metadata/`` and packages from ``<server>/tuf/targets/``, over
 :class:`UrllibFetcher`: urllib with the fleet CA pinned (the same TLS context as every device request).
@@ -166,7 +166,7 @@ class TufClient:
         try:
             updater.refresh()
             info = updater.get_targetinfo(target)
-            trusted = self._trusted_targets(target, info) if with_targets else None
+            trusted = self._trusted_targets(updater, target, info) if with_targets else None
         except exceptions.DownloadError as exc:
             raise TufError(f"cannot fetch OTA metadata: {exc}", "tuf_unreachable") from None
         except exceptions.RepositoryError as exc:
@@ -179,17 +179,14 @@ class TufClient:
             raise TufError(f"target {target} has no sha256 in its metadata", "target_unknown")
         return info, self.target_url(info), trusted
 
-    def _trusted_targets(self, target: str, info: TargetFile | None) -> Targets:
-        """The targets metadata the refresh just trusted. ngclient has no public accessor for it; it keeps it as
-        ``<metadata dir>/targets.json`` (the local copy it verified, or the download it verified before writing it,
-        atomically). Read back, its signature is checked again under the trusted root, and it must list ``target``
-        as the refresh did (else another refresh replaced it meanwhile: an error, tried again next round)."""
-        md = Metadata[Targets].from_bytes((self.metadata_dir / f"{Targets.type}.json").read_bytes())
-        root = Metadata[Root].from_bytes((self.metadata_dir / ROOT_FILE).read_bytes())
-        root.signed.verify_delegate(Targets.type, md.signed_bytes, md.signatures)
-        if md.signed.targets.get(target) != info:
-            raise exceptions.RepositoryError("the targets metadata changed while it was read")
-        return md.signed
+    @staticmethod
+    def _trusted_targets(updater: Updater, target: str, info: TargetFile | None) -> Targets:
+        """The top-level targets metadata this very refresh verified (ngclient's trusted set: it has no public
+        accessor, and the file on disk may be another loop's refresh by now); it must list ``target`` as found."""
+        trusted = getattr(getattr(updater, "_trusted_set", None), "targets", None)
+        if not isinstance(trusted, Targets) or trusted.targets.get(target) != info:
+            raise exceptions.RepositoryError("the refresh's targets metadata is not at hand")
+        return trusted
 
     def target_url(self, info: TargetFile) -> str:
         """Where the target's bytes are: with consistent snapshots, ``<dir>/<hash>.<name>`` as ngclient forms it."""

@@ -240,6 +240,7 @@ def configured(tmp_path, fleet, data_dir_with_models):
         ("[source]\nkind = 'file'\npath = '/nonexistent/ward.mp4'\n", "config_would_not_start", "not a file"),
         ("[mask]\nenabled = true\n", "config_would_not_start", "face-detection-full-range is not on this device"),
         ("reboot_command = ['sh', '-c', 'reboot']\n", "reboot_command_is_local", "may not change reboot_command"),
+        ("[updates]\nhealth_frames = 1\nhealth_seconds = 86400\n", "updates_are_local", "may not change [updates]"),
     ],
 )
 def test_a_bad_config_is_refused_and_the_old_one_kept(configured, caplog, text, reason, why):

@@ -264,8 +264,10 @@ def test_a_revert_that_comes_back_to_the_committed_new_slot_tries_the_old_one_an
 def test_a_revert_that_comes_back_on_a_grub_style_bootloader_puts_the_old_slot_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """GRUB's set-primary commits the boot order: after a revert whose mark-bad RAUC was too busy for, activating
-    the old slot is enough; no mark-good is needed on it."""
+    """After a revert whose mark-bad RAUC was too busy for, the old slot is activated and tried; a grub-style
+    bootloader boots it as a try (its TRY set), so the old slot is marked good too: else, with the new slot bad and
+    the old one tried, the next boot would have no good untried slot (the twin's GRUB script would take the
+    committed one: the new slot)."""
     world = World(tmp_path, monkeypatch, bootloader="order")
     updater = install_and_tryboot(world)
     busy = [CommandResult(1, "", "Failed to contact rauc service: Already processing a different method\n")]
@@ -277,7 +279,8 @@ def test_a_revert_that_comes_back_on_a_grub_style_bootloader_puts_the_old_slot_f
     assert world.reboot() == "rootfs.0"
     (report,) = world.updater().step()
     assert (report.state, report.reason) == ("rolled_back", "health_check_failed: too_few_frames: 3 of 30")
-    assert world.fake.calls("mark-good") == [] and world.fake.boot("normal") == "rootfs.0"
+    assert world.fake.calls("mark-good") == [["status", "mark-good", "booted"]]
+    assert world.fake.boot("normal") == "rootfs.0"
 
 
 def test_a_new_slot_that_never_boots_is_tried_twice_then_reported(world: World) -> None:
@@ -605,8 +608,10 @@ def test_where_now_tells_a_reboot_from_an_agent_restart() -> None:
     assert where_now(state.model_copy(update={"tryboots": 2}), "rootfs.0", "b2", 0.0, s) == "did_not_boot"
     assert where_now(state, "rootfs.9", "b2", 0.0, s) == "unknown_slot"
     reverting = state.model_copy(update={"phase": "reverting", "reason": "self_test_failed: x"})
-    assert where_now(reverting, "rootfs.0", "b2", 0.0, s) == "reverted"
+    assert where_now(reverting, "rootfs.0", "b2", 0.0, s) == "commit_old", "RAUC names no primary: make sure"
     assert where_now(reverting, "rootfs.0", "b2", 0.0, s, primary="rootfs.0") == "reverted"
+    again = reverting.model_copy(update={"reverts": 1})  # back on the old slot by a try of it (GRUB: TRY=1)
+    assert where_now(again, "rootfs.0", "b2", 0.0, s, primary="rootfs.0") == "commit_old"
     assert where_now(reverting, "rootfs.0", "b2", 0.0, s, primary="rootfs.1") == "commit_old"
     assert where_now(reverting, "rootfs.1", "b2", 0.0, s) == "revert_again"
     assert ending("commit_old", reverting, "rootfs.0") == ("rolled_back", "self_test_failed: x")

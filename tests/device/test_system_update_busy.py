@@ -63,16 +63,22 @@ def test_rauc_busy_for_ever_fails_with_the_reason_after_the_window(world: World)
     assert updater.state.phase == "idle"
 
 
-def test_a_retry_window_from_another_boot_starts_anew(world: World) -> None:
-    """The monotonic clock restarts with each boot: a ``retry_since`` later than now is from before it."""
+@pytest.mark.parametrize("later", [10.0, 7000.0])
+def test_a_retry_window_from_another_boot_starts_anew(world: World, later: float) -> None:
+    """The monotonic clock restarts with each boot: a window from another boot (by its boot id) starts anew, whether
+    the new boot's clock is below or above the old one's."""
     updater = world.updater()
     updater.stage(world.bundle(), offer())
     runner = updater.rauc.runner = busy_installs(world, busy_until=float("inf"))
     world.now = 5000.0
     updater.step()
     assert updater.state.retry_since == 5000.0
-    world.now = 10.0  # a new boot
+    world.now += 900
+    updater.step()
+    world.fake.boot("power_cut")  # a new boot id
+    world.now = later
     updater = world.updater()
     updater.rauc.runner = runner
     updater.step()
-    assert updater.state.phase == "installing" and updater.state.retry_since == 10.0
+    assert updater.state.phase == "installing" and updater.state.retry_since == later
+    assert updater.state.attempts == 3, "tries counted across boots; the time window is per boot"
