@@ -15,8 +15,9 @@ holds byte for byte (a model package or a bundle); the floor is one signed value
 bundles it judges (they change together, atomically), and TUF's version checks (a device never goes back to older
 targets metadata) keep a server from serving a version without it to a device that has seen it. A device that has
 not (enrolled, reset or offline since the floor was set) can be served the hospital's older, floor-less targets by a
-server holding the online keys until those expire: keep ``--targets-days`` short where the floor matters. Re-signing targets (``signing.metadata
-.resign_targets``: publish, withdraw) edits the served metadata in place, so an existing floor is kept.
+server holding the online keys until those expire: keep ``--targets-days`` short where the floor matters.
+Re-signing targets (``signing.metadata.resign_targets``: publish, withdraw) edits the served metadata in place, so an
+existing floor is kept.
 """
 
 from __future__ import annotations
