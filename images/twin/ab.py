@@ -148,8 +148,8 @@ class Scenario:
         env = self.grubenv()
         started = time.time()
         machine, slot = self.boot("back-on-b")
-        self.check("broken-boots-back-to-slot-b", slot == "B",
-                   f"GRUB booted slot {slot}; grubenv A_OK={env.get('A_OK')}")  # fmt: skip
+        self.check("broken-boots-back-to-slot-b", slot == "B" and env.get("A_OK") == "0",
+                   f"GRUB booted slot {slot}; grubenv before: A marked bad (A_OK={env.get('A_OK')})")  # fmt: skip
         done = self.outcome(rollout)
         reason = f"{done.get('reason')} {done.get('detail')}"
         self.check("broken-reported-rolled-back", done.get("status") == "rolled_back" and "self_test_failed" in reason,
@@ -188,7 +188,9 @@ class Scenario:
         ok, view = self.system_is("B", GOOD, started)
         self.check("first-boot-cut-b-works", ok, view)
         armed = machine.wait_exit(AGENT_TIMEOUT)
-        self.check("new-slot-armed-once-more", armed, f"the agent's phases: {phases(machine)}")
+        env = self.grubenv()
+        self.check("new-slot-armed-once-more", armed and env.get("ORDER", "").startswith("A") and env.get("A_OK") == "1"
+                   and env.get("A_TRY") == "0", f"rebooted with grubenv {env}")  # fmt: skip
         started = time.time()
         machine, slot = self.boot("second-try-1.3.0")
         self.check("second-try-boots-slot-a", slot == "A", f"GRUB booted slot {slot}")
@@ -198,9 +200,12 @@ class Scenario:
         self.check("after-cuts-reports-1.3.0-on-a", ok, view)
         machine.send("poweroff")
         off = machine.wait_exit(600)
+        machine, slot = self.boot("committed")  # GRUB commits a trial marked good at the next boot
+        machine.send("poweroff")
+        off = machine.wait_exit(600) and off
         env = self.grubenv()
-        self.check("grub-keeps-a", off and env.get("A_OK") == "1" and env.get("A_TRY") == "0"
-                   and env.get("ORDER", "").startswith("A"), f"after power-off: {env}")  # fmt: skip
+        self.check("grub-commits-a", off and slot == "A" and env.get("COMMITTED") == "A" and env.get("TRIAL") == ""
+                   and env.get("A_OK") == "1" and env.get("A_TRY") == "0", f"booted {slot}; then {env}")  # fmt: skip
 
 
 def phases(machine: Machine) -> str:

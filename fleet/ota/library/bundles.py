@@ -115,15 +115,17 @@ def mark_bundles_published(db: Database, published: dict[str, TargetFile], actor
 # ---- listing --------------------------------------------------------------------------------------------------
 
 
-def running_systems(db: Database) -> dict[str, list[str]]:
-    """System version -> device ids, from each non-revoked device's latest heartbeat."""
-    running: dict[str, list[str]] = defaultdict(list)
+def running_systems(db: Database) -> dict[tuple[str | None, str], list[str]]:
+    """(RAUC compatible, system version) -> device ids, from each non-revoked device's latest heartbeat; the
+    compatible is None for an agent that does not report it."""
+    running: dict[tuple[str | None, str], list[str]] = defaultdict(list)
     rows = db.conn.execute(
-        "SELECT h.device_id, h.system_version FROM health_latest h JOIN devices d ON d.id = h.device_id"
-        " WHERE COALESCE(d.status, 'active') != 'revoked' AND h.system_version IS NOT NULL ORDER BY h.device_id"
+        "SELECT h.device_id, h.system_compatible, h.system_version FROM health_latest h JOIN devices d"
+        " ON d.id = h.device_id WHERE COALESCE(d.status, 'active') != 'revoked' AND h.system_version IS NOT NULL"
+        " ORDER BY h.device_id"
     )
-    for device_id, version in rows:
-        running[str(version)].append(device_id)
+    for device_id, compatible, version in rows:
+        running[(compatible, str(version))].append(device_id)
     return running
 
 
@@ -142,14 +144,14 @@ def _custom(published: dict[str, TargetFile], target: str) -> dict[str, Any]:
 
 def list_systems(db: Database, published: dict[str, TargetFile]) -> list[dict[str, Any]]:
     """Every RAUC compatible in the library with its bundles (staged / published / withdrawn, the SBOM digest the
-    signature carries) and how many devices report each version (heartbeats do not say their compatible: a
-    version's count is over every board)."""
+    signature carries) and how many devices of that board report each version (a device whose agent does not say
+    its board counts for every board with its version)."""
     running = running_systems(db)
     systems: dict[str, dict[str, Any]] = {}
     for row in db.query("SELECT * FROM ota_system_bundles ORDER BY compatible, uploaded_at DESC, version"):
         entry = systems.setdefault(row["compatible"], {"kind": "system", "compatible": row["compatible"],
                                                        "versions": []})  # fmt: skip
-        devices = running.get(row["version"], [])
+        devices = sorted(running.get((row["compatible"], row["version"]), []) + running.get((None, row["version"]), []))
         entry["versions"].append(
             {
                 "version": row["version"],

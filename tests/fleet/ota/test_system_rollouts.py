@@ -327,3 +327,16 @@ async def test_a_system_rollout_takes_only_the_devices_of_its_bundle_s_board(cli
     shown = await view(client, operator, (await resp.json())["id"])
     assert {row["device_id"] for row in shown["devices"]} == {pi5.device_id, unknown.device_id}
     assert await raw_poll(pi4, SYSTEM_POLL) is None
+
+
+async def test_the_library_counts_a_version_s_devices_per_board(client, db_path, clock):
+    devices = await enroll(client, db_path, clock, {"3B-12": "3B", "3B-14": "3B", "3B-15": "3B"})
+    pi5, pi4, unknown = devices["3B-12"], devices["3B-14"], devices["3B-15"]
+    await heartbeat(pi5, clock, "1.0.0", compatible=BOARD)
+    await heartbeat(pi4, clock, "1.0.0", compatible="wardsight-rpi4")
+    await heartbeat(unknown, clock, "1.0.0")  # says no board: counted for every board with 1.0.0
+    resp = await client.get("/api/v1/models", headers=api_headers(client, "viewer"))
+    assert resp.status == 200, await resp.text()
+    (entry,) = [s for s in (await resp.json())["systems"] if s["compatible"] == BOARD]
+    version = next(v for v in entry["versions"] if v["version"] == "1.0.0")
+    assert version["devices"] == 2 and set(version["device_ids"]) == {pi5.device_id, unknown.device_id}
