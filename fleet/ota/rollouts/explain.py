@@ -82,14 +82,23 @@ def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(t)) + " UTC"
 
 
-def reason_text(reason: str | None, facts: DeviceFacts, detail: str | None = None) -> str:
-    """The device's reason in words (and its own words on it, ``detail``, when it gave them)."""
+# Where a system update's reason reads otherwise than a model's.
+SYSTEM_REASONS = {
+    "self_test_failed": "the new system's agent failed its self-test",
+    "health_check_failed": "the new system failed its health check",
+    "agent_restarted": "the agent kept restarting on the new system",
+}
+
+
+def reason_text(reason: str | None, facts: DeviceFacts, detail: str | None = None, *, system: bool = False) -> str:
+    """The device's reason in words (and its own words on it, ``detail``, when it gave them); ``system``: of a
+    system update."""
     if reason == "no_build_for_backend":
         runs = facts.accelerator or "another backend"
         return f"this device runs {runs}; the package has no build for it"
     if reason is None:
         return "no reason given"
-    text = REASONS.get(reason, reason.replace("_", " "))
+    text = (SYSTEM_REASONS if system else {}).get(reason) or REASONS.get(reason, reason.replace("_", " "))
     return f"{text} ({detail})" if detail else text
 
 
@@ -178,11 +187,11 @@ def _system_step(spec: RolloutSpec, dev: DeviceState, facts: DeviceFacts) -> str
         "rebooting": "rebooting into the new system (booted once, kept only if healthy)",
         "activated": "on trial: booted the new system, self-test and health check running",
         "healthy": f"healthy on system {spec.version}",
-        "rejected": f"rejected by the device: {reason_text(dev.reason, facts, dev.detail)}; it still runs its"
-        " previous system",
+        "rejected": f"rejected by the device: {reason_text(dev.reason, facts, dev.detail, system=True)}; it still"
+        " runs its previous system",
     }
     if dev.status == "rolled_back" and not dev.reverting:
-        return f"booted back into its previous system: {reason_text(dev.reason, facts, dev.detail)}"
+        return f"booted back into its previous system: {reason_text(dev.reason, facts, dev.detail, system=True)}"
     if dev.status == "failed":
-        return f"failed: {reason_text(dev.reason, facts, dev.detail)}"
+        return f"failed: {reason_text(dev.reason, facts, dev.detail, system=True)}"
     return words.get(dev.status)

@@ -206,8 +206,8 @@ async def test_the_device_s_reason_and_its_own_words_reach_the_view(client, db_p
     assert row["explain"] == ("rejected by the device: the bundle is for another board (the bundle is signed for"
                               " 'wardsight-rpi4', this system is 'wardsight-rpi5'); it still runs its previous system")
     row = row_of(shown, reverting)
-    assert row["explain"] == ("booted back into its previous system: the model failed its self-test (load_failed: no"
-                              " model)")  # fmt: skip
+    assert row["explain"] == ("booted back into its previous system: the new system's agent failed its self-test"
+                              " (load_failed: no model)")  # fmt: skip
     assert shown["failures"] == 2 and shown["status"] == "paused"
 
 
