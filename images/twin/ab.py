@@ -85,6 +85,12 @@ class Scenario:
         found = re.search(r"slot=(\S+)", line or "")
         return machine, found.group(1) if found else None
 
+    def boot_on(self, what: str, expected: str, name: str) -> Machine:
+        """Power on and check (as ``name``) that GRUB booted slot ``expected``."""
+        machine, slot = self.boot(what)
+        self.check(name, slot == expected, f"GRUB booted slot {slot}")
+        return machine
+
     def check(self, name: str, ok: bool, detail: str) -> bool:
         stamp = self.machine.stamp() if self.machine else ""
         self.report.check(name, ok, f"{detail} {stamp}")
@@ -117,8 +123,7 @@ class Scenario:
 
     def factory(self) -> Machine:
         started = time.time()
-        machine, slot = self.boot("factory")
-        self.check("factory-boots-slot-a", slot == "A", f"GRUB booted slot {slot}")
+        machine = self.boot_on("factory", "A", "factory-boots-slot-a")
         ok, view = self.system_is("A", FACTORY, started)
         self.check("factory-enrolled-reports-1.0.0-on-a", ok, view)
         return machine
@@ -129,8 +134,7 @@ class Scenario:
         self.check("good-installed-then-rebooted", rebooted and "INFO update rebooting" in machine.said,
                    f"the agent's phases: {phases(machine)}")  # fmt: skip
         started = time.time()
-        machine, slot = self.boot("trial-1.1.0")
-        self.check("good-trial-boots-slot-b", slot == "B", f"GRUB booted slot {slot}")
+        machine = self.boot_on("trial-1.1.0", "B", "good-trial-boots-slot-b")
         done = self.outcome(rollout)
         self.check("good-marked-good", done.get("status") == "healthy", f"rollout {rollout}: {done}")
         ok, view = self.system_is("B", GOOD, started)
@@ -141,8 +145,7 @@ class Scenario:
         rollout = self.release(BROKEN)
         rebooted = machine.wait_exit(UPDATE_TIMEOUT)
         self.check("broken-installed-then-rebooted", rebooted, f"the agent's phases: {phases(machine)}")
-        machine, slot = self.boot("trial-1.2.0")
-        self.check("broken-trial-boots-slot-a", slot == "A", f"GRUB booted slot {slot}")
+        machine = self.boot_on("trial-1.2.0", "A", "broken-trial-boots-slot-a")
         back = machine.wait_exit(AGENT_TIMEOUT)
         self.check("broken-self-test-fails-and-reboots", back and "INFO update reverting" in machine.said,
                    f"the agent's phases: {phases(machine)}")  # fmt: skip
@@ -195,8 +198,7 @@ class Scenario:
                    and env.get(f"{new}_OK") == "1" and env.get(f"{new}_TRY") == "0",
                    f"rebooted with grubenv {env}")  # fmt: skip
         started = time.time()
-        machine, slot = self.boot("second-try-1.3.0")
-        self.check(f"second-try-boots-slot-{new.lower()}", slot == new, f"GRUB booted slot {slot}")
+        machine = self.boot_on("second-try-1.3.0", new, f"second-try-boots-slot-{new.lower()}")
         done = self.outcome(rollout)
         self.check("after-cuts-marked-good", done.get("status") == "healthy", f"rollout {rollout}: {done}")
         ok, view = self.system_is(new, AFTER, started)
