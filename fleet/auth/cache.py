@@ -55,6 +55,10 @@ class Bounded(Generic[K, V]):
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    def pop(self, key: K) -> None:
+        """Forget ``key`` (if kept)."""
+        self._entries.pop(key, None)
+
     def clear(self) -> None:
         self._entries.clear()
 

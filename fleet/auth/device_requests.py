@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from fleet.auth import device as deviceauth
-from fleet.auth.cache import Verified
+from fleet.auth.cache import Bounded, Verified
 from fleet.store.connection import Connection, Database
 from fleet.store.schema import undo_on_error
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
@@ -40,6 +41,11 @@ NONCES_KEY = web.AppKey("nonces", deviceauth.NonceIssuer)
 VERIFIED_KEY = web.AppKey("verified_device_credentials", Verified)  # credentials and device keys verified before
 RENEW_KEY = web.RequestKey("renew", bool)  # the credential used is due for renewal
 DEVICE_KEY = web.RequestKey("device", dict)  # the authenticated device's row
+# Each device's row as this server last read it: what a request is first decided on (the decision is checked on
+# the row read inside the request's write transaction: :func:`authenticated`).
+ROWS_KEY = web.AppKey("device_rows_last_read", Bounded)
+MAX_ROWS = 16_384
+ROW_KEEP_SECONDS = 600.0
 # One thread that checks Ed25519 signatures while the event loop goes on (the check releases the GIL).
 SIGNATURES_KEY = web.AppKey("signature_checker", ThreadPoolExecutor)
 
@@ -53,6 +59,7 @@ def install(app: web.Application) -> None:
     and the nonce/time stamp on responses."""
     app[NONCES_KEY] = deviceauth.NonceIssuer.from_key(app[KEYS_KEY].credentials, app[CONFIG_KEY].nonce_ttl_seconds)
     app[VERIFIED_KEY] = Verified(app[KEYS_KEY].credentials.public_key())
+    app[ROWS_KEY] = Bounded(MAX_ROWS)
     app[SIGNATURES_KEY] = ThreadPoolExecutor(1, thread_name_prefix="signatures")
     app.on_response_prepare.append(_stamp)
     app.on_cleanup.append(_stop_checker)
@@ -89,22 +96,66 @@ def _claimed_signer(request: web.Request) -> tuple[wire.Signed | None, str]:
 
 async def _decide(
     request: web.Request, body: bytes, credential: str, now: float, signed: Sequence[wire.Signed]
-) -> tuple[deviceauth.Verdict, dict]:
-    """The decision (:func:`fleet.auth.device.authenticate`) on this request and the device's row; nothing written.
-    The proof's signature, and those of ``signed`` (JWS in the body from the same device), are checked first off
-    the event loop (:func:`_check_signatures`)."""
+) -> tuple[deviceauth.Verdict, dict, Callable[[dict | None], deviceauth.Verdict]]:
+    """The decision (:func:`fleet.auth.device.authenticate`) on this request, on the device's row as this server
+    last read it (:data:`ROWS_KEY`; read now if it has none); nothing written. The proof's signature, and those of
+    ``signed`` (JWS in the body from the same device), are checked first off the event loop
+    (:func:`_check_signatures`). Returns the verdict, the row it was made on, and the decision to make again on
+    the row read inside the write (:func:`authenticated`) when that row differs."""
     app = request.app
     proof, claimed = _claimed_signer(request)
-    row = app[DB_KEY].get_device(claimed) if claimed else None  # read on every request: revocation acts at once
+    row = app[ROWS_KEY].get(claimed, now) if claimed else None
+    remembered = row is not None
+    if row is None and claimed:
+        row = _read_row(app, claimed, now)
+    if proof is not None and row is not None:
+        await _check_signatures(app, row["public_key"], [proof, *(s for s in signed if s.header.get("kid") == claimed)])
+    redecide = functools.partial(_decision, request, body, credential, now, proof, claimed)
+    try:
+        verdict = redecide(row)
+    except RejectedError:
+        last = row if remembered else None
+        if last is None:
+            raise
+        row = _read_row(app, claimed, now)  # refused on the row last read: is it still so?
+        if row is not None and all(row[k] == last[k] for k in _DECIDED_BY):
+            raise
+        verdict = redecide(row)  # (decided again on the row as it is now)
+    assert row is not None  # authenticate() refuses unknown devices
+    return verdict, row, redecide
+
+
+def _read_row(app: web.Application, device_id: str, now: float) -> dict | None:
+    """The device's row read now (None: no such device), kept as the row last read."""
+    row = app[DB_KEY].get_device(device_id)
+    if row is not None:
+        app[ROWS_KEY].put(device_id, row, now + ROW_KEEP_SECONDS)
+    return row
+
+
+def forget_row(app: web.Application, device_id: str) -> None:
+    """This server changed the device's row (its credential, its key): the next request reads it afresh (it would be
+    decided right all the same, twice)."""
+    app[ROWS_KEY].pop(device_id)
+
+
+def _decision(
+    request: web.Request,
+    body: bytes,
+    credential: str,
+    now: float,
+    proof: wire.Signed | None,
+    claimed: str,
+    row: dict | None,
+) -> deviceauth.Verdict:
+    """:func:`fleet.auth.device.authenticate` on this request and the device's ``row``: the verdict, or 401/403."""
     record = (
         deviceauth.DeviceRecord(row["id"], row["public_key"], row["status"] or "active", row["credential_id"])
         if row is not None
         else None
     )
-    if proof is not None and record is not None:
-        await _check_signatures(app, record, [proof, *(s for s in signed if s.header.get("kid") == claimed)])
     try:
-        verdict = deviceauth.authenticate(
+        return deviceauth.authenticate(
             method=request.method,
             path=request.path,
             query=request.query.items(),  # what handlers read, whatever spelling the client sent
@@ -113,22 +164,20 @@ async def _decide(
             authorization=request.headers.get("Authorization"),
             device=record,
             claimed_device=claimed,
-            nonces=app[NONCES_KEY],
-            verified=app[VERIFIED_KEY],
+            nonces=request.app[NONCES_KEY],
+            verified=request.app[VERIFIED_KEY],
             now=now,
             credential=credential,
         )
     except deviceauth.AuthError as exc:
         raise RejectedError(exc.status, str(exc), code=exc.code) from None
-    assert row is not None  # authenticate() refuses unknown devices
-    return verdict, row
 
 
-async def _check_signatures(app: web.Application, device: deviceauth.DeviceRecord, signed: list[wire.Signed]) -> None:
+async def _check_signatures(app: web.Application, public_key: str, signed: list[wire.Signed]) -> None:
     """Verify ``signed`` with the device's key in the signature thread; a success is kept on each
     (:meth:`wardsight.wire.Signed.verify`), a failure is left for the decision to find and word."""
     try:
-        key, _ = app[VERIFIED_KEY].device_key(device.public_key)
+        key, _ = app[VERIFIED_KEY].device_key(public_key)
     except wire.MalformedError:
         return  # (the decision refuses the device's key)
     await asyncio.get_running_loop().run_in_executor(app[SIGNATURES_KEY], _verify_quietly, signed, key)
@@ -144,15 +193,23 @@ def _verify_quietly(signed: list[wire.Signed], key: wire.Ed25519PublicKey) -> No
 _DECIDED_BY = ("status", "credential_id", "public_key")
 
 
-def _still_as_decided(request: web.Request, row: dict) -> None:
-    """Inside the write: the device's row still says what the decision read (the signature checks ran off the event
-    loop in between, and a revocation, quarantine, renewal or key rotation may have been committed since): 503 if
-    not (retryable: the device sends it again and it is decided afresh)."""
-    now_row = request.app[DB_KEY].get_device(row["id"])
-    if now_row is None or any(now_row[k] != row[k] for k in _DECIDED_BY):
-        raise RejectedError(
-            503, "the device's record changed while the request was checked: send it again", code="device_changed"
-        )
+def _as_decided(
+    request: web.Request,
+    verdict: deviceauth.Verdict,
+    row: dict,
+    redecide: Callable[[dict | None], deviceauth.Verdict],
+    now: float,
+) -> tuple[deviceauth.Verdict, dict]:
+    """Inside the write: the device's row read now (the decision used the row last read, and the signature checks
+    ran off the event loop in between: a revocation, quarantine, renewal or key rotation may have been committed
+    since). If it differs in what the decision read, the decision is made again on it (a new key's signatures
+    are checked here). The verdict that holds and the row it holds on; 401/403 if it no longer holds."""
+    now_row = _read_row(request.app, row["id"], now)
+    if now_row is not None and all(now_row[k] == row[k] for k in _DECIDED_BY):
+        return verdict, now_row
+    verdict = redecide(now_row)
+    assert now_row is not None  # authenticate() refuses unknown devices
+    return verdict, now_row
 
 
 def _remember(request: web.Request, verdict: deviceauth.Verdict, now: float) -> bool:
@@ -211,29 +268,29 @@ async def authenticated(
     body that ``write`` will check with the device's key (verified beforehand off the event loop).
     """
 
-    def remember_and_write(conn: Connection) -> tuple[bool, T | None, Exception | None]:
-        if not _remember(request, verdict, now):
-            return False, None, None
+    def remember_and_write(conn: Connection) -> tuple[deviceauth.Verdict | None, T | None, Exception | None]:
+        held, now_row = _as_decided(request, verdict, row, redecide, now)  # (refused: raises, nothing written)
+        if not _remember(request, held, now):
+            return None, None, None
         try:
             with undo_on_error(conn):
-                _still_as_decided(request, row)
-                return True, write(_accepted(request, verdict, row, now)), None
+                return held, write(_accepted(request, held, now_row, now)), None
         except Exception as exc:  # re-raised below, once the proof's id is committed
             if not conn.in_transaction:  # SQLite ended the whole transaction (e.g. a full disk): the batch fails
                 raise
-            return True, None, exc
+            return held, None, exc
 
     now = request.app[CLOCK_KEY]()
     group = request.app[DB_KEY].group
     with group.coming():  # (the commit this write will share waits for the checks off the event loop)
-        verdict, row = await _decide(request, body, credential, now, signed)
+        verdict, row, redecide = await _decide(request, body, credential, now, signed)
         committed = group.submit(remember_and_write)
-    fresh, value, failure = await committed
-    if not fresh:
+    held, value, failure = await committed
+    if held is None:
         raise RejectedError(401, "proof already used (replay)", code="replay")
     if failure is not None:
         raise failure
-    return verdict, value  # type: ignore[return-value]  # (None only with a failure, raised above)
+    return held, value  # type: ignore[return-value]  # (None only with a failure, raised above)
 
 
 async def _stamp(request: web.Request, response: web.StreamResponse) -> None:

@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 
 from fleet.auth import device as deviceauth
-from fleet.auth.device_requests import DEVICE_KEY, JOSE, NONCES_KEY, authenticate, jws_text
+from fleet.auth.device_requests import DEVICE_KEY, JOSE, NONCES_KEY, authenticate, forget_row, jws_text
 from fleet.enrollment import service, tokens
 from fleet.store.records import TokenRecord
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
@@ -95,6 +95,7 @@ async def credential(request: web.Request) -> web.Response:
     )
     if not db.replace_credential(verdict.device_id, verdict.credential_id, issued.credential_id, issued.expires_at):
         raise RejectedError(409, "credential changed meanwhile; retry", code="credential_revoked")
+    forget_row(request.app, verdict.device_id)
     log.info(
         "%s credential for %s until %.0f", "renewed" if renewing else "issued", verdict.device_id, issued.expires_at
     )

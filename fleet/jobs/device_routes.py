@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from fleet.auth import device as deviceauth
-from fleet.auth.device_requests import authenticate
+from fleet.auth.device_requests import authenticate, forget_row
 from fleet.jobs import device_store, logic, store
 from fleet.jobs.bodies import RotateRequest
 from fleet.jobs.release import request_time, step
@@ -185,6 +185,7 @@ async def rotate_key(request: web.Request) -> web.Response:
         raise RejectedError(409, "this public key is already enrolled") from None
     if not swapped:
         raise RejectedError(409, "credential or key changed meanwhile; retry", code="credential_revoked")
+    forget_row(app, device_id)
     log.info("device %s rotated its key (job %s)", device_id, job["id"])
     grant = wire.CredentialGrant(credential=issued.token, expires_in=issued.expires_at - now, server_time=now)
     return web.json_response(grant.model_dump())

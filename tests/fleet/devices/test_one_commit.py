@@ -157,8 +157,22 @@ async def test_a_revocation_while_the_signatures_are_checked_is_not_missed(clien
 
     monkeypatch.setattr(device_requests, "_check_signatures", check_then_revoke)
     resp = await device.post_event()
-    assert (resp.status, (await resp.json())["code"]) == (503, "device_changed")
+    assert (resp.status, (await resp.json())["code"]) == (401, "revoked")  # decided again on the row as it is now
     assert counts(db_path) == (1, 0)  # (devices, events): not stored
     monkeypatch.setattr(device_requests, "_check_signatures", real_check)
     again = await device.post_event()
-    assert (again.status, (await again.json())["code"]) == (401, "revoked")  # decided afresh
+    assert (again.status, (await again.json())["code"]) == (401, "revoked")
+
+
+async def test_a_change_between_requests_is_decided_on_the_row_as_it_is(client, db_path, clock):
+    """Requests are first decided on the device's row as the server last read it; the row read inside the write
+    decides: a quarantine lands at once, and a lifted one (or a renewed credential) is not refused on a stale row."""
+    device = await enroll_device(client, db_path, clock)
+    assert (await device.post_event()).status == 201  # (the server now holds this row as last read)
+    fleet = client.server.app[DB_KEY]
+    fleet.set_status(device.device_id, "quarantined", reason="t", by="t", now=clock(), allowed_from=("active",))
+    refused = await device.post_event()
+    assert (refused.status, (await refused.json())["code"]) == (403, "quarantined")
+    fleet.set_status(device.device_id, "active", reason="t", by="t", now=clock(), allowed_from=("quarantined",))
+    assert (await device.post_event()).status == 201  # (refused on the row last read, accepted on the row as it is)
+    assert counts(db_path) == (1, 2)
