@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +83,14 @@ class UnknownDeviceError(LookupError):
 # ---- heartbeats ---------------------------------------------------------------------------------------
 
 
-def _require_device(conn: Connection, device_id: str) -> None:
-    if conn.execute("SELECT 1 FROM devices WHERE id = ?", [device_id]).fetchone() is None:
-        raise UnknownDeviceError(f"no device {device_id!r}")
+@contextlib.contextmanager
+def _known_device(device_id: str) -> Iterator[None]:
+    """The block's writes name ``device_id``; the foreign keys to ``devices`` refuse an unknown one: then
+    :class:`UnknownDeviceError` (no statement of its own: this runs on every device request)."""
+    try:
+        yield
+    except sqlite3.IntegrityError:  # (PostgreSQL's is a subclass: fleet.store.pg)
+        raise UnknownDeviceError(f"no device {device_id!r}") from None
 
 
 def _mark_heard(conn: Connection, device_id: str, now: float) -> None:
@@ -99,8 +107,7 @@ def _mark_heard(conn: Connection, device_id: str, now: float) -> None:
 def mark_heard(db: Database, device_id: str, now: float) -> None:
     """Record that an authenticated request from ``device_id`` arrived at ``now`` (server clock)."""
     conn = db.conn
-    with transaction(conn):
-        _require_device(conn, device_id)
+    with transaction(conn), _known_device(device_id):
         _mark_heard(conn, device_id, now)
 
 
@@ -160,8 +167,7 @@ def record_heartbeat(
     if keep < 1:
         raise ValueError("keep must be at least 1")
     conn = db.conn
-    with transaction(conn):
-        _require_device(conn, device_id)
+    with transaction(conn), _known_device(device_id):
         previous = conn.execute(
             "SELECT uptime_s, frames_dropped FROM health_latest WHERE device_id = ?", [device_id]
         ).fetchone()

@@ -1,6 +1,6 @@
 """Group commit (:class:`fleet.store.batch.GroupCommit`) on a real database: writes queued together share one
-commit on SQLite, each caller answered after it; a write that raises is undone alone; a commit that fails fails
-every write of its batch and stores none of it. On PostgreSQL each write is its own transaction."""
+commit (SQLite and PostgreSQL alike), each caller answered after it; a write that raises is undone alone; a commit
+that fails fails every write of its batch and stores none of it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleet.store.batch import GroupCommit
-from fleet.store.connection import Connection, is_postgres
+from fleet.store.connection import Connection
 from fleet.store.db import open_database
 
 
@@ -39,7 +39,7 @@ async def test_writes_queued_together_share_a_commit_and_answer_after_it(conn):
     group = GroupCommit(conn)
     results = await asyncio.gather(*(group.write(insert(x)) for x in range(5)))
     assert results == [0, 1, 2, 3, 4] and stored(conn) == [0, 1, 2, 3, 4]
-    assert (group.commits, group.writes) == ((0, 0) if is_postgres(conn) else (1, 5))
+    assert (group.commits, group.writes) == (1, 5)
     assert not conn.in_transaction
 
 
@@ -80,9 +80,8 @@ async def test_a_failed_commit_fails_every_write_of_its_batch(tmp_path):
     conn.close()
 
 
-@pytest.mark.sqlite_only
-async def test_a_batch_waits_for_writes_on_their_way_then_commits_at_once(tmp_path):
-    db = open_database(tmp_path / "fleet.db")
+async def test_a_batch_waits_for_writes_on_their_way_then_commits_at_once(fleet_location):
+    db = open_database(fleet_location)
     db.conn.execute("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)")
     group = GroupCommit(db.conn, max_wait=30.0)
 
@@ -108,9 +107,8 @@ async def test_a_batch_waits_for_writes_on_their_way_then_commits_at_once(tmp_pa
     db.conn.close()
 
 
-@pytest.mark.sqlite_only
-async def test_a_full_batch_commits_at_once_and_a_cancelled_caller_s_write_is_stored(tmp_path):
-    db = open_database(tmp_path / "fleet.db")
+async def test_a_full_batch_commits_at_once_and_a_cancelled_caller_s_write_is_stored(fleet_location):
+    db = open_database(fleet_location)
     db.conn.execute("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)")
     group = GroupCommit(db.conn, max_batch=3, max_wait=30.0)
     with group.coming():  # (a slow one on its way: only a full batch commits before it arrives)
