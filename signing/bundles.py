@@ -88,7 +88,7 @@ def bundle_manifest(
 def bundle_target_info(bundle: Path, manifest: BundleManifest, sbom_sha256: str | None = None) -> TargetFile:
     """The TargetFile of a bundle, from the local file (streamed): path, length, sha256 and the custom metadata."""
     try:
-        sysversion.refuse_build_metadata(manifest.version)
+        sysversion.refuse_ambiguous(manifest.version)
         path = wire.system_target_path(manifest.compatible, manifest.version)
     except ValueError as exc:
         raise OtaCliError(str(exc)) from None

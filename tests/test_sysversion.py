@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from wardsight.sysversion import RULE, refuse_build_metadata, version_key
+from wardsight.sysversion import RULE, ZEROS_RULE, refuse_ambiguous, version_key
 
 # semver.org 2.0.0, item 11's example, then ours: dotted numbers of any length, a release after its pre-releases.
 ASCENDING = [
@@ -63,8 +63,17 @@ def test_what_stays_as_it_was() -> None:
 
 
 def test_system_versions_carry_no_build_metadata() -> None:
-    refuse_build_metadata("2026.12.1-rc.1")
+    refuse_ambiguous("2026.12.1-rc.1")
     with pytest.raises(ValueError) as caught:
-        refuse_build_metadata("2026.12.1+20261208T101500Z")
+        refuse_ambiguous("2026.12.1+20261208T101500Z")
     message = str(caught.value)
     assert RULE in message and "'+20261208T101500Z'" in message and "as '2026.12.1'" in message
+
+
+@pytest.mark.parametrize("version", ["1.02.0", "01.2", "2026.12.1-rc.01", "v1.0.00"])
+def test_no_number_of_a_system_version_starts_with_zero(version: str) -> None:
+    with pytest.raises(ValueError, match="starts with 0") as refused:
+        refuse_ambiguous(version)
+    assert ZEROS_RULE in str(refused.value)
+    for fine in ("1.0.0", "2026.12.1-rc.0", "1.2.0-rc.1a", "1.0.0-0a", "10.20.30"):
+        refuse_ambiguous(fine)  # (0 alone, and an alphanumeric identifier, may start with 0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wardsight.sysversion import refuse_build_metadata, version_key
+from wardsight.sysversion import refuse_ambiguous, version_key
 
 CUSTOM = "custom"  # the targets role's unrecognized field that holds it
 FLOORS = "system_floors"  # {compatible: version} inside it
@@ -65,7 +65,7 @@ def with_floor(custom: object, compatible: str, version: str | None) -> dict[str
     other compatibles' floors are kept as they are (a malformed ``custom`` or floors object is replaced: that repairs
     it). ValueError for a version that is none or carries ``+build``."""
     if version is not None:
-        refuse_build_metadata(version)
+        refuse_ambiguous(version)
         version_key(version)
     kept = dict(custom) if isinstance(custom, dict) else {}
     found = kept.get(FLOORS)

@@ -9,11 +9,12 @@ equal, the shorter list comes first (``1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-alpha
 1.0.0-beta.11 < 1.0.0-rc.1 < 1.0.0``; ``-rc2 < -rc10`` only as ``-rc.2 < -rc.10``: ``rc10`` is one alphanumeric
 identifier, ASCII-before ``rc2``).
 
-The rule: a system version carries no ``+build`` metadata. RAUC ignores it when it compares versions, semver gives
-it no precedence (two bundles would be "the same version" with different contents), and the version is part of the
-update's TUF target path (``wardsight.wire.SYSTEM_TARGET_PATH``), which has no ``+``. :func:`refuse_build_metadata`
-says so where a bundle is published; :func:`version_key` still ignores such a suffix, so a device whose image
-predates the rule can compare its own version.
+The rules: a system version carries no ``+build`` metadata, and none of its numbers has a leading zero. RAUC
+ignores build metadata when it compares versions and semver gives it no precedence; ``1.02`` orders as ``1.2``
+(semver forbids the spelling). Either way two bundles would be "the same version" with different contents and
+different TUF target paths (the version is part of ``wardsight.wire.SYSTEM_TARGET_PATH``, which has no ``+``).
+:func:`refuse_ambiguous` says so where a bundle is published or a floor is set; :func:`version_key` still
+accepts both spellings, so a device whose image predates the rules can compare its own version.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 
 VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")
 RULE = "system versions carry no '+build' metadata"
+ZEROS_RULE = "no number of a system version starts with 0 (semver)"
 
 Identifier = tuple[int, int, str]  # (0, n, "") numeric, (1, 0, text) alphanumeric: numeric ones sort first
 VersionKey = tuple[tuple[int, ...], int, tuple[Identifier, ...]]
@@ -45,8 +47,18 @@ def version_key(version: str) -> VersionKey:
     return numbers, 0, tuple(_identifier(p) for p in pre.split("."))
 
 
-def refuse_build_metadata(version: str) -> None:
-    """ValueError naming :data:`RULE` if ``version`` ends in ``+build`` metadata."""
+def refuse_ambiguous(version: str) -> None:
+    """ValueError naming :data:`RULE` if ``version`` ends in ``+build`` metadata, or :data:`ZEROS_RULE` if one of its
+    numbers (of the dotted core or a numeric pre-release identifier) has a leading zero."""
+    match = VERSION.match(version.partition("+")[0])
+    if match is not None:
+        numbers = match.group(1).split(".") + [p for p in (match.group(2) or "").split(".") if p.isdigit()]
+        padded = [n for n in numbers if len(n) > 1 and n.startswith("0")]
+        if padded:
+            raise ValueError(
+                f"the version '{version}' has the number '{padded[0]}', and {ZEROS_RULE} (it orders as "
+                f"'{int(padded[0])}': two bundles would be the same version under different names)"
+            )
     core, plus, build = version.partition("+")
     if plus:
         raise ValueError(

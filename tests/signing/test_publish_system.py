@@ -161,6 +161,10 @@ def test_a_version_with_build_metadata_is_refused_before_anything_is_uploaded(fl
     assert result.exit_code == 1 and "system versions carry no '+build' metadata" in result.output, result.output
     assert library(fleet)["systems"] == [], "nothing uploaded"
     assert not list(fleet.repo.targets_dir.rglob("*.raucb"))
+    padded = bundle(tmp_path, "1.2.00")  # (orders as 1.2.0: two bundles, one version)
+    with pytest.raises(OtaCliError, match=r"the version '1\.2\.00' has the number '00'"):
+        publish_bundle(padded, fleet.keys, fleet.conn, read=functools.partial(read_manifest, rauc=rauc.command))
+    assert library(fleet)["systems"] == [], "nothing uploaded"
 
 
 # ---- RAUC itself, where this machine has it ---------------------------------------------------------------------

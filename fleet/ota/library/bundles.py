@@ -46,7 +46,7 @@ def inspect_bundle(path: Path, compatible: str, version: str) -> BundleInfo:
     """Check that ``path`` looks like a signed RAUC bundle (its last 8 bytes: the signature's size, big-endian,
     non-zero and within the file) and describe it as the target for ``compatible`` ``version``."""
     try:
-        sysversion.refuse_build_metadata(version)
+        sysversion.refuse_ambiguous(version)
         target = wire.system_target_path(compatible, version)
     except ValueError as exc:
         raise BundleError(str(exc)) from None

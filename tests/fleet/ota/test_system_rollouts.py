@@ -294,6 +294,8 @@ def test_bundle_files_are_checked_for_a_signature_before_they_are_stored(tmp_pat
         bundles.inspect_bundle(tmp_path / "x", "Not A Board", "1.1.0")
     with pytest.raises(bundles.BundleError, match=r"system versions carry no '\+build' metadata"):
         bundles.inspect_bundle(tmp_path / "x", BOARD, "1.1.0+b7")
+    with pytest.raises(bundles.BundleError, match=r"has the number '01'.*starts with 0"):
+        bundles.inspect_bundle(tmp_path / "x", BOARD, "1.01.0")
 
 
 async def test_a_running_version_no_bundle_can_name_is_no_rollback_target_and_polls_keep_working(
