@@ -11,6 +11,7 @@ from wardsight import wire
 
 
 def accept_heartbeat(app: web.Application, device_id: str, health: wire.Health) -> None:
-    """What the heartbeat endpoint calls after authenticating ``device_id``: store it and count it."""
-    record_heartbeat(app[DB_KEY].db, device_id, health, app[CLOCK_KEY]())
+    """What the heartbeat endpoint calls after authenticating ``device_id``, in the transaction that recorded the
+    request as a sign of life: store it and count it."""
+    record_heartbeat(app[DB_KEY].db, device_id, health, app[CLOCK_KEY](), heard=True)
     app[METRICS_KEY].heartbeats.inc()

@@ -155,9 +155,16 @@ def _heartbeat_row(health: wire.Health, now: float, previous: tuple[Any, ...] | 
 
 
 def record_heartbeat(
-    db: Database, device_id: str, health: wire.Health, now: float, *, keep: int = SAMPLES_PER_DEVICE
+    db: Database,
+    device_id: str,
+    health: wire.Health,
+    now: float,
+    *,
+    keep: int = SAMPLES_PER_DEVICE,
+    heard: bool = False,
 ) -> None:
-    """Store an authenticated device's heartbeat received at ``now``: latest state, a sample, and presence.
+    """Store an authenticated device's heartbeat received at ``now``: latest state, a sample, and presence
+    (``heard``: the caller's transaction has already recorded this request as a sign of life, :func:`mark_heard`).
 
     Raises ``ValueError`` if the heartbeat names another device, :class:`UnknownDeviceError` if the device
     is not enrolled. A device that was offline is announced back online by the next presence check.
@@ -189,7 +196,8 @@ def record_heartbeat(
             " SELECT id FROM health_samples WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
             [device_id, device_id, keep],
         )
-        _mark_heard(conn, device_id, now)
+        if not heard:
+            _mark_heard(conn, device_id, now)
 
 
 def is_slow(latest: dict[str, Any]) -> bool:

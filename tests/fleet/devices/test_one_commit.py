@@ -77,9 +77,18 @@ async def test_a_heartbeat_is_one_commit_and_stored_before_the_reply(client, db_
     health = wire.Health(
         device_id=device.device_id, sent_at=clock.now, uptime_s=10.0, agent_version="0.4.0", accelerator="cpu"
     )
+    statements = len(seen.statements)
     resp = await device.send("POST", HEARTBEAT, health.model_dump_json().encode(), "application/json")
     assert resp.status == 200, await resp.text()
     assert seen.at_reply[-1] == (HEARTBEAT, before + 1, 0, 1)
+    ran = [" ".join(s.split()) for s in seen.statements[statements:]]
+    assert sum(s.startswith("INSERT INTO presence") for s in ran) == 1  # the sign of life, once
+    assert not [s for s in ran if s.startswith("SELECT 1 FROM devices")]  # (the foreign keys check the device)
+    statements = len(seen.statements)
+    resp = await device.send("POST", HEARTBEAT, health.model_dump_json().encode(), "application/json")
+    assert resp.status == 200, await resp.text()
+    ran = [" ".join(s.split()) for s in seen.statements[statements:]]
+    assert sum(s.startswith("SELECT * FROM devices WHERE id") for s in ran) == 1  # read inside the write only
 
 
 async def test_an_event_refused_after_authentication_still_spends_its_proof(client, db_path, clock, seen):
