@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")
+VERSION = re.compile(r"^v?([0-9]+(?:\.[0-9]+)*)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")  # ASCII digits only
 RULE = "system versions carry no '+build' metadata"
 ZEROS_RULE = "no number of a system version starts with 0 (semver)"
 

@@ -130,6 +130,8 @@ def _read_row(app: web.Application, device_id: str, now: float) -> dict | None:
     row = app[DB_KEY].get_device(device_id)
     if row is not None:
         app[ROWS_KEY].put(device_id, row, now + ROW_KEEP_SECONDS)
+    else:
+        app[ROWS_KEY].pop(device_id)
     return row
 
 

@@ -125,7 +125,14 @@ def _attempt(conn: Connection, fn: Write) -> tuple[Any, Exception | None]:
         conn.execute("ROLLBACK TO group_write")
         conn.execute("RELEASE group_write")
         return None, exc
-    conn.execute("RELEASE group_write")
+    try:
+        conn.execute("RELEASE group_write")
+    except Exception as exc:  # (PostgreSQL: the write caught a failed statement and went on; its writes are void)
+        if not conn.in_transaction:
+            raise
+        conn.execute("ROLLBACK TO group_write")
+        conn.execute("RELEASE group_write")
+        return None, exc
     return value, None
 
 

@@ -77,4 +77,10 @@ def undo_on_error(conn: Connection) -> Iterator[Connection]:
             conn.execute("ROLLBACK TO undo_on_error")
             conn.execute("RELEASE undo_on_error")
         raise
-    conn.execute("RELEASE undo_on_error")
+    try:
+        conn.execute("RELEASE undo_on_error")
+    except Exception:  # (PostgreSQL: the block caught a failed statement and went on; what it wrote is void)
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO undo_on_error")
+            conn.execute("RELEASE undo_on_error")
+        raise

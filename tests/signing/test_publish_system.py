@@ -85,6 +85,10 @@ def test_a_bundle_is_published_as_a_signed_target_that_says_what_it_is(fleet, ra
     with pytest.raises(OtaCliError, match="HTTP 409"):
         publish_bundle(other, fleet.keys, fleet.conn, compatible=BOARD, version="1.1.0", read=lambda path: None)
 
+    same = bundle(tmp_path / "same", "1.1", payload=b"a third rootfs" * 4096)  # 1.1 orders as 1.1.0
+    with pytest.raises(OtaCliError, match=r"HTTP 409.*1\.1 for .* is the same version as 1\.1\.0 in the library"):
+        publish_bundle(same, fleet.keys, fleet.conn, read=read)
+
     withdraw_bundle(BOARD, "1.1.0", fleet.keys, fleet.conn)
     assert TARGET not in served_targets(fleet).targets
     assert library(fleet)["systems"][0]["versions"][0]["status"] == "withdrawn"

@@ -10,7 +10,14 @@ import asyncio
 from aiohttp import web
 
 from fleet.auth.operator import require
-from fleet.ota.library.bundles import MAX_BUNDLE_BYTES, BundleError, find_bundle, inspect_bundle, install_bundle
+from fleet.ota.library.bundles import (
+    MAX_BUNDLE_BYTES,
+    BundleError,
+    find_bundle,
+    inspect_bundle,
+    install_bundle,
+    same_version,
+)
 from fleet.ota.library.bundles import record_bundle as record
 from fleet.ota.library.routes import receive_upload, refusal_text
 from fleet.ota.repository.files import REPOSITORY_KEY
@@ -32,6 +39,11 @@ async def post_bundle(request: web.Request) -> web.Response:
             info = await asyncio.to_thread(inspect_bundle, tmp, compatible, version)
         except BundleError as exc:
             raise RejectedError(400, refusal_text(exc, tmp, repo.directory, what="RAUC bundle")) from None
+        alias = same_version(db, compatible, version)
+        if alias is not None:
+            raise RejectedError(
+                409, f"system {version} for {compatible} is the same version as {alias} in the library: use that name"
+            )
         row = find_bundle(db, compatible, version)
         if row is not None and row["published_at"] is not None and row["sha256"] != info.sha256:
             raise RejectedError(409, f"system {version} for {compatible} was published with other contents")

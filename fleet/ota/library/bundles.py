@@ -85,6 +85,17 @@ def find_bundle(db: Database, compatible: str, version: str) -> dict[str, Any] |
     return rows[0] if rows else None
 
 
+def same_version(db: Database, compatible: str, version: str) -> str | None:
+    """Another name in the library for ``version`` of ``compatible``: one that orders the same (``1.2`` and ``1.2.0``,
+    ``v1.2.0``; :func:`wardsight.sysversion.version_key`), so a device would take either for the other."""
+    key = sysversion.version_key(version)
+    for row in db.query("SELECT version FROM ota_system_bundles WHERE compatible = ?", [compatible]):
+        other = str(row["version"])
+        if other != version and sysversion.version_key(other) == key:
+            return other
+    return None
+
+
 def record_bundle(db: Database, info: BundleInfo, actor: str, now: float, *, replaced: bool) -> None:
     """Store (or replace, for a staged version) the library entry and audit it, in one transaction."""
     with transaction(db.conn) as conn:

@@ -58,11 +58,30 @@ async def test_a_write_that_raises_is_undone_alone(conn):
     assert stored(conn) == [1, 2]  # 10 undone with its write
 
 
-@pytest.mark.sqlite_only
-async def test_a_failed_commit_fails_every_write_of_its_batch(tmp_path):
-    db = open_database(tmp_path / "fleet.db")
+async def test_a_write_that_catches_a_failed_statement_fails_alone(conn):
+    group = GroupCommit(conn)
+
+    def swallow(conn: Connection) -> str:
+        conn.execute("INSERT INTO t (x) VALUES (5)")
+        try:
+            conn.execute("INSERT INTO t (x) VALUES (1)")  # a duplicate: on PostgreSQL the transaction is now aborted
+        except sqlite3.IntegrityError:
+            return "went on"
+        return "no error"
+
+    outcomes = await asyncio.gather(
+        group.write(insert(1)), group.write(swallow), group.write(insert(2)), return_exceptions=True
+    )
+    assert outcomes[0] == 1 and outcomes[2] == 2  # the others are stored on both backends
+    if isinstance(outcomes[1], Exception):  # PostgreSQL: its writes are void, and it fails
+        assert stored(conn) == [1, 2]
+    else:  # SQLite: a failed statement leaves the transaction usable, and the write's own choice stands
+        assert outcomes[1] == "went on" and stored(conn) == [1, 2, 5]
+
+
+async def test_a_failed_commit_fails_every_write_of_its_batch(fleet_location):
+    db = open_database(fleet_location)
     conn = db.conn
-    conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
     conn.execute(
         "CREATE TABLE t (x INTEGER NOT NULL, p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
