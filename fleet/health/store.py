@@ -89,7 +89,9 @@ def _known_device(device_id: str) -> Iterator[None]:
     :class:`UnknownDeviceError` (no statement of its own: this runs on every device request)."""
     try:
         yield
-    except sqlite3.IntegrityError:  # (PostgreSQL's is a subclass: fleet.store.pg)
+    except sqlite3.IntegrityError as exc:  # (PostgreSQL's is a subclass: fleet.store.pg)
+        if "foreign key" not in str(exc).lower():  # SQLite: "FOREIGN KEY constraint failed"; PostgreSQL: "violates
+            raise  # foreign key constraint ..."; any other constraint is not about the device
         raise UnknownDeviceError(f"no device {device_id!r}") from None
 
 
