@@ -17,18 +17,16 @@ every request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from aiohttp import web
 
 from fleet.auth import device as deviceauth
 from fleet.auth.cache import Bounded, Verified
+from fleet.auth.signatures import SignatureChecker
 from fleet.store.connection import Connection, Database
 from fleet.store.schema import undo_on_error
 from fleet.web.appkeys import CLOCK_KEY, CONFIG_KEY, DB_KEY, KEYS_KEY
@@ -47,7 +45,7 @@ ROWS_KEY = web.AppKey("device_rows_last_read", Bounded)
 MAX_ROWS = 16_384
 ROW_KEEP_SECONDS = 600.0
 # One thread that checks Ed25519 signatures while the event loop goes on (the check releases the GIL).
-SIGNATURES_KEY = web.AppKey("signature_checker", ThreadPoolExecutor)
+SIGNATURES_KEY = web.AppKey("signature_checker", SignatureChecker)
 
 # Called inside the transaction that records an authenticated request's proof: (database, device id, server time).
 HeardListener = Callable[[Database, str, float], None]
@@ -60,13 +58,13 @@ def install(app: web.Application) -> None:
     app[NONCES_KEY] = deviceauth.NonceIssuer.from_key(app[KEYS_KEY].credentials, app[CONFIG_KEY].nonce_ttl_seconds)
     app[VERIFIED_KEY] = Verified(app[KEYS_KEY].credentials.public_key())
     app[ROWS_KEY] = Bounded(MAX_ROWS)
-    app[SIGNATURES_KEY] = ThreadPoolExecutor(1, thread_name_prefix="signatures")
+    app[SIGNATURES_KEY] = SignatureChecker()
     app.on_response_prepare.append(_stamp)
     app.on_cleanup.append(_stop_checker)
 
 
 async def _stop_checker(app: web.Application) -> None:
-    app[SIGNATURES_KEY].shutdown(wait=True)
+    app[SIGNATURES_KEY].close()
 
 
 def on_heard(app: web.Application, listener: HeardListener) -> None:
@@ -176,19 +174,14 @@ def _decision(
 
 
 async def _check_signatures(app: web.Application, public_key: str, signed: list[wire.Signed]) -> None:
-    """Verify ``signed`` with the device's key in the signature thread; a success is kept on each
-    (:meth:`wardsight.wire.Signed.verify`), a failure is left for the decision to find and word."""
+    """Verify ``signed`` with the device's key in the signature thread, with the other requests of this turn of the
+    loop (:mod:`fleet.auth.signatures`); a success is kept on each (:meth:`wardsight.wire.Signed.verify`), a
+    failure is left for the decision to find and word."""
     try:
         key, _ = app[VERIFIED_KEY].device_key(public_key)
     except wire.MalformedError:
         return  # (the decision refuses the device's key)
-    await asyncio.get_running_loop().run_in_executor(app[SIGNATURES_KEY], _verify_quietly, signed, key)
-
-
-def _verify_quietly(signed: list[wire.Signed], key: wire.Ed25519PublicKey) -> None:
-    for each in signed:
-        with contextlib.suppress(wire.SignatureError):
-            each.verify(key)
+    await app[SIGNATURES_KEY].check(signed, key)
 
 
 # What the decision read from the device's row that an operator or the device can change meanwhile.
