@@ -71,7 +71,7 @@ class NonceIssuer:
         return cls(hashlib.sha256(b"wardsight nonce v1\0" + raw).digest(), ttl)
 
     def _mac(self, stamp: bytes) -> bytes:
-        return hmac.digest(self._secret, stamp, "sha256")[:16]
+        return hmac.new(self._secret, stamp, hashlib.sha256).digest()[:16]
 
     def issue(self, now: float) -> str:
         stamp = int(now * 1000).to_bytes(8, "big")
