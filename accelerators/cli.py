@@ -8,6 +8,7 @@ import click
 
 from accelerators.catalog import MODELS
 from accelerators.facemask import FACEMASK_AIZOO
+from accelerators.mask_classifier import FACE_LANDMARK, MASK_HEAD
 from accelerators.mediapipe_models import MEDIAPIPE_ARTIFACTS
 from wardsight.clictx import Context, pass_context
 from wardsight.errors import WardSightError
@@ -17,7 +18,7 @@ from wardsight.paths import models_dir
 
 ARTIFACTS: dict[str, Artifact] = {
     **{m.name: m.artifact for m in (*MODELS.values(), FACEMASK_AIZOO)},
-    **{a.name: a for a in MEDIAPIPE_ARTIFACTS},
+    **{a.name: a for a in (*MEDIAPIPE_ARTIFACTS, FACE_LANDMARK, MASK_HEAD)},
     DEMO_FOOTAGE.name: DEMO_FOOTAGE,
 }
 # What `wardsight models fetch` gets without names: what the default configuration and the demo need.

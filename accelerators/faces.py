@@ -15,7 +15,10 @@ many small faces, the detector can also run on overlapping tiles and merge them 
 Stage 2, :class:`TwoStageMaskDetector`, crops each face with a margin, runs the AIZOO model on the crop
 and takes the best AIZOO face at the crop's centre as the call; AIZOO's own faces from the whole frame are
 added as proposals too (BlazeFace misses many masked faces, the lower half of which is hidden). A face
-AIZOO cannot classify in its crop is "unknown", never guessed.
+AIZOO cannot classify in its crop is "unknown", never guessed. With a mask head
+(:class:`accelerators.mask_classifier.MaskClassifier`, when its file is on the device) the call is the head's on
+the proposal's crop, or AIZOO's "mask" where the head is unsure (:func:`accelerators.mask_classifier.combine`):
+every "no_mask" is then the head's, the more precise of the two.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from accelerators.base import Frame
 from accelerators.blaze import box_iou, weighted_nms
 from accelerators.facemask import CpuFaceMaskDetector, Face
 from accelerators.litert import ModelLoadError, load_interpreter, outputs_by_shape
+from accelerators.mask_classifier import MaskClassifier, combine
 
 INPUT_SIZE = 192  # pixels, square
 STRIDE = 4
@@ -246,6 +250,7 @@ class TwoStageMaskDetector:
         mask_min_score: float = 0.7,
         merge_iou: float = 0.4,
         box_source: Literal["crop", "proposal"] = "crop",
+        classifier: MaskClassifier | None = None,
     ) -> None:
         self.faces = FaceDetector(face_model_path, num_threads, min_score=face_min_score, tile_grid=tile_grid)
         self.mask = CpuFaceMaskDetector(mask_model_path, num_threads, min_score=min(mask_min_score, 0.5))
@@ -255,6 +260,7 @@ class TwoStageMaskDetector:
         self.mask_min_score = mask_min_score
         self.merge_iou = merge_iou
         self.box_source = box_source
+        self.classifier = classifier
 
     def proposals(self, frame: Frame) -> list[tuple[Box, float]]:
         """Stage 1: face boxes and scores from both detectors, overlaps (IoU > ``merge_iou``) merged, best first."""
@@ -301,6 +307,8 @@ class TwoStageMaskDetector:
         for box, score in self.proposals(frame):
             label, mask_score, crop_box = self.classify(frame, box)
             final = crop_box if self.box_source == "crop" and label != "unknown" else box
+            if self.classifier is not None:  # the head's call, AIZOO's "mask" where the head is unsure
+                label, mask_score = combine(self.classifier.classify_box(frame, box), (label, mask_score))
             out.append(MaskedFace(box=final, label=label, face_score=score, mask_score=mask_score))
         return out
 

@@ -64,6 +64,20 @@ FACE_LANDMARK = Artifact(
     ),
 )
 
+# The head trained on mask-dev (every image) by ``bench/train_mask_classifier.py --write DIR/mask_head.npz``: the
+# same bytes on every run here (the training settles; see ``train``). It has no public source: the script builds
+# it where the labelled data is, and devices get it from a mirror (``wardsight models fetch face-mask-head
+# --mirror DIR``) or an OTA package, checked against this pin.
+MASK_HEAD = Artifact(
+    name="face-mask-head",
+    filename="mask_head.npz",
+    sha256="a522cf36cf25b6df34b2fff410b627603ffeb232a2d8bc9f23dc15cd7f44eabf",
+    size=15_596,
+    licence="WardSight (trained on mask-dev)",
+    description="Mask head: (mask, no mask, not a face) from face-landmark features; thresholds 0.5 and 0.8",
+    sources=(),
+)
+
 Call = Literal["mask", "no_mask", "unknown"]
 Box = tuple[float, float, float, float]
 FloatArray = npt.NDArray[np.float32]
@@ -213,6 +227,18 @@ def decide(head: HeadWeights, probs: npt.ArrayLike) -> tuple[Call, float]:
     if best == 1 and p[1] >= head.no_mask_threshold:
         return "no_mask", float(p[1])
     return "unknown", float(p[best])
+
+
+def combine(head: tuple[Call, float], aizoo: tuple[str, float]) -> tuple[Call, float]:
+    """The product's call on a face from the head's call and AIZOO's call on the same crop: every "no_mask" is the
+    head's (it is the more precise: a warning a nurse acts on), a "mask" is the head's or, where the head is
+    unsure, AIZOO's (a mask call can never raise a false warning; it only leaves a face the head could not judge
+    less often "unknown"); anything else is "unknown". Both are (call, probability or score)."""
+    if head[0] != "unknown":
+        return head
+    if aizoo[0] == "mask":
+        return "mask", aizoo[1]
+    return "unknown", head[1]
 
 
 class MaskClassifier:

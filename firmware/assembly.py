@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from accelerators import registry
 from accelerators.base import Backend
@@ -37,6 +38,9 @@ from wardsight.errors import ConfigError, WardSightError
 from wardsight.fetch import ArtifactStore
 from wardsight.footage import DEMO_FOOTAGE
 from wardsight.paths import models_dir
+
+if TYPE_CHECKING:
+    from accelerators.mask_classifier import MaskClassifier
 
 log = logging.getLogger("wardsight.device")
 
@@ -178,7 +182,12 @@ def build_analyzers(apps: list[App], store: ArtifactStore, threads: int, face_ev
         from accelerators.mediapipe_models import FACE_FULL_RANGE
         from firmware.perception import FaceAnalyzer
 
-        detector = TwoStageMaskDetector(store.require(FACE_FULL_RANGE), store.require(FACEMASK_AIZOO.artifact), threads)
+        detector = TwoStageMaskDetector(
+            store.require(FACE_FULL_RANGE),
+            store.require(FACEMASK_AIZOO.artifact),
+            threads,
+            classifier=_mask_head(store, threads),
+        )
         analyzers.append(FaceAnalyzer(detector, every_frames=face_every_frames))
     if "hands" in needed:
         from accelerators.hands import HandDetector
@@ -189,6 +198,23 @@ def build_analyzers(apps: list[App], store: ArtifactStore, threads: int, face_ev
             HandAnalyzer(HandDetector(store.require(PALM_DETECTION), store.require(HAND_LANDMARK), threads))
         )
     return analyzers
+
+
+def _mask_head(store: ArtifactStore, threads: int) -> MaskClassifier | None:
+    """The mask head if its files are on this device (it makes every "no_mask" call; README: the figures)."""
+    from accelerators.mask_classifier import FACE_LANDMARK, MASK_HEAD, MaskClassifier
+
+    missing = [a.name for a in (MASK_HEAD, FACE_LANDMARK) if not store.is_present(a)]
+    if missing:
+        log.warning(
+            "mask calls from AIZOO alone, whose no-mask calls are right about half the time: %s not on this device"
+            " (wardsight models fetch %s)",
+            " and ".join(missing),
+            " ".join(missing),
+        )
+        return None
+    log.info("mask calls from the mask head (%s)", MASK_HEAD.sha256[:12])
+    return MaskClassifier.from_files(store.path(MASK_HEAD), store.path(FACE_LANDMARK), threads)
 
 
 def build_cpu_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:

@@ -235,7 +235,7 @@ class ArtifactStore:
                 return dest
             except FetchError as exc:
                 failures.append(f"{source.describe()}: {exc}")
-        tried = "; ".join(failures) or "no sources"
+        tried = "; ".join(failures) or f"no public source: give --mirror DIR, a directory holding {artifact.filename}"
         raise FetchError(f"could not obtain {artifact.name} ({tried})")
 
     def _fetch_one(self, artifact: Artifact, source: Source, dest: Path, cache: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,22 +12,30 @@ import cv2
 import numpy as np
 import pytest
 
+from accelerators.facemask import FACEMASK_AIZOO
+from accelerators.faces import TwoStageMaskDetector
 from accelerators.litert import ModelLoadError
 from accelerators.mask_classifier import (
     CLASSES,
     FACE_LANDMARK,
     FEATURE_DIM,
+    MASK_HEAD,
     POINTS,
     HeadWeights,
     LandmarkFeatures,
     MaskClassifier,
+    combine,
     decide,
     point_features,
     probabilities,
     square_crop,
 )
+from accelerators.mediapipe_models import FACE_FULL_RANGE
 from bench.train_mask_classifier import TARGET, train
+from bench.train_mask_classifier import main as train_main
+from firmware.assembly import _mask_head
 from tests.conftest import SHARED
+from tests.device.helpers import read_rgb
 from wardsight.fetch import ArtifactStore
 
 MASK_DEV = SHARED / "data" / "mask-dev"
@@ -158,7 +168,7 @@ def test_a_head_trained_on_a_few_mask_dev_photos_calls_other_photos(extractor: L
     test = np.array([i >= 30 for i, _, _ in data])
     x = np.stack([d[1] for d in data])
     y = np.array([d[2] for d in data])
-    head = train(x[~test], y[~test], steps=300)
+    head = train(x[~test], y[~test], l2=0.1)  # (the script's default)
     pred = probabilities(head, x[test])[:, :2].argmax(axis=1)  # mask or no mask: every crop here is a face
     majority = max(np.mean(y[test] == 0), np.mean(y[test] == 1))
     accuracy = float(np.mean(pred == y[test]))
@@ -172,3 +182,62 @@ def test_the_same_head_writes_the_same_bytes(tmp_path: Path):
     time.sleep(1.1)  # zip member dates would differ by now
     head.save(tmp_path / "b.npz")
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_combine_takes_every_no_mask_from_the_head_and_a_mask_from_either():
+    assert combine(("no_mask", 0.9), ("mask", 0.95)) == ("no_mask", 0.9)  # the head's call stands
+    assert combine(("mask", 0.6), ("no_mask", 0.95)) == ("mask", 0.6)
+    assert combine(("unknown", 0.4), ("mask", 0.8)) == ("mask", 0.8)  # the head unsure: AIZOO's mask
+    assert combine(("unknown", 0.4), ("no_mask", 0.99)) == ("unknown", 0.4)  # never AIZOO's no-mask
+    assert combine(("unknown", 0.4), ("unknown", 0.0)) == ("unknown", 0.4)
+
+
+@pytest.fixture(scope="module")
+def face_models(request: pytest.FixtureRequest) -> tuple[Path, Path]:
+    store = ArtifactStore(Path(request.config.cache.mkdir("wardsight-models")), mirrors=(SHARED / "models",))
+    face, mask = store.ensure_all([FACE_FULL_RANGE, FACEMASK_AIZOO.artifact])
+    return face, mask
+
+
+def test_two_stage_with_a_head_calls_no_mask_only_through_the_head(face_models, landmark_path: Path):
+    astronaut = read_rgb(SHARED / "media" / "astronaut.png")  # no mask: AIZOO says so
+    masked = read_rgb(SHARED / "media" / "aizoo_demo2_mask.jpg")
+    plain = TwoStageMaskDetector(*face_models, num_threads=2)
+    unsure = TwoStageMaskDetector(*face_models, num_threads=2, classifier=MaskClassifier(_head(), landmark_path))
+    sure = MaskClassifier(_head(bias=(0.0, 10.0, 0.0)), landmark_path)  # says "no mask" on anything
+    always = TwoStageMaskDetector(*face_models, num_threads=2, classifier=sure)
+    assert [f.label for f in plain.detect_all(astronaut)] == ["no_mask"]
+    assert [f.label for f in unsure.detect_all(astronaut)] == ["unknown"]  # AIZOO's no-mask alone is not enough
+    assert [f.box for f in unsure.detect_all(astronaut)] == [f.box for f in plain.detect_all(astronaut)]
+    assert {f.label for f in unsure.detect_all(masked)} == {"mask"}  # AIZOO's mask where the head is unsure
+    assert {f.label for f in always.detect_all(masked)} == {"no_mask"}
+
+
+@pytest.fixture(scope="module")
+def built_head(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The head as ``bench/train_mask_classifier.py --write`` builds it from mask-dev (models from the mirror)."""
+    out = tmp_path_factory.mktemp("head") / MASK_HEAD.filename
+    train_main(["--labels", str(MASK_DEV / "labels.csv"), "--folds", "0", "--write", str(out)])
+    return out
+
+
+def test_the_training_script_rebuilds_the_pinned_head(built_head: Path):
+    assert built_head.stat().st_size == MASK_HEAD.size
+    assert hashlib.sha256(built_head.read_bytes()).hexdigest() == MASK_HEAD.sha256
+
+
+def test_the_agent_uses_the_head_when_its_files_are_on_the_device(
+    built_head: Path, landmark_path: Path, face_models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    store = ArtifactStore(tmp_path / "models", mirrors=(landmark_path.parent, built_head.parent))
+    with caplog.at_level(logging.WARNING, logger="wardsight.device"):
+        assert _mask_head(store, 2) is None
+    assert "face-mask-head and face-landmark not on this device" in caplog.text
+    store.ensure_all([MASK_HEAD, FACE_LANDMARK])
+    head = _mask_head(store, 2)
+    assert isinstance(head, MaskClassifier) and head.head.no_mask_threshold == pytest.approx(0.8)
+    two_stage = TwoStageMaskDetector(*face_models, num_threads=2, classifier=head)  # (photos it was not trained on)
+    assert [
+        (f.label, f.mask_score >= 0.8) for f in two_stage.detect_all(read_rgb(SHARED / "media" / "astronaut.png"))
+    ] == [("no_mask", True)]
+    assert {f.label for f in two_stage.detect_all(read_rgb(SHARED / "media" / "aizoo_demo2_mask.jpg"))} == {"mask"}
