@@ -30,7 +30,7 @@ import numpy.typing as npt
 from accelerators.base import Frame
 from accelerators.litert import ModelLoadError
 from accelerators.mediapipe_models import LICENCE, MEDIAPIPE_PIP_ARGS, MEDIAPIPE_REQUIREMENT
-from wardsight.fetch import Artifact, WheelSource
+from wardsight.fetch import Artifact, MirrorSource, WheelSource
 
 INPUT_SIZE = 192  # the face landmark model's input, pixels, square
 CROP_MARGIN = 1.5  # the crop's side over the face box's longer side (MediaPipe's face mesh ROI is 1.5x)
@@ -64,18 +64,19 @@ FACE_LANDMARK = Artifact(
     ),
 )
 
-# The head trained on mask-dev (every image) by ``bench/train_mask_classifier.py --write DIR/mask_head.npz``: the
-# same bytes on every run here (the training settles; see ``train``). It has no public source: the script builds
-# it where the labelled data is, and devices get it from a mirror (``wardsight models fetch face-mask-head
-# --mirror DIR``) or an OTA package, checked against this pin.
+# The head trained on mask-dev (every image) by ``bench/train_mask_classifier.py --write heads/mask_head.npz``, kept
+# beside this module (15.6 KB: the head only; the landmark model comes from the mediapipe wheel). The script builds
+# the same bytes on every run on this machine (the training settles); elsewhere the last bits of the features may
+# differ, so a test rebuilds it and compares the weights, not the bytes. A new head is new code with a new pin.
+HEADS = Path(__file__).resolve().parent / "heads"
 MASK_HEAD = Artifact(
     name="face-mask-head",
     filename="mask_head.npz",
     sha256="a522cf36cf25b6df34b2fff410b627603ffeb232a2d8bc9f23dc15cd7f44eabf",
     size=15_596,
-    licence="WardSight (trained on mask-dev)",
+    licence="Apache-2.0 (WardSight; trained on mask-dev)",
     description="Mask head: (mask, no mask, not a face) from face-landmark features; thresholds 0.5 and 0.8",
-    sources=(),
+    sources=(MirrorSource(HEADS),),
 )
 
 Call = Literal["mask", "no_mask", "unknown"]
@@ -234,6 +235,8 @@ def combine(head: tuple[Call, float], aizoo: tuple[str, float]) -> tuple[Call, f
     head's (it is the more precise: a warning a nurse acts on), a "mask" is the head's or, where the head is
     unsure, AIZOO's (a mask call can never raise a false warning; it only leaves a face the head could not judge
     less often "unknown"); anything else is "unknown". Both are (call, probability or score)."""
+    if head[0] == "mask" and aizoo[0] == "mask":
+        return "mask", max(head[1], aizoo[1])  # (the surer of two agreeing calls: the app counts calls above a cut)
     if head[0] != "unknown":
         return head
     if aizoo[0] == "mask":

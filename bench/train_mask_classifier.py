@@ -56,6 +56,7 @@ from accelerators.mask_classifier import (  # noqa: E402
 )
 from accelerators.mediapipe_models import FACE_FULL_RANGE  # noqa: E402
 from bench.eval_masks import SHARED, Outcome, image_outcomes, match, print_bands, print_confusions, read_labels  # noqa: E402
+from firmware.apps.mask import MaskConfig  # noqa: E402
 from wardsight.fetch import ArtifactStore  # noqa: E402
 
 TARGET = {"with_mask": 0, "without_mask": 1, "mask_weared_incorrect": 1}
@@ -240,6 +241,11 @@ def outcomes(s: Samples, truth: dict, calls: Sequence[str], scores: Sequence[flo
     return out
 
 
+def _counted(call: tuple[str, float]) -> tuple[str, float]:
+    """A call as the mask app counts it: below its ``min_call_score`` it is no call ("unknown")."""
+    return call if call[1] >= MaskConfig().min_call_score else ("unknown", call[1])
+
+
 def report(s: Samples, truth: dict, probs: np.ndarray, thresholds: Sequence[float], head: HeadWeights) -> None:
     n = len(s.target)
     results = {"two-stage": outcomes(s, truth, [str(c) for c in s.baseline], [0.0] * n)}
@@ -247,7 +253,10 @@ def report(s: Samples, truth: dict, probs: np.ndarray, thresholds: Sequence[floa
         h = HeadWeights(head.mean, head.scale, head.weights, head.bias, head.mask_threshold, t)
         decided = [decide(h, p) if s.proposal[r] else ("unknown", 0.0) for r, p in enumerate(probs)]
         results[f"head@{t:g}"] = outcomes(s, truth, [d[0] for d in decided], [d[1] for d in decided])
-        combined = [combine(d, (str(c), 0.0)) for d, c in zip(decided, s.baseline, strict=True)]
+        # (the cache keeps the two-stage call, not its score: it calls only at mask_min_score or more, so that
+        # bound stands in for the score, which decides the same under the app's cut, no higher than that bound)
+        aizoo = TwoStageMaskDetector.__init__.__kwdefaults__["mask_min_score"]
+        combined = [_counted(combine(d, (str(c), aizoo))) for d, c in zip(decided, s.baseline, strict=True)]
         results[f"product@{t:g}"] = outcomes(s, truth, [d[0] for d in combined], [d[1] for d in combined])
     print_bands(results)
     chosen = f"product@{head.no_mask_threshold:g}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,17 +205,18 @@ def _mask_head(store: ArtifactStore, threads: int) -> MaskClassifier | None:
     """The mask head if its files are on this device (it makes every "no_mask" call; README: the figures)."""
     from accelerators.mask_classifier import FACE_LANDMARK, MASK_HEAD, MaskClassifier
 
-    missing = [a.name for a in (MASK_HEAD, FACE_LANDMARK) if not store.is_present(a)]
-    if missing:
-        log.warning(
-            "mask calls from AIZOO alone, whose no-mask calls are right about half the time: %s not on this device"
-            " (wardsight models fetch %s)",
-            " and ".join(missing),
-            " ".join(missing),
-        )
+    alone = "mask calls from AIZOO alone, whose no-mask calls are right about half the time"
+    if not store.is_present(FACE_LANDMARK):
+        log.warning("%s: face-landmark is missing or damaged (wardsight models fetch face-landmark)", alone)
+        return None
+    try:
+        head = store.ensure(MASK_HEAD)  # (from the package beside the code: no network)
+        classifier = MaskClassifier.from_files(head, store.path(FACE_LANDMARK), threads)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, WardSightError) as exc:
+        log.warning("%s: the mask head cannot be used (%s)", alone, exc)
         return None
     log.info("mask calls from the mask head (%s)", MASK_HEAD.sha256[:12])
-    return MaskClassifier.from_files(store.path(MASK_HEAD), store.path(FACE_LANDMARK), threads)
+    return classifier
 
 
 def build_cpu_backend(config: DeviceConfig, store: ArtifactStore) -> CpuPoseBackend:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from wardsight import wire
 
 Check = tuple[Sequence[wire.Signed], wire.Ed25519PublicKey]
+log = logging.getLogger("wardsight.fleet.auth")
 
 
 class SignatureChecker:
@@ -45,14 +47,20 @@ class SignatureChecker:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        with self._lock:
-            if self._closed:  # (the server is stopping: check here)
-                _check_all([c for c, _ in batch])
-                _finish(batch)
-                return
-            self.jobs += 1
-            job = self._thread.submit(_check_all, [c for c, _ in batch])
-        job.add_done_callback(lambda _: _wake(loop, batch))
+        checks = [c for c, _ in batch]
+        try:
+            with self._lock:
+                if not self._closed:
+                    job = self._thread.submit(_check_all, checks)
+                    self.jobs += 1
+                    job.add_done_callback(lambda _: _wake(loop, batch))
+                    return
+        except RuntimeError:  # (the interpreter is shutting down: no more threads)
+            pass
+        try:  # the server is stopping: checked here
+            _check_all(checks)
+        finally:
+            _finish(batch)
 
     def close(self) -> None:
         """Stop the thread once its job is done."""
@@ -64,8 +72,12 @@ class SignatureChecker:
 def _check_all(checks: list[Check]) -> None:
     for signed, key in checks:
         for each in signed:
-            with contextlib.suppress(wire.SignatureError):
+            try:
                 each.verify(key)
+            except wire.SignatureError:
+                pass  # (the decision finds it and words it)
+            except Exception:  # anything else: the decision checks it again on the loop and meets it there
+                log.exception("signature check failed unexpectedly")
 
 
 def _wake(loop: asyncio.AbstractEventLoop, batch: list[tuple[Check, asyncio.Future[None]]]) -> None:

@@ -19,6 +19,7 @@ from accelerators.mask_classifier import (
     CLASSES,
     FACE_LANDMARK,
     FEATURE_DIM,
+    HEADS,
     MASK_HEAD,
     POINTS,
     HeadWeights,
@@ -33,7 +34,9 @@ from accelerators.mask_classifier import (
 from accelerators.mediapipe_models import FACE_FULL_RANGE
 from bench.train_mask_classifier import TARGET, train
 from bench.train_mask_classifier import main as train_main
-from firmware.assembly import _mask_head
+from firmware.apps.mask import MaskApp, MaskConfig
+from firmware.assembly import build_analyzers
+from firmware.perception import FaceAnalyzer
 from tests.conftest import SHARED
 from tests.device.helpers import read_rgb
 from wardsight.fetch import ArtifactStore
@@ -190,6 +193,14 @@ def test_combine_takes_every_no_mask_from_the_head_and_a_mask_from_either():
     assert combine(("unknown", 0.4), ("mask", 0.8)) == ("mask", 0.8)  # the head unsure: AIZOO's mask
     assert combine(("unknown", 0.4), ("no_mask", 0.99)) == ("unknown", 0.4)  # never AIZOO's no-mask
     assert combine(("unknown", 0.4), ("unknown", 0.0)) == ("unknown", 0.4)
+    assert combine(("mask", 0.55), ("mask", 0.9)) == ("mask", 0.9)  # agreeing: the surer (the app cuts at 0.7)
+
+
+def test_the_head_beside_the_code_is_the_pinned_one(tmp_path: Path):
+    assert hashlib.sha256((HEADS / MASK_HEAD.filename).read_bytes()).hexdigest() == MASK_HEAD.sha256
+    store = ArtifactStore(tmp_path / "models")  # no mirror, no network: from the package
+    head = HeadWeights.load(store.ensure(MASK_HEAD))
+    assert (head.mask_threshold, head.no_mask_threshold) == pytest.approx((0.5, 0.8))
 
 
 @pytest.fixture(scope="module")
@@ -221,21 +232,39 @@ def built_head(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
     return out
 
 
-def test_the_training_script_rebuilds_the_pinned_head(built_head: Path):
-    assert built_head.stat().st_size == MASK_HEAD.size
-    assert hashlib.sha256(built_head.read_bytes()).hexdigest() == MASK_HEAD.sha256
+def test_the_training_script_rebuilds_the_head_beside_the_code(built_head: Path):
+    """The same weights (on this machine the same bytes; elsewhere the features' last bits may differ)."""
+    rebuilt, shipped = HeadWeights.load(built_head), HeadWeights.load(HEADS / MASK_HEAD.filename)
+    for name in ("mean", "scale", "weights", "bias"):
+        np.testing.assert_allclose(getattr(rebuilt, name), getattr(shipped, name), rtol=1e-3, atol=1e-4)
+    assert (rebuilt.mask_threshold, rebuilt.no_mask_threshold) == (shipped.mask_threshold, shipped.no_mask_threshold)
 
 
-def test_the_agent_uses_the_head_when_its_files_are_on_the_device(
-    built_head: Path, landmark_path: Path, face_models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def _analyzer_head(store: ArtifactStore) -> MaskClassifier | None:
+    (analyzer,) = build_analyzers([MaskApp(MaskConfig())], store, threads=2)
+    assert isinstance(analyzer, FaceAnalyzer)
+    return analyzer.detector.classifier
+
+
+def test_the_agent_uses_the_head_once_the_landmark_model_is_on_the_device(
+    landmark_path: Path, face_models, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
-    store = ArtifactStore(tmp_path / "models", mirrors=(landmark_path.parent, built_head.parent))
+    mirrors = (landmark_path.parent, face_models[0].parent, face_models[1].parent)
+    store = ArtifactStore(tmp_path / "models", mirrors=mirrors)
+    store.ensure_all([FACE_FULL_RANGE, FACEMASK_AIZOO.artifact])  # what the mask app needs in any case
     with caplog.at_level(logging.WARNING, logger="wardsight.device"):
-        assert _mask_head(store, 2) is None
-    assert "face-mask-head and face-landmark not on this device" in caplog.text
-    store.ensure_all([MASK_HEAD, FACE_LANDMARK])
-    head = _mask_head(store, 2)
+        assert _analyzer_head(store) is None
+    assert "AIZOO alone" in caplog.text and "face-landmark is missing or damaged" in caplog.text
+    store.ensure(FACE_LANDMARK)
+    head = _analyzer_head(store)  # the head itself comes from beside the code
     assert isinstance(head, MaskClassifier) and head.head.no_mask_threshold == pytest.approx(0.8)
+    store.path(MASK_HEAD).write_bytes(b"PK damaged")  # a damaged head is replaced from the package
+    assert isinstance(_analyzer_head(store), MaskClassifier)
+    store.path(FACE_LANDMARK).write_bytes(b"truncated")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wardsight.device"):
+        assert _analyzer_head(store) is None  # the agent goes on with AIZOO's calls
+    assert "face-landmark is missing or damaged" in caplog.text
     two_stage = TwoStageMaskDetector(*face_models, num_threads=2, classifier=head)  # (photos it was not trained on)
     assert [
         (f.label, f.mask_score >= 0.8) for f in two_stage.detect_all(read_rgb(SHARED / "media" / "astronaut.png"))

@@ -26,11 +26,11 @@ async def test_requests_of_one_turn_share_a_job_and_good_signatures_are_kept(che
     key = Ed25519PrivateKey.generate()
     public = key.public_key()
     tokens = [signed_event(key) for _ in range(8)]
-    await asyncio.gather(*(checker.check([t], public) for t in tokens))
+    await asyncio.wait_for(asyncio.gather(*(checker.check([t], public) for t in tokens)), 10)
     assert checker.jobs == 1
     assert all(t._verified_by == [public] for t in tokens)  # kept: the decision does not check them again
     later = signed_event(key)
-    await checker.check([later], public)
+    await asyncio.wait_for(checker.check([later], public), 10)
     assert checker.jobs == 2 and later._verified_by == [public]
 
 
@@ -38,7 +38,7 @@ async def test_a_bad_signature_is_left_for_the_decision(checker):
     key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     public = key.public_key()
     good, forged = signed_event(key), signed_event(other)
-    await checker.check([forged, good], public)  # (completes: nothing raised here)
+    await asyncio.wait_for(checker.check([forged, good], public), 10)  # (completes: nothing raised here)
     assert good._verified_by == [public]
     assert forged._verified_by == []
     with pytest.raises(wire.SignatureError):  # what the decision meets when it checks it on the loop
@@ -51,7 +51,7 @@ async def test_checks_asked_while_closing_are_made_on_the_loop():
     token = signed_event(key)
     pending = checker.check([token], key.public_key())
     checker.close()  # before the job is sent
-    await pending
+    await asyncio.wait_for(pending, 10)
     assert checker.jobs == 0 and len(token._verified_by) == 1
 
 
@@ -61,5 +61,5 @@ async def test_a_cancelled_request_does_not_stop_the_others(checker):
     gone = checker.check([first], key.public_key())
     kept = checker.check([second], key.public_key())
     gone.cancel()
-    await kept
+    await asyncio.wait_for(kept, 10)
     assert len(second._verified_by) == 1
