@@ -71,12 +71,16 @@ def extra_models(store: ArtifactStore, threads: int, mirrors: list[Path]) -> lis
     from accelerators.facemask import FACEMASK_AIZOO
     from accelerators.faces import TwoStageMaskDetector
     from accelerators.hands import HandDetector
+    from accelerators.mask_classifier import FACE_LANDMARK, MASK_HEAD, MaskClassifier
     from accelerators.mediapipe_models import FACE_FULL_RANGE, HAND_LANDMARK, PALM_DETECTION
     from firmware.perception import FaceAnalyzer, HandAnalyzer
 
     store.mirrors = mirrors
-    face, mask, palm, hand = store.ensure_all([FACE_FULL_RANGE, FACEMASK_AIZOO.artifact, PALM_DETECTION, HAND_LANDMARK])
-    faces = FaceAnalyzer(TwoStageMaskDetector(face, mask, threads), every_frames=5)  # the device default
+    face, mask, palm, hand, landmark, head = store.ensure_all(
+        [FACE_FULL_RANGE, FACEMASK_AIZOO.artifact, PALM_DETECTION, HAND_LANDMARK, FACE_LANDMARK, MASK_HEAD]
+    )
+    classifier = MaskClassifier.from_files(head, landmark, threads)  # (as the agent, with face-landmark fetched)
+    faces = FaceAnalyzer(TwoStageMaskDetector(face, mask, threads, classifier=classifier), every_frames=5)
     return [faces, HandAnalyzer(HandDetector(palm, hand, threads))]
 
 
