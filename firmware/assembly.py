@@ -202,7 +202,8 @@ def build_analyzers(apps: list[App], store: ArtifactStore, threads: int, face_ev
 
 
 def _mask_head(store: ArtifactStore, threads: int) -> MaskClassifier | None:
-    """The mask head if its files are on this device (it makes every "no_mask" call; README: the figures)."""
+    """The mask head once the face landmark model is on this device (the head itself ships beside the code); it
+    makes every "no_mask" call (README: the figures). None, with a warning, when it cannot be used."""
     from accelerators.mask_classifier import FACE_LANDMARK, MASK_HEAD, MaskClassifier
 
     alone = "mask calls from AIZOO alone, whose no-mask calls are right about half the time"
